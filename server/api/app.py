@@ -1,0 +1,72 @@
+"""The aiohttp application: middleware (request ids, access log, errors) and routes."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+
+import msgspec
+import structlog
+from aiohttp import web
+
+from ..domain.errors import DomainError
+from ..ids import request_id
+from ..service import JobService
+from . import errors, jobs
+from .context import SERVICE
+
+log = structlog.get_logger("jobledger.api")
+
+#: Largest request body accepted; a job spec is a few KiB.
+MAX_BODY_BYTES = 1024 * 1024
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@web.middleware
+async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Bind a request id to logs, log the request, and turn every error into one JSON shape."""
+    rid = request.headers.get("X-Request-Id") or request_id()
+    request["request_id"] = rid
+    started = time.perf_counter()
+    with structlog.contextvars.bound_contextvars(request_id=rid):
+        try:
+            response = await handler(request)
+        except DomainError as exc:
+            response = errors.from_domain(exc)
+        except msgspec.ValidationError as exc:
+            response = errors.from_validation(exc)
+        except msgspec.DecodeError as exc:
+            response = errors.error_response(400, "malformed_json", f"request body: {exc}")
+        except web.HTTPException as exc:
+            if exc.status < 400:
+                raise
+            response = errors.from_http(exc)
+        except Exception:
+            log.exception("unhandled error", method=request.method, path=request.path)
+            response = errors.error_response(500, "internal", "internal server error")
+        response.headers["X-Request-Id"] = rid
+        log.info(
+            "request",
+            method=request.method,
+            path=request.path,
+            status=response.status,
+            ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        return response
+
+
+async def healthz(request: web.Request) -> web.Response:
+    """Alive and the database answers."""
+    service = request.app[SERVICE]
+    await service.pool.fetchval("SELECT 1")
+    return web.json_response({"status": "ok"})
+
+
+def create_app(service: JobService) -> web.Application:
+    """The API bound to a job service (and through it, the database)."""
+    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    app[SERVICE] = service
+    app.router.add_get("/healthz", healthz)
+    jobs.add_routes(app.router)
+    return app

@@ -1,0 +1,74 @@
+"""The one mapping from errors to HTTP responses: `{"error": {code, message, details}}`."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import msgspec
+from aiohttp import web
+
+from ..domain import errors as domain
+
+STATUS: dict[type[domain.DomainError], int] = {
+    domain.NotFound: 404,
+    domain.InvalidInput: 400,
+    domain.InvalidTransition: 409,
+    domain.IdempotencyConflict: 409,
+    domain.ConcurrencyError: 409,
+    domain.CorruptLog: 500,
+}
+
+_HTTP_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "body_too_large",
+    415: "unsupported_media_type",
+}
+
+# msgspec says e.g. "Expected `int`, got `str` - at `$.resources.memory_mb`".
+_AT = re.compile(r" - at `(?P<path>\$[^`]*)`$")
+_UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`")
+_MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
+
+
+class ErrorBody(msgspec.Struct):
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+class ErrorResponse(msgspec.Struct):
+    """The shape of every error the API returns."""
+
+    error: ErrorBody
+
+
+def error_response(status: int, code: str, message: str, **details: Any) -> web.Response:
+    body = ErrorResponse(ErrorBody(code=code, message=message, details=details))
+    return web.Response(
+        status=status, body=msgspec.json.encode(body), content_type="application/json"
+    )
+
+
+def from_domain(exc: domain.DomainError) -> web.Response:
+    status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
+    return error_response(status, exc.code, exc.message, **exc.details)
+
+
+def from_validation(exc: msgspec.ValidationError) -> web.Response:
+    """422 naming the field at fault as a JSON path (`$.resources.cpu`)."""
+    text = str(exc)
+    path = "$"
+    if m := _AT.search(text):
+        path = m.group("path")
+        text = text[: m.start()]
+    if m := _UNKNOWN.match(text) or _MISSING.match(text):
+        path = f"{path}.{m.group('name')}"
+    return error_response(422, "validation_error", text, field=path)
+
+
+def from_http(exc: web.HTTPException) -> web.Response:
+    code = _HTTP_CODES.get(exc.status, "http_error")
+    return error_response(exc.status, code, exc.reason)

@@ -1,0 +1,1 @@
+"""Pure core: event types, the job state machine, specs and errors. No I/O, no clock (I1)."""

@@ -1,0 +1,183 @@
+"""Every fact the log records about a job, as a tagged union of msgspec structs.
+
+An event's wire form is its JSON with a `type` tag. Each type has a schema version; when a
+type's shape changes, bump `SCHEMA` and register an upcaster from the old version so old
+logs stay readable (see `upcast`).
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, ClassVar
+
+import msgspec
+
+from .specs import JobSpec
+
+
+class FailureReason(str, enum.Enum):
+    """Why an attempt of a job failed."""
+
+    #: The command exited with a non-zero code.
+    EXIT_CODE = "exit_code"
+    #: The container was killed for using more memory than its limit.
+    OOM = "oom"
+    #: The job ran longer than its `timeout_seconds`.
+    TIMEOUT = "timeout"
+    #: The worker running it stopped heartbeating and the container could not be adopted.
+    WORKER_LOST = "worker_lost"
+    #: The container could not be created or started (missing image, bad command, ...).
+    START_ERROR = "start_error"
+
+
+class Usage(msgspec.Struct, frozen=True, kw_only=True):
+    """Resources one attempt consumed."""
+
+    wall_seconds: float = 0.0
+    cpu_seconds: float = 0.0
+    peak_memory_bytes: int = 0
+
+
+class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=True):
+    """Base of all job events; the tag is the class name."""
+
+    SCHEMA: ClassVar[int] = 1
+
+
+class JobSubmitted(Event, frozen=True, kw_only=True):
+    """A user asked for a job; `spec` is exactly what will run."""
+
+    spec: JobSpec
+
+
+class JobQueued(Event, frozen=True, kw_only=True):
+    """The job waits for a worker; `attempt` counts from 1."""
+
+    attempt: int = 1
+    #: Human-readable reason it is waiting, if something more than "in line".
+    reason: str | None = None
+
+
+class JobStarted(Event, frozen=True, kw_only=True):
+    """A worker claimed the job and is starting its container."""
+
+    worker_id: str
+    attempt: int
+
+
+class JobCancelRequested(Event, frozen=True, kw_only=True):
+    """Someone asked to cancel the job."""
+
+    reason: str | None = None
+
+
+class JobSucceeded(Event, frozen=True, kw_only=True):
+    """The command exited 0."""
+
+    exit_code: int = 0
+    usage: Usage | None = None
+
+
+class JobFailed(Event, frozen=True, kw_only=True):
+    """The job ended in failure and will not be retried."""
+
+    reason: FailureReason
+    exit_code: int | None = None
+    message: str | None = None
+    usage: Usage | None = None
+
+
+class JobCancelled(Event, frozen=True, kw_only=True):
+    """The job was cancelled; if it ran, its container is gone."""
+
+    exit_code: int | None = None
+    usage: Usage | None = None
+
+
+class JobRetryScheduled(Event, frozen=True, kw_only=True):
+    """An attempt failed and another one is queued after `delay_seconds`."""
+
+    attempt: int
+    failed_attempt: int
+    reason: FailureReason
+    exit_code: int | None = None
+    message: str | None = None
+    delay_seconds: float = 0.0
+    usage: Usage | None = None
+
+
+AnyEvent = (
+    JobSubmitted
+    | JobQueued
+    | JobStarted
+    | JobCancelRequested
+    | JobSucceeded
+    | JobFailed
+    | JobCancelled
+    | JobRetryScheduled
+)
+EVENT_TYPES: dict[str, type[Event]] = {
+    cls.__name__: cls
+    for cls in (
+        JobSubmitted,
+        JobQueued,
+        JobStarted,
+        JobCancelRequested,
+        JobSucceeded,
+        JobFailed,
+        JobCancelled,
+        JobRetryScheduled,
+    )
+}
+
+
+class EventMeta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+    """Who and what caused an event (design map I6); the time is the database's."""
+
+    actor: str
+    request_id: str | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+
+
+class Recorded(msgspec.Struct, frozen=True, kw_only=True):
+    """An event as the log holds it: its place in the stream and the global log."""
+
+    event_id: uuid.UUID
+    stream_id: uuid.UUID
+    version: int
+    position: int
+    event: AnyEvent
+    meta: EventMeta
+    recorded_at: datetime
+
+
+# (type, from_version) -> function turning the old JSON object into the next version's.
+Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+
+_event_decoder = msgspec.json.Decoder(AnyEvent)  # type: ignore[arg-type]
+_event_encoder = msgspec.json.Encoder()
+
+
+def encode_event(event: Event) -> bytes:
+    """The JSON the log stores for an event (includes its `type` tag)."""
+    return _event_encoder.encode(event)
+
+
+def decode_event(type_name: str, schema: int, data: str | bytes) -> AnyEvent:
+    """Read a stored event, upcasting older schema versions to the current one."""
+    cls = EVENT_TYPES.get(type_name)
+    if cls is None:
+        raise ValueError(f"unknown event type {type_name!r}")
+    if schema == cls.SCHEMA:
+        return _event_decoder.decode(data)  # type: ignore[no-any-return]
+    obj: dict[str, Any] = msgspec.json.decode(data)
+    while schema < cls.SCHEMA:
+        obj = UPCASTERS[(type_name, schema)](obj)
+        schema += 1
+    obj["type"] = type_name
+    return msgspec.convert(obj, AnyEvent)  # type: ignore[arg-type,no-any-return]

@@ -1,0 +1,299 @@
+"""The job state machine: `decide(state, command) -> events` and `evolve(state, event)`.
+
+A job's state is `fold(events)`. Both functions are pure: time enters only through the
+recorded events (the database's clock), never from here.
+"""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+
+import msgspec
+
+from .errors import CorruptLog, InvalidTransition, NotFound
+from .events import (
+    AnyEvent,
+    Event,
+    FailureReason,
+    JobCancelled,
+    JobCancelRequested,
+    JobFailed,
+    JobQueued,
+    JobRetryScheduled,
+    JobStarted,
+    JobSubmitted,
+    JobSucceeded,
+    Recorded,
+    Usage,
+)
+from .specs import JobSpec
+
+
+class JobState(str, enum.Enum):
+    """Where a job is in its life."""
+
+    #: Waiting for a worker (maybe for a slot, a tag, or its `scheduled_for`).
+    QUEUED = "queued"
+    #: A worker runs its container.
+    RUNNING = "running"
+    #: Cancel was asked while it ran; the container is being stopped.
+    CANCELLING = "cancelling"
+    #: The command exited 0.
+    SUCCEEDED = "succeeded"
+    #: The last attempt failed; see `failure_reason`.
+    FAILED = "failed"
+    #: Cancelled before or while running.
+    CANCELLED = "cancelled"
+
+
+TERMINAL_STATES = frozenset({JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED})
+ACTIVE_STATES = frozenset({JobState.RUNNING, JobState.CANCELLING})
+
+
+class Job(msgspec.Struct, frozen=True, kw_only=True):
+    """The state of one job, folded from its events."""
+
+    id: uuid.UUID
+    version: int
+    last_position: int
+    state: JobState
+    spec: JobSpec
+    submitted_by: str
+    created_at: datetime
+    updated_at: datetime
+    attempt: int = 1
+    queue_reason: str | None = None
+    #: When it may start: the spec's `scheduled_for`, or the retry time after a failure.
+    scheduled_for: datetime | None = None
+    worker_id: str | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    cancel_requested_at: datetime | None = None
+    cancel_requested_by: str | None = None
+    exit_code: int | None = None
+    failure_reason: FailureReason | None = None
+    message: str | None = None
+    usage: Usage | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.state in TERMINAL_STATES
+
+
+# ---- commands -------------------------------------------------------------------------
+
+
+class Submit(msgspec.Struct, frozen=True, kw_only=True):
+    """Create the job."""
+
+    spec: JobSpec
+
+
+class Start(msgspec.Struct, frozen=True, kw_only=True):
+    """A worker claims a queued job."""
+
+    worker_id: str
+
+
+class RequestCancel(msgspec.Struct, frozen=True, kw_only=True):
+    """Cancel: at once if queued, by stopping the container if running."""
+
+    reason: str | None = None
+
+
+class Finish(msgspec.Struct, frozen=True, kw_only=True):
+    """The container exited by itself."""
+
+    exit_code: int
+    oom_killed: bool = False
+    usage: Usage | None = None
+
+
+class Fail(msgspec.Struct, frozen=True, kw_only=True):
+    """The attempt failed for a reason other than the command's own exit."""
+
+    reason: FailureReason
+    message: str | None = None
+    exit_code: int | None = None
+    usage: Usage | None = None
+
+
+class ConfirmCancelled(msgspec.Struct, frozen=True, kw_only=True):
+    """The container of a cancelling job is gone."""
+
+    exit_code: int | None = None
+    usage: Usage | None = None
+
+
+Command = Submit | Start | RequestCancel | Finish | Fail | ConfirmCancelled
+COMMAND_TYPES: tuple[type[Command], ...] = (Submit, Start, RequestCancel, Finish, Fail, ConfirmCancelled)
+
+
+def _label(state: JobState) -> str:
+    return state.value
+
+
+def decide(state: Job | None, command: Command) -> list[Event]:
+    """The events a command produces on a job, or a `DomainError` saying why not."""
+    if isinstance(command, Submit):
+        if state is not None:
+            raise InvalidTransition("job already exists", job_id=str(state.id))
+        return [JobSubmitted(spec=command.spec), JobQueued(attempt=1)]
+    if state is None:
+        raise NotFound("job not found")
+    name = type(command).__name__
+    if state.is_terminal:
+        raise InvalidTransition(
+            f"job is already {_label(state.state)}", state=state.state.value, command=name
+        )
+    match command, state.state:
+        case Start(worker_id=worker), JobState.QUEUED:
+            return [JobStarted(worker_id=worker, attempt=state.attempt)]
+        case RequestCancel(reason=reason), JobState.QUEUED:
+            return [JobCancelRequested(reason=reason), JobCancelled()]
+        case RequestCancel(reason=reason), JobState.RUNNING:
+            return [JobCancelRequested(reason=reason)]
+        case RequestCancel(), JobState.CANCELLING:
+            return []  # asked again: nothing new to record
+        case Finish(exit_code=0, usage=usage), JobState.RUNNING:
+            return [JobSucceeded(exit_code=0, usage=usage)]
+        case Finish(exit_code=code, oom_killed=oom, usage=usage), JobState.RUNNING:
+            reason = FailureReason.OOM if oom else FailureReason.EXIT_CODE
+            return [_failure(state, reason, code, None, usage)]
+        case Fail(reason=reason, message=msg, exit_code=code, usage=usage), JobState.RUNNING:
+            return [_failure(state, reason, code, msg, usage)]
+        case (
+            Finish(exit_code=code, usage=usage)
+            | Fail(exit_code=code, usage=usage)
+            | ConfirmCancelled(exit_code=code, usage=usage),
+            JobState.CANCELLING,
+        ):
+            # Whatever ended the container, the user's cancel is what they asked for.
+            return [JobCancelled(exit_code=code, usage=usage)]
+    raise InvalidTransition(
+        f"cannot {name} a {_label(state.state)} job", state=state.state.value, command=name
+    )
+
+
+def _failure(
+    state: Job, reason: FailureReason, code: int | None, message: str | None, usage: Usage | None
+) -> Event:
+    policy = state.spec.retry
+    # A start error (missing image, bad command) will fail the same way again.
+    if reason is not FailureReason.START_ERROR and state.attempt <= policy.max_retries:
+        return JobRetryScheduled(
+            attempt=state.attempt + 1,
+            failed_attempt=state.attempt,
+            reason=reason,
+            exit_code=code,
+            message=message,
+            delay_seconds=policy.backoff_seconds * 2 ** (state.attempt - 1),
+            usage=usage,
+        )
+    return JobFailed(reason=reason, exit_code=code, message=message, usage=usage)
+
+
+def evolve(state: Job | None, rec: Recorded) -> Job:
+    """The state after one recorded event."""
+    event: AnyEvent = rec.event
+    if state is None:
+        if not isinstance(event, JobSubmitted):
+            raise CorruptLog(f"stream starts with {type(event).__name__}", stream_id=str(rec.stream_id))
+        return Job(
+            id=rec.stream_id,
+            version=rec.version,
+            last_position=rec.position,
+            state=JobState.QUEUED,
+            spec=event.spec,
+            submitted_by=rec.meta.actor,
+            created_at=rec.recorded_at,
+            updated_at=rec.recorded_at,
+            scheduled_for=event.spec.scheduled_for,
+        )
+    if rec.version != state.version + 1:
+        raise CorruptLog(
+            f"version {rec.version} follows {state.version}", stream_id=str(rec.stream_id)
+        )
+    at = rec.recorded_at
+    common = {"version": rec.version, "last_position": rec.position, "updated_at": at}
+    match event:
+        case JobQueued(attempt=attempt, reason=reason):
+            return msgspec.structs.replace(
+                state, **common, state=JobState.QUEUED, attempt=attempt, queue_reason=reason
+            )
+        case JobStarted(worker_id=worker, attempt=attempt):
+            return msgspec.structs.replace(
+                state,
+                **common,
+                state=JobState.RUNNING,
+                attempt=attempt,
+                worker_id=worker,
+                started_at=at,
+                queue_reason=None,
+                exit_code=None,
+                failure_reason=None,
+                message=None,
+                usage=None,
+            )
+        case JobCancelRequested():
+            return msgspec.structs.replace(
+                state,
+                **common,
+                state=JobState.CANCELLING if state.state in ACTIVE_STATES else state.state,
+                cancel_requested_at=at,
+                cancel_requested_by=rec.meta.actor,
+            )
+        case JobSucceeded(exit_code=code, usage=usage):
+            return _ended(state, common, JobState.SUCCEEDED, code, None, None, usage)
+        case JobFailed(reason=reason, exit_code=code, message=msg, usage=usage):
+            return _ended(state, common, JobState.FAILED, code, reason, msg, usage)
+        case JobCancelled(exit_code=code, usage=usage):
+            return _ended(state, common, JobState.CANCELLED, code, None, None, usage)
+        case JobRetryScheduled():
+            return msgspec.structs.replace(
+                state,
+                **common,
+                state=JobState.QUEUED,
+                attempt=event.attempt,
+                queue_reason=f"retry {event.attempt - 1} of {state.spec.retry.max_retries}",
+                scheduled_for=at + timedelta(seconds=event.delay_seconds),
+                worker_id=None,
+                exit_code=event.exit_code,
+                failure_reason=event.reason,
+                message=event.message,
+                usage=event.usage,
+            )
+        case JobSubmitted():
+            raise CorruptLog("job submitted twice", stream_id=str(rec.stream_id))
+    raise CorruptLog(f"unknown event {type(event).__name__}")  # pragma: no cover
+
+
+def _ended(
+    state: Job,
+    common: dict[str, object],
+    to: JobState,
+    code: int | None,
+    reason: FailureReason | None,
+    message: str | None,
+    usage: Usage | None,
+) -> Job:
+    return msgspec.structs.replace(
+        state,
+        **common,  # type: ignore[arg-type]
+        state=to,
+        finished_at=common["updated_at"],
+        exit_code=code,
+        failure_reason=reason,
+        message=message,
+        usage=usage,
+    )
+
+
+def fold(events: Iterable[Recorded], state: Job | None = None) -> Job | None:
+    """Apply events in order to a state (None: the job does not exist yet)."""
+    for rec in events:
+        state = evolve(state, rec)
+    return state

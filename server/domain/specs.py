@@ -1,0 +1,63 @@
+"""What a user asks for when submitting a job, validated by msgspec at the boundary."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+import msgspec
+
+# Names users write in URLs, CLI flags and labels: keep them boring and safe.
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")]
+LabelKey = Annotated[str, msgspec.Meta(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")]
+LabelValue = Annotated[str, msgspec.Meta(max_length=255)]
+EnvName = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+EnvValue = Annotated[str, msgspec.Meta(max_length=32_768)]
+Image = Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
+Arg = Annotated[str, msgspec.Meta(max_length=32_768)]
+Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+Key = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
+
+Cpu = Annotated[float, msgspec.Meta(gt=0, le=64)]
+MemoryMb = Annotated[int, msgspec.Meta(ge=6, le=1_048_576)]
+Seconds = Annotated[int, msgspec.Meta(ge=1, le=7 * 24 * 3600)]
+GraceSeconds = Annotated[int, msgspec.Meta(ge=0, le=3600)]
+Priority = Annotated[int, msgspec.Meta(ge=-1000, le=1000)]
+Retries = Annotated[int, msgspec.Meta(ge=0, le=20)]
+BackoffSeconds = Annotated[float, msgspec.Meta(ge=0, le=24 * 3600)]
+
+
+class Resources(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """CPU (in cores, fractions allowed) and memory (MiB) a job's container may use."""
+
+    cpu: Cpu = 1.0
+    memory_mb: MemoryMb = 512
+
+
+class RetryPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """How often a failed job is tried again; cancels are never retried."""
+
+    max_retries: Retries = 0
+    #: Delay before retry n is `backoff_seconds * 2**(n-1)`.
+    backoff_seconds: BackoffSeconds = 10.0
+
+
+class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One job as submitted: the action to run and how, where and when to run it."""
+
+    image: Image
+    command: Annotated[list[Arg], msgspec.Meta(max_length=1024)] = []
+    env: Annotated[dict[EnvName, EnvValue], msgspec.Meta(max_length=512)] = {}
+    workdir: Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=r"^/")] | None = None
+    resources: Resources = Resources()
+    timeout_seconds: Seconds | None = None
+    stop_grace_seconds: GraceSeconds = 10
+    priority: Priority = 0
+    labels: Annotated[dict[LabelKey, LabelValue], msgspec.Meta(max_length=64)] = {}
+    project: Name = "default"
+    scheduled_for: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
+    idempotency_key: Key | None = None
+    retry: RetryPolicy = RetryPolicy()
+    tags: Annotated[list[Tag], msgspec.Meta(max_length=32)] = []
+    concurrency_key: Key | None = None
+

@@ -1,0 +1,1 @@
+"""Read models kept from the event log: the inline `jobs` projection and its rebuild."""

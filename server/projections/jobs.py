@@ -1,0 +1,221 @@
+"""The `jobs` projection: each job's current state as one row, kept inline with appends
+and rebuildable from the log with identical results (I2)."""
+
+from __future__ import annotations
+
+import base64
+import uuid
+from collections.abc import Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import msgspec
+
+from ..domain.events import FailureReason, Recorded, Usage
+from ..domain.jobs import Job, JobState, fold
+from ..domain.specs import JobSpec
+from ..store.eventstore import InlineHook, Notification, record_from_row
+from ..store.queries import QUERIES as STORE_QUERIES
+from ..store.queries import load_queries
+
+QUERIES = load_queries(Path(__file__).with_name("jobs.sql"))
+
+
+class JobView(msgspec.Struct, kw_only=True):
+    """A job as the list and detail views show it. Field order is the `jobs` column order."""
+
+    id: uuid.UUID
+    project: str
+    state: JobState
+    spec: JobSpec
+    priority: int
+    labels: dict[str, str]
+    tags: list[str]
+    concurrency_key: str | None
+    idempotency_key: str | None
+    submitted_by: str
+    attempt: int
+    queue_reason: str | None
+    scheduled_for: datetime | None
+    worker_id: str | None
+    exit_code: int | None
+    failure_reason: FailureReason | None
+    message: str | None
+    usage: Usage | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested_at: datetime | None
+    cancel_requested_by: str | None
+    version: int
+    last_position: int
+
+
+COLUMNS: tuple[str, ...] = JobView.__struct_fields__
+_JSON_COLUMNS = {"spec": JobSpec, "labels": dict[str, str], "usage": Usage | None}
+_decoders = {name: msgspec.json.Decoder(t) for name, t in _JSON_COLUMNS.items()}
+_encoder = msgspec.json.Encoder()
+
+
+def view_of(job: Job) -> JobView:
+    """The row a job's folded state projects to."""
+    spec = job.spec
+    return JobView(
+        id=job.id,
+        project=spec.project,
+        state=job.state,
+        spec=spec,
+        priority=spec.priority,
+        labels=spec.labels,
+        tags=spec.tags,
+        concurrency_key=spec.concurrency_key,
+        idempotency_key=spec.idempotency_key,
+        submitted_by=job.submitted_by,
+        attempt=job.attempt,
+        queue_reason=job.queue_reason,
+        scheduled_for=job.scheduled_for,
+        worker_id=job.worker_id,
+        exit_code=job.exit_code,
+        failure_reason=job.failure_reason,
+        message=job.message,
+        usage=job.usage,
+        created_at=job.created_at,
+        updated_at=job.updated_at,
+        started_at=job.started_at,
+        finished_at=job.finished_at,
+        cancel_requested_at=job.cancel_requested_at,
+        cancel_requested_by=job.cancel_requested_by,
+        version=job.version,
+        last_position=job.last_position,
+    )
+
+
+def view_from_row(row: asyncpg.Record) -> JobView:
+    """Decode a `jobs` row."""
+    values: dict[str, Any] = dict(row)
+    for name, decoder in _decoders.items():
+        values[name] = decoder.decode(values[name]) if values[name] is not None else None
+    values["state"] = JobState(values["state"])
+    if values["failure_reason"] is not None:
+        values["failure_reason"] = FailureReason(values["failure_reason"])
+    return JobView(**values)
+
+
+def _row_args(view: JobView) -> list[Any]:
+    args: list[Any] = []
+    for name in COLUMNS:
+        value = getattr(view, name)
+        if name in _JSON_COLUMNS:
+            value = None if value is None else _encoder.encode(value).decode()
+        elif isinstance(value, JobState | FailureReason):
+            value = value.value
+        args.append(value)
+    return args
+
+
+async def upsert(conn: asyncpg.Connection, jobs: Iterable[Job]) -> None:
+    """Write the rows of folded jobs."""
+    await conn.executemany(QUERIES["upsert_job"], [_row_args(view_of(j)) for j in jobs])
+
+
+def inline(prior: Job | None) -> InlineHook:
+    """The inline projection of one append: fold the new events onto `prior`, write the row."""
+
+    async def hook(conn: asyncpg.Connection, recorded: list[Recorded]) -> Notification:
+        job = fold(recorded, prior)
+        assert job is not None
+        await conn.execute(QUERIES["upsert_job"], *_row_args(view_of(job)))
+        return Notification(stream_id=job.id, version=job.version, state=job.state.value)
+
+    return hook
+
+
+async def get(conn: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID) -> JobView | None:
+    """One job's view, or None."""
+    row = await conn.fetchrow(QUERIES["get_job"], job_id)
+    return view_from_row(row) if row is not None else None
+
+
+async def find_by_idempotency_key(
+    conn: asyncpg.Connection | asyncpg.Pool, project: str, key: str
+) -> JobView | None:
+    """The job a project submitted under an idempotency key, or None."""
+    row = await conn.fetchrow(QUERIES["find_by_idempotency_key"], project, key)
+    return view_from_row(row) if row is not None else None
+
+
+class JobFilter(msgspec.Struct, kw_only=True):
+    """Filters of the job list; None means "any"."""
+
+    states: list[JobState] | None = None
+    project: str | None = None
+    labels: dict[str, str] | None = None
+    created_after: datetime | None = None
+    created_before: datetime | None = None
+
+
+class Cursor(msgspec.Struct, array_like=True, frozen=True):
+    """Keyset position in the newest-first list: stable while jobs are inserted."""
+
+    created_at: datetime
+    id: uuid.UUID
+
+    def encode(self) -> str:
+        return base64.urlsafe_b64encode(msgspec.json.encode(self)).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str) -> Cursor:
+        """Raises ValueError on anything that is not a cursor this server issued."""
+        try:
+            raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+            return msgspec.json.decode(raw, type=cls)
+        except (ValueError, msgspec.DecodeError) as exc:
+            raise ValueError("not a valid cursor") from exc
+
+
+async def list_jobs(
+    pool: asyncpg.Pool, filt: JobFilter, *, after: Cursor | None, limit: int
+) -> tuple[list[JobView], Cursor | None]:
+    """A page of jobs, newest first, and the cursor of the next page (None at the end)."""
+    rows = await pool.fetch(
+        QUERIES["list_jobs"],
+        [s.value for s in filt.states] if filt.states else None,
+        filt.project,
+        _encoder.encode(filt.labels).decode() if filt.labels else None,
+        filt.created_after,
+        filt.created_before,
+        after.created_at if after else None,
+        after.id if after else None,
+        limit + 1,
+    )
+    views = [view_from_row(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return views, (Cursor(views[-1].created_at, views[-1].id) if more else None)
+
+
+async def rebuild(pool: asyncpg.Pool, *, batch: int = 1000) -> int:
+    """Drop every row and fold them again from the log, in one transaction: readers see the
+    old rows until the new ones commit, never a half-built table. Returns the job count."""
+    count = 0
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(QUERIES["truncate_jobs"])
+        pending: list[Job] = []
+        current: Job | None = None
+        async for row in conn.cursor(STORE_QUERIES["read_all_streams"], prefetch=batch):
+            rec = record_from_row(row)
+            if current is not None and current.id != rec.stream_id:
+                pending.append(current)
+                current = None
+            current = fold([rec], current)
+            if len(pending) >= batch:
+                await upsert(conn, pending)
+                count += len(pending)
+                pending.clear()
+        if current is not None:
+            pending.append(current)
+        await upsert(conn, pending)
+        count += len(pending)
+    return count

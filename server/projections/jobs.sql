@@ -1,0 +1,53 @@
+-- name: upsert_job
+-- Write a job's folded state; the inline projection runs this in the append transaction.
+INSERT INTO jobs (
+    id, project, state, spec, priority, labels, tags, concurrency_key, idempotency_key,
+    submitted_by, attempt, queue_reason, scheduled_for, worker_id, exit_code, failure_reason,
+    message, usage, created_at, updated_at, started_at, finished_at, cancel_requested_at,
+    cancel_requested_by, version, last_position
+) VALUES (
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
+    $21, $22, $23, $24, $25, $26
+)
+ON CONFLICT (id) DO UPDATE SET
+    state = EXCLUDED.state,
+    attempt = EXCLUDED.attempt,
+    queue_reason = EXCLUDED.queue_reason,
+    scheduled_for = EXCLUDED.scheduled_for,
+    worker_id = EXCLUDED.worker_id,
+    exit_code = EXCLUDED.exit_code,
+    failure_reason = EXCLUDED.failure_reason,
+    message = EXCLUDED.message,
+    usage = EXCLUDED.usage,
+    updated_at = EXCLUDED.updated_at,
+    started_at = EXCLUDED.started_at,
+    finished_at = EXCLUDED.finished_at,
+    cancel_requested_at = EXCLUDED.cancel_requested_at,
+    cancel_requested_by = EXCLUDED.cancel_requested_by,
+    version = EXCLUDED.version,
+    last_position = EXCLUDED.last_position;
+
+-- name: get_job
+-- One job's row.
+SELECT * FROM jobs WHERE id = $1;
+
+-- name: find_by_idempotency_key
+-- The job a project already submitted under an idempotency key.
+SELECT * FROM jobs WHERE project = $1 AND idempotency_key = $2;
+
+-- name: list_jobs
+-- A page of the job list, newest first, after a keyset cursor (created_at, id); every
+-- filter is optional (NULL = no filter).
+SELECT * FROM jobs
+WHERE ($1::text[] IS NULL OR state = ANY($1::text[]))
+  AND ($2::text IS NULL OR project = $2::text)
+  AND ($3::jsonb IS NULL OR labels @> $3::jsonb)
+  AND ($4::timestamptz IS NULL OR created_at >= $4::timestamptz)
+  AND ($5::timestamptz IS NULL OR created_at < $5::timestamptz)
+  AND ($6::timestamptz IS NULL OR (created_at, id) < ($6::timestamptz, $7::uuid))
+ORDER BY created_at DESC, id DESC
+LIMIT $8;
+
+-- name: truncate_jobs
+-- Empty the projection before a rebuild (in the rebuild's transaction).
+TRUNCATE jobs;

@@ -1,0 +1,89 @@
+"""Command handling: load a job's state, `decide`, append with the inline projection, and
+re-run `decide` on fresh state when another writer got there first (I4)."""
+
+from __future__ import annotations
+
+import uuid
+
+import asyncpg
+import structlog
+
+from .domain.errors import ConcurrencyError, IdempotencyConflict
+from .domain.events import EventMeta
+from .domain.jobs import Command, Job, Submit, decide, fold
+from .domain.specs import JobSpec
+from .ids import uuid7
+from .projections import jobs as jobs_projection
+from .projections.jobs import JobView
+from .store.eventstore import EventStore
+
+log = structlog.get_logger(__name__)
+
+
+class JobService:
+    """The one way commands reach the log."""
+
+    def __init__(self, store: EventStore, *, max_attempts: int = 50) -> None:
+        self.store = store
+        self.pool = store.pool
+        self.max_attempts = max_attempts
+
+    async def load(self, job_id: uuid.UUID) -> Job | None:
+        """A job's state, folded from its stream."""
+        return fold(await self.store.read_stream(job_id))
+
+    async def execute(self, job_id: uuid.UUID, command: Command, meta: EventMeta) -> Job:
+        """Apply a command to a job, retrying `decide` on fresh state after a conflict.
+        Raises the domain error `decide` raises (not found, invalid transition)."""
+        for _ in range(self.max_attempts):
+            state = await self.load(job_id)
+            events = decide(state, command)
+            if not events:
+                assert state is not None
+                return state
+            version = state.version if state is not None else 0
+            try:
+                recorded = await self.store.append(
+                    job_id, version, events, meta, inline=jobs_projection.inline(state)
+                )
+            except ConcurrencyError:
+                log.debug("append conflict, deciding again", job_id=str(job_id))
+                continue
+            job = fold(recorded, state)
+            assert job is not None
+            return job
+        raise ConcurrencyError(
+            f"gave up after {self.max_attempts} conflicting attempts", stream_id=str(job_id)
+        )
+
+    async def submit(self, spec: JobSpec, meta: EventMeta) -> tuple[JobView, bool]:
+        """Create a job; with an idempotency key already used in the project, return that
+        job instead (created=False), or refuse if it was submitted with another spec."""
+        if spec.idempotency_key is not None:
+            existing = await self._existing(spec)
+            if existing is not None:
+                return existing, False
+        job_id = uuid7()
+        try:
+            job = await self.execute(job_id, Submit(spec=spec), meta)
+        except asyncpg.UniqueViolationError as exc:
+            # Lost a race with a concurrent submit of the same key: the first one stands.
+            if exc.constraint_name != "jobs_idempotency":
+                raise
+            existing = await self._existing(spec)
+            assert existing is not None
+            return existing, False
+        return jobs_projection.view_of(job), True
+
+    async def _existing(self, spec: JobSpec) -> JobView | None:
+        assert spec.idempotency_key is not None
+        view = await jobs_projection.find_by_idempotency_key(
+            self.pool, spec.project, spec.idempotency_key
+        )
+        if view is not None and view.spec != spec:
+            raise IdempotencyConflict(
+                "idempotency_key was already used with a different spec",
+                field="$.idempotency_key",
+                job_id=str(view.id),
+            )
+        return view

@@ -1,0 +1,1 @@
+"""Everything that talks to PostgreSQL: the event store, migrations, the embedded cluster."""

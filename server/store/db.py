@@ -1,0 +1,41 @@
+"""Connection pools with the codecs every query relies on."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import msgspec
+
+_encode = msgspec.json.Encoder().encode
+
+
+def _encode_jsonb(value: Any) -> str:
+    # Already-encoded JSON passes through, so hot paths can encode with typed msgspec encoders.
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bytes):
+        return value.decode()
+    return _encode(value).decode()
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    # jsonb comes back as the raw JSON text: callers decode it straight into typed structs.
+    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=str)
+    await conn.set_type_codec("json", schema="pg_catalog", encoder=_encode_jsonb, decoder=str)
+
+
+async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
+    """A pool whose connections encode and decode JSON the way the store expects."""
+    pool = await asyncpg.create_pool(
+        dsn, min_size=min_size, max_size=max_size, init=_init_connection, **kwargs
+    )
+    assert pool is not None
+    return pool
+
+
+async def connect(dsn: str) -> asyncpg.Connection:
+    """One connection with the same codecs as the pool's (for LISTEN and tooling)."""
+    conn = await asyncpg.connect(dsn)
+    await _init_connection(conn)
+    return conn

@@ -1,0 +1,41 @@
+-- Named queries, loaded by store/queries.py. A block starts with `-- name: NAME` and a
+-- line saying what it does; parameters are always bound, never formatted in.
+
+-- name: append_events
+-- Insert the events of one append to one stream after version $8. Nothing is inserted when
+-- the stream has no event $8 (that would leave a hole); the unique (stream_id, version)
+-- rejects a second writer of the same version (I4).
+INSERT INTO events (event_id, stream_id, version, type, schema_version, data, meta)
+SELECT e.event_id, $1, e.version, e.type, e.schema_version, e.data, $2
+FROM unnest($3::uuid[], $4::int[], $5::text[], $6::smallint[], $7::jsonb[])
+    AS e(event_id, version, type, schema_version, data)
+WHERE $8::int = 0 OR EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND version = $8::int)
+RETURNING version, position, recorded_at;
+
+-- name: read_stream
+-- The events of one stream after a version, in stream order.
+SELECT event_id, stream_id, version, position, type, schema_version, data, meta, recorded_at
+FROM events
+WHERE stream_id = $1 AND version > $2
+ORDER BY version;
+
+-- name: read_all
+-- Gap-safe page of the global log after a (txid, position) checkpoint (I5): rows of
+-- transactions that may still commit are never returned, so nothing is skipped later.
+SELECT event_id, stream_id, version, position, type, schema_version, data, meta, recorded_at,
+       txid::text::bigint AS txid
+FROM events
+WHERE (txid, position) > ($1::bigint::text::xid8, $2::bigint)
+  AND txid < pg_snapshot_xmin(pg_current_snapshot())
+ORDER BY txid, position
+LIMIT $3;
+
+-- name: read_all_streams
+-- Every event, grouped by stream in version order: the input of a projection rebuild.
+SELECT event_id, stream_id, version, position, type, schema_version, data, meta, recorded_at
+FROM events
+ORDER BY stream_id, version;
+
+-- name: notify
+-- Wake listeners; the payload carries ids only, never job data.
+SELECT pg_notify($1, $2);
