@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 import msgspec
 
-from .errors import CorruptLog, InvalidTransition, NotFound
+from .errors import CorruptLog, InvalidInput, InvalidTransition, NotFound
 from .events import (
     AnyEvent,
     Event,
@@ -132,12 +132,26 @@ Command = Submit | Start | RequestCancel | Finish | Fail | ConfirmCancelled
 COMMAND_TYPES: tuple[type[Command], ...] = (Submit, Start, RequestCancel, Finish, Fail, ConfirmCancelled)
 
 
-def _label(state: JobState) -> str:
-    return state.value
+def _nul_path(value: object, path: str) -> str | None:
+    """The JSON path of the first string holding a NUL character, which PostgreSQL cannot store."""
+    if isinstance(value, str):
+        return path if "\x00" in value else None
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if found := _nul_path(k, f"{path}.{k!r}") or _nul_path(v, f"{path}.{k}"):
+                return found
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            if found := _nul_path(v, f"{path}[{i}]"):
+                return found
+    return None
 
 
 def decide(state: Job | None, command: Command) -> list[Event]:
     """The events a command produces on a job, or a `DomainError` saying why not."""
+    payload = command.spec if isinstance(command, Submit) else command
+    if path := _nul_path(msgspec.to_builtins(payload), "$"):
+        raise InvalidInput("text must not contain NUL characters (\\u0000)", field=path)
     if isinstance(command, Submit):
         if state is not None:
             raise InvalidTransition("job already exists", job_id=str(state.id))
@@ -147,7 +161,7 @@ def decide(state: Job | None, command: Command) -> list[Event]:
     name = type(command).__name__
     if state.is_terminal:
         raise InvalidTransition(
-            f"job is already {_label(state.state)}", state=state.state.value, command=name
+            f"job is already {state.state.value}", state=state.state.value, command=name
         )
     match command, state.state:
         case Start(worker_id=worker), JobState.QUEUED:
@@ -174,7 +188,7 @@ def decide(state: Job | None, command: Command) -> list[Event]:
             # Whatever ended the container, the user's cancel is what they asked for.
             return [JobCancelled(exit_code=code, usage=usage)]
     raise InvalidTransition(
-        f"cannot {name} a {_label(state.state)} job", state=state.state.value, command=name
+        f"cannot {name} a {state.state.value} job", state=state.state.value, command=name
     )
 
 

@@ -1,0 +1,101 @@
+"""The test rig: one throwaway PostgreSQL cluster per session (initdb/pg_ctl from the
+machine's binaries), a migrated template database, and a fresh clone of it per test."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import tempfile
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import asyncpg
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
+
+from server.api.app import create_app
+from server.service import JobService
+from server.store.db import create_pool
+from server.store.embedded import EmbeddedPostgres
+from server.store.eventstore import EventStore
+from server.store.migrate import migrate
+
+TEMPLATE = "jobledger_template"
+_db_numbers = itertools.count()
+
+# Durability buys nothing in a throwaway cluster and costs seconds per test run.
+FAST_SETTINGS = {
+    "fsync": "off",
+    "synchronous_commit": "off",
+    "full_page_writes": "off",
+    "max_connections": "300",
+}
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[EmbeddedPostgres]:
+    root = Path(tempfile.mkdtemp(prefix="jobledger-test-"))
+    root.chmod(0o755)  # as root, the cluster runs as `postgres` and must reach its directory
+    pg = EmbeddedPostgres(root / "pg", settings=FAST_SETTINGS)
+    pg.start()
+    try:
+        yield pg
+    finally:
+        pg.stop()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+async def template_dsn(pg_cluster: EmbeddedPostgres) -> str:
+    conn = await asyncpg.connect(pg_cluster.dsn("postgres"))
+    try:
+        await conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE}")
+        await conn.execute(f"CREATE DATABASE {TEMPLATE}")
+    finally:
+        await conn.close()
+    conn = await asyncpg.connect(pg_cluster.dsn(TEMPLATE))
+    try:
+        await migrate(conn)
+    finally:
+        await conn.close()
+    return pg_cluster.dsn(TEMPLATE)
+
+
+@pytest.fixture
+async def dsn(pg_cluster: EmbeddedPostgres, template_dsn: str) -> AsyncIterator[str]:
+    """A database of its own for one test, cloned from the migrated template."""
+    name = f"test_{os.getpid()}_{next(_db_numbers)}"
+    admin = await asyncpg.connect(pg_cluster.dsn("postgres"))
+    try:
+        await admin.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE} STRATEGY FILE_COPY")
+        yield pg_cluster.dsn(name)
+        await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
+    finally:
+        await admin.close()
+
+
+@pytest.fixture
+async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    pool = await create_pool(dsn, min_size=1, max_size=20)
+    try:
+        yield pool
+    finally:
+        await pool.close()
+
+
+@pytest.fixture
+def store(pool: asyncpg.Pool) -> EventStore:
+    return EventStore(pool)
+
+
+@pytest.fixture
+def service(store: EventStore) -> JobService:
+    return JobService(store)
+
+
+@pytest.fixture
+async def client(service: JobService) -> AsyncIterator[TestClient[web.Request, web.Application]]:  # type: ignore[type-arg]
+    async with TestClient(TestServer(create_app(service))) as c:
+        yield c
