@@ -13,7 +13,7 @@ from ..domain.errors import DomainError
 from ..ids import request_id
 from ..service import JobService
 from . import errors, jobs
-from .context import SERVICE
+from .context import REQUEST_ID, SERVICE
 
 log = structlog.get_logger("jobledger.api")
 
@@ -27,7 +27,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind a request id to logs, log the request, and turn every error into one JSON shape."""
     rid = request.headers.get("X-Request-Id") or request_id()
-    request["request_id"] = rid
+    request[REQUEST_ID] = rid
     started = time.perf_counter()
     with structlog.contextvars.bound_contextvars(request_id=rid):
         try:

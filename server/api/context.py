@@ -11,6 +11,7 @@ from ..domain.events import EventMeta
 from ..service import JobService
 
 SERVICE = web.AppKey("service", JobService)
+REQUEST_ID = web.RequestKey("request_id", str)
 
 _encoder = msgspec.json.Encoder()
 
@@ -23,4 +24,4 @@ def json_response(value: Any, status: int = 200) -> web.Response:
 def event_meta(request: web.Request) -> EventMeta:
     """Who is acting and under which request, for the events this request appends (I6)."""
     # Until tokens exist every caller is anonymous; the request id still ties events to logs.
-    return EventMeta(actor="anonymous", request_id=request["request_id"])
+    return EventMeta(actor="anonymous", request_id=request[REQUEST_ID])

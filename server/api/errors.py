@@ -28,7 +28,8 @@ _HTTP_CODES = {
 }
 
 # msgspec says e.g. "Expected `int`, got `str` - at `$.resources.memory_mb`".
-_AT = re.compile(r" - at `(?P<path>\$[^`]*)`$")
+# For a bad key of a map: "... - at `key` in `$.env`".
+_AT = re.compile(r" - at (?P<key>`key` in )?`(?P<path>\$[^`]*)`$")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`")
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
 
@@ -63,7 +64,7 @@ def from_validation(exc: msgspec.ValidationError) -> web.Response:
     path = "$"
     if m := _AT.search(text):
         path = m.group("path")
-        text = text[: m.start()]
+        text = text[: m.start()] + (" (in a key)" if m.group("key") else "")
     if m := _UNKNOWN.match(text) or _MISSING.match(text):
         path = f"{path}.{m.group('name')}"
     return error_response(422, "validation_error", text, field=path)

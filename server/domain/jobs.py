@@ -9,7 +9,7 @@ from __future__ import annotations
 import enum
 import uuid
 from collections.abc import Iterable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import msgspec
 
@@ -225,7 +225,8 @@ def evolve(state: Job | None, rec: Recorded) -> Job:
             submitted_by=rec.meta.actor,
             created_at=rec.recorded_at,
             updated_at=rec.recorded_at,
-            scheduled_for=event.spec.scheduled_for,
+            # One representation for an instant, whatever offset the user wrote it with.
+            scheduled_for=event.spec.scheduled_for.astimezone(UTC) if event.spec.scheduled_for else None,
         )
     if rec.version != state.version + 1:
         raise CorruptLog(
