@@ -19,7 +19,7 @@ from aiohttp import web
 
 from . import logs
 from .domain.errors import DomainError
-from .store.db import create_pool
+from .store.db import DatabaseUnavailable, connect, create_pool
 from .store.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from .store.migrate import migrate
 
@@ -72,7 +72,7 @@ async def database(args: argparse.Namespace) -> AsyncIterator[str]:
     started = not pg.running
     await asyncio.to_thread(pg.start)
     try:
-        conn = await asyncpg.connect(pg.dsn("postgres"))
+        conn = await connect(pg.dsn("postgres"))
         try:
             exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE_NAME)
             if not exists:
@@ -139,7 +139,7 @@ def configure_migrate_parser(sub: argparse._SubParsersAction[argparse.ArgumentPa
 
 async def cmd_migrate(args: argparse.Namespace) -> int:
     async with database(args) as dsn:
-        conn = await asyncpg.connect(dsn)
+        conn = await connect(dsn)
         try:
             await migrate(conn)
         finally:
@@ -209,7 +209,7 @@ def main(argv: list[str] | None = None) -> int:
     logs.configure(args.log_format, args.log_level)
     try:
         return asyncio.run(args.func(args))
-    except (EmbeddedPostgresError, asyncpg.PostgresError) as exc:
+    except (EmbeddedPostgresError, DatabaseUnavailable, asyncpg.PostgresError) as exc:
         print(f"jobledger: database error: {exc}", file=sys.stderr)
         return EXIT_DATABASE
     except OSError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import asyncpg
@@ -25,17 +26,36 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", schema="pg_catalog", encoder=_encode_jsonb, decoder=str)
 
 
+class DatabaseUnavailable(RuntimeError):
+    """The database could not be reached; the message names it (without a password)."""
+
+
+def redact(dsn: str) -> str:
+    """The URL with any password replaced, fit for logs and error messages."""
+    return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", dsn)
+
+
+def _unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailable:
+    return DatabaseUnavailable(f"cannot connect to {redact(dsn)}: {exc}")
+
+
 async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
     """A pool whose connections encode and decode JSON the way the store expects."""
-    pool = await asyncpg.create_pool(
-        dsn, min_size=min_size, max_size=max_size, init=_init_connection, **kwargs
-    )
+    try:
+        pool = await asyncpg.create_pool(
+            dsn, min_size=min_size, max_size=max_size, init=_init_connection, **kwargs
+        )
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise _unavailable(dsn, exc) from exc
     assert pool is not None
     return pool
 
 
 async def connect(dsn: str) -> asyncpg.Connection:
     """One connection with the same codecs as the pool's (for LISTEN and tooling)."""
-    conn = await asyncpg.connect(dsn)
+    try:
+        conn = await asyncpg.connect(dsn)
+    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        raise _unavailable(dsn, exc) from exc
     await _init_connection(conn)
     return conn

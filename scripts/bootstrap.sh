@@ -1,0 +1,53 @@
+# Sourced by scripts/serve and scripts/test: everything they need on a fresh Debian machine.
+#   - PostgreSQL server binaries (apt-get install when missing and we are root)
+#   - .venv with the project and its test tools installed (re-installed when pyproject.toml changes)
+# shellcheck shell=bash
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="${JOBLEDGER_VENV:-$ROOT/.venv}"
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+apt_install() {
+    if [ "$(id -u)" -ne 0 ]; then
+        say "missing: $* — install it (apt-get install $*) or run as root to have it installed"
+        exit 1
+    fi
+    say "installing $* (apt-get)"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends -o Dpkg::Options::=--force-confold "$@" >/dev/null
+}
+
+ensure_postgres() {
+    if command -v initdb >/dev/null 2>&1 || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null; then
+        return
+    fi
+    # jobledger runs its own clusters; keep Debian from creating and starting a system one.
+    mkdir -p /etc/postgresql-common
+    [ -e /etc/postgresql-common/createcluster.conf ] ||
+        echo "create_main_cluster = false" >/etc/postgresql-common/createcluster.conf
+    apt_install postgresql
+}
+
+ensure_venv() {
+    local py="${PYTHON:-python3}"
+    if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+        say "jobledger needs Python >= 3.11 (set PYTHON=/path/to/python3.11)"
+        exit 1
+    fi
+    if [ ! -x "$VENV/bin/python" ]; then
+        "$py" -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && "$py" -m venv "$VENV"; }
+    fi
+    local stamp="$VENV/.jobledger-installed"
+    if [ ! -e "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
+        say "installing jobledger and its dependencies into $VENV"
+        "$VENV/bin/python" -m pip install -q --upgrade pip
+        "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"
+        touch "$stamp"
+    fi
+}
+
+ensure_postgres
+ensure_venv

@@ -1,0 +1,80 @@
+"""The server as a user runs it: `python -m server ...` in a child process."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import urllib.request
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def jobledger(*args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
+    """Run the CLI to completion."""
+    env = {**os.environ, "JOBLEDGER_LOG_FORMAT": "json"}
+    return subprocess.run(
+        [sys.executable, "-m", "server", *args], capture_output=True, text=True,
+        timeout=timeout, cwd=ROOT, env=env, check=False, **kw,  # type: ignore[arg-type]
+    )  # fmt: skip
+
+
+class Server:
+    """A `jobledger serve` process on a free port."""
+
+    def __init__(self, *args: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = tempfile.TemporaryFile(mode="w+")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "serve", "--port", str(self.port), *args],
+            cwd=ROOT, env={**os.environ, "JOBLEDGER_LOG_FORMAT": "json"},
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        self.wait_ready()
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited {self.proc.returncode}:\n{self.output()}")
+            try:
+                with urllib.request.urlopen(f"{self.url}/healthz", timeout=1) as resp:
+                    if resp.status == 200:
+                        return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"server not ready after {timeout}s:\n{self.output()}")
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    root = Path(tempfile.mkdtemp(prefix="jobledger-e2e-"))
+    root.chmod(0o755)  # the embedded cluster runs as `postgres` when we are root
+    yield root
+    subprocess.run(
+        ["pkill", "-f", f"postgres -D {root}"], check=False, capture_output=True
+    )  # only if a test failed midway
+    subprocess.run(["rm", "-rf", str(root)], check=False)

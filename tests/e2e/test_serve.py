@@ -1,0 +1,85 @@
+"""`jobledger serve`, `migrate` and `replay rebuild` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+import signal
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from server.store.embedded import EmbeddedPostgres
+from tests.e2e.conftest import Server, free_port, jobledger
+
+
+def call(method: str, url: str, body: Any = None) -> tuple[int, Any]:
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as err:
+        return err.code, json.loads(err.read())
+
+
+def test_embedded_database_survives_restart_and_stops_with_the_server(data_dir: Path) -> None:
+    server = Server("--data-dir", str(data_dir))
+    status, job = call("POST", f"{server.url}/api/v1/jobs", {"image": "busybox", "command": ["echo", "hi"]})
+    assert status == 201 and job["state"] == "queued"
+    assert server.stop(signal.SIGTERM) == 0
+    cluster = EmbeddedPostgres(data_dir / "pg")
+    assert cluster.initialized and not cluster.running  # stopped cleanly with the server
+
+    server = Server("--data-dir", str(data_dir))  # reuses the initialised cluster
+    status, page = call("GET", f"{server.url}/api/v1/jobs")
+    assert status == 200 and [j["id"] for j in page["jobs"]] == [job["id"]]
+    status, detail = call("GET", f"{server.url}/api/v1/jobs/{job['id']}")
+    assert detail == job
+    assert server.stop(signal.SIGINT) == 0
+    assert not cluster.running
+    log = server.output()
+    assert '"event": "jobledger serving"' in log and "initialising" not in log
+
+
+def test_migrate_is_idempotent_and_rebuild_reports_counts(dsn: str) -> None:
+    for _ in range(2):
+        done = jobledger("migrate", "--database-url", dsn)
+        assert done.returncode == 0, done.stderr
+        assert "schema is up to date" in done.stdout
+    server = Server("--database-url", dsn)
+    for n in range(3):
+        call("POST", f"{server.url}/api/v1/jobs", {"image": "busybox", "labels": {"n": str(n)}})
+    before = call("GET", f"{server.url}/api/v1/jobs")[1]
+    rebuilt = jobledger("replay", "--database-url", dsn, "rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    report = json.loads(rebuilt.stdout)
+    assert report["jobs"] == 3 and report["events"] == 6 and report["projection"] == "jobs"
+    assert call("GET", f"{server.url}/api/v1/jobs")[1] == before
+    assert server.stop() == 0
+
+
+def test_unreachable_database_is_a_clear_error() -> None:
+    done = jobledger("serve", "--database-url", "postgresql://nobody@/x?host=/nonexistent&port=1")
+    assert done.returncode == 3
+    assert "database error: cannot connect to postgresql://nobody@" in done.stderr
+
+
+def test_port_in_use_is_a_clear_error(dsn: str) -> None:
+    server = Server("--database-url", dsn)
+    try:
+        done = jobledger("serve", "--database-url", dsn, "--port", str(server.port))
+        assert done.returncode == 1
+        assert "address already in use" in done.stderr.lower()
+    finally:
+        server.stop()
+
+
+@pytest.mark.parametrize("argv", [["frobnicate"], ["replay"], ["serve", "--port", "x"]])
+def test_usage_errors_exit_2(argv: list[str]) -> None:
+    done = jobledger(*argv)
+    assert done.returncode == 2 and "usage:" in done.stderr
+
+
