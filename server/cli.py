@@ -74,7 +74,9 @@ async def database(args: argparse.Namespace) -> AsyncIterator[str]:
     try:
         conn = await connect(pg.dsn("postgres"))
         try:
-            exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", DATABASE_NAME)
+            exists = await conn.fetchval(
+                "SELECT 1 FROM pg_database WHERE datname = $1", DATABASE_NAME
+            )
             if not exists:
                 await conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
         finally:
@@ -116,7 +118,11 @@ async def cmd_serve(args: argparse.Namespace) -> int:
             await runner.setup()
             site = web.TCPSite(runner, args.host, args.port)
             await site.start()
-            where = "DATABASE_URL" if args.database_url else f"embedded, {args.data_dir or default_data_dir()}"
+            where = (
+                "DATABASE_URL"
+                if args.database_url
+                else f"embedded, {args.data_dir or default_data_dir()}"
+            )
             log.info("jobledger serving", url=f"http://{args.host}:{args.port}", database=where)
             try:
                 await stop.wait()
@@ -181,7 +187,9 @@ async def cmd_replay_rebuild(args: argparse.Namespace) -> int:
             seconds = time.perf_counter() - started
         finally:
             await pool.close()
-    report = RebuildReport("jobs", count, events, round(seconds, 3), round(events / max(seconds, 1e-9)))
+    report = RebuildReport(
+        "jobs", count, events, round(seconds, 3), round(events / max(seconds, 1e-9))
+    )
     sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
     return EXIT_OK
 
@@ -208,7 +216,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logs.configure(args.log_format, args.log_level)
     try:
-        return asyncio.run(args.func(args))
+        code: int = asyncio.run(args.func(args))
+        return code
     except (EmbeddedPostgresError, DatabaseUnavailable, asyncpg.PostgresError) as exc:
         print(f"jobledger: database error: {exc}", file=sys.stderr)
         return EXIT_DATABASE

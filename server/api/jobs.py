@@ -80,7 +80,9 @@ def _time_param(request: web.Request, name: str) -> datetime | None:
     try:
         value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
     except ValueError:
-        raise InvalidInput(f"{name} is not an ISO 8601 time: {raw!r}", field=f"query.{name}") from None
+        raise InvalidInput(
+            f"{name} is not an ISO 8601 time: {raw!r}", field=f"query.{name}"
+        ) from None
     if value.tzinfo is None:
         raise InvalidInput(f"{name} needs a timezone offset, e.g. {raw}Z", field=f"query.{name}")
     return value
@@ -130,7 +132,9 @@ async def list_jobs(request: web.Request) -> web.Response:
     views, next_cursor = await jobs_projection.list_jobs(
         request.app[SERVICE].pool, filt, after=after, limit=limit
     )
-    return json_response(JobList(jobs=views, next_cursor=next_cursor.encode() if next_cursor else None))
+    return json_response(
+        JobList(jobs=views, next_cursor=next_cursor.encode() if next_cursor else None)
+    )
 
 
 async def get_job(request: web.Request) -> web.Response:
@@ -171,7 +175,9 @@ async def cancel_job(request: web.Request) -> web.Response:
     job_id = job_id_of(request)
     body = await request.read()
     reason = msgspec.json.decode(body, type=CancelRequest).reason if body.strip() else None
-    job = await request.app[SERVICE].execute(job_id, RequestCancel(reason=reason), event_meta(request))
+    job = await request.app[SERVICE].execute(
+        job_id, RequestCancel(reason=reason), event_meta(request)
+    )
     return json_response(jobs_projection.view_of(job))
 
 

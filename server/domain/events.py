@@ -18,7 +18,7 @@ import msgspec
 from .specs import JobSpec
 
 
-class FailureReason(str, enum.Enum):
+class FailureReason(enum.StrEnum):
     """Why an attempt of a job failed."""
 
     #: The command exited with a non-zero code.
@@ -159,7 +159,7 @@ class Recorded(msgspec.Struct, frozen=True, kw_only=True):
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 
-_event_decoder = msgspec.json.Decoder(AnyEvent)  # type: ignore[arg-type]
+_event_decoder = msgspec.json.Decoder(AnyEvent)
 _event_encoder = msgspec.json.Encoder()
 
 
@@ -180,4 +180,4 @@ def decode_event(type_name: str, schema: int, data: str | bytes) -> AnyEvent:
         obj = UPCASTERS[(type_name, schema)](obj)
         schema += 1
     obj["type"] = type_name
-    return msgspec.convert(obj, AnyEvent)  # type: ignore[arg-type,no-any-return]
+    return msgspec.convert(obj, AnyEvent)  # type: ignore[no-any-return]

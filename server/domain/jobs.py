@@ -32,7 +32,7 @@ from .events import (
 from .specs import JobSpec
 
 
-class JobState(str, enum.Enum):
+class JobState(enum.StrEnum):
     """Where a job is in its life."""
 
     #: Waiting for a worker (maybe for a slot, a tag, or its `scheduled_for`).
@@ -129,7 +129,14 @@ class ConfirmCancelled(msgspec.Struct, frozen=True, kw_only=True):
 
 
 Command = Submit | Start | RequestCancel | Finish | Fail | ConfirmCancelled
-COMMAND_TYPES: tuple[type[Command], ...] = (Submit, Start, RequestCancel, Finish, Fail, ConfirmCancelled)
+COMMAND_TYPES: tuple[type[Command], ...] = (
+    Submit,
+    Start,
+    RequestCancel,
+    Finish,
+    Fail,
+    ConfirmCancelled,
+)
 
 
 def _nul_path(value: object, path: str) -> str | None:
@@ -215,7 +222,9 @@ def evolve(state: Job | None, rec: Recorded) -> Job:
     event: AnyEvent = rec.event
     if state is None:
         if not isinstance(event, JobSubmitted):
-            raise CorruptLog(f"stream starts with {type(event).__name__}", stream_id=str(rec.stream_id))
+            raise CorruptLog(
+                f"stream starts with {type(event).__name__}", stream_id=str(rec.stream_id)
+            )
         return Job(
             id=rec.stream_id,
             version=rec.version,
@@ -226,7 +235,9 @@ def evolve(state: Job | None, rec: Recorded) -> Job:
             created_at=rec.recorded_at,
             updated_at=rec.recorded_at,
             # One representation for an instant, whatever offset the user wrote it with.
-            scheduled_for=event.spec.scheduled_for.astimezone(UTC) if event.spec.scheduled_for else None,
+            scheduled_for=event.spec.scheduled_for.astimezone(UTC)
+            if event.spec.scheduled_for
+            else None,
         )
     if rec.version != state.version + 1:
         raise CorruptLog(
@@ -297,7 +308,7 @@ def _ended(
 ) -> Job:
     return msgspec.structs.replace(
         state,
-        **common,  # type: ignore[arg-type]
+        **common,
         state=to,
         finished_at=common["updated_at"],
         exit_code=code,

@@ -8,14 +8,22 @@ from typing import Annotated
 import msgspec
 
 # Names users write in URLs, CLI flags and labels: keep them boring and safe.
-Name = Annotated[str, msgspec.Meta(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")]
-LabelKey = Annotated[str, msgspec.Meta(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")]
+Name = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
+]
+LabelKey = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
+]
 LabelValue = Annotated[str, msgspec.Meta(max_length=255)]
-EnvName = Annotated[str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+EnvName = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+]
 EnvValue = Annotated[str, msgspec.Meta(max_length=32_768)]
 Image = Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
 Arg = Annotated[str, msgspec.Meta(max_length=32_768)]
-Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")]
+Tag = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+]
 Key = Annotated[str, msgspec.Meta(min_length=1, max_length=255)]
 
 Cpu = Annotated[float, msgspec.Meta(gt=0, le=64)]
@@ -48,7 +56,9 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     image: Image
     command: Annotated[list[Arg], msgspec.Meta(max_length=1024)] = []
     env: Annotated[dict[EnvName, EnvValue], msgspec.Meta(max_length=512)] = {}
-    workdir: Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=r"^/")] | None = None
+    workdir: Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=r"^/")] | None = (
+        None
+    )
     resources: Resources = Resources()
     timeout_seconds: Seconds | None = None
     stop_grace_seconds: GraceSeconds = 10
@@ -60,4 +70,3 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     retry: RetryPolicy = RetryPolicy()
     tags: Annotated[list[Tag], msgspec.Meta(max_length=32)] = []
     concurrency_key: Key | None = None
-

@@ -16,6 +16,7 @@ import msgspec
 from ..domain.events import FailureReason, Recorded, Usage
 from ..domain.jobs import Job, JobState, fold
 from ..domain.specs import JobSpec
+from ..store.db import Conn
 from ..store.eventstore import InlineHook, Notification, record_from_row
 from ..store.queries import QUERIES as STORE_QUERIES
 from ..store.queries import load_queries
@@ -116,7 +117,7 @@ def _row_args(view: JobView) -> list[Any]:
     return args
 
 
-async def upsert(conn: asyncpg.Connection, jobs: Iterable[Job]) -> None:
+async def upsert(conn: Conn, jobs: Iterable[Job]) -> None:
     """Write the rows of folded jobs."""
     await conn.executemany(QUERIES["upsert_job"], [_row_args(view_of(j)) for j in jobs])
 
@@ -124,7 +125,7 @@ async def upsert(conn: asyncpg.Connection, jobs: Iterable[Job]) -> None:
 def inline(prior: Job | None) -> InlineHook:
     """The inline projection of one append: fold the new events onto `prior`, write the row."""
 
-    async def hook(conn: asyncpg.Connection, recorded: list[Recorded]) -> Notification:
+    async def hook(conn: Conn, recorded: list[Recorded]) -> Notification:
         job = fold(recorded, prior)
         assert job is not None
         await conn.execute(QUERIES["upsert_job"], *_row_args(view_of(job)))
@@ -133,14 +134,14 @@ def inline(prior: Job | None) -> InlineHook:
     return hook
 
 
-async def get(conn: asyncpg.Connection | asyncpg.Pool, job_id: uuid.UUID) -> JobView | None:
+async def get(conn: Conn | asyncpg.Pool, job_id: uuid.UUID) -> JobView | None:
     """One job's view, or None."""
     row = await conn.fetchrow(QUERIES["get_job"], job_id)
     return view_from_row(row) if row is not None else None
 
 
 async def find_by_idempotency_key(
-    conn: asyncpg.Connection | asyncpg.Pool, project: str, key: str
+    conn: Conn | asyncpg.Pool, project: str, key: str
 ) -> JobView | None:
     """The job a project submitted under an idempotency key, or None."""
     row = await conn.fetchrow(QUERIES["find_by_idempotency_key"], project, key)

@@ -6,7 +6,11 @@ import re
 from typing import Any
 
 import asyncpg
+import asyncpg.pool
 import msgspec
+
+#: A connection, whether held alone or borrowed from a pool.
+Conn = asyncpg.Connection | asyncpg.pool.PoolConnectionProxy
 
 _encode = msgspec.json.Encoder().encode
 
@@ -39,7 +43,9 @@ def _unavailable(dsn: str, exc: BaseException) -> DatabaseUnavailable:
     return DatabaseUnavailable(f"cannot connect to {redact(dsn)}: {exc}")
 
 
-async def create_pool(dsn: str, *, min_size: int = 2, max_size: int = 10, **kwargs: Any) -> asyncpg.Pool:
+async def create_pool(
+    dsn: str, *, min_size: int = 2, max_size: int = 10, **kwargs: Any
+) -> asyncpg.Pool:
     """A pool whose connections encode and decode JSON the way the store expects."""
     try:
         pool = await asyncpg.create_pool(

@@ -28,7 +28,7 @@ class EmbeddedPostgresError(RuntimeError):
 
 
 def find_bin_dir() -> Path:
-    """Where initdb/pg_ctl live: $JOBLEDGER_PG_BIN, PATH, or the newest /usr/lib/postgresql/N/bin."""
+    """Where initdb/pg_ctl are: $JOBLEDGER_PG_BIN, PATH, or the newest /usr/lib/postgresql/N/bin."""
     if env := os.environ.get("JOBLEDGER_PG_BIN"):
         return Path(env)
     if found := shutil.which("initdb"):
@@ -95,7 +95,8 @@ class EmbeddedPostgres:
             if self.log_file.exists():
                 tail = "\n".join(self.log_file.read_text(errors="replace").splitlines()[-15:])
             raise EmbeddedPostgresError(
-                f"{args[0]} failed ({proc.returncode}): {proc.stderr.strip() or proc.stdout.strip()}"
+                f"{args[0]} failed ({proc.returncode}): "
+                + (proc.stderr.strip() or proc.stdout.strip())
                 + (f"\n--- {self.log_file} ---\n{tail}" if tail else "")
             )
         return proc
@@ -140,7 +141,10 @@ class EmbeddedPostgres:
 
     @property
     def running(self) -> bool:
-        return self.initialized and self._run("pg_ctl", "status", "-D", str(self.data_dir), check=False).returncode == 0
+        return (
+            self.initialized
+            and self._run("pg_ctl", "status", "-D", str(self.data_dir), check=False).returncode == 0
+        )
 
     def start(self) -> None:
         """Initialise if needed and start the server (a no-op if it already runs)."""
@@ -148,7 +152,9 @@ class EmbeddedPostgres:
         if self.running:
             log.info("embedded postgresql already running", data_dir=str(self.data_dir))
             return
-        self._run("pg_ctl", "start", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60")
+        self._run(
+            "pg_ctl", "start", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60"
+        )
         log.info("embedded postgresql started", data_dir=str(self.data_dir))
 
     def stop(self) -> None:

@@ -4,6 +4,7 @@ gap-safely, and follow it live."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -13,6 +14,7 @@ import msgspec
 
 from ..domain.errors import ConcurrencyError
 from ..domain.events import Event, EventMeta, Recorded, decode_event, encode_event
+from .db import Conn
 from .queries import QUERIES
 
 #: Channel on which every append announces itself (payload: ids only).
@@ -24,6 +26,10 @@ class Checkpoint(msgspec.Struct, frozen=True, order=True):
 
     txid: int = 0
     position: int = 0
+
+
+#: The checkpoint before the first event.
+START = Checkpoint()
 
 
 class LogEntry(msgspec.Struct, frozen=True):
@@ -43,7 +49,7 @@ class Notification(msgspec.Struct, frozen=True):
 
 #: Runs inside the append transaction after the events are inserted (inline projections);
 #: it may return the one notification the transaction sends.
-InlineHook = Callable[[asyncpg.Connection, list[Recorded]], Awaitable[Notification | None]]
+InlineHook = Callable[[Conn, list[Recorded]], Awaitable[Notification | None]]
 
 _meta_decoder = msgspec.json.Decoder(EventMeta)
 _encoder = msgspec.json.Encoder()
@@ -137,7 +143,7 @@ class EventStore:
             rows = await conn.fetch(QUERIES["read_stream"], stream_id, after_version)
         return [record_from_row(r) for r in rows]
 
-    async def read_all(self, after: Checkpoint = Checkpoint(), limit: int = 1000) -> list[LogEntry]:
+    async def read_all(self, after: Checkpoint = START, limit: int = 1000) -> list[LogEntry]:
         """The next page of the global log after a checkpoint, never skipping an event that
         commits late (I5): rows of transactions that may still commit are held back."""
         async with self.pool.acquire() as conn:
@@ -148,7 +154,7 @@ class EventStore:
         ]
 
     async def subscribe(
-        self, after: Checkpoint = Checkpoint(), *, poll_interval: float = 2.0, batch: int = 1000
+        self, after: Checkpoint = START, *, poll_interval: float = 2.0, batch: int = 1000
     ) -> AsyncIterator[LogEntry]:
         """Follow the global log from a checkpoint: every event once, in gap-safe order.
         Woken by NOTIFY; polls too, so a lost notification only delays (I7)."""
@@ -167,10 +173,7 @@ class EventStore:
                         yield entry
                         after = entry.checkpoint
                     if len(page) < batch:
-                        try:
+                        with contextlib.suppress(TimeoutError):
                             await asyncio.wait_for(wake.wait(), poll_interval)
-                        except TimeoutError:
-                            pass
             finally:
                 await listen_conn.remove_listener(self.channel, on_notify)
-

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import asyncpg
+from .db import Conn
 
 # Arbitrary constant naming "the schema migration" among advisory locks.
 _MIGRATION_LOCK = 0x6A6C_6D69  # "jlmi"
@@ -20,7 +20,7 @@ def schema_path() -> Path:
     raise FileNotFoundError("schema.sql not found next to the package or at the repository root")
 
 
-async def migrate(conn: asyncpg.Connection) -> None:
+async def migrate(conn: Conn) -> None:
     """Bring the database's schema up to date; safe to run any number of times."""
     sql = schema_path().read_text()
     async with conn.transaction():

@@ -49,12 +49,17 @@ async def test_submit_returns_the_job_with_the_spec_as_submitted(client: Client)
 
 async def test_defaults_fill_what_was_not_given(client: Client) -> None:
     job = await submit(client, {"image": "busybox"})
-    assert job["spec"]["command"] == [] and job["spec"]["resources"] == {"cpu": 1.0, "memory_mb": 512}
+    assert job["spec"]["command"] == [] and job["spec"]["resources"] == {
+        "cpu": 1.0,
+        "memory_mb": 512,
+    }
     assert job["project"] == "default" and job["priority"] == 0
 
 
 async def test_events_carry_actor_and_request_id(client: Client) -> None:
-    resp = await client.post("/api/v1/jobs", json={"image": "busybox"}, headers={"X-Request-Id": "req-42"})
+    resp = await client.post(
+        "/api/v1/jobs", json={"image": "busybox"}, headers={"X-Request-Id": "req-42"}
+    )
     job = await resp.json()
     assert resp.headers["X-Request-Id"] == "req-42"
     events = (await (await client.get(f"/api/v1/jobs/{job['id']}/events")).json())["events"]
@@ -78,7 +83,9 @@ async def test_idempotency_key_returns_the_same_job(client: Client, pool: asyncp
     assert await pool.fetchval("SELECT count(*) FROM jobs") == 2
 
 
-async def test_concurrent_submits_with_one_key_make_one_job(client: Client, pool: asyncpg.Pool) -> None:
+async def test_concurrent_submits_with_one_key_make_one_job(
+    client: Client, pool: asyncpg.Pool
+) -> None:
     body = {"image": "busybox", "idempotency_key": "race"}
     resps = await asyncio.gather(*(client.post("/api/v1/jobs", json=body) for _ in range(10)))
     ids = {(await r.json())["id"] for r in resps}
@@ -120,7 +127,9 @@ async def test_pagination_is_stable_while_jobs_are_inserted(client: Client) -> N
 
 
 async def test_list_filters(client: Client) -> None:
-    a = await submit(client, {"image": "busybox", "project": "p1", "labels": {"team": "x", "env": "prod"}})
+    a = await submit(
+        client, {"image": "busybox", "project": "p1", "labels": {"team": "x", "env": "prod"}}
+    )
     b = await submit(client, {"image": "busybox", "project": "p2", "labels": {"team": "x"}})
     c = await submit(client, {"image": "busybox", "project": "p1", "labels": {"team": "y"}})
     await client.post(f"/api/v1/jobs/{c['id']}/cancel")
@@ -177,7 +186,12 @@ BAD_SUBMITS: list[tuple[str, Any, int, str]] = [
     ("priority out of range", {"image": "b", "priority": 5000}, 422, "$.priority"),
     ("bad env name", {"image": "b", "env": {"1X": "v"}}, 422, "$.env"),
     ("bad project", {"image": "b", "project": "Has Spaces"}, 422, "$.project"),
-    ("naive scheduled_for", {"image": "b", "scheduled_for": "2031-01-01T00:00:00"}, 422, "$.scheduled_for"),
+    (
+        "naive scheduled_for",
+        {"image": "b", "scheduled_for": "2031-01-01T00:00:00"},
+        422,
+        "$.scheduled_for",
+    ),
     ("not a time", {"image": "b", "scheduled_for": "tomorrow"}, 422, "$.scheduled_for"),
     ("too many retries", {"image": "b", "retry": {"max_retries": 99}}, 422, "$.retry.max_retries"),
     ("array body", [{"image": "b"}], 422, "$"),
@@ -186,7 +200,9 @@ BAD_SUBMITS: list[tuple[str, Any, int, str]] = [
 ]
 
 
-@pytest.mark.parametrize(("body", "status", "field"), [b[1:] for b in BAD_SUBMITS], ids=[b[0] for b in BAD_SUBMITS])
+@pytest.mark.parametrize(
+    ("body", "status", "field"), [b[1:] for b in BAD_SUBMITS], ids=[b[0] for b in BAD_SUBMITS]
+)
 async def test_bad_submits_name_the_field_and_write_nothing(
     client: Client, pool: asyncpg.Pool, body: Any, status: int, field: str
 ) -> None:
@@ -205,12 +221,20 @@ async def test_bad_submits_name_the_field_and_write_nothing(
         (b"", 400, "malformed_json"),
         (b"\xff\xfe", 400, "malformed_json"),
         (b'{"image": "b"} trailing', 400, "malformed_json"),
-        (b'{"image": "b", "command": ["' + b"x" * (2 * 1024 * 1024) + b'"]}', 413, "body_too_large"),
+        (
+            b'{"image": "b", "command": ["' + b"x" * (2 * 1024 * 1024) + b'"]}',
+            413,
+            "body_too_large",
+        ),
     ],
     ids=["truncated", "empty", "not utf-8", "trailing", "huge"],
 )
-async def test_undecodable_bodies(client: Client, pool: asyncpg.Pool, data: bytes, status: int, code: str) -> None:
-    resp = await client.post("/api/v1/jobs", data=data, headers={"Content-Type": "application/json"})
+async def test_undecodable_bodies(
+    client: Client, pool: asyncpg.Pool, data: bytes, status: int, code: str
+) -> None:
+    resp = await client.post(
+        "/api/v1/jobs", data=data, headers={"Content-Type": "application/json"}
+    )
     assert resp.status == status
     assert (await resp.json())["error"]["code"] == code
     assert await pool.fetchval("SELECT count(*) FROM events") == 0

@@ -18,7 +18,9 @@ SAMPLES: list[ev.Event] = [
     ev.JobSucceeded(usage=ev.Usage(wall_seconds=1.5, cpu_seconds=0.2, peak_memory_bytes=1024)),
     ev.JobFailed(reason=ev.FailureReason.OOM, exit_code=137),
     ev.JobCancelled(exit_code=143),
-    ev.JobRetryScheduled(attempt=2, failed_attempt=1, reason=ev.FailureReason.TIMEOUT, delay_seconds=4),
+    ev.JobRetryScheduled(
+        attempt=2, failed_attempt=1, reason=ev.FailureReason.TIMEOUT, delay_seconds=4
+    ),
 ]
 
 

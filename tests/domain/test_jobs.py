@@ -1,4 +1,4 @@
-"""The job state machine: every state × command, and properties of any command sequence."""
+"""The job state machine: every state and command, and properties of any command sequence."""
 
 from __future__ import annotations
 
@@ -115,7 +115,9 @@ def test_retries_with_exponential_backoff_then_fail() -> None:
         [rec] = log.apply(Finish(exit_code=7))
         assert isinstance(rec.event, JobRetryScheduled)
         assert log.state.state is JobState.QUEUED and log.state.attempt == attempt + 1
-        assert log.state.scheduled_for == rec.recorded_at + timedelta(seconds=rec.event.delay_seconds)
+        assert log.state.scheduled_for == rec.recorded_at + timedelta(
+            seconds=rec.event.delay_seconds
+        )
         assert log.state.exit_code == 7 and log.state.failure_reason is FailureReason.EXIT_CODE
         delays.append(rec.event.delay_seconds)
     assert delays == [5, 10]

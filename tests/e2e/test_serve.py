@@ -12,12 +12,14 @@ from typing import Any
 import pytest
 
 from server.store.embedded import EmbeddedPostgres
-from tests.e2e.conftest import Server, free_port, jobledger
+from tests.e2e.conftest import Server, jobledger
 
 
 def call(method: str, url: str, body: Any = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+    req = urllib.request.Request(
+        url, data=data, method=method, headers={"Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -27,7 +29,9 @@ def call(method: str, url: str, body: Any = None) -> tuple[int, Any]:
 
 def test_embedded_database_survives_restart_and_stops_with_the_server(data_dir: Path) -> None:
     server = Server("--data-dir", str(data_dir))
-    status, job = call("POST", f"{server.url}/api/v1/jobs", {"image": "busybox", "command": ["echo", "hi"]})
+    status, job = call(
+        "POST", f"{server.url}/api/v1/jobs", {"image": "busybox", "command": ["echo", "hi"]}
+    )
     assert status == 201 and job["state"] == "queued"
     assert server.stop(signal.SIGTERM) == 0
     cluster = EmbeddedPostgres(data_dir / "pg")
@@ -81,5 +85,3 @@ def test_port_in_use_is_a_clear_error(dsn: str) -> None:
 def test_usage_errors_exit_2(argv: list[str]) -> None:
     done = jobledger(*argv)
     assert done.returncode == 2 and "usage:" in done.stderr
-
-

@@ -6,8 +6,8 @@ import asyncpg
 import pytest
 
 from server.domain.events import EventMeta, JobQueued
-from server.store.eventstore import EventStore
 from server.ids import uuid7
+from server.store.eventstore import EventStore
 
 
 @pytest.fixture
@@ -25,7 +25,9 @@ async def one_event(store: EventStore) -> None:
         "TRUNCATE events CASCADE",
     ],
 )
-async def test_events_cannot_be_changed(pool: asyncpg.Pool, one_event: None, statement: str) -> None:
+async def test_events_cannot_be_changed(
+    pool: asyncpg.Pool, one_event: None, statement: str
+) -> None:
     before = await pool.fetch("SELECT * FROM events ORDER BY position")
     with pytest.raises(asyncpg.RestrictViolationError, match="append-only"):
         await pool.execute(statement)

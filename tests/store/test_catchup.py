@@ -25,7 +25,9 @@ def holding(gate: asyncio.Event, inserted: asyncio.Event):  # type: ignore[no-un
     return hook
 
 
-async def test_late_commit_is_neither_skipped_nor_duplicated(store: EventStore, pool: asyncpg.Pool) -> None:
+async def test_late_commit_is_neither_skipped_nor_duplicated(
+    store: EventStore, pool: asyncpg.Pool
+) -> None:
     early, late = uuid7(), uuid7()
     gate, inserted = asyncio.Event(), asyncio.Event()
     held = asyncio.create_task(
@@ -58,7 +60,9 @@ async def test_rolled_back_append_leaves_no_event_and_does_not_stall(store: Even
         await gate.wait()
         raise RuntimeError("abort the append")
 
-    doomed = asyncio.create_task(store.append(uuid7(), 0, [JobQueued(reason="X")], META, inline=fail_after_insert))
+    doomed = asyncio.create_task(
+        store.append(uuid7(), 0, [JobQueued(reason="X")], META, inline=fail_after_insert)
+    )
     await inserted.wait()
     await store.append(uuid7(), 0, [JobQueued(reason="Y")], META)
     assert await store.read_all() == []
@@ -67,7 +71,9 @@ async def test_rolled_back_append_leaves_no_event_and_does_not_stall(store: Even
     assert [e.record.event.reason for e in await store.read_all()] == ["Y"]  # type: ignore[union-attr]
 
 
-async def test_subscription_delivers_every_event_once_under_concurrent_writers(store: EventStore) -> None:
+async def test_subscription_delivers_every_event_once_under_concurrent_writers(
+    store: EventStore,
+) -> None:
     writers, per_writer = 8, 10
     total = writers * per_writer
     got: list[LogEntry] = []
@@ -83,7 +89,9 @@ async def test_subscription_delivers_every_event_once_under_concurrent_writers(s
         for k in range(per_writer):
             gate, inserted = asyncio.Event(), asyncio.Event()
             task = asyncio.create_task(
-                store.append(uuid7(), 0, [JobQueued(reason=f"{n}-{k}")], META, inline=holding(gate, inserted))
+                store.append(
+                    uuid7(), 0, [JobQueued(reason=f"{n}-{k}")], META, inline=holding(gate, inserted)
+                )
             )
             await inserted.wait()
             await asyncio.sleep(rng.uniform(0, 0.01))  # commit in a scrambled order
@@ -108,4 +116,6 @@ async def test_read_all_pages_through_the_whole_log(store: EventStore) -> None:
     while page := await store.read_all(checkpoint, limit=3):
         seen.extend(page)
         checkpoint = page[-1].checkpoint
-    assert [(e.record.stream_id, e.record.version) for e in seen] == [(s, v) for s in streams for v in (1, 2)]
+    assert [(e.record.stream_id, e.record.version) for e in seen] == [
+        (s, v) for s in streams for v in (1, 2)
+    ]

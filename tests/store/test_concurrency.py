@@ -41,7 +41,9 @@ async def test_concurrent_appenders_write_every_version_exactly_once(store: Even
     reasons = [e.event.reason for e in events[1:]]  # type: ignore[union-attr]
     assert sorted(reasons) == sorted(f"{n}-{k}" for n in range(writers) for k in range(per_writer))
     assert conflicts, "16 writers on one stream should have collided at least once"
-    assert all(isinstance(c, ConcurrencyError) and c.details["stream_id"] == str(stream) for c in conflicts)
+    assert all(
+        isinstance(c, ConcurrencyError) and c.details["stream_id"] == str(stream) for c in conflicts
+    )
 
 
 @pytest.mark.parametrize("expected", [0, 1, 3])
