@@ -44,7 +44,7 @@ class JobService:
             version = state.version if state is not None else 0
             try:
                 recorded = await self.store.append(
-                    job_id, version, events, meta, inline=jobs_projection.inline(state)
+                    job_id, version, events, meta, inline=jobs_projection.inline({job_id: state})
                 )
             except ConcurrencyError:
                 log.debug("append conflict, deciding again", job_id=str(job_id))

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import base64
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -17,7 +17,7 @@ from ..domain.events import FailureReason, Recorded, Usage
 from ..domain.jobs import Job, JobState, fold
 from ..domain.specs import JobSpec
 from ..store.db import Conn
-from ..store.eventstore import InlineHook, Notification, record_from_row
+from ..store.eventstore import Change, InlineHook, record_from_row
 from ..store.queries import QUERIES as STORE_QUERIES
 from ..store.queries import load_queries
 
@@ -122,14 +122,17 @@ async def upsert(conn: Conn, jobs: Iterable[Job]) -> None:
     await conn.executemany(QUERIES["upsert_job"], [_row_args(view_of(j)) for j in jobs])
 
 
-def inline(prior: Job | None) -> InlineHook:
-    """The inline projection of one append: fold the new events onto `prior`, write the row."""
+def inline(priors: Mapping[uuid.UUID, Job | None]) -> InlineHook:
+    """The inline projection of an append: fold each stream's new events onto its prior
+    state (None for a new job) and write the rows."""
 
-    async def hook(conn: Conn, recorded: list[Recorded]) -> Notification:
-        job = fold(recorded, prior)
-        assert job is not None
-        await conn.execute(QUERIES["upsert_job"], *_row_args(view_of(job)))
-        return Notification(stream_id=job.id, version=job.version, state=job.state.value)
+    async def hook(conn: Conn, recorded: list[Recorded]) -> list[Change]:
+        by_stream: dict[uuid.UUID, list[Recorded]] = {}
+        for rec in recorded:
+            by_stream.setdefault(rec.stream_id, []).append(rec)
+        jobs = [fold(recs, priors.get(sid)) for sid, recs in by_stream.items()]
+        await upsert(conn, [j for j in jobs if j is not None])
+        return [Change(j.id, j.version, j.state.value) for j in jobs if j is not None]
 
     return hook
 

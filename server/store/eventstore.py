@@ -39,17 +39,37 @@ class LogEntry(msgspec.Struct, frozen=True):
     checkpoint: Checkpoint
 
 
-class Notification(msgspec.Struct, frozen=True):
-    """What an append announces: which stream, at which version, in which state."""
+class Change(msgspec.Struct, frozen=True, array_like=True):
+    """One stream an append touched: its id, new version and (for jobs) state."""
 
     stream_id: uuid.UUID
     version: int
-    state: str
+    state: str = ""
+
+
+class Notification(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What an append announces on the events channel: ids, never data. A large batch lists
+    only its first changes and sets `more`: listeners then consult the database."""
+
+    changes: list[Change]
+    more: bool = False
+
+
+#: Most changes one NOTIFY lists (PostgreSQL caps a payload at 8000 bytes).
+MAX_NOTIFIED_CHANGES = 64
+
+
+class AppendItem(msgspec.Struct, frozen=True):
+    """Events to append to one stream, after the version the writer read."""
+
+    stream_id: uuid.UUID
+    expected_version: int
+    events: Sequence[Event]
 
 
 #: Runs inside the append transaction after the events are inserted (inline projections);
-#: it may return the one notification the transaction sends.
-InlineHook = Callable[[Conn, list[Recorded]], Awaitable[Notification | None]]
+#: it returns the changes to announce in the transaction's one NOTIFY.
+InlineHook = Callable[[Conn, list[Recorded]], Awaitable[list[Change]]]
 
 _meta_decoder = msgspec.json.Decoder(EventMeta)
 _encoder = msgspec.json.Encoder()
@@ -68,6 +88,13 @@ def record_from_row(row: asyncpg.Record) -> Recorded:
     )
 
 
+def _default_changes(recorded: list[Recorded]) -> list[Change]:
+    last: dict[uuid.UUID, int] = {}
+    for rec in recorded:
+        last[rec.stream_id] = rec.version
+    return [Change(sid, v) for sid, v in last.items()]
+
+
 class EventStore:
     """Appends to and reads from the `events` table through a pool."""
 
@@ -84,57 +111,92 @@ class EventStore:
         *,
         inline: InlineHook | None = None,
     ) -> list[Recorded]:
-        """Append events after `expected_version` in one transaction with the inline hook and
-        one NOTIFY. Raises `ConcurrencyError` if the stream is not at that version."""
-        if not events:
+        """Append events to one stream after `expected_version`; see `append_many`."""
+        return await self.append_many(
+            [AppendItem(stream_id, expected_version, events)], meta, inline=inline
+        )
+
+    async def append_many(
+        self,
+        items: Sequence[AppendItem],
+        meta: EventMeta,
+        *,
+        inline: InlineHook | None = None,
+        conn: Conn | None = None,
+    ) -> list[Recorded]:
+        """Append to several streams in one transaction, with the inline hook and one NOTIFY.
+        All or nothing: raises `ConcurrencyError` if any stream is not at its expected
+        version. With `conn`, runs inside the caller's transaction on that connection."""
+        items = [i for i in items if i.events]
+        if not items:
             return []
-        versions = list(range(expected_version + 1, expected_version + 1 + len(events)))
-        event_ids = [uuid.uuid4() for _ in events]
+        if conn is None:
+            async with self.pool.acquire() as own, own.transaction():
+                return await self._append(own, items, meta, inline)
+        return await self._append(conn, items, meta, inline)
+
+    async def _append(
+        self, conn: Conn, items: Sequence[AppendItem], meta: EventMeta, inline: InlineHook | None
+    ) -> list[Recorded]:
+        stream_ids, expected, event_ids, versions, types, schemas, datas = (
+            [],
+            [],
+            [],
+            [],
+            [],
+            [],
+            [],
+        )
+        events: list[Event] = []
+        for item in items:
+            for n, event in enumerate(item.events, start=1):
+                stream_ids.append(item.stream_id)
+                expected.append(item.expected_version)
+                event_ids.append(uuid.uuid4())
+                versions.append(item.expected_version + n)
+                types.append(type(event).__name__)
+                schemas.append(event.SCHEMA)
+                datas.append(encode_event(event).decode())
+                events.append(event)
         try:
-            async with self.pool.acquire() as conn, conn.transaction():
-                rows = await conn.fetch(
-                    QUERIES["append_events"],
-                    stream_id,
-                    _encoder.encode(meta).decode(),
-                    event_ids,
-                    versions,
-                    [type(e).__name__ for e in events],
-                    [e.SCHEMA for e in events],
-                    [encode_event(e).decode() for e in events],
-                    expected_version,
-                )
-                if not rows:  # the stream has no event at expected_version
-                    raise ConcurrencyError(
-                        f"stream is not at version {expected_version}",
-                        stream_id=str(stream_id),
-                        expected_version=expected_version,
-                    )
-                by_version = {r["version"]: r for r in rows}
-                recorded = [
-                    Recorded(
-                        event_id=eid,
-                        stream_id=stream_id,
-                        version=v,
-                        position=by_version[v]["position"],
-                        event=e,  # type: ignore[arg-type]
-                        meta=meta,
-                        recorded_at=by_version[v]["recorded_at"],
-                    )
-                    for eid, v, e in zip(event_ids, versions, events, strict=True)
-                ]
-                note = await inline(conn, recorded) if inline is not None else None
-                if note is None:
-                    last = recorded[-1]
-                    note = Notification(stream_id=stream_id, version=last.version, state="")
-                await conn.execute(QUERIES["notify"], self.channel, _encoder.encode(note).decode())
+            rows = await conn.fetch(
+                QUERIES["append_events"],
+                _encoder.encode(meta).decode(),
+                stream_ids, expected, event_ids, versions, types, schemas, datas,
+            )  # fmt: skip
         except asyncpg.UniqueViolationError as exc:
-            if exc.constraint_name == "events_stream_version":
-                raise ConcurrencyError(
-                    f"another writer appended to the stream after version {expected_version}",
-                    stream_id=str(stream_id),
-                    expected_version=expected_version,
-                ) from exc
-            raise
+            if exc.constraint_name != "events_stream_version":
+                raise
+            raise ConcurrencyError(
+                "another writer appended to the stream first",
+                stream_ids=sorted({str(i.stream_id) for i in items}),
+            ) from exc
+        if len(rows) != len(events):  # some stream had no event at its expected version
+            written = {(r["stream_id"], r["version"]) for r in rows}
+            behind = sorted(
+                {str(s) for s, v in zip(stream_ids, versions, strict=True) if (s, v) not in written}
+            )
+            raise ConcurrencyError("stream is not at the expected version", stream_ids=behind)
+        by_key = {(r["stream_id"], r["version"]): r for r in rows}
+        recorded = []
+        for eid, sid, v, event in zip(event_ids, stream_ids, versions, events, strict=True):
+            row = by_key[(sid, v)]
+            recorded.append(
+                Recorded(
+                    event_id=eid,
+                    stream_id=sid,
+                    version=v,
+                    position=row["position"],
+                    event=event,  # type: ignore[arg-type]
+                    meta=meta,
+                    recorded_at=row["recorded_at"],
+                )
+            )
+        changes = await inline(conn, recorded) if inline is not None else _default_changes(recorded)
+        note = Notification(
+            changes=changes[:MAX_NOTIFIED_CHANGES], more=len(changes) > MAX_NOTIFIED_CHANGES
+        )
+        await conn.execute(QUERIES["notify"], self.channel, _encoder.encode(note).decode())
         return recorded
 
     async def read_stream(self, stream_id: uuid.UUID, after_version: int = 0) -> list[Recorded]:

@@ -2,15 +2,17 @@
 -- line saying what it does; parameters are always bound, never formatted in.
 
 -- name: append_events
--- Insert the events of one append to one stream after version $8. Nothing is inserted when
--- the stream has no event $8 (that would leave a hole); the unique (stream_id, version)
--- rejects a second writer of the same version (I4).
+-- Insert the events of one append (one or more streams). An event is inserted only when its
+-- stream has an event at the expected version (else a hole would open; the caller sees the
+-- missing rows and rolls back); the unique (stream_id, version) rejects a second writer of
+-- the same version (I4).
 INSERT INTO events (event_id, stream_id, version, type, schema_version, data, meta)
-SELECT e.event_id, $1, e.version, e.type, e.schema_version, e.data, $2
-FROM unnest($3::uuid[], $4::int[], $5::text[], $6::smallint[], $7::jsonb[])
-    AS e(event_id, version, type, schema_version, data)
-WHERE $8::int = 0 OR EXISTS (SELECT 1 FROM events WHERE stream_id = $1 AND version = $8::int)
-RETURNING version, position, recorded_at;
+SELECT e.event_id, e.stream_id, e.version, e.type, e.schema_version, e.data, $1
+FROM unnest($2::uuid[], $3::int[], $4::uuid[], $5::int[], $6::text[], $7::smallint[], $8::jsonb[])
+    AS e(stream_id, expected, event_id, version, type, schema_version, data)
+WHERE e.expected = 0
+   OR EXISTS (SELECT 1 FROM events h WHERE h.stream_id = e.stream_id AND h.version = e.expected)
+RETURNING stream_id, version, position, recorded_at;
 
 -- name: read_stream
 -- The events of one stream after a version, in stream order.

@@ -42,7 +42,8 @@ async def test_concurrent_appenders_write_every_version_exactly_once(store: Even
     assert sorted(reasons) == sorted(f"{n}-{k}" for n in range(writers) for k in range(per_writer))
     assert conflicts, "16 writers on one stream should have collided at least once"
     assert all(
-        isinstance(c, ConcurrencyError) and c.details["stream_id"] == str(stream) for c in conflicts
+        isinstance(c, ConcurrencyError) and c.details["stream_ids"] == [str(stream)]
+        for c in conflicts
     )
 
 

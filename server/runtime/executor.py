@@ -1,0 +1,94 @@
+"""What the scheduler asks of an executor (Docker, local process, ...): run one attempt of a
+job to its end, honouring timeout and cancel, and find what a previous life left running."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from typing import Protocol
+
+import msgspec
+
+from ..domain.events import FailureReason, Usage
+from ..domain.jobs import Command, ConfirmCancelled, Fail, Finish
+from ..domain.specs import JobSpec
+
+
+class RunRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """One attempt of one job, as handed to an executor."""
+
+    job_id: uuid.UUID
+    attempt: int
+    worker_id: str
+    spec: JobSpec
+
+
+class Outcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How an attempt ended.
+
+    - `cancelled`: the executor stopped it because `cancel` was set.
+    - `failure`: it could not run or was stopped for a reason of ours (start_error, timeout,
+      worker_lost), with a human `message`.
+    - otherwise the command exited by itself with `exit_code` (`oom_killed` if the kernel
+      killed it for memory).
+    """
+
+    exit_code: int | None = None
+    oom_killed: bool = False
+    cancelled: bool = False
+    failure: FailureReason | None = None
+    message: str | None = None
+    usage: Usage = Usage()
+
+    def command(self) -> Command:
+        """The domain command that records this outcome."""
+        if self.cancelled:
+            return ConfirmCancelled(exit_code=self.exit_code, usage=self.usage)
+        if self.failure is not None:
+            return Fail(
+                reason=self.failure,
+                message=self.message,
+                exit_code=self.exit_code,
+                usage=self.usage,
+            )
+        assert self.exit_code is not None
+        return Finish(exit_code=self.exit_code, oom_killed=self.oom_killed, usage=self.usage)
+
+
+class Found(msgspec.Struct, frozen=True, kw_only=True):
+    """Something a previous life of this worker left behind (e.g. a labelled container)."""
+
+    job_id: uuid.UUID
+    attempt: int
+    ref: str  # the executor's own handle: a container id
+    running: bool
+
+
+class Executor(Protocol):
+    """Runs attempts. Implementations: `DockerExecutor`, `ProcessExecutor`."""
+
+    name: str
+
+    async def run(self, req: RunRequest, cancel: asyncio.Event) -> Outcome:
+        """Start the attempt and wait for its end. Enforce `spec.timeout_seconds` (stop with
+        `spec.stop_grace_seconds` of grace, then kill: failure=timeout). When `cancel` is set,
+        stop the same way and return `cancelled=True`. Leave nothing behind (remove the
+        container). Never raise for the job's own problems: report them in the Outcome."""
+        ...
+
+    async def find(self, worker_id: str) -> list[Found]:
+        """What a previous process with this worker id left (running or exited)."""
+        ...
+
+    async def adopt(self, found: Found, req: RunRequest, cancel: asyncio.Event) -> Outcome:
+        """Follow a found attempt to its end as `run` would (timeout counted from now),
+        recording its real exit code; then remove it."""
+        ...
+
+    async def discard(self, found: Found) -> None:
+        """Kill and remove something found that no longer belongs to a live job."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
