@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS jobs (
     labels              jsonb       NOT NULL,
     tags                text[]      NOT NULL,
     concurrency_key     text,
+    concurrency_limit   integer     NOT NULL DEFAULT 1,
     idempotency_key     text,
     submitted_by        text        NOT NULL,
     attempt             integer     NOT NULL,
@@ -72,3 +73,38 @@ CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_project_created ON jobs (project, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs (state, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS jobs_labels ON jobs USING gin (labels jsonb_path_ops);
+
+-- Columns added after the first release: ADD ... IF NOT EXISTS brings older databases along.
+ALTER TABLE jobs ADD COLUMN IF NOT EXISTS concurrency_limit integer NOT NULL DEFAULT 1;
+
+-- The scheduler's claim: queued jobs in priority, then start-time, then submission order.
+CREATE INDEX IF NOT EXISTS jobs_queue
+    ON jobs (priority DESC, (coalesce(scheduled_for, created_at)), created_at, id)
+    WHERE state = 'queued';
+-- Quotas count what runs, per project and per concurrency key; recovery finds a worker's jobs.
+CREATE INDEX IF NOT EXISTS jobs_active
+    ON jobs (project, concurrency_key) WHERE state IN ('running', 'cancelling');
+CREATE INDEX IF NOT EXISTS jobs_worker
+    ON jobs (worker_id) WHERE state IN ('running', 'cancelling');
+
+-- Per-project settings; a project without a row has the defaults.
+CREATE TABLE IF NOT EXISTS projects (
+    name             text        PRIMARY KEY,
+    max_running_jobs integer     NOT NULL CHECK (max_running_jobs >= 0),
+    updated_at       timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- Scheduler/worker processes and their leases: a worker whose heartbeat is older than the
+-- lease has its jobs failed (worker_lost) or retried by another scheduler.
+CREATE TABLE IF NOT EXISTS workers (
+    id           text        PRIMARY KEY,
+    tags         text[]      NOT NULL,
+    capacity     integer     NOT NULL,
+    lease_seconds real       NOT NULL,
+    executor     text        NOT NULL,
+    hostname     text        NOT NULL,
+    pid          integer     NOT NULL,
+    started_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    heartbeat_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    stopped_at   timestamptz
+);

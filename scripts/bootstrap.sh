@@ -1,5 +1,6 @@
 # Sourced by scripts/serve and scripts/test: everything they need on a fresh Debian machine.
 #   - PostgreSQL server binaries (apt-get install when missing and we are root)
+#   - Docker engine and a static busybox for the test image (installed, not started)
 #   - .venv with the project and its test tools installed (re-installed when pyproject.toml changes)
 # shellcheck shell=bash
 set -euo pipefail
@@ -31,6 +32,16 @@ ensure_postgres() {
     apt_install postgresql
 }
 
+ensure_docker() {
+    local missing=()
+    command -v docker >/dev/null 2>&1 && command -v dockerd >/dev/null 2>&1 || missing+=(docker.io)
+    # scripts/build-test-image copies this busybox into the test image.
+    [ -x /bin/busybox ] && dpkg -s busybox-static >/dev/null 2>&1 || missing+=(busybox-static)
+    if [ "${#missing[@]}" -gt 0 ]; then
+        apt_install "${missing[@]}"
+    fi
+}
+
 ensure_venv() {
     local py="${PYTHON:-python3}"
     if ! "$py" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -50,4 +61,5 @@ ensure_venv() {
 }
 
 ensure_postgres
+ensure_docker
 ensure_venv

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -19,8 +20,13 @@ from aiohttp import web
 
 from . import logs
 from .domain.errors import DomainError
+from .runtime.executors import EXECUTORS, ExecutorUnavailable, make_executor
+from .runtime.listener import WorkerIdInUse
+from .runtime.scheduler import Scheduler, WorkerConfig
+from .service import JobService
 from .store.db import DatabaseUnavailable, connect, create_pool
 from .store.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from .store.eventstore import EventStore
 from .store.migrate import migrate
 
 log = structlog.get_logger("jobledger")
@@ -87,50 +93,142 @@ async def database(args: argparse.Namespace) -> AsyncIterator[str]:
             await asyncio.to_thread(pg.stop)
 
 
-# ---- serve --------------------------------------------------------------------------------
+# ---- serve and worker ---------------------------------------------------------------------
+
+
+def _env_float(name: str, default: float) -> float:
+    return float(os.environ.get(name, default))
+
+
+def add_worker_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("scheduler")
+    g.add_argument(
+        "--worker-id",
+        default=os.environ.get("JOBLEDGER_WORKER_ID") or socket.gethostname(),
+        help="stable id of this worker: a restart with the same id adopts its running "
+        "containers (default: the host name)",
+    )
+    g.add_argument(
+        "--capacity", type=int, default=int(os.environ.get("JOBLEDGER_CAPACITY", "4")),
+        help="jobs this worker runs at once",
+    )  # fmt: skip
+    g.add_argument(
+        "--tags", default=os.environ.get("JOBLEDGER_TAGS", ""),
+        help="comma-separated tags; jobs asking for tags run only on workers having them all",
+    )  # fmt: skip
+    g.add_argument(
+        "--executor", choices=EXECUTORS, default=os.environ.get("JOBLEDGER_EXECUTOR", "auto"),
+        help="how jobs run: docker, process (no isolation), noop (benchmarks), auto",
+    )  # fmt: skip
+    g.add_argument(
+        "--poll-interval", type=float, default=_env_float("JOBLEDGER_POLL_INTERVAL", 2.0),
+        help="seconds between looks for work when no notification arrives",
+    )  # fmt: skip
+    g.add_argument(
+        "--heartbeat-interval", type=float,
+        default=_env_float("JOBLEDGER_HEARTBEAT_INTERVAL", 3.0),
+    )  # fmt: skip
+    g.add_argument(
+        "--lease-seconds", type=float, default=_env_float("JOBLEDGER_LEASE_SECONDS", 15.0),
+        help="after this long without a heartbeat, other workers fail this worker's jobs",
+    )  # fmt: skip
+
+
+def worker_config(args: argparse.Namespace) -> WorkerConfig:
+    """The scheduler settings given on the command line."""
+    return WorkerConfig(
+        worker_id=args.worker_id,
+        capacity=args.capacity,
+        tags=[t.strip() for t in args.tags.split(",") if t.strip()],
+        poll_interval=args.poll_interval,
+        heartbeat_interval=args.heartbeat_interval,
+        lease_seconds=args.lease_seconds,
+    )
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def run_scheduler(
+    service: JobService, dsn: str, args: argparse.Namespace, stop: asyncio.Event
+) -> None:
+    """Run one scheduler until `stop`; when the scheduler fails, the process stops too."""
+    executor = await make_executor(args.executor)
+    try:
+        await Scheduler(service, executor, worker_config(args), dsn).run(stop)
+    finally:
+        stop.set()
+        await executor.close()
+
+
+async def open_service(dsn: str) -> JobService:
+    """A job service on a fresh pool, with the schema brought up to date."""
+    pool = await create_pool(dsn)
+    async with pool.acquire() as conn:
+        await migrate(conn)
+    return JobService(EventStore(pool))
 
 
 def configure_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("serve", help="run the HTTP API (and, as issues land, the scheduler)")
+    p = sub.add_parser("serve", help="run the HTTP API and a scheduler")
     add_database_args(p)
     p.add_argument("--host", default=os.environ.get("JOBLEDGER_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("JOBLEDGER_PORT", "8080")))
+    p.add_argument("--no-scheduler", action="store_true", help="serve the API only")
+    add_worker_args(p)
     p.set_defaults(func=cmd_serve)
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
     from .api.app import create_app
-    from .service import JobService
-    from .store.eventstore import EventStore
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-
+    stop = stop_on_signals()
     async with database(args) as dsn:
-        pool = await create_pool(dsn)
+        service = await open_service(dsn)
         try:
-            async with pool.acquire() as conn:
-                await migrate(conn)
-            app = create_app(JobService(EventStore(pool)))
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
+            runner = web.AppRunner(create_app(service), access_log=None, handle_signals=False)
             await runner.setup()
-            site = web.TCPSite(runner, args.host, args.port)
-            await site.start()
-            where = (
-                "DATABASE_URL"
-                if args.database_url
-                else f"embedded, {args.data_dir or default_data_dir()}"
-            )
-            log.info("jobledger serving", url=f"http://{args.host}:{args.port}", database=where)
             try:
-                await stop.wait()
+                await web.TCPSite(runner, args.host, args.port).start()
+                where = (
+                    "DATABASE_URL"
+                    if args.database_url
+                    else f"embedded, {args.data_dir or default_data_dir()}"
+                )
+                log.info("jobledger serving", url=f"http://{args.host}:{args.port}", database=where)
+                if args.no_scheduler:
+                    await stop.wait()
+                else:
+                    await run_scheduler(service, dsn, args, stop)
                 log.info("shutting down")
             finally:
                 await runner.cleanup()
         finally:
-            await pool.close()
+            await service.pool.close()
+    return EXIT_OK
+
+
+def configure_worker_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("worker", help="run a scheduler and its executor, without the API")
+    add_database_args(p)
+    add_worker_args(p)
+    p.set_defaults(func=cmd_worker)
+
+
+async def cmd_worker(args: argparse.Namespace) -> int:
+    stop = stop_on_signals()
+    async with database(args) as dsn:
+        service = await open_service(dsn)
+        try:
+            await run_scheduler(service, dsn, args, stop)
+        finally:
+            await service.pool.close()
     return EXIT_OK
 
 
@@ -207,6 +305,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--log-level", default=os.environ.get("JOBLEDGER_LOG_LEVEL", "info"))
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     configure_serve_parser(sub)
+    configure_worker_parser(sub)
     configure_migrate_parser(sub)
     configure_replay_parser(sub)
     return parser
@@ -221,7 +320,7 @@ def main(argv: list[str] | None = None) -> int:
     except (EmbeddedPostgresError, DatabaseUnavailable, asyncpg.PostgresError) as exc:
         print(f"jobledger: database error: {exc}", file=sys.stderr)
         return EXIT_DATABASE
-    except OSError as exc:
+    except (OSError, ExecutorUnavailable, WorkerIdInUse) as exc:
         print(f"jobledger: {exc}", file=sys.stderr)
         return EXIT_ERROR
     except DomainError as exc:

@@ -4,18 +4,20 @@ re-run `decide` on fresh state when another writer got there first (I4)."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 
 import asyncpg
 import structlog
 
-from .domain.errors import ConcurrencyError, IdempotencyConflict
-from .domain.events import EventMeta
+from .domain.errors import ConcurrencyError, DomainError, IdempotencyConflict
+from .domain.events import EventMeta, Recorded
 from .domain.jobs import Command, Job, Submit, decide, fold
 from .domain.specs import JobSpec
 from .ids import uuid7
 from .projections import jobs as jobs_projection
 from .projections.jobs import JobView
-from .store.eventstore import EventStore
+from .store.db import Conn
+from .store.eventstore import AppendItem, EventStore
 
 log = structlog.get_logger(__name__)
 
@@ -55,6 +57,33 @@ class JobService:
         raise ConcurrencyError(
             f"gave up after {self.max_attempts} conflicting attempts", stream_id=str(job_id)
         )
+
+    async def execute_batch(
+        self, commands: Mapping[uuid.UUID, Command], meta: EventMeta, conn: Conn
+    ) -> list[Job]:
+        """Apply one command to each of several jobs in the caller's transaction, all
+        appended at once. Jobs whose command is refused (a race: e.g. cancelled meanwhile)
+        are left out; a concurrent append to any of them raises `ConcurrencyError` and the
+        caller's transaction rolls back."""
+        streams = await self.store.read_streams(list(commands), conn)
+        priors: dict[uuid.UUID, Job | None] = {}
+        items: list[AppendItem] = []
+        for job_id, command in commands.items():
+            state = fold(streams[job_id])
+            try:
+                events = decide(state, command)
+            except DomainError as exc:
+                log.info("command refused in batch", job_id=str(job_id), reason=exc.message)
+                continue
+            priors[job_id] = state
+            items.append(AppendItem(job_id, state.version if state else 0, events))
+        recorded = await self.store.append_many(
+            items, meta, inline=jobs_projection.inline(priors), conn=conn
+        )
+        by_stream: dict[uuid.UUID, list[Recorded]] = {}
+        for rec in recorded:
+            by_stream.setdefault(rec.stream_id, []).append(rec)
+        return [j for sid, recs in by_stream.items() if (j := fold(recs, priors[sid])) is not None]
 
     async def submit(self, spec: JobSpec, meta: EventMeta) -> tuple[JobView, bool]:
         """Create a job; with an idempotency key already used in the project, return that

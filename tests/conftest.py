@@ -21,6 +21,8 @@ from server.store.db import create_pool
 from server.store.embedded import EmbeddedPostgres
 from server.store.eventstore import EventStore
 from server.store.migrate import migrate
+from tests.docker_rig import docker_engine, test_image  # noqa: F401
+from tests.watching import watcher  # noqa: F401
 
 TEMPLATE = "jobledger_template"
 _db_numbers = itertools.count()

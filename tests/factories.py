@@ -26,7 +26,8 @@ T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 def spec(**kw: object) -> JobSpec:
-    return JobSpec(image="jobledger-test:latest", command=["true"], **kw)  # type: ignore[arg-type]
+    fields: dict[str, object] = {"image": "jobledger-test:latest", "command": ["true"], **kw}
+    return JobSpec(**fields)  # type: ignore[arg-type]
 
 
 class MemoryLog:

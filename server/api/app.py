@@ -12,7 +12,7 @@ from aiohttp import web
 from ..domain.errors import DomainError
 from ..ids import request_id
 from ..service import JobService
-from . import errors, jobs
+from . import errors, jobs, projects
 from .context import REQUEST_ID, SERVICE
 
 log = structlog.get_logger("jobledger.api")
@@ -69,4 +69,5 @@ def create_app(service: JobService) -> web.Application:
     app[SERVICE] = service
     app.router.add_get("/healthz", healthz)
     jobs.add_routes(app.router)
+    projects.add_routes(app.router)
     return app

@@ -14,6 +14,7 @@ from ..domain.jobs import JobState, RequestCancel
 from ..domain.specs import JobSpec
 from ..projections import jobs as jobs_projection
 from ..projections.jobs import Cursor, JobFilter, JobView
+from ..projections.queue import waiting_reasons
 from .context import SERVICE, event_meta, json_response
 
 MAX_PAGE = 500
@@ -22,10 +23,21 @@ DEFAULT_PAGE = 50
 _spec_decoder = msgspec.json.Decoder(JobSpec)
 
 
+class JobOut(JobView, kw_only=True):
+    """A job as the API shows it: its projection row, and for a queued job what it waits for."""
+
+    waiting_reason: str | None = None
+
+
+async def job_outs(request: web.Request, views: list[JobView]) -> list[JobOut]:
+    reasons = await waiting_reasons(request.app[SERVICE].pool, views)
+    return [JobOut(**msgspec.structs.asdict(v), waiting_reason=reasons.get(v.id)) for v in views]
+
+
 class JobList(msgspec.Struct):
     """A page of the job list; pass `next_cursor` as `cursor` for the next one."""
 
-    jobs: list[JobView]
+    jobs: list[JobOut]
     next_cursor: str | None
 
 
@@ -63,7 +75,8 @@ async def submit(request: web.Request) -> web.Response:
     idempotency key."""
     spec = _spec_decoder.decode(await request.read())
     view, created = await request.app[SERVICE].submit(spec, event_meta(request))
-    return json_response(view, status=201 if created else 200)
+    [out] = await job_outs(request, [view])
+    return json_response(out, status=201 if created else 200)
 
 
 def _param(request: web.Request, name: str) -> str | None:
@@ -133,7 +146,10 @@ async def list_jobs(request: web.Request) -> web.Response:
         request.app[SERVICE].pool, filt, after=after, limit=limit
     )
     return json_response(
-        JobList(jobs=views, next_cursor=next_cursor.encode() if next_cursor else None)
+        JobList(
+            jobs=await job_outs(request, views),
+            next_cursor=next_cursor.encode() if next_cursor else None,
+        )
     )
 
 
@@ -143,7 +159,8 @@ async def get_job(request: web.Request) -> web.Response:
     view = await jobs_projection.get(request.app[SERVICE].pool, job_id)
     if view is None:
         raise NotFound("job not found", job_id=str(job_id))
-    return json_response(view)
+    [out] = await job_outs(request, [view])
+    return json_response(out)
 
 
 async def job_events(request: web.Request) -> web.Response:
@@ -178,7 +195,8 @@ async def cancel_job(request: web.Request) -> web.Response:
     job = await request.app[SERVICE].execute(
         job_id, RequestCancel(reason=reason), event_meta(request)
     )
-    return json_response(jobs_projection.view_of(job))
+    [out] = await job_outs(request, [jobs_projection.view_of(job)])
+    return json_response(out)
 
 
 def add_routes(router: web.UrlDispatcher) -> None:

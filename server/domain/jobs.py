@@ -107,6 +107,8 @@ class RequestCancel(msgspec.Struct, frozen=True, kw_only=True):
 class Finish(msgspec.Struct, frozen=True, kw_only=True):
     """The container exited by itself."""
 
+    #: The attempt this outcome belongs to; None skips the check.
+    attempt: int | None = None
     exit_code: int
     oom_killed: bool = False
     usage: Usage | None = None
@@ -115,6 +117,7 @@ class Finish(msgspec.Struct, frozen=True, kw_only=True):
 class Fail(msgspec.Struct, frozen=True, kw_only=True):
     """The attempt failed for a reason other than the command's own exit."""
 
+    attempt: int | None = None
     reason: FailureReason
     message: str | None = None
     exit_code: int | None = None
@@ -124,6 +127,7 @@ class Fail(msgspec.Struct, frozen=True, kw_only=True):
 class ConfirmCancelled(msgspec.Struct, frozen=True, kw_only=True):
     """The container of a cancelling job is gone."""
 
+    attempt: int | None = None
     exit_code: int | None = None
     usage: Usage | None = None
 
@@ -166,6 +170,14 @@ def decide(state: Job | None, command: Command) -> list[Event]:
     if state is None:
         raise NotFound("job not found")
     name = type(command).__name__
+    attempt = getattr(command, "attempt", None)
+    if attempt is not None and attempt != state.attempt:
+        # A late outcome of an earlier attempt must not end the current one.
+        raise InvalidTransition(
+            f"outcome of attempt {attempt}, but the job is at attempt {state.attempt}",
+            state=state.state.value,
+            command=name,
+        )
     if state.is_terminal:
         raise InvalidTransition(
             f"job is already {state.state.value}", state=state.state.value, command=name

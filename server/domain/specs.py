@@ -8,9 +8,11 @@ from typing import Annotated
 import msgspec
 
 # Names users write in URLs, CLI flags and labels: keep them boring and safe.
-Name = Annotated[
-    str, msgspec.Meta(min_length=1, max_length=63, pattern=r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$")
-]
+#: Running jobs a project may have unless its own limit says otherwise.
+DEFAULT_MAX_RUNNING_JOBS = 10
+PROJECT_NAME = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$"
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=63, pattern=PROJECT_NAME)]
 LabelKey = Annotated[
     str, msgspec.Meta(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/-]*$")
 ]
@@ -70,3 +72,5 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     retry: RetryPolicy = RetryPolicy()
     tags: Annotated[list[Tag], msgspec.Meta(max_length=32)] = []
     concurrency_key: Key | None = None
+    #: How many jobs sharing `concurrency_key` may run at once.
+    concurrency_limit: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1

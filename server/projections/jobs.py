@@ -35,6 +35,7 @@ class JobView(msgspec.Struct, kw_only=True):
     labels: dict[str, str]
     tags: list[str]
     concurrency_key: str | None
+    concurrency_limit: int
     idempotency_key: str | None
     submitted_by: str
     attempt: int
@@ -73,6 +74,7 @@ def view_of(job: Job) -> JobView:
         labels=spec.labels,
         tags=spec.tags,
         concurrency_key=spec.concurrency_key,
+        concurrency_limit=spec.concurrency_limit,
         idempotency_key=spec.idempotency_key,
         submitted_by=job.submitted_by,
         attempt=job.attempt,

@@ -1,13 +1,13 @@
 -- name: upsert_job
 -- Write a job's folded state; the inline projection runs this in the append transaction.
 INSERT INTO jobs (
-    id, project, state, spec, priority, labels, tags, concurrency_key, idempotency_key,
-    submitted_by, attempt, queue_reason, scheduled_for, worker_id, exit_code, failure_reason,
-    message, usage, created_at, updated_at, started_at, finished_at, cancel_requested_at,
-    cancel_requested_by, version, last_position
+    id, project, state, spec, priority, labels, tags, concurrency_key, concurrency_limit,
+    idempotency_key, submitted_by, attempt, queue_reason, scheduled_for, worker_id, exit_code,
+    failure_reason, message, usage, created_at, updated_at, started_at, finished_at,
+    cancel_requested_at, cancel_requested_by, version, last_position
 ) VALUES (
     $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-    $21, $22, $23, $24, $25, $26
+    $21, $22, $23, $24, $25, $26, $27
 )
 ON CONFLICT (id) DO UPDATE SET
     state = EXCLUDED.state,

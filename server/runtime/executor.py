@@ -40,19 +40,22 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     message: str | None = None
     usage: Usage = Usage()
 
-    def command(self) -> Command:
-        """The domain command that records this outcome."""
+    def command(self, attempt: int) -> Command:
+        """The domain command that records this outcome of `attempt`."""
         if self.cancelled:
-            return ConfirmCancelled(exit_code=self.exit_code, usage=self.usage)
+            return ConfirmCancelled(attempt=attempt, exit_code=self.exit_code, usage=self.usage)
         if self.failure is not None:
             return Fail(
+                attempt=attempt,
                 reason=self.failure,
                 message=self.message,
                 exit_code=self.exit_code,
                 usage=self.usage,
             )
         assert self.exit_code is not None
-        return Finish(exit_code=self.exit_code, oom_killed=self.oom_killed, usage=self.usage)
+        return Finish(
+            attempt=attempt, exit_code=self.exit_code, oom_killed=self.oom_killed, usage=self.usage
+        )
 
 
 class Found(msgspec.Struct, frozen=True, kw_only=True):

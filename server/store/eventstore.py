@@ -205,6 +205,20 @@ class EventStore:
             rows = await conn.fetch(QUERIES["read_stream"], stream_id, after_version)
         return [record_from_row(r) for r in rows]
 
+    async def read_streams(
+        self, stream_ids: Sequence[uuid.UUID], conn: Conn | None = None
+    ) -> dict[uuid.UUID, list[Recorded]]:
+        """The events of several streams in one query, by stream, each in order."""
+        if conn is None:
+            async with self.pool.acquire() as own:
+                rows = await own.fetch(QUERIES["read_streams"], list(stream_ids))
+        else:
+            rows = await conn.fetch(QUERIES["read_streams"], list(stream_ids))
+        streams: dict[uuid.UUID, list[Recorded]] = {sid: [] for sid in stream_ids}
+        for row in rows:
+            streams[row["stream_id"]].append(record_from_row(row))
+        return streams
+
     async def read_all(self, after: Checkpoint = START, limit: int = 1000) -> list[LogEntry]:
         """The next page of the global log after a checkpoint, never skipping an event that
         commits late (I5): rows of transactions that may still commit are held back."""

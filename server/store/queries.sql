@@ -21,6 +21,13 @@ FROM events
 WHERE stream_id = $1 AND version > $2
 ORDER BY version;
 
+-- name: read_streams
+-- The events of several streams, grouped by stream in version order.
+SELECT event_id, stream_id, version, position, type, schema_version, data, meta, recorded_at
+FROM events
+WHERE stream_id = ANY($1::uuid[])
+ORDER BY stream_id, version;
+
 -- name: read_all
 -- Gap-safe page of the global log after a (txid, position) checkpoint (I5): rows of
 -- transactions that may still commit are never returned, so nothing is skipped later.

@@ -27,6 +27,7 @@ FULL_SPEC: dict[str, Any] = {
     "retry": {"max_retries": 2, "backoff_seconds": 1.5},
     "tags": ["gpu"],
     "concurrency_key": "nightly",
+    "concurrency_limit": 2,
 }
 
 

@@ -189,3 +189,15 @@ def test_text_with_nul_is_refused_naming_the_field() -> None:
     with pytest.raises(InvalidInput) as err:
         decide(job_in("running"), RequestCancel(reason="\x00"))
     assert err.value.details["field"] == "$.reason"
+
+
+def test_an_outcome_of_an_earlier_attempt_is_refused() -> None:
+    log = MemoryLog()
+    log.apply(Submit(spec=spec(retry=RetryPolicy(max_retries=1, backoff_seconds=0))))
+    log.apply(Start(worker_id="w1"))
+    log.apply(Fail(attempt=1, reason=FailureReason.WORKER_LOST))  # retried: attempt 2 queued
+    log.apply(Start(worker_id="w2"))
+    with pytest.raises(InvalidTransition, match="attempt 1"):
+        decide(log.state, Finish(attempt=1, exit_code=0))
+    log.apply(Finish(attempt=2, exit_code=0))
+    assert log.state is not None and log.state.state is JobState.SUCCEEDED

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import signal
+import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -28,7 +29,7 @@ def call(method: str, url: str, body: Any = None) -> tuple[int, Any]:
 
 
 def test_embedded_database_survives_restart_and_stops_with_the_server(data_dir: Path) -> None:
-    server = Server("--data-dir", str(data_dir))
+    server = Server("--data-dir", str(data_dir), "--no-scheduler")
     status, job = call(
         "POST", f"{server.url}/api/v1/jobs", {"image": "busybox", "command": ["echo", "hi"]}
     )
@@ -37,7 +38,7 @@ def test_embedded_database_survives_restart_and_stops_with_the_server(data_dir: 
     cluster = EmbeddedPostgres(data_dir / "pg")
     assert cluster.initialized and not cluster.running  # stopped cleanly with the server
 
-    server = Server("--data-dir", str(data_dir))  # reuses the initialised cluster
+    server = Server("--data-dir", str(data_dir), "--no-scheduler")  # reuses the initialised cluster
     status, page = call("GET", f"{server.url}/api/v1/jobs")
     assert status == 200 and [j["id"] for j in page["jobs"]] == [job["id"]]
     status, detail = call("GET", f"{server.url}/api/v1/jobs/{job['id']}")
@@ -53,7 +54,7 @@ def test_migrate_is_idempotent_and_rebuild_reports_counts(dsn: str) -> None:
         done = jobledger("migrate", "--database-url", dsn)
         assert done.returncode == 0, done.stderr
         assert "schema is up to date" in done.stdout
-    server = Server("--database-url", dsn)
+    server = Server("--database-url", dsn, "--no-scheduler")
     for n in range(3):
         call("POST", f"{server.url}/api/v1/jobs", {"image": "busybox", "labels": {"n": str(n)}})
     before = call("GET", f"{server.url}/api/v1/jobs")[1]
@@ -85,3 +86,39 @@ def test_port_in_use_is_a_clear_error(dsn: str) -> None:
 def test_usage_errors_exit_2(argv: list[str]) -> None:
     done = jobledger(*argv)
     assert done.returncode == 2 and "usage:" in done.stderr
+
+
+def test_serve_runs_a_job_in_a_container_and_cancels_another(dsn: str, test_image: str) -> None:
+    server = Server("--database-url", dsn, "--executor", "docker", "--worker-id", "e2e-serve")
+    try:
+        _, job = call(
+            "POST",
+            f"{server.url}/api/v1/jobs",
+            {"image": test_image, "command": ["sh", "-c", "exit 3"]},
+        )
+        _, long = call(
+            "POST",
+            f"{server.url}/api/v1/jobs",
+            {"image": test_image, "command": ["sleep", "60"], "stop_grace_seconds": 1},
+        )
+        done = wait_state(server, job["id"], {"failed"})
+        assert done["exit_code"] == 3 and done["worker_id"] == "e2e-serve"
+        wait_state(server, long["id"], {"running"})
+        status, cancelling = call("POST", f"{server.url}/api/v1/jobs/{long['id']}/cancel")
+        assert status == 200 and cancelling["state"] in ("cancelling", "cancelled")
+        assert wait_state(server, long["id"], {"cancelled"})["cancel_requested_by"] == "anonymous"
+        status, again = call("POST", f"{server.url}/api/v1/jobs/{long['id']}/cancel")
+        assert status == 409 and "already cancelled" in again["error"]["message"]
+    finally:
+        assert server.stop() == 0
+
+
+def wait_state(server: Server, job_id: str, states: set[str], timeout: float = 60) -> Any:
+    """Poll the API as a user's script would."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        _, view = call("GET", f"{server.url}/api/v1/jobs/{job_id}")
+        if view["state"] in states:
+            return view
+        time.sleep(0.05)
+    raise AssertionError(f"job {job_id} not in {states}: {view}")

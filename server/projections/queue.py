@@ -1,0 +1,87 @@
+"""Queue views: project limits and usage, and why a queued job is still waiting.
+
+The waiting reason is worked out when asked, from the current running counts, limits and
+live workers: it describes the present, so it is not an event and not a projection column."""
+
+from __future__ import annotations
+
+import uuid
+from collections import Counter
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+
+import asyncpg
+import msgspec
+
+from ..domain.jobs import JobState
+from ..domain.specs import DEFAULT_MAX_RUNNING_JOBS
+from ..store.eventstore import EVENTS_CHANNEL, Notification
+from ..store.queries import load_queries
+from .jobs import JobView
+
+QUERIES = load_queries(Path(__file__).with_name("queue.sql"))
+_LOOK_AGAIN = msgspec.json.encode(Notification(changes=[], more=True)).decode()
+
+
+class ProjectView(msgspec.Struct, kw_only=True):
+    """A project's limit on running jobs and how many run and wait now."""
+
+    name: str
+    max_running_jobs: int
+    running: int
+    queued: int
+
+
+async def project_view(pool: asyncpg.Pool, name: str) -> ProjectView:
+    row = await pool.fetchrow(QUERIES["project_usage"], name, DEFAULT_MAX_RUNNING_JOBS)
+    assert row is not None
+    return ProjectView(name=name, **dict(row))
+
+
+async def set_project_limit(pool: asyncpg.Pool, name: str, max_running_jobs: int) -> ProjectView:
+    """Set how many of a project's jobs may run at once (0 pauses the project)."""
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute(QUERIES["set_project_limit"], name, max_running_jobs)
+        # A raised limit frees slots: have every scheduler look again.
+        await conn.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, _LOOK_AGAIN)
+    return await project_view(pool, name)
+
+
+async def waiting_reasons(pool: asyncpg.Pool, views: Sequence[JobView]) -> dict[uuid.UUID, str]:
+    """For each queued job among `views`, the first thing that keeps it from starting."""
+    queued = [v for v in views if v.state is JobState.QUEUED]
+    if not queued:
+        return {}
+    async with pool.acquire() as conn:
+        now: datetime = await conn.fetchval("SELECT clock_timestamp()")
+        counts = await conn.fetch(QUERIES["running_counts"])
+        rows = await conn.fetch(QUERIES["project_limits"], sorted({v.project for v in queued}))
+        limits: dict[str, int] = {r["name"]: r["max_running_jobs"] for r in rows}
+        live_tags = [set(r["tags"]) for r in await conn.fetch(QUERIES["live_worker_tags"])]
+    by_project: Counter[str] = Counter()
+    by_key: Counter[str] = Counter()
+    for r in counts:
+        by_project[r["project"]] += r["n"]
+        if r["concurrency_key"] is not None:
+            by_key[r["concurrency_key"]] += r["n"]
+    reasons: dict[uuid.UUID, str] = {}
+    for v in queued:
+        limit = limits.get(v.project, DEFAULT_MAX_RUNNING_JOBS)
+        retry = f"{v.queue_reason}; " if v.queue_reason else ""
+        if v.scheduled_for is not None and v.scheduled_for > now:
+            reasons[v.id] = f"{retry}scheduled for {v.scheduled_for.isoformat()}"
+        elif not any(set(v.tags) <= tags for tags in live_tags):
+            wanted = f" with tags {', '.join(v.tags)}" if v.tags else ""
+            reasons[v.id] = f"no live worker{wanted}"
+        elif by_project[v.project] >= limit:
+            running = by_project[v.project]
+            reasons[v.id] = f"project {v.project} has {running} running jobs, its limit is {limit}"
+        elif v.concurrency_key is not None and by_key[v.concurrency_key] >= v.concurrency_limit:
+            reasons[v.id] = (
+                f"concurrency key {v.concurrency_key!r} has {by_key[v.concurrency_key]} running "
+                f"jobs, its limit is {v.concurrency_limit}"
+            )
+        else:
+            reasons[v.id] = f"{retry}waiting for a free worker slot"
+    return reasons

@@ -1,0 +1,40 @@
+"""Choosing an executor by name: `docker`, `process`, `noop`, or `auto` (Docker when the
+daemon answers, else the process executor with a loud warning)."""
+
+from __future__ import annotations
+
+import structlog
+
+from .executor import Executor
+from .noop import NoopExecutor
+from .process import ProcessExecutor
+
+log = structlog.get_logger(__name__)
+
+EXECUTORS = ("auto", "docker", "process", "noop")
+
+
+class ExecutorUnavailable(RuntimeError):
+    """The executor asked for cannot run here."""
+
+
+async def make_executor(kind: str) -> Executor:
+    """An executor of the given kind, ready to run jobs."""
+    if kind == "noop":
+        return NoopExecutor()
+    if kind == "process":
+        return ProcessExecutor()
+    from .docker import DockerExecutor, docker_available
+
+    if await docker_available():
+        return DockerExecutor()
+    if kind == "docker":
+        raise ExecutorUnavailable(
+            "the Docker engine does not answer (is dockerd running? is DOCKER_HOST right?)"
+        )
+    log.warning(
+        "NO DOCKER ENGINE: falling back to the process executor. Jobs run as local processes "
+        "of this user, without isolation and without CPU/memory limits. "
+        "Start Docker or pass --executor process to silence this."
+    )
+    return ProcessExecutor()

@@ -1,0 +1,122 @@
+"""Runs attempts as local processes, for machines without Docker.
+
+`spec.image` is ignored and `resources.cpu` / `resources.memory_mb` are NOT enforced: the
+command runs with the worker's own rights and limits. Output goes nowhere for now."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import time
+from typing import Literal
+
+import structlog
+
+from ..domain.events import FailureReason, Usage
+from .executor import Found, Outcome, RunRequest
+
+log = structlog.get_logger(__name__)
+
+
+class ProcessExecutor:
+    """Runs each attempt as a subprocess in a session of its own, so that stopping it
+    reaches everything it started."""
+
+    name = "process"
+
+    async def run(self, req: RunRequest, cancel: asyncio.Event) -> Outcome:
+        """Start the command and follow it to its end; see `Executor.run`.
+
+        Exit codes follow the shell: a process killed by signal N reports 128 + N."""
+        spec = req.spec
+        bound = log.bind(job_id=str(req.job_id), attempt=req.attempt)
+        began = time.monotonic()
+        if cancel.is_set():
+            return Outcome(cancelled=True)
+        if not spec.command:
+            return _start_error("the process executor needs a command (the image is ignored)")
+        env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": os.environ.get("HOME", "/")}
+        env.update(spec.env)
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *spec.command,
+                env=env,
+                cwd=spec.workdir,
+                stdin=asyncio.subprocess.DEVNULL,
+                # Pipes nobody reads would fill up and block the command.
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=asyncio.subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as e:
+            # filename tells whether the executable or the workdir is the problem.
+            what = e.filename if e.filename is not None else spec.command[0]
+            bound.warning("process start failed", error=str(e))
+            return _start_error(f"cannot start {spec.command[0]!r}: {e.strerror}: {what}")
+        bound.info("process started", pid=proc.pid)
+
+        exited = asyncio.ensure_future(proc.wait())
+        cancelled = asyncio.ensure_future(cancel.wait())
+        stopped_for: Literal["cancel", "timeout"] | None = None
+        try:
+            await asyncio.wait(
+                {exited, cancelled},
+                timeout=spec.timeout_seconds,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if not exited.done():
+                stopped_for = "cancel" if cancelled.done() else "timeout"
+                bound.info("stopping process", reason=stopped_for, pid=proc.pid)
+                _signal_group(proc.pid, signal.SIGTERM)
+                done, _ = await asyncio.wait({exited}, timeout=spec.stop_grace_seconds)
+                if not done:
+                    _signal_group(proc.pid, signal.SIGKILL)
+            returncode = await exited
+        except asyncio.CancelledError:
+            # Unlike a container, a process cannot be adopted by a restarted worker: do not
+            # leave it running unwatched.
+            _signal_group(proc.pid, signal.SIGKILL)
+            raise
+        finally:
+            cancelled.cancel()
+        # Whatever the command left behind in its group dies with it, as in a container.
+        _signal_group(proc.pid, signal.SIGKILL)
+
+        exit_code = returncode if returncode >= 0 else 128 - returncode
+        usage = Usage(wall_seconds=time.monotonic() - began)
+        bound.info("process ended", exit_code=exit_code, stopped_for=stopped_for)
+        if stopped_for == "cancel":
+            return Outcome(cancelled=True, exit_code=exit_code, usage=usage)
+        if stopped_for == "timeout":
+            return Outcome(
+                failure=FailureReason.TIMEOUT,
+                exit_code=exit_code,
+                message=f"timed out after {spec.timeout_seconds}s",
+                usage=usage,
+            )
+        return Outcome(exit_code=exit_code, usage=usage)
+
+    async def find(self, worker_id: str) -> list[Found]:
+        """Nothing: processes die with their worker (see `run`), there is nothing to adopt."""
+        return []
+
+    async def adopt(self, found: Found, req: RunRequest, cancel: asyncio.Event) -> Outcome:
+        """Unreachable: `find` never returns anything."""
+        raise NotImplementedError("the process executor has nothing to adopt")
+
+    async def discard(self, found: Found) -> None:
+        """Nothing to discard."""
+
+    async def close(self) -> None:
+        """No connections to release."""
+
+
+def _signal_group(pgid: int, sig: signal.Signals) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):  # the group is gone
+        os.killpg(pgid, sig)
+
+
+def _start_error(message: str) -> Outcome:
+    return Outcome(failure=FailureReason.START_ERROR, message=message)

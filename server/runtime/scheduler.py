@@ -1,0 +1,292 @@
+"""The scheduler of one worker process: claims queued jobs when woken (NOTIFY) or every
+poll interval, runs each on the executor, records how it ended, renews its lease, fails the
+jobs of workers whose lease expired, and on start adopts what its previous life left."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import uuid
+from dataclasses import dataclass
+from datetime import timedelta
+
+import asyncpg
+import msgspec
+import structlog
+
+from ..domain.errors import ConcurrencyError, DomainError
+from ..domain.events import EventMeta, FailureReason
+from ..domain.jobs import Command, Fail, Job, JobState
+from ..service import JobService
+from ..store.db import DatabaseUnavailable
+from ..store.eventstore import Notification
+from .claims import QUERIES, claim
+from .executor import Executor, Found, Outcome, RunRequest
+from .listener import Listener
+
+log = structlog.get_logger(__name__)
+
+#: Changes that may let this worker start something: new work, or a slot freed.
+_WAKING_STATES = frozenset(
+    {JobState.QUEUED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
+)
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DatabaseUnavailable)
+_notification_decoder = msgspec.json.Decoder(Notification)
+
+
+class WorkerConfig(msgspec.Struct, kw_only=True, frozen=True):
+    """How one worker process runs jobs."""
+
+    worker_id: str = msgspec.field(default_factory=socket.gethostname)
+    #: Jobs this worker runs at once.
+    capacity: int = 4
+    #: A job asking for tags runs only on a worker that has them all.
+    tags: list[str] = []
+    #: Safety net: look for work this often even without a notification (I7).
+    poll_interval: float = 2.0
+    heartbeat_interval: float = 3.0
+    #: After this long without a heartbeat, other schedulers fail this worker's jobs.
+    lease_seconds: float = 15.0
+
+
+@dataclass
+class _Active:
+    attempt: int
+    cancel: asyncio.Event
+    task: asyncio.Task[None]
+
+
+class Scheduler:
+    """Runs until `stop` is set; see the module docstring."""
+
+    def __init__(
+        self, service: JobService, executor: Executor, config: WorkerConfig, dsn: str
+    ) -> None:
+        self.service = service
+        self.pool = service.pool
+        self.executor = executor
+        self.config = config
+        self.dsn = dsn
+        self.active: dict[uuid.UUID, _Active] = {}
+        self.wake = asyncio.Event()
+        #: Set once registered, listening and recovered: from then on jobs get claimed.
+        self.ready = asyncio.Event()
+        self._sweep_due = True
+        self.meta = EventMeta(actor=f"worker:{config.worker_id}")
+        self.log = log.bind(worker_id=config.worker_id)
+
+    # ---- notifications ----------------------------------------------------------------
+
+    def _on_payload(self, payload: str) -> None:
+        try:
+            note = _notification_decoder.decode(payload)
+        except msgspec.DecodeError:
+            return
+        if note.more:
+            self._sweep_due = True
+            self.wake.set()
+        for change in note.changes:
+            if change.state in _WAKING_STATES:
+                self.wake.set()
+            elif change.state == JobState.CANCELLING and (a := self.active.get(change.stream_id)):
+                a.cancel.set()
+
+    def _on_connect(self) -> None:
+        # Anything may have happened while we were deaf: look again.
+        self._sweep_due = True
+        self.wake.set()
+
+    # ---- main loop --------------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Register, listen, recover, then claim and run jobs until `stop` is set."""
+        cfg = self.config
+        await self.pool.execute(
+            QUERIES["register_worker"], cfg.worker_id, list(cfg.tags), cfg.capacity,
+            cfg.lease_seconds, self.executor.name, socket.gethostname(), os.getpid(),
+        )  # fmt: skip
+        listener = Listener(
+            self.dsn,
+            self.service.store.channel,
+            self._on_payload,
+            self._on_connect,
+            identity=cfg.worker_id,
+        )
+        listen_task = asyncio.create_task(listener.run(), name="listener")
+        heartbeat_task: asyncio.Task[None] | None = None
+        try:
+            await listener.started()
+            await self._recover()
+            heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+            self.ready.set()
+            self.log.info("scheduler running", capacity=cfg.capacity, tags=cfg.tags)
+            while not stop.is_set():
+                timeout = await self._round()
+                await _first_of(self.wake, stop, seconds=timeout)
+        finally:
+            for t in (listen_task, heartbeat_task):
+                if t is not None:
+                    t.cancel()
+            # Leave containers running: the next life of this worker adopts them (I8).
+            tasks = [a.task for a in self.active.values()]
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, listen_task, return_exceptions=True)
+            with contextlib.suppress(*_DB_ERRORS):
+                await self.pool.execute(QUERIES["worker_stopped"], cfg.worker_id)
+            self.log.info("scheduler stopped", left_running=len(tasks))
+
+    async def _round(self) -> float:
+        """Claim what fits, deliver missed cancels; return how long to sleep."""
+        self.wake.clear()
+        try:
+            if self._sweep_due:
+                self._sweep_due = False
+                await self._sweep()
+            while (free := self.config.capacity - len(self.active)) > 0:
+                try:
+                    jobs = await claim(self.service, self.config.worker_id, self.config.tags, free)
+                except ConcurrencyError:
+                    continue  # raced with a cancel: claim again on fresh state
+                for job in jobs:
+                    self._spawn(job)
+                if len(jobs) < free:
+                    break
+            wait: timedelta | None = await self.pool.fetchval(QUERIES["next_scheduled"])
+        except _DB_ERRORS as exc:
+            self.log.warning("scheduler round failed", error=str(exc))
+            return self.config.poll_interval
+        if wait is not None:
+            return max(0.0, min(self.config.poll_interval, wait.total_seconds()))
+        return self.config.poll_interval
+
+    async def _sweep(self) -> None:
+        """Deliver cancels whose notification we may have missed."""
+        rows = await self.pool.fetch(QUERIES["my_active_jobs"], self.config.worker_id)
+        for r in rows:
+            if r["state"] == JobState.CANCELLING and (a := self.active.get(r["id"])):
+                a.cancel.set()
+
+    # ---- one job ----------------------------------------------------------------------
+
+    def _spawn(self, job: Job, found: Found | None = None) -> None:
+        cancel = asyncio.Event()
+        if job.state is JobState.CANCELLING:
+            cancel.set()
+        task = asyncio.create_task(self._execute(job, cancel, found), name=f"job-{job.id}")
+        self.active[job.id] = _Active(job.attempt, cancel, task)
+
+    async def _execute(self, job: Job, cancel: asyncio.Event, found: Found | None) -> None:
+        req = RunRequest(
+            job_id=job.id, attempt=job.attempt, worker_id=self.config.worker_id, spec=job.spec
+        )
+        jlog = self.log.bind(job_id=str(job.id), attempt=job.attempt)
+        try:
+            try:
+                if found is not None:
+                    outcome = await self.executor.adopt(found, req, cancel)
+                else:
+                    outcome = await self.executor.run(req, cancel)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the executor's own fault, not the job's
+                jlog.exception("executor failed")
+                outcome = Outcome(
+                    failure=FailureReason.WORKER_LOST, message=f"executor error: {exc}"
+                )
+            await self._record(job.id, outcome.command(job.attempt), jlog)
+        finally:
+            self.active.pop(job.id, None)
+            self.wake.set()
+
+    async def _record(
+        self, job_id: uuid.UUID, command: Command, jlog: structlog.BoundLogger
+    ) -> None:
+        """Record an outcome; keep trying through database outages, it must not be lost."""
+        backoff = 0.1
+        while True:
+            try:
+                job = await self.service.execute(job_id, command, self.meta)
+                jlog.info("job ended", state=job.state.value, exit_code=job.exit_code)
+                return
+            except DomainError as exc:
+                # E.g. our lease expired and another scheduler already failed the attempt.
+                jlog.warning("outcome not recorded", reason=exc.message)
+                return
+            except _DB_ERRORS as exc:
+                jlog.warning("recording outcome failed, retrying", error=str(exc))
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    # ---- leases -----------------------------------------------------------------------
+
+    async def _heartbeat_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.heartbeat_interval)
+            try:
+                await self.pool.execute(QUERIES["heartbeat"], self.config.worker_id)
+                await self._reap()
+            except _DB_ERRORS as exc:
+                self.log.warning("heartbeat failed", error=str(exc))
+
+    async def _reap(self) -> None:
+        """Fail (or retry) the jobs of workers whose lease expired."""
+        for r in await self.pool.fetch(QUERIES["lost_jobs"], self.config.worker_id):
+            message = f"worker {r['worker_id']} stopped renewing its lease"
+            with contextlib.suppress(DomainError):  # another scheduler got there first
+                await self.service.execute(
+                    r["id"],
+                    Fail(attempt=r["attempt"], reason=FailureReason.WORKER_LOST, message=message),
+                    self.meta,
+                )
+                self.log.warning(
+                    "job lost with its worker", job_id=str(r["id"]), lost=r["worker_id"]
+                )
+
+    # ---- recovery (I8) ----------------------------------------------------------------
+
+    async def _recover(self) -> None:
+        """Adopt what a previous life of this worker left running; record what ended while
+        nobody watched; fail the jobs whose container is gone."""
+        found = await self.executor.find(self.config.worker_id)
+        mine = {
+            r["id"]: r
+            for r in await self.pool.fetch(QUERIES["my_active_jobs"], self.config.worker_id)
+        }
+        adopted: set[uuid.UUID] = set()
+        for f in found:
+            row = mine.get(f.job_id)
+            if row is not None and row["attempt"] == f.attempt and f.job_id not in adopted:
+                job = await self.service.load(f.job_id)
+                assert job is not None
+                self._spawn(job, found=f)
+                adopted.add(f.job_id)
+                self.log.info("adopted job", job_id=str(f.job_id), running=f.running)
+            else:
+                await self.executor.discard(f)
+                self.log.info("removed leftover", job_id=str(f.job_id), ref=f.ref)
+        for job_id, row in mine.items():
+            if job_id in adopted:
+                continue
+            with contextlib.suppress(DomainError):
+                await self.service.execute(
+                    job_id,
+                    Fail(
+                        attempt=row["attempt"],
+                        reason=FailureReason.WORKER_LOST,
+                        message="the worker restarted and the job's container was gone",
+                    ),
+                    self.meta,
+                )
+
+
+async def _first_of(*events: asyncio.Event, seconds: float) -> None:
+    """Wait until any event is set, or the timeout passes."""
+    waits = [asyncio.create_task(e.wait()) for e in events]
+    try:
+        await asyncio.wait(waits, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for w in waits:
+            w.cancel()

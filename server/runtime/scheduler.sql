@@ -1,0 +1,66 @@
+-- Named queries of the scheduler: claims, quotas, worker leases.
+
+-- name: claim_candidates
+-- Queued jobs this worker may start now, best first, with the running counts their quotas
+-- are checked against. Jobs of a project at its limit or of a concurrency key at its
+-- limit are filtered out here, so they cannot crowd the page. $1 worker tags, $2 default
+-- project limit, $3 how many.
+WITH active AS (
+    SELECT project, concurrency_key FROM jobs WHERE state IN ('running', 'cancelling')
+), by_project AS (
+    SELECT project, count(*) AS n FROM active GROUP BY project
+), by_key AS (
+    SELECT concurrency_key, count(*) AS n FROM active
+    WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key
+)
+SELECT j.id, j.project, j.concurrency_key, j.concurrency_limit,
+       coalesce(bp.n, 0)::int AS project_running,
+       coalesce(p.max_running_jobs, $2::int) AS project_limit,
+       coalesce(bk.n, 0)::int AS key_running
+FROM jobs j
+LEFT JOIN by_project bp ON bp.project = j.project
+LEFT JOIN projects p ON p.name = j.project
+LEFT JOIN by_key bk ON bk.concurrency_key = j.concurrency_key
+WHERE j.state = 'queued'
+  AND (j.scheduled_for IS NULL OR j.scheduled_for <= clock_timestamp())
+  AND j.tags <@ $1::text[]
+  AND coalesce(bp.n, 0) < coalesce(p.max_running_jobs, $2::int)
+  AND (j.concurrency_key IS NULL OR coalesce(bk.n, 0) < j.concurrency_limit)
+ORDER BY j.priority DESC, coalesce(j.scheduled_for, j.created_at), j.created_at, j.id
+LIMIT $3;
+
+-- name: next_scheduled
+-- When the earliest job that waits for its time becomes due (NULL if none does).
+SELECT min(scheduled_for) - clock_timestamp() AS wait
+FROM jobs WHERE state = 'queued' AND scheduled_for > clock_timestamp();
+
+-- name: register_worker
+-- A worker (re)starts: fresh lease, no stop time.
+INSERT INTO workers (id, tags, capacity, lease_seconds, executor, hostname, pid)
+VALUES ($1, $2, $3, $4, $5, $6, $7)
+ON CONFLICT (id) DO UPDATE SET
+    tags = EXCLUDED.tags, capacity = EXCLUDED.capacity, lease_seconds = EXCLUDED.lease_seconds,
+    executor = EXCLUDED.executor,
+    hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, started_at = clock_timestamp(),
+    heartbeat_at = clock_timestamp(), stopped_at = NULL;
+
+-- name: heartbeat
+-- Renew a worker's lease.
+UPDATE workers SET heartbeat_at = clock_timestamp() WHERE id = $1;
+
+-- name: worker_stopped
+-- A worker shut down cleanly; its containers may still run, to be adopted when it returns.
+UPDATE workers SET stopped_at = clock_timestamp() WHERE id = $1;
+
+-- name: lost_jobs
+-- Running jobs whose worker's lease has expired (or that no registered worker holds).
+SELECT j.id, j.attempt, j.worker_id, w.heartbeat_at
+FROM jobs j
+LEFT JOIN workers w ON w.id = j.worker_id
+WHERE j.state IN ('running', 'cancelling')
+  AND j.worker_id <> $1
+  AND (w.id IS NULL OR w.heartbeat_at < clock_timestamp() - make_interval(secs => w.lease_seconds));
+
+-- name: my_active_jobs
+-- The jobs this worker holds, and whether a cancel is pending for each.
+SELECT id, attempt, state FROM jobs WHERE worker_id = $1 AND state IN ('running', 'cancelling');

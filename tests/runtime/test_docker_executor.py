@@ -1,0 +1,409 @@
+"""DockerExecutor against the real engine and the busybox test image."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import tarfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import aiodocker
+import aiohttp
+import pytest
+
+from server.domain.events import FailureReason
+from server.domain.jobs import ConfirmCancelled, Fail, Finish
+from server.domain.specs import JobSpec, Resources
+from server.runtime.docker import DockerExecutor, container_config, docker_available
+from server.runtime.executor import Outcome, RunRequest
+
+DEADLINE = 15.0  # seconds any wait-for-state helper may take before the test fails
+# Waits for /tmp/go to appear, then exits 5: lets a test decide when the job ends.
+UNTIL_GO = ["sh", "-c", "until [ -e /tmp/go ]; do sleep 0.05; done; exit 5"]
+
+MakeRequest = Callable[..., RunRequest]
+
+
+@pytest.fixture(scope="module")
+async def docker(docker_engine: None) -> AsyncIterator[aiodocker.Docker]:
+    """A client of our own, to look at what the executor did."""
+    client = aiodocker.Docker()
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def worker_id(docker: aiodocker.Docker) -> AsyncIterator[str]:
+    """A worker id per test; whatever a failed test left under it is removed afterwards."""
+    wid = f"test-{uuid.uuid4().hex[:12]}"
+    yield wid
+    for c in await _containers(docker, f"jobledger.worker={wid}"):
+        await c.delete(force=True)
+
+
+@pytest.fixture
+async def executor(docker_engine: None) -> AsyncIterator[DockerExecutor]:
+    ex = DockerExecutor(pull_policy="never")
+    yield ex
+    await ex.close()
+
+
+@pytest.fixture
+def make_request(test_image: str, worker_id: str) -> MakeRequest:
+    def make(
+        command: list[str], *, image: str | None = None, attempt: int = 1, **spec: Any
+    ) -> RunRequest:
+        spec.setdefault("stop_grace_seconds", 1)
+        return RunRequest(
+            job_id=uuid.uuid4(),
+            attempt=attempt,
+            worker_id=worker_id,
+            spec=JobSpec(image=image or test_image, command=command, **spec),
+        )
+
+    return make
+
+
+async def _containers(docker: aiodocker.Docker, label: str) -> list[Any]:
+    filters = json.dumps({"label": [label]})
+    return list(await docker.containers.list(all=True, filters=filters))
+
+
+async def _job_containers(docker: aiodocker.Docker, req: RunRequest) -> list[Any]:
+    return await _containers(docker, f"jobledger.job_id={req.job_id}")
+
+
+async def _running(
+    docker: aiodocker.Docker, req: RunRequest, task: asyncio.Task[Outcome]
+) -> dict[str, Any]:
+    """Inspect data of the job's container once it runs (the run task still pending)."""
+    deadline = time.monotonic() + DEADLINE
+    while time.monotonic() < deadline:
+        assert not task.done(), f"run ended before its container was seen: {task.result()}"
+        for c in await _job_containers(docker, req):
+            try:
+                info: dict[str, Any] = await c.show()
+            except aiodocker.DockerError as e:
+                # Listed while create() is still in flight: not inspectable yet.
+                if e.status != 404:
+                    raise
+                continue
+            if info["State"]["Running"]:
+                return info
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"no running container for job {req.job_id}")
+
+
+async def _until_exited(docker: aiodocker.Docker, ref: str) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while (await docker.containers.container(ref).show())["State"]["Status"] != "exited":
+        assert time.monotonic() < deadline, f"container {ref} did not exit"
+        await asyncio.sleep(0.02)
+
+
+async def _release(docker: aiodocker.Docker, ref: str) -> None:
+    """Create /tmp/go in the container, ending an UNTIL_GO command."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        tar.addfile(tarfile.TarInfo("go"), io.BytesIO(b""))
+    container = docker.containers.container(ref)
+    await container.put_archive("/tmp", buf.getvalue())  # type: ignore[no-untyped-call]
+
+
+async def _crash(task: asyncio.Task[Outcome]) -> None:
+    """What a dying worker does to its run tasks."""
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+async def test_exit_zero_leaves_nothing(
+    executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest
+) -> None:
+    req = make_request(["true"])
+    outcome = await executor.run(req, asyncio.Event())
+    assert outcome.exit_code == 0
+    assert outcome.failure is None and not outcome.cancelled and not outcome.oom_killed
+    assert outcome.usage.wall_seconds > 0
+    assert isinstance(outcome.command(req.attempt), Finish)
+    assert await _job_containers(docker, req) == []
+
+
+async def test_nonzero_exit_code(executor: DockerExecutor, make_request: MakeRequest) -> None:
+    req = make_request(["sh", "-c", "exit 3"])
+    outcome = await executor.run(req, asyncio.Event())
+    assert outcome.exit_code == 3
+    assert outcome.failure is None
+    assert outcome.command(1) == Finish(attempt=1, exit_code=3, usage=outcome.usage)
+
+
+async def test_oom_killed(executor: DockerExecutor, make_request: MakeRequest) -> None:
+    # dd allocates its whole 64 MiB block buffer and fills it: over a 32 MiB limit.
+    req = make_request(
+        ["dd", "if=/dev/zero", "of=/dev/null", "bs=64M", "count=1"],
+        resources=Resources(memory_mb=32),
+    )
+    outcome = await executor.run(req, asyncio.Event())
+    assert outcome.oom_killed
+    assert outcome.exit_code == 137
+
+
+async def test_timeout_kills_after_grace_when_sigterm_is_ignored(
+    executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest
+) -> None:
+    req = make_request(["sh", "-c", "trap '' TERM; sleep 30"], timeout_seconds=1)
+    outcome = await executor.run(req, asyncio.Event())
+    assert outcome.failure == FailureReason.TIMEOUT
+    assert outcome.exit_code == 137  # SIGKILL: SIGTERM was ignored
+    assert outcome.message == "timed out after 1s"
+    assert isinstance(outcome.command(req.attempt), Fail)
+    assert await _job_containers(docker, req) == []
+
+
+async def test_cancel_stops_gracefully_and_removes(
+    executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest
+) -> None:
+    req = make_request(["sleep", "30"])
+    cancel = asyncio.Event()
+    task = asyncio.create_task(executor.run(req, cancel))
+    await _running(docker, req, task)
+    cancel.set()
+    outcome = await task
+    assert outcome.cancelled
+    assert outcome.exit_code == 143  # SIGTERM reached the command through the init process
+    assert isinstance(outcome.command(req.attempt), ConfirmCancelled)
+    assert await _job_containers(docker, req) == []
+
+
+async def test_missing_image_is_not_pulled_with_policy_never(
+    executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest
+) -> None:
+    req = make_request(["true"], image="jobledger-test-missing:nope")
+    outcome = await executor.run(req, asyncio.Event())
+    assert outcome.failure == FailureReason.START_ERROR
+    assert outcome.message is not None
+    assert "No such image: jobledger-test-missing:nope" in outcome.message
+    assert await _job_containers(docker, req) == []
+
+
+async def test_missing_image_pull_failure_is_a_start_error(
+    docker_engine: None, make_request: MakeRequest
+) -> None:
+    # No registry is reachable here (and on one that is, this repository does not exist).
+    executor = DockerExecutor(pull_policy="missing")
+    image = f"jobledger-test-missing-{uuid.uuid4().hex}:nope"
+    try:
+        outcome = await executor.run(make_request(["true"], image=image), asyncio.Event())
+    finally:
+        await executor.close()
+    assert outcome.failure == FailureReason.START_ERROR
+    assert outcome.message is not None
+    assert outcome.message.startswith(f"image {image} is not here and pulling it failed: ")
+
+
+async def test_bad_command_is_a_start_error_and_leaves_nothing(
+    executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest
+) -> None:
+    req = make_request(["no-such-command", "arg"])
+    outcome = await executor.run(req, asyncio.Event())
+    assert outcome.failure == FailureReason.START_ERROR
+    assert outcome.message == "exec no-such-command failed: No such file or directory"
+    assert await _job_containers(docker, req) == []
+
+
+async def test_start_failure_is_a_start_error_and_leaves_nothing(
+    executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest
+) -> None:
+    # create() accepts this workdir; the runtime cannot make it under the mounted /proc.
+    req = make_request(["true"], workdir="/proc/jobledger")
+    outcome = await executor.run(req, asyncio.Event())
+    assert outcome.failure == FailureReason.START_ERROR
+    assert outcome.message is not None and "mkdir /proc/jobledger" in outcome.message
+    assert await _job_containers(docker, req) == []
+
+
+async def test_cancel_before_start_starts_nothing(
+    executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest
+) -> None:
+    cancel = asyncio.Event()
+    cancel.set()
+    req = make_request(["true"])
+    assert await executor.run(req, cancel) == Outcome(cancelled=True)
+    assert await _job_containers(docker, req) == []
+
+
+async def test_command_exiting_127_by_itself_is_a_plain_exit(
+    executor: DockerExecutor, make_request: MakeRequest
+) -> None:
+    # The shell runs, then fails to find a program: the job's problem, not a start error.
+    outcome = await executor.run(make_request(["sh", "-c", "no-such-command"]), asyncio.Event())
+    assert outcome.failure is None
+    assert outcome.exit_code == 127
+
+
+async def test_container_gets_spec_limits_and_labels(
+    executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest, worker_id: str
+) -> None:
+    # The command checks what it sees (exit 1 if wrong), then waits to be inspected and
+    # released: exit 7 says the env and workdir reached it.
+    check = (
+        '[ "$GREETING" = "hello world" ] && [ "$(pwd)" = /work/sub ] || exit 1; '
+        "until [ -e /tmp/go ]; do sleep 0.05; done; exit 7"
+    )
+    req = make_request(
+        ["sh", "-c", check],
+        env={"GREETING": "hello world"},
+        workdir="/work/sub",
+        resources=Resources(cpu=0.5, memory_mb=64),
+        attempt=3,
+    )
+    task = asyncio.create_task(executor.run(req, asyncio.Event()))
+    info = await _running(docker, req, task)
+    await _release(docker, info["Id"])
+    outcome = await task
+
+    assert outcome.exit_code == 7
+    assert info["Name"] == f"/jobledger-{req.job_id}-3"
+    assert info["Config"]["Image"] == req.spec.image
+    assert info["Config"]["Cmd"] == ["sh", "-c", check]
+    assert "GREETING=hello world" in info["Config"]["Env"]
+    assert info["Config"]["WorkingDir"] == "/work/sub"
+    labels = info["Config"]["Labels"]  # the image's own labels come along too
+    assert labels["jobledger.job_id"] == str(req.job_id)
+    assert labels["jobledger.worker"] == worker_id
+    assert labels["jobledger.attempt"] == "3"
+    host = info["HostConfig"]
+    assert host["NanoCpus"] == 500_000_000
+    assert host["Memory"] == 64 * 1024 * 1024
+    assert host["MemorySwap"] == 64 * 1024 * 1024
+    assert host["Init"] is True
+
+
+def test_image_default_command_is_kept_when_spec_has_none(make_request: MakeRequest) -> None:
+    assert "Cmd" not in container_config(make_request([]))
+    assert "WorkingDir" not in container_config(make_request(["true"]))
+
+
+@pytest.mark.parametrize("exits_unwatched", [False, True], ids=["running", "exited"])
+async def test_find_and_adopt_after_crash(
+    executor: DockerExecutor,
+    docker: aiodocker.Docker,
+    make_request: MakeRequest,
+    worker_id: str,
+    exits_unwatched: bool,
+) -> None:
+    req = make_request(UNTIL_GO, attempt=2)
+    task = asyncio.create_task(executor.run(req, asyncio.Event()))
+    info = await _running(docker, req, task)
+    await _crash(task)
+
+    # The container outlived its run task; a restarted worker finds it by its labels.
+    if exits_unwatched:
+        await _release(docker, info["Id"])
+        await _until_exited(docker, info["Id"])
+    restarted = DockerExecutor(pull_policy="never")
+    try:
+        found = await restarted.find(worker_id)
+        assert len(found) == 1
+        assert found[0].job_id == req.job_id
+        assert found[0].attempt == 2
+        assert found[0].ref == info["Id"]
+        assert found[0].running is not exits_unwatched
+
+        adopting = asyncio.create_task(restarted.adopt(found[0], req, asyncio.Event()))
+        if not exits_unwatched:
+            await _release(docker, info["Id"])
+        outcome = await adopting
+    finally:
+        await restarted.close()
+    assert outcome.exit_code == 5
+    assert outcome.failure is None and not outcome.cancelled
+    assert outcome.usage.wall_seconds > 0
+    assert await _job_containers(docker, req) == []
+
+
+async def test_adopt_starts_a_container_that_was_only_created(
+    executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest, worker_id: str
+) -> None:
+    # A worker that died between create and start leaves a created container behind.
+    req = make_request(["sh", "-c", "exit 4"])
+    await docker.containers.create(container_config(req), name=f"jobledger-{req.job_id}-1")
+    [found] = await executor.find(worker_id)
+    assert not found.running
+    outcome = await executor.adopt(found, req, asyncio.Event())
+    assert outcome.exit_code == 4
+    assert await _job_containers(docker, req) == []
+
+
+async def test_adopt_honours_cancel(
+    executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest, worker_id: str
+) -> None:
+    req = make_request(["sleep", "30"])
+    task = asyncio.create_task(executor.run(req, asyncio.Event()))
+    await _running(docker, req, task)
+    await _crash(task)
+    [found] = await executor.find(worker_id)
+    cancel = asyncio.Event()
+    cancel.set()
+    outcome = await executor.adopt(found, req, cancel)
+    assert outcome.cancelled and outcome.exit_code == 143
+    assert await _job_containers(docker, req) == []
+
+
+async def test_discard_kills_and_removes(
+    executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest, worker_id: str
+) -> None:
+    req = make_request(["sleep", "30"])
+    task = asyncio.create_task(executor.run(req, asyncio.Event()))
+    await _running(docker, req, task)
+    await _crash(task)
+    [found] = await executor.find(worker_id)
+    assert found.running
+    await executor.discard(found)
+    assert await _job_containers(docker, req) == []
+    await executor.discard(found)  # already gone: not an error
+
+
+async def test_crashed_runs_do_not_leak_connections(
+    docker: aiodocker.Docker, make_request: MakeRequest
+) -> None:
+    # With a single pooled connection, one leaked response from an abandoned wait() would
+    # hang every later call.
+    connector = aiohttp.UnixConnector("/var/run/docker.sock", limit=1)
+    client = aiodocker.Docker(connector=connector, url="unix://localhost")
+    executor = DockerExecutor(client, pull_policy="never")
+    try:
+        async with asyncio.timeout(DEADLINE):
+            for _ in range(2):
+                req = make_request(["sleep", "30"])
+                task = asyncio.create_task(executor.run(req, asyncio.Event()))
+                await _running(docker, req, task)
+                await _crash(task)
+            assert len(await executor.find(req.worker_id)) == 2
+    finally:
+        await executor.close()
+        await client.close()
+        await connector.close()
+
+
+async def test_find_ignores_other_workers(
+    executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest, worker_id: str
+) -> None:
+    assert await executor.find(worker_id) == []
+    req = make_request(["true"])
+    await docker.containers.create(container_config(req), name=f"jobledger-{req.job_id}-1")
+    assert await executor.find(f"other-{worker_id}") == []
+    assert [f.job_id for f in await executor.find(worker_id)] == [req.job_id]
+
+
+async def test_docker_available(
+    docker_engine: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert await docker_available()
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-docker.sock")
+    assert not await docker_available()
