@@ -19,7 +19,7 @@ from aiodocker.exceptions import DockerError
 from structlog.typing import FilteringBoundLogger
 
 from ..domain.events import FailureReason, Usage
-from .executor import Found, Outcome, RunRequest
+from .executor import Found, Outcome, RunRequest, ended, race_end
 
 log = structlog.get_logger(__name__)
 
@@ -177,16 +177,9 @@ class DockerExecutor:
         restarted worker to adopt."""
         spec = req.spec
         exited = asyncio.ensure_future(container.wait())
-        cancelled = asyncio.ensure_future(cancel.wait())
-        stopped_for: Literal["cancel", "timeout"] | None = None
         try:
-            await asyncio.wait(
-                {exited, cancelled},
-                timeout=spec.timeout_seconds,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if not exited.done():
-                stopped_for = "cancel" if cancelled.done() else "timeout"
+            stopped_for = await race_end(exited, cancel, spec.timeout_seconds)
+            if stopped_for is not None:
                 bound.info("stopping container", reason=stopped_for)
                 await self._stop(container, spec.stop_grace_seconds, bound)
             try:
@@ -198,9 +191,8 @@ class DockerExecutor:
                 wait_code = None
         finally:
             # A cancelled wait() closes its response when collected (measured: no pooled
-            # connection leaks), so cancelling these is safe even when we are cancelled.
-            for t in (exited, cancelled):
-                t.cancel()
+            # connection leaks), so cancelling it is safe even when we are cancelled.
+            exited.cancel()
         exit_code, oom_killed, wall = await self._inspect_end(container, began, bound)
         exit_code = exit_code if exit_code is not None else wait_code
         exec_failure = None
@@ -218,22 +210,13 @@ class DockerExecutor:
             stopped_for=stopped_for,
             wall_seconds=round(wall, 3),
         )
-        if stopped_for == "cancel":
-            return Outcome(cancelled=True, exit_code=exit_code, usage=usage)
-        if stopped_for == "timeout":
-            return Outcome(
-                failure=FailureReason.TIMEOUT,
-                exit_code=exit_code,
-                message=f"timed out after {spec.timeout_seconds}s",
-                usage=usage,
-            )
         if exit_code is None:
             return Outcome(
                 failure=FailureReason.WORKER_LOST,
                 message="container was removed before its exit code could be read",
                 usage=usage,
             )
-        return Outcome(exit_code=exit_code, oom_killed=oom_killed, usage=usage)
+        return ended(stopped_for, spec, exit_code, usage, oom_killed=oom_killed)
 
     async def _stop(
         self, container: DockerContainer, grace: int, bound: FilteringBoundLogger

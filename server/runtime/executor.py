@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from typing import Protocol
+from typing import Any, Literal, Protocol
 
 import msgspec
 
@@ -56,6 +56,48 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
         return Finish(
             attempt=attempt, exit_code=self.exit_code, oom_killed=self.oom_killed, usage=self.usage
         )
+
+
+#: Why an executor stopped an attempt itself.
+StopReason = Literal["cancel", "timeout"]
+
+
+async def race_end(
+    exited: asyncio.Future[Any], cancel: asyncio.Event, limit: float | None
+) -> StopReason | None:
+    """Wait for the attempt's end, a cancel, or `limit` seconds, whichever comes first;
+    return why the caller must stop it (None: it ended by itself)."""
+    cancelled = asyncio.ensure_future(cancel.wait())
+    try:
+        await asyncio.wait(
+            {exited, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        cancelled.cancel()
+    if exited.done():
+        return None
+    return "cancel" if cancel.is_set() else "timeout"
+
+
+def ended(
+    stopped_for: StopReason | None,
+    spec: JobSpec,
+    exit_code: int,
+    usage: Usage,
+    *,
+    oom_killed: bool = False,
+) -> Outcome:
+    """The outcome of an attempt that ran, by why it stopped."""
+    if stopped_for == "cancel":
+        return Outcome(cancelled=True, exit_code=exit_code, usage=usage)
+    if stopped_for == "timeout":
+        return Outcome(
+            failure=FailureReason.TIMEOUT,
+            exit_code=exit_code,
+            message=f"timed out after {spec.timeout_seconds}s",
+            usage=usage,
+        )
+    return Outcome(exit_code=exit_code, oom_killed=oom_killed, usage=usage)
 
 
 class Found(msgspec.Struct, frozen=True, kw_only=True):

@@ -10,12 +10,11 @@ import contextlib
 import os
 import signal
 import time
-from typing import Literal
 
 import structlog
 
 from ..domain.events import FailureReason, Usage
-from .executor import Found, Outcome, RunRequest
+from .executor import Found, Outcome, RunRequest, ended, race_end
 
 log = structlog.get_logger(__name__)
 
@@ -58,16 +57,9 @@ class ProcessExecutor:
         bound.info("process started", pid=proc.pid)
 
         exited = asyncio.ensure_future(proc.wait())
-        cancelled = asyncio.ensure_future(cancel.wait())
-        stopped_for: Literal["cancel", "timeout"] | None = None
         try:
-            await asyncio.wait(
-                {exited, cancelled},
-                timeout=spec.timeout_seconds,
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            if not exited.done():
-                stopped_for = "cancel" if cancelled.done() else "timeout"
+            stopped_for = await race_end(exited, cancel, spec.timeout_seconds)
+            if stopped_for is not None:
                 bound.info("stopping process", reason=stopped_for, pid=proc.pid)
                 _signal_group(proc.pid, signal.SIGTERM)
                 done, _ = await asyncio.wait({exited}, timeout=spec.stop_grace_seconds)
@@ -78,25 +70,15 @@ class ProcessExecutor:
             # Unlike a container, a process cannot be adopted by a restarted worker: do not
             # leave it running unwatched.
             _signal_group(proc.pid, signal.SIGKILL)
+            exited.cancel()
             raise
-        finally:
-            cancelled.cancel()
         # Whatever the command left behind in its group dies with it, as in a container.
         _signal_group(proc.pid, signal.SIGKILL)
 
         exit_code = returncode if returncode >= 0 else 128 - returncode
         usage = Usage(wall_seconds=time.monotonic() - began)
         bound.info("process ended", exit_code=exit_code, stopped_for=stopped_for)
-        if stopped_for == "cancel":
-            return Outcome(cancelled=True, exit_code=exit_code, usage=usage)
-        if stopped_for == "timeout":
-            return Outcome(
-                failure=FailureReason.TIMEOUT,
-                exit_code=exit_code,
-                message=f"timed out after {spec.timeout_seconds}s",
-                usage=usage,
-            )
-        return Outcome(exit_code=exit_code, usage=usage)
+        return ended(stopped_for, spec, exit_code, usage)
 
     async def find(self, worker_id: str) -> list[Found]:
         """Nothing: processes die with their worker (see `run`), there is nothing to adopt."""
