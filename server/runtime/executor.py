@@ -70,7 +70,7 @@ async def race_end(
     cancelled = asyncio.ensure_future(cancel.wait())
     try:
         await asyncio.wait(
-            {exited, cancelled}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            {exited, cancelled}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
         )
     finally:
         cancelled.cancel()
