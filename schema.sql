@@ -108,3 +108,28 @@ CREATE TABLE IF NOT EXISTS workers (
     heartbeat_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     stopped_at   timestamptz
 );
+
+-- Job output: high-volume data, not events. Lines are numbered per job (`seq`, from 1,
+-- continuing across attempts) and stored in batches; a batch holds lines first_seq..last_seq.
+CREATE TABLE IF NOT EXISTS job_logs (
+    job_id     uuid        NOT NULL,
+    first_seq  bigint      NOT NULL,
+    last_seq   bigint      NOT NULL,
+    attempt    integer     NOT NULL,
+    -- JSON array of {seq, stream, ts, text}; `json`, not `jsonb`: nothing queries inside it.
+    lines      json        NOT NULL,
+    bytes      integer     NOT NULL,
+    written_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    PRIMARY KEY (job_id, first_seq),
+    CHECK (last_seq >= first_seq)
+);
+
+-- CPU and memory of a running job over time, one row per sample.
+CREATE TABLE IF NOT EXISTS job_usage_samples (
+    job_id       uuid             NOT NULL,
+    attempt      integer          NOT NULL,
+    sampled_at   timestamptz      NOT NULL,
+    cpu_percent  double precision NOT NULL,
+    memory_bytes bigint           NOT NULL,
+    PRIMARY KEY (job_id, sampled_at)
+);

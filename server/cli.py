@@ -132,6 +132,19 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
         "--lease-seconds", type=float, default=_env_float("JOBLEDGER_LEASE_SECONDS", 15.0),
         help="after this long without a heartbeat, other workers fail this worker's jobs",
     )  # fmt: skip
+    _add_output_args(g)
+
+
+def _add_output_args(g: argparse._ArgumentGroup) -> None:
+    g.add_argument(
+        "--sample-interval", type=float, default=_env_float("JOBLEDGER_SAMPLE_INTERVAL", 1.0),
+        help="seconds between CPU/memory samples of a running job",
+    )  # fmt: skip
+    g.add_argument(
+        "--log-limit-bytes", type=int,
+        default=int(os.environ.get("JOBLEDGER_LOG_LIMIT_BYTES", str(100 * 1024 * 1024))),
+        help="output a job may store; past it lines are dropped and counted",
+    )  # fmt: skip
 
 
 def worker_config(args: argparse.Namespace) -> WorkerConfig:
@@ -143,6 +156,8 @@ def worker_config(args: argparse.Namespace) -> WorkerConfig:
         poll_interval=args.poll_interval,
         heartbeat_interval=args.heartbeat_interval,
         lease_seconds=args.lease_seconds,
+        sample_interval=args.sample_interval,
+        log_limit_bytes=args.log_limit_bytes,
     )
 
 
@@ -292,6 +307,45 @@ async def cmd_replay_rebuild(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---- logs ---------------------------------------------------------------------------------
+
+
+def configure_logs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from .client import DEFAULT_URL
+
+    p = sub.add_parser("logs", help="print a job's logs; -f follows them until the job ends")
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument(
+        "-f", "--follow", action="store_true",
+        help="stream new lines live until the job ends (resumes after a dropped connection)",
+    )  # fmt: skip
+    p.add_argument("--after", type=int, default=0, help="start after this line number (seq)")
+    p.add_argument(
+        "--url", default=os.environ.get("JOBLEDGER_URL", DEFAULT_URL),
+        help=f"the server (env JOBLEDGER_URL; default {DEFAULT_URL})",
+    )  # fmt: skip
+    p.set_defaults(func=cmd_logs)
+
+
+async def cmd_logs(args: argparse.Namespace) -> int:
+    from .api.logs import LinesMessage
+    from .client import Client, ClientError, print_lines
+
+    try:
+        async with Client(args.url) as client:
+            if args.follow:
+                async for message in client.follow_logs(args.job_id, after=args.after):
+                    if isinstance(message, LinesMessage):
+                        print_lines(message.lines)
+            else:
+                async for lines in client.read_logs(args.job_id, after=args.after):
+                    print_lines(lines)
+    except ClientError as exc:
+        print(f"jobledger: {exc.message}", file=sys.stderr)
+        return EXIT_ERROR
+    return EXIT_OK
+
+
 # ---- entry point --------------------------------------------------------------------------
 
 
@@ -308,6 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
     configure_worker_parser(sub)
     configure_migrate_parser(sub)
     configure_replay_parser(sub)
+    configure_logs_parser(sub)
     return parser
 
 

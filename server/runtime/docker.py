@@ -16,10 +16,13 @@ import aiohttp
 import structlog
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
+from aiodocker.stream import Stream
 from structlog.typing import FilteringBoundLogger
 
 from ..domain.events import FailureReason, Usage
-from .executor import Found, Outcome, RunRequest, ended, race_end
+from .executor import Found, JobIO, Outcome, RunRequest, ended, race_end
+from .output import LogSink
+from .usage import CgroupReader
 
 log = structlog.get_logger(__name__)
 
@@ -36,6 +39,8 @@ _MESSAGE_MAX = 1000
 _EXEC_FAILED_CODES = (126, 127)
 _EXEC_FAILED = re.compile(r"^\[FATAL tini \(\d+\)\] (exec .* failed: .*)$")
 _EXEC_FAILED_TAIL = 5
+# How long the output stream may lag behind the container's exit.
+_PUMP_DRAIN_SECONDS = 30.0
 # Docker's "never happened" timestamp (StartedAt of a created container, FinishedAt of a
 # running one).
 _ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -69,7 +74,7 @@ class DockerExecutor:
         self._docker = docker if docker is not None else aiodocker.Docker()
         self.pull_policy = pull_policy
 
-    async def run(self, req: RunRequest, cancel: asyncio.Event) -> Outcome:
+    async def run(self, req: RunRequest, cancel: asyncio.Event, io: JobIO | None = None) -> Outcome:
         """Create, start and follow one container to its end; see `Executor.run`."""
         bound = log.bind(job_id=str(req.job_id), attempt=req.attempt)
         began = time.monotonic()
@@ -80,16 +85,24 @@ class DockerExecutor:
         except DockerError as e:
             bound.warning("container create failed", error=e.message)
             return _start_error(e, began)
+        output = None
         try:
+            if io is not None and io.logs is not None:
+                # Attached before start: the only way to read stdout and stderr apart, and
+                # from the first byte.
+                output = container.attach(stdout=True, stderr=True)
+                await output.__aenter__()
             await container.start()
         except DockerError as e:
             # Failing here (e.g. a workdir the runtime cannot create) leaves a created
             # container behind.
             bound.warning("container start failed", container=container.id, error=e.message)
+            if output is not None:
+                await output.close()
             await self._remove(container, bound)
             return _start_error(e, began)
         bound.info("container started", container=container.id)
-        return await self._follow(container, req, cancel, began, bound)
+        return await self._follow(container, req, cancel, began, bound, io, output)
 
     async def find(self, worker_id: str) -> list[Found]:
         """Containers labelled with this worker id, running or not."""
@@ -109,7 +122,9 @@ class DockerExecutor:
             )
         return found
 
-    async def adopt(self, found: Found, req: RunRequest, cancel: asyncio.Event) -> Outcome:
+    async def adopt(
+        self, found: Found, req: RunRequest, cancel: asyncio.Event, io: JobIO | None = None
+    ) -> Outcome:
         """Follow a container a previous life started (or only created) to its end."""
         bound = log.bind(job_id=str(req.job_id), attempt=req.attempt, container=found.ref)
         began = time.monotonic()
@@ -133,7 +148,14 @@ class DockerExecutor:
                 await self._remove(container, bound)
                 return _start_error(e, began)
         bound.info("container adopted", running=info["State"]["Running"])
-        return await self._follow(container, req, cancel, began, bound)
+        output = None
+        if io is not None and io.logs is not None:
+            io.logs.system(
+                "[jobledger: the worker restarted; output printed while it was down is not here]"
+            )
+            output = container.attach(stdout=True, stderr=True)
+            await output.__aenter__()
+        return await self._follow(container, req, cancel, began, bound, io, output)
 
     async def discard(self, found: Found) -> None:
         """Kill (if running) and remove a container no live job owns."""
@@ -170,6 +192,34 @@ class DockerExecutor:
         cancel: asyncio.Event,
         began: float,
         bound: FilteringBoundLogger,
+        io: JobIO | None = None,
+        output: Stream | None = None,
+    ) -> Outcome:
+        """Pump output and samples while `_wait_end` follows the container."""
+        pump = None
+        if output is not None and io is not None and io.logs is not None:
+            pump = asyncio.create_task(_pump(output, io.logs), name=f"pump-{container.id[:12]}")
+        sampler = None
+        if io is not None and io.usage is not None:
+            sampler = asyncio.create_task(io.usage.follow(CgroupReader(container.id)))
+        try:
+            return await self._wait_end(container, req, cancel, began, bound, pump, sampler)
+        finally:
+            for task in (pump, sampler):
+                if task is not None:
+                    task.cancel()
+            if output is not None:
+                await output.close()
+
+    async def _wait_end(
+        self,
+        container: DockerContainer,
+        req: RunRequest,
+        cancel: asyncio.Event,
+        began: float,
+        bound: FilteringBoundLogger,
+        pump: asyncio.Task[None] | None,
+        sampler: asyncio.Task[None] | None,
     ) -> Outcome:
         """Wait for exit, cancel or timeout (counted from now); report and remove.
 
@@ -193,6 +243,14 @@ class DockerExecutor:
             # A cancelled wait() closes its response when collected (measured: no pooled
             # connection leaks), so cancelling it is safe even when we are cancelled.
             exited.cancel()
+        if sampler is not None:
+            sampler.cancel()
+        if pump is not None:
+            # The attach stream ends with the container; all its output is then in the sink.
+            try:
+                await asyncio.wait_for(pump, _PUMP_DRAIN_SECONDS)
+            except TimeoutError:
+                bound.warning("output stream did not end after the container exited")
         exit_code, oom_killed, wall = await self._inspect_end(container, began, bound)
         exit_code = exit_code if exit_code is not None else wait_code
         exec_failure = None
@@ -273,6 +331,12 @@ class DockerExecutor:
             # 404: already gone; 409: another removal is in progress.
             if e.status not in (404, 409):
                 bound.warning("removing container failed", error=e.message)
+
+
+async def _pump(output: Stream, sink: LogSink) -> None:
+    """Copy a container's attached output into the sink until the stream ends."""
+    while (msg := await output.read_out()) is not None:
+        await sink.write("stderr" if msg.stream == 2 else "stdout", msg.data)
 
 
 def container_config(req: RunRequest) -> dict[str, Any]:

@@ -12,6 +12,17 @@ import msgspec
 from ..domain.events import FailureReason, Usage
 from ..domain.jobs import Command, ConfirmCancelled, Fail, Finish
 from ..domain.specs import JobSpec
+from .output import LogSink
+from .usage import UsageRecorder
+
+
+class JobIO:
+    """Where an attempt's output and CPU/memory samples go; a part left None is discarded.
+    The scheduler owns both: it starts the sink before the run and closes it after."""
+
+    def __init__(self, logs: LogSink | None = None, usage: UsageRecorder | None = None) -> None:
+        self.logs = logs
+        self.usage = usage
 
 
 class RunRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -69,9 +80,7 @@ async def race_end(
     return why the caller must stop it (None: it ended by itself)."""
     cancelled = asyncio.ensure_future(cancel.wait())
     try:
-        await asyncio.wait(
-            {exited, cancelled}, timeout=limit, return_when=asyncio.FIRST_COMPLETED
-        )
+        await asyncio.wait({exited, cancelled}, timeout=limit, return_when=asyncio.FIRST_COMPLETED)
     finally:
         cancelled.cancel()
     if exited.done():
@@ -114,8 +123,9 @@ class Executor(Protocol):
 
     name: str
 
-    async def run(self, req: RunRequest, cancel: asyncio.Event) -> Outcome:
-        """Start the attempt and wait for its end. Enforce `spec.timeout_seconds` (stop with
+    async def run(self, req: RunRequest, cancel: asyncio.Event, io: JobIO | None = None) -> Outcome:
+        """Start the attempt and wait for its end, writing its output to `io.logs` (all of
+        it, before returning) and samples to `io.usage`. Enforce `spec.timeout_seconds` (stop with
         `spec.stop_grace_seconds` of grace, then kill: failure=timeout). When `cancel` is set,
         stop the same way and return `cancelled=True`. Leave nothing behind (remove the
         container). Never raise for the job's own problems: report them in the Outcome."""
@@ -125,7 +135,9 @@ class Executor(Protocol):
         """What a previous process with this worker id left (running or exited)."""
         ...
 
-    async def adopt(self, found: Found, req: RunRequest, cancel: asyncio.Event) -> Outcome:
+    async def adopt(
+        self, found: Found, req: RunRequest, cancel: asyncio.Event, io: JobIO | None = None
+    ) -> Outcome:
         """Follow a found attempt to its end as `run` would (timeout counted from now),
         recording its real exit code; then remove it."""
         ...

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from .executor import Found, Outcome, RunRequest
+from .executor import Found, JobIO, Outcome, RunRequest
 
 
 class NoopExecutor:
@@ -13,13 +13,15 @@ class NoopExecutor:
 
     name = "noop"
 
-    async def run(self, req: RunRequest, cancel: asyncio.Event) -> Outcome:
+    async def run(self, req: RunRequest, cancel: asyncio.Event, io: JobIO | None = None) -> Outcome:
         return Outcome(cancelled=True) if cancel.is_set() else Outcome(exit_code=0)
 
     async def find(self, worker_id: str) -> list[Found]:
         return []
 
-    async def adopt(self, found: Found, req: RunRequest, cancel: asyncio.Event) -> Outcome:
+    async def adopt(
+        self, found: Found, req: RunRequest, cancel: asyncio.Event, io: JobIO | None = None
+    ) -> Outcome:
         raise NotImplementedError("the no-op executor leaves nothing to adopt")
 
     async def discard(self, found: Found) -> None:

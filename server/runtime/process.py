@@ -14,7 +14,9 @@ import time
 import structlog
 
 from ..domain.events import FailureReason, Usage
-from .executor import Found, Outcome, RunRequest, ended, race_end
+from ..store.logs import Stream
+from .executor import Found, JobIO, Outcome, RunRequest, ended, race_end
+from .output import LogSink
 
 log = structlog.get_logger(__name__)
 
@@ -25,7 +27,7 @@ class ProcessExecutor:
 
     name = "process"
 
-    async def run(self, req: RunRequest, cancel: asyncio.Event) -> Outcome:
+    async def run(self, req: RunRequest, cancel: asyncio.Event, io: JobIO | None = None) -> Outcome:
         """Start the command and follow it to its end; see `Executor.run`.
 
         Exit codes follow the shell: a process killed by signal N reports 128 + N."""
@@ -38,15 +40,17 @@ class ProcessExecutor:
             return _start_error("the process executor needs a command (the image is ignored)")
         env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": os.environ.get("HOME", "/")}
         env.update(spec.env)
+        sink = io.logs if io is not None else None
+        # Without a sink the output goes nowhere: pipes nobody reads would block the command.
+        out = asyncio.subprocess.PIPE if sink is not None else asyncio.subprocess.DEVNULL
         try:
             proc = await asyncio.create_subprocess_exec(
                 *spec.command,
                 env=env,
                 cwd=spec.workdir,
                 stdin=asyncio.subprocess.DEVNULL,
-                # Pipes nobody reads would fill up and block the command.
-                stdout=asyncio.subprocess.DEVNULL,
-                stderr=asyncio.subprocess.DEVNULL,
+                stdout=out,
+                stderr=out,
                 start_new_session=True,
             )
         except OSError as e:
@@ -55,6 +59,13 @@ class ProcessExecutor:
             bound.warning("process start failed", error=str(e))
             return _start_error(f"cannot start {spec.command[0]!r}: {e.strerror}: {what}")
         bound.info("process started", pid=proc.pid)
+        pumps = []
+        if sink is not None:
+            assert proc.stdout is not None and proc.stderr is not None
+            pumps = [
+                asyncio.create_task(_pump(proc.stdout, "stdout", sink)),
+                asyncio.create_task(_pump(proc.stderr, "stderr", sink)),
+            ]
 
         exited = asyncio.ensure_future(proc.wait())
         try:
@@ -66,14 +77,18 @@ class ProcessExecutor:
                 if not done:
                     _signal_group(proc.pid, signal.SIGKILL)
             returncode = await exited
+            # Whatever the command left behind in its group dies with it, as in a container;
+            # then the pipes close and the pumps end with all the output read.
+            _signal_group(proc.pid, signal.SIGKILL)
+            await asyncio.gather(*pumps)
         except asyncio.CancelledError:
             # Unlike a container, a process cannot be adopted by a restarted worker: do not
             # leave it running unwatched.
             _signal_group(proc.pid, signal.SIGKILL)
             exited.cancel()
+            for pump in pumps:
+                pump.cancel()
             raise
-        # Whatever the command left behind in its group dies with it, as in a container.
-        _signal_group(proc.pid, signal.SIGKILL)
 
         exit_code = returncode if returncode >= 0 else 128 - returncode
         usage = Usage(wall_seconds=time.monotonic() - began)
@@ -84,7 +99,9 @@ class ProcessExecutor:
         """Nothing: processes die with their worker (see `run`), there is nothing to adopt."""
         return []
 
-    async def adopt(self, found: Found, req: RunRequest, cancel: asyncio.Event) -> Outcome:
+    async def adopt(
+        self, found: Found, req: RunRequest, cancel: asyncio.Event, io: JobIO | None = None
+    ) -> Outcome:
         """Unreachable: `find` never returns anything."""
         raise NotImplementedError("the process executor has nothing to adopt")
 
@@ -102,3 +119,9 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
 
 def _start_error(message: str) -> Outcome:
     return Outcome(failure=FailureReason.START_ERROR, message=message)
+
+
+async def _pump(pipe: asyncio.StreamReader, stream: Stream, sink: LogSink) -> None:
+    """Copy a pipe into the sink until it closes."""
+    while chunk := await pipe.read(64 * 1024):
+        await sink.write(stream, chunk)

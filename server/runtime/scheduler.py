@@ -23,8 +23,10 @@ from ..service import JobService
 from ..store.db import DatabaseUnavailable
 from ..store.eventstore import Notification
 from .claims import QUERIES, claim
-from .executor import Executor, Found, Outcome, RunRequest
+from .executor import Executor, Found, JobIO, Outcome, RunRequest
 from .listener import Listener
+from .output import LogLimits, LogSink
+from .usage import UsageRecorder
 
 log = structlog.get_logger(__name__)
 
@@ -49,6 +51,10 @@ class WorkerConfig(msgspec.Struct, kw_only=True, frozen=True):
     heartbeat_interval: float = 3.0
     #: After this long without a heartbeat, other schedulers fail this worker's jobs.
     lease_seconds: float = 15.0
+    #: Seconds between CPU/memory samples of a running job.
+    sample_interval: float = 1.0
+    #: Output a job may store; past it lines are dropped and a marker says how many.
+    log_limit_bytes: int = 100 * 1024 * 1024
 
 
 @dataclass
@@ -183,18 +189,30 @@ class Scheduler:
             job_id=job.id, attempt=job.attempt, worker_id=self.config.worker_id, spec=job.spec
         )
         jlog = self.log.bind(job_id=str(job.id), attempt=job.attempt)
+        limits = LogLimits(max_total_bytes=self.config.log_limit_bytes)
+        sink = LogSink(self.pool, job.id, job.attempt, limits)
+        usage = UsageRecorder(self.pool, job.id, job.attempt, self.config.sample_interval)
         try:
             try:
+                await sink.start()
+                io = JobIO(sink, usage)
                 if found is not None:
-                    outcome = await self.executor.adopt(found, req, cancel)
+                    outcome = await self.executor.adopt(found, req, cancel, io)
                 else:
-                    outcome = await self.executor.run(req, cancel)
+                    outcome = await self.executor.run(req, cancel, io)
+                # Every line is stored before the outcome is: a log reader that sees the
+                # terminal state has seen all the output.
+                await sink.close()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the executor's own fault, not the job's
                 jlog.exception("executor failed")
                 outcome = Outcome(
                     failure=FailureReason.WORKER_LOST, message=f"executor error: {exc}"
+                )
+            if usage.peak_memory or usage.cpu_seconds:
+                outcome = msgspec.structs.replace(
+                    outcome, usage=usage.summary(outcome.usage.wall_seconds)
                 )
             await self._record(job.id, outcome.command(job.attempt), jlog)
         finally:

@@ -1,0 +1,128 @@
+"""Job output and usage samples: high-volume data kept beside the event log, not in it.
+
+Lines are numbered per job (`seq` from 1, continuing across attempts) and written in
+batches; each batch is announced on LOGS_CHANNEL with ids only: `{"job_id", "last_seq"}`.
+Readers page by seq, so a client that resumes after the last seq it saw gets no gap and no
+duplicate."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Literal
+
+import asyncpg
+import msgspec
+
+from .db import Conn
+from .queries import load_queries
+
+QUERIES = load_queries(Path(__file__).with_name("logs.sql"))
+
+#: Channel announcing new log batches.
+LOGS_CHANNEL = "jobledger_logs"
+
+Stream = Literal["stdout", "stderr", "system"]
+
+
+class LogLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of a job's output. `system` lines are jobledger's own (e.g. a dropped-bytes
+    marker). `ts` is when the line was read from the container (the worker's clock)."""
+
+    seq: int
+    stream: Stream
+    ts: datetime
+    text: str
+    attempt: int = 1
+
+
+class LogBatchNotice(msgspec.Struct, frozen=True):
+    """The payload of a LOGS_CHANNEL notification."""
+
+    job_id: uuid.UUID
+    last_seq: int
+
+
+class _StoredLine(msgspec.Struct, frozen=True, array_like=True):
+    # Compact form inside a batch row: the attempt is the row's.
+    seq: int
+    stream: Stream
+    ts: datetime
+    text: str
+
+
+_BATCHES_PER_READ = 32
+_encoder = msgspec.json.Encoder()
+_batch_decoder = msgspec.json.Decoder(list[_StoredLine])
+
+
+async def append_log_batch(
+    conn: Conn | asyncpg.Pool, job_id: uuid.UUID, attempt: int, lines: list[LogLine]
+) -> None:
+    """Store consecutive lines of one attempt as one batch and announce it."""
+    if not lines:
+        return
+    stored = [_StoredLine(ln.seq, ln.stream, ln.ts, ln.text) for ln in lines]
+    payload = _encoder.encode(stored).decode()
+    await conn.execute(
+        QUERIES["append_log_batch"],
+        job_id, lines[0].seq, lines[-1].seq, attempt, payload,
+        sum(len(ln.text) for ln in lines), LOGS_CHANNEL,
+    )  # fmt: skip
+
+
+async def read_logs(
+    conn: Conn | asyncpg.Pool, job_id: uuid.UUID, after: int = 0, limit: int = 1000
+) -> list[LogLine]:
+    """Up to `limit` lines of a job after seq `after`, in order."""
+    out: list[LogLine] = []
+    cursor = after
+    while len(out) < limit:
+        rows = await conn.fetch(QUERIES["read_log_batches"], job_id, cursor, _BATCHES_PER_READ)
+        for row in rows:
+            for s in _batch_decoder.decode(row["lines"]):
+                if s.seq > cursor and len(out) < limit:
+                    out.append(
+                        LogLine(
+                            seq=s.seq, stream=s.stream, ts=s.ts, text=s.text, attempt=row["attempt"]
+                        )
+                    )
+        if len(rows) < _BATCHES_PER_READ or not out:
+            break
+        cursor = out[-1].seq
+    return out
+
+
+async def last_log_seq(conn: Conn | asyncpg.Pool, job_id: uuid.UUID) -> int:
+    """The highest seq stored for a job; 0 when it has printed nothing yet."""
+    value: int = await conn.fetchval(QUERIES["last_log_seq"], job_id)
+    return value
+
+
+class UsageSample(msgspec.Struct, frozen=True, kw_only=True):
+    """CPU (percent of one core) and memory of a job at one instant."""
+
+    sampled_at: datetime
+    cpu_percent: float
+    memory_bytes: int
+    attempt: int = 1
+
+
+async def append_usage_samples(
+    conn: Conn | asyncpg.Pool, job_id: uuid.UUID, attempt: int, samples: list[UsageSample]
+) -> None:
+    """Store samples of one attempt (a sample already stored is ignored)."""
+    if not samples:
+        return
+    await conn.execute(
+        QUERIES["append_usage_samples"], job_id, attempt,
+        [s.sampled_at for s in samples], [s.cpu_percent for s in samples],
+        [s.memory_bytes for s in samples],
+    )  # fmt: skip
+
+
+async def read_usage_samples(conn: Conn | asyncpg.Pool, job_id: uuid.UUID) -> list[UsageSample]:
+    """A job's samples in time order."""
+    rows = await conn.fetch(QUERIES["read_usage_samples"], job_id)
+    return [UsageSample(**dict(r)) for r in rows]

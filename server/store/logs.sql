@@ -1,0 +1,34 @@
+-- Named queries of job output (logs) and usage samples.
+
+-- name: append_log_batch
+-- Store one batch of a job's lines and announce it (ids only) in the same statement.
+WITH batch AS (
+    INSERT INTO job_logs (job_id, first_seq, last_seq, attempt, lines, bytes)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    RETURNING job_id, last_seq
+)
+SELECT pg_notify($7, json_build_object('job_id', job_id, 'last_seq', last_seq)::text) FROM batch;
+
+-- name: read_log_batches
+-- A job's batches holding lines after a seq, in order.
+SELECT first_seq, last_seq, attempt, lines
+FROM job_logs
+WHERE job_id = $1 AND last_seq > $2
+ORDER BY first_seq
+LIMIT $3;
+
+-- name: last_log_seq
+-- The highest line number stored for a job (0 when none).
+SELECT coalesce(max(last_seq), 0) FROM job_logs WHERE job_id = $1;
+
+-- name: append_usage_samples
+-- Store CPU/memory samples of a job.
+INSERT INTO job_usage_samples (job_id, attempt, sampled_at, cpu_percent, memory_bytes)
+SELECT $1, $2, s.sampled_at, s.cpu_percent, s.memory_bytes
+FROM unnest($3::timestamptz[], $4::float8[], $5::bigint[]) AS s(sampled_at, cpu_percent, memory_bytes)
+ON CONFLICT DO NOTHING;
+
+-- name: read_usage_samples
+-- A job's samples in time order.
+SELECT attempt, sampled_at, cpu_percent, memory_bytes
+FROM job_usage_samples WHERE job_id = $1 ORDER BY sampled_at;

@@ -1,0 +1,128 @@
+"""The log pump's writing half and usage samples, with real jobs in real containers."""
+
+from __future__ import annotations
+
+import asyncpg
+
+from server.domain.events import EventMeta
+from server.domain.jobs import JobState
+from server.domain.specs import Resources
+from server.runtime.docker import DockerExecutor
+from server.runtime.output import LogLimits, LogSink
+from server.service import JobService
+from server.store.logs import read_logs, read_usage_samples
+from tests.factories import spec
+from tests.runtime.conftest import StartScheduler
+from tests.watching import JobWatcher
+
+META = EventMeta(actor="test")
+DONE = {"succeeded", "failed", "cancelled"}
+LONG = 40_000  # longer than a Docker frame (16 KiB) and than the line cap
+
+
+async def job(service: JobService) -> object:
+    view, _ = await service.submit(spec(), META)
+    return view.id
+
+
+async def test_sink_numbers_splits_caps_and_marks(service: JobService, pool: asyncpg.Pool) -> None:
+    job_id = await job(service)
+    sink = LogSink(pool, job_id, 1, LogLimits(max_line_bytes=100, max_total_bytes=1000))  # type: ignore[arg-type]
+    await sink.start()
+    await sink.write("stdout", b"one\ntw")
+    await sink.write("stderr", b"err line\r\n")
+    await sink.write("stdout", b"o\n" + b"x" * 250 + b"\n")
+    for n in range(100):  # far past the 1,000-byte limit
+        await sink.write("stdout", f"filler {n:03}\n".encode())
+    await sink.write("stdout", b"no newline at the end")
+    await sink.close()
+    lines = await read_logs(pool, job_id)  # type: ignore[arg-type]
+    assert [ln.seq for ln in lines] == list(range(1, len(lines) + 1))
+    texts = [(ln.stream, ln.text) for ln in lines]
+    assert texts[:4] == [
+        ("stdout", "one"),
+        ("stderr", "err line"),
+        ("stdout", "two"),
+        ("stdout", "x" * 100 + " [jobledger: line cut, 150 more bytes]"),
+    ]
+    stored = [t for s, t in texts if t.startswith("filler")]
+    assert 0 < len(stored) < 100
+    stream, marker = texts[-1]
+    dropped = 100 - len(stored) + 1  # the fillers that did not fit, and the partial last line
+    assert stream == "system" and marker.startswith(f"[jobledger: {dropped} lines (")
+    assert sum(len(t.encode()) for s, t in texts if s != "system") <= 1000
+
+
+async def test_numbering_continues_across_attempts(service: JobService, pool: asyncpg.Pool) -> None:
+    job_id = await job(service)
+    for attempt in (1, 2):
+        sink = LogSink(pool, job_id, attempt)  # type: ignore[arg-type]
+        await sink.start()
+        await sink.write("stdout", b"a\nb\n")
+        await sink.close()
+    lines = await read_logs(pool, job_id)  # type: ignore[arg-type]
+    assert [(ln.seq, ln.attempt, ln.text) for ln in lines] == [
+        (1, 1, "a"), (2, 1, "b"), (3, 2, "a"), (4, 2, "b"),
+    ]  # fmt: skip
+
+
+SCRIPT = (
+    "for i in $(seq 1 300); do echo out$i; echo err$i >&2; done; "
+    f"head -c {LONG} /dev/zero | tr '\\0' y; echo; printf 'partial'"
+)
+
+
+async def check_output(pool: asyncpg.Pool, job_id: object) -> None:
+    lines = await read_logs(pool, job_id, limit=10_000)  # type: ignore[arg-type]
+    assert [ln.seq for ln in lines] == list(range(1, len(lines) + 1))
+    out = [ln.text for ln in lines if ln.stream == "stdout"]
+    err = [ln.text for ln in lines if ln.stream == "stderr"]
+    assert err == [f"err{i}" for i in range(1, 301)]
+    assert out[:300] == [f"out{i}" for i in range(1, 301)]
+    assert out[300].startswith("y" * 16384) and "line cut" in out[300]
+    assert out[301:] == ["partial"]
+
+
+async def test_a_container_job_output_arrives_complete_and_in_order(
+    service: JobService, pool: asyncpg.Pool, start_scheduler: StartScheduler,
+    watcher: JobWatcher, test_image: str,
+) -> None:  # fmt: skip
+    await start_scheduler(DockerExecutor())
+    view, _ = await service.submit(spec(image=test_image, command=["sh", "-c", SCRIPT]), META)
+    assert (await watcher.until(view.id, DONE)).state is JobState.SUCCEEDED
+    await check_output(pool, view.id)
+
+
+async def test_a_process_job_output_arrives_complete_and_in_order(
+    service: JobService, pool: asyncpg.Pool, start_scheduler: StartScheduler, watcher: JobWatcher
+) -> None:
+    await start_scheduler()
+    view, _ = await service.submit(spec(command=["sh", "-c", SCRIPT]), META)
+    assert (await watcher.until(view.id, DONE)).state is JobState.SUCCEEDED
+    await check_output(pool, view.id)
+
+
+async def test_cpu_and_memory_are_sampled_and_summed_up(
+    service: JobService, pool: asyncpg.Pool, start_scheduler: StartScheduler,
+    watcher: JobWatcher, test_image: str,
+) -> None:  # fmt: skip
+    await start_scheduler(DockerExecutor(), sample_interval=0.3)
+    busy, _ = await service.submit(
+        spec(image=test_image, command=["sh", "-c", "yes > /dev/null & sleep 1.5; kill $!"]), META
+    )
+    hungry, _ = await service.submit(
+        spec(
+            image=test_image,
+            command=["sh", "-c", "dd if=/dev/zero of=/dev/null bs=48M count=1; sleep 1"],
+            resources=Resources(cpu=1.0, memory_mb=256),
+        ),
+        META,
+    )
+    busy_view = await watcher.until(busy.id, DONE)
+    hungry_view = await watcher.until(hungry.id, DONE)
+    busy_samples = await read_usage_samples(pool, busy.id)
+    assert len(busy_samples) >= 2 and max(s.cpu_percent for s in busy_samples) > 20
+    assert busy_view.usage is not None and busy_view.usage.cpu_seconds > 0.2
+    hungry_samples = await read_usage_samples(pool, hungry.id)
+    assert hungry_samples and hungry_view.usage is not None
+    assert hungry_view.usage.peak_memory_bytes >= 48 * 1024 * 1024
