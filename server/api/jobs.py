@@ -9,12 +9,13 @@ import msgspec
 from aiohttp import web
 
 from ..domain.errors import InvalidInput, NotFound
-from ..domain.events import AnyEvent, EventMeta
+from ..domain.events import AnyEvent, EventMeta, Usage
 from ..domain.jobs import JobState, RequestCancel
 from ..domain.specs import JobSpec
 from ..projections import jobs as jobs_projection
 from ..projections.jobs import Cursor, JobFilter, JobView
 from ..projections.queue import waiting_reasons
+from ..store.logs import UsageSample, read_usage_samples
 from .context import SERVICE, event_meta, json_response
 
 MAX_PAGE = 500
@@ -199,9 +200,33 @@ async def cancel_job(request: web.Request) -> web.Response:
     return json_response(out)
 
 
+class UsageView(msgspec.Struct):
+    """A job's CPU/memory samples over time and the usage of its last attempt."""
+
+    job_id: uuid.UUID
+    state: JobState
+    summary: Usage | None
+    samples: list[UsageSample]
+
+
+async def job_usage(request: web.Request) -> web.Response:
+    """GET /api/v1/jobs/{id}/usage: the samples (CPU % of one core, memory bytes) and the
+    summary recorded when the last attempt ended (wall and CPU seconds, peak memory)."""
+    job_id = job_id_of(request)
+    pool = request.app[SERVICE].pool
+    view = await jobs_projection.get(pool, job_id)
+    if view is None:
+        raise NotFound("job not found", job_id=str(job_id))
+    samples = await read_usage_samples(pool, job_id)
+    return json_response(
+        UsageView(job_id=job_id, state=view.state, summary=view.usage, samples=samples)
+    )
+
+
 def add_routes(router: web.UrlDispatcher) -> None:
     router.add_post("/api/v1/jobs", submit)
     router.add_get("/api/v1/jobs", list_jobs)
     router.add_get("/api/v1/jobs/{id}", get_job)
     router.add_get("/api/v1/jobs/{id}/events", job_events)
     router.add_post("/api/v1/jobs/{id}/cancel", cancel_job)
+    router.add_get("/api/v1/jobs/{id}/usage", job_usage)

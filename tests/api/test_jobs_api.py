@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
+
+from server.store.logs import UsageSample, append_usage_samples
 
 Client = TestClient  # type: ignore[type-arg]
 
@@ -272,3 +276,25 @@ async def test_bad_requests_get_one_error_shape(
     assert set(body) == {"error"} and set(body["error"]) == {"code", "message", "details"}
     if field is not None:
         assert body["error"]["details"]["field"] == field
+
+
+async def test_usage_returns_samples_and_summary(client: Client, pool: asyncpg.Pool) -> None:
+    job = await submit(client, {"image": "busybox"})
+    t0 = datetime(2030, 1, 1, tzinfo=UTC)
+    samples = [
+        UsageSample(
+            sampled_at=t0 + timedelta(seconds=n), cpu_percent=10.0 * n, memory_bytes=1000 * n
+        )
+        for n in range(3)
+    ]
+    await append_usage_samples(pool, uuid.UUID(job["id"]), 1, samples)
+    resp = await client.get(f"/api/v1/jobs/{job['id']}/usage")
+    body = await resp.json()
+    assert resp.status == 200 and body["state"] == "queued" and body["summary"] is None
+    assert [(s["cpu_percent"], s["memory_bytes"]) for s in body["samples"]] == [
+        (0, 0),
+        (10, 1000),
+        (20, 2000),
+    ]
+    missing = await client.get("/api/v1/jobs/01a2087c-db01-725b-b63a-f89db42493f1/usage")
+    assert missing.status == 404
