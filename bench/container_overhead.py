@@ -13,33 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import platform
-import signal
 import statistics
-import subprocess
 import sys
-import tempfile
 import time
 from datetime import datetime
-from pathlib import Path
 
 import aiodocker
 import aiohttp
-
-ROOT = Path(__file__).resolve().parent.parent
-IMAGE = "jobledger-test:latest"
-
-
-def summary(values: list[float]) -> dict[str, float]:
-    values = sorted(values)
-    pick = lambda q: values[min(len(values) - 1, int(q * len(values)))]  # noqa: E731
-    return {
-        "median_ms": round(statistics.median(values) * 1000, 1),
-        "p95_ms": round(pick(0.95) * 1000, 1),
-        "min_ms": round(values[0] * 1000, 1),
-        "max_ms": round(values[-1] * 1000, 1),
-    }
+from harness import IMAGE, machine, server, summary
 
 
 async def direct(docker: aiodocker.Docker, n: int) -> list[float]:
@@ -86,49 +67,26 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=30)
     args = parser.parse_args()
-    subprocess.run([str(ROOT / "scripts" / "build-test-image")], check=True, capture_output=True)
-    data = Path(tempfile.mkdtemp(prefix="jobledger-bench-"))
-    data.chmod(0o755)
-    port = 18080 + os.getpid() % 1000
-    server = subprocess.Popen(
-        [sys.executable, "-m", "server", "--log-level", "warning", "serve", "--data-dir", str(data),
-         "--port", str(port), "--executor", "docker", "--worker-id", "bench"],
-        cwd=ROOT, env={**os.environ, "JOBLEDGER_LOG_FORMAT": "json"},
-    )  # fmt: skip
-    url = f"http://127.0.0.1:{port}"
-    try:
-        async with aiohttp.ClientSession() as http:
-            for _ in range(600):
-                if server.poll() is not None:
-                    raise SystemExit(f"the server exited with {server.returncode}")
-                try:
-                    async with http.get(f"{url}/healthz") as r:
-                        if r.status == 200:
-                            break
-                except aiohttp.ClientError:
-                    await asyncio.sleep(0.1)
+    async with server("--executor", "docker", "--worker-id", "bench") as url:
         await through_server(url, 3)  # warm up
         served = await through_server(url, args.jobs)
-        async with aiodocker.Docker() as docker:
-            version = (await docker.version())["Version"]
-            baseline = await direct(docker, args.jobs)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        server.wait(timeout=60)
-        subprocess.run(["rm", "-rf", str(data)], check=False)
+    async with aiodocker.Docker() as docker:
+        version = (await docker.version())["Version"]
+        baseline = await direct(docker, args.jobs)
     ratio = statistics.median(served["submit_to_done"]) / statistics.median(baseline)
     report = {
         "benchmark": "container_overhead",
         "jobs": args.jobs,
+        "unit": "ms",
         "direct_aiodocker_lifecycle": summary(baseline),
         **{k: summary(v) for k, v in served.items()},
         "ratio_submit_to_done_vs_direct": round(ratio, 2),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "docker": version},
+        "machine": {**machine(), "docker": version},
     }
     print(json.dumps(report, indent=2))
     for k in ("direct_aiodocker_lifecycle", "submit_to_started", "submit_to_done"):
         print(
-            f"{k:32} median {report[k]['median_ms']:8.1f} ms   p95 {report[k]['p95_ms']:8.1f} ms",
+            f"{k:28} median {report[k]['median']:8.1f} ms   p95 {report[k]['p95']:8.1f} ms",
             file=sys.stderr,
         )
 

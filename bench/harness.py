@@ -1,0 +1,77 @@
+"""What the benchmarks share: a real `jobledger serve` on an embedded PostgreSQL (defaults,
+fsync on) in a temporary directory, driven over its public API from this process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import platform
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+ROOT = Path(__file__).resolve().parent.parent
+IMAGE = "jobledger-test:latest"
+
+
+def summary(values: list[float], scale: float = 1000.0) -> dict[str, float]:
+    """Median, p95, p99, min and max, in milliseconds by default."""
+    values = sorted(values)
+
+    def pick(q: float) -> float:
+        return values[min(len(values) - 1, int(q * len(values)))]
+
+    return {
+        "median": round(statistics.median(values) * scale, 2),
+        "p95": round(pick(0.95) * scale, 2),
+        "p99": round(pick(0.99) * scale, 2),
+        "min": round(values[0] * scale, 2),
+        "max": round(values[-1] * scale, 2),
+    }
+
+
+def machine() -> dict[str, Any]:
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+    }
+
+
+@contextlib.asynccontextmanager
+async def server(*args: str) -> AsyncIterator[str]:
+    """Start `jobledger serve` with `args`; yield its URL; stop it and remove its data."""
+    subprocess.run([str(ROOT / "scripts" / "build-test-image")], check=True, capture_output=True)
+    data = Path(tempfile.mkdtemp(prefix="jobledger-bench-"))
+    data.chmod(0o755)  # as root the embedded cluster runs as `postgres`
+    port = 18080 + os.getpid() % 1000
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "server", "--log-level", "warning", "serve", "--data-dir", str(data),
+         "--port", str(port), *args],
+        cwd=ROOT, env={**os.environ, "JOBLEDGER_LOG_FORMAT": "json"},
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+            for _ in range(600):
+                if proc.poll() is not None:
+                    raise SystemExit(f"the server exited with {proc.returncode}")
+                try:
+                    async with http.get(f"{url}/healthz") as r:
+                        if r.status == 200:
+                            break
+                except aiohttp.ClientError:
+                    await asyncio.sleep(0.1)
+        yield url
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+        subprocess.run(["rm", "-rf", str(data)], check=False)
