@@ -88,9 +88,10 @@ async def main() -> None:
         "machine": machine(),
     }
     print(json.dumps(report, indent=2))
+    latency = report["line_latency_ms"]
     print(
         f"lines/s through one socket: {report['lines_per_second_one_websocket']}; "
-        f"line latency p50 {report['line_latency_ms']['median']} ms, p99 {report['line_latency_ms']['p99']} ms",
+        f"line latency p50 {latency['median']} ms, p99 {latency['p99']} ms",
         file=sys.stderr,
     )
 
