@@ -12,7 +12,7 @@ from aiohttp import web
 from ..domain.errors import DomainError
 from ..ids import request_id
 from ..service import JobService
-from . import errors, jobs, projects
+from . import errors, jobs, loghub, logs, projects
 from .context import REQUEST_ID, SERVICE
 
 log = structlog.get_logger("jobledger.api")
@@ -70,4 +70,6 @@ def create_app(service: JobService) -> web.Application:
     app.router.add_get("/healthz", healthz)
     jobs.add_routes(app.router)
     projects.add_routes(app.router)
+    logs.add_routes(app.router)
+    loghub.setup(app)
     return app

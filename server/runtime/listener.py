@@ -1,10 +1,11 @@
 """A LISTEN connection that comes back: reconnects with backoff when PostgreSQL drops it,
-and holds the worker's identity lock so two live processes never share a worker id."""
+and (given an identity) holds the worker's identity lock so two live processes never share a
+worker id."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import asyncpg
 import structlog
@@ -19,8 +20,9 @@ class WorkerIdInUse(RuntimeError):
 
 
 class Listener:
-    """Delivers payloads of `channel` to `on_payload`; calls `on_connect` after every
-    (re)connection so the owner can look for what it missed while deaf."""
+    """Delivers payloads of `channel` to `on_payload` (and of each of `extra_channels` to its
+    handler); calls `on_connect` after every (re)connection so the owner can look for what it
+    missed while deaf. Without `identity` it takes no worker lock."""
 
     def __init__(
         self,
@@ -29,7 +31,9 @@ class Listener:
         on_payload: Callable[[str], None],
         on_connect: Callable[[], None],
         *,
-        identity: str,
+        identity: str | None = None,
+        extra_channels: Mapping[str, Callable[[str], None]] | None = None,
+        application_name: str | None = None,
         max_backoff: float = 5.0,
     ) -> None:
         self.dsn = dsn
@@ -37,6 +41,10 @@ class Listener:
         self.on_payload = on_payload
         self.on_connect = on_connect
         self.identity = identity
+        self.extra_channels = dict(extra_channels or {})
+        self.application_name = application_name or (
+            f"jobledger-listener:{identity}" if identity is not None else "jobledger-listener"
+        )
         self.max_backoff = max_backoff
         self.connected = asyncio.Event()
         self.conn: asyncpg.Connection | None = None
@@ -53,18 +61,21 @@ class Listener:
             lost = asyncio.Event()
             try:
                 self.conn = await connect(self.dsn)
-                # Session lock: released by PostgreSQL itself when this process dies.
-                held = await self.conn.fetchval(
-                    "SELECT pg_try_advisory_lock(hashtext('jobledger-worker:' || $1))",
-                    self.identity,
-                )
-                if not held:
-                    raise WorkerIdInUse(f"worker id {self.identity!r} is used by a live process")
+                if self.identity is not None:
+                    # Session lock: released by PostgreSQL itself when this process dies.
+                    held = await self.conn.fetchval(
+                        "SELECT pg_try_advisory_lock(hashtext('jobledger-worker:' || $1))",
+                        self.identity,
+                    )
+                    if not held:
+                        raise WorkerIdInUse(
+                            f"worker id {self.identity!r} is used by a live process"
+                        )
                 self.conn.add_termination_listener(lambda _, lost=lost: lost.set())
-                await self.conn.add_listener(self.channel, self._deliver)
+                for channel in (self.channel, *self.extra_channels):
+                    await self.conn.add_listener(channel, self._deliver)
                 await self.conn.execute(
-                    "SELECT set_config('application_name', $1, false)",
-                    f"jobledger-listener:{self.identity}"[:63],
+                    "SELECT set_config('application_name', $1, false)", self.application_name[:63]
                 )
                 backoff = 0.05
                 self.connected.set()
@@ -93,5 +104,6 @@ class Listener:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff)
 
-    def _deliver(self, _conn: object, _pid: int, _channel: str, payload: object) -> None:
-        self.on_payload(str(payload))
+    def _deliver(self, _conn: object, _pid: int, channel: str, payload: object) -> None:
+        handler = self.extra_channels.get(channel, self.on_payload)
+        handler(str(payload))

@@ -1,0 +1,196 @@
+"""The log hub: one LISTEN connection per server process, fanned out in memory to the
+WebSocket handlers following jobs' logs.
+
+Subscribers get a coalesced wake-up ("something may be new for this job"), never the lines:
+each handler reads lines from the database after its own cursor, at its own pace. That is
+the backpressure for slow clients: a client that reads slowly only delays its own next read,
+and what the server holds for it is one event and one page of lines, whatever the job prints.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import asyncpg
+import msgspec
+import structlog
+from aiohttp import web
+
+from ..runtime.listener import Listener
+from ..store.eventstore import EVENTS_CHANNEL, Notification
+from ..store.logs import LOGS_CHANNEL, LogBatchNotice
+from .context import SERVICE
+
+log = structlog.get_logger(__name__)
+
+_batch_decoder = msgspec.json.Decoder(LogBatchNotice)
+_notification_decoder = msgspec.json.Decoder(Notification)
+
+
+class Subscription:
+    """One follower of one job: `wake` is set when the job may have new lines or a new state
+    (or when the hub reconnected or closes). Clear it before reading, then read, then wait."""
+
+    def __init__(self, job_id: uuid.UUID) -> None:
+        self.job_id = job_id
+        self.wake = asyncio.Event()
+
+    def clear(self) -> None:
+        self.wake.clear()
+
+    async def wait(self, seconds: float) -> None:
+        """Until woken, or `seconds` at most (a safety net against a lost notification)."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self.wake.wait()
+
+
+class LogHub:
+    """One per server process; see the module docstring."""
+
+    def __init__(self, dsn: str, *, application_name: str | None = None) -> None:
+        self.dsn = dsn
+        self.application_name = application_name or f"jobledger-loghub:{os.getpid()}"
+        #: Set once the hub stops serving: followers end their sockets.
+        self.closing = False
+        self._subscribers: dict[uuid.UUID, set[Subscription]] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._listener: Listener | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # ---- lifecycle ------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Open the LISTEN connection in the background (it retries until the database
+        answers; followers re-read when it connects)."""
+        self._listener = Listener(
+            self.dsn,
+            LOGS_CHANNEL,
+            self._on_log_batch,
+            self._wake_all,
+            extra_channels={EVENTS_CHANNEL: self._on_job_change},
+            application_name=self.application_name,
+        )
+        self._task = asyncio.create_task(self._listener.run(), name="log-hub-listener")
+
+    async def started(self) -> None:
+        """Wait for the first LISTEN connection."""
+        assert self._listener is not None, "start() first"
+        await self._listener.started()
+
+    async def release(self, grace: float = 5.0) -> None:
+        """Tell every follower to end its socket, and wait (`grace` seconds at most) until
+        they have."""
+        self.closing = True
+        self._wake_all()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
+
+    async def close(self) -> None:
+        """Release followers and close the LISTEN connection."""
+        if not self.closing:
+            await self.release()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    # ---- subscribers ----------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def subscribe(self, job_id: uuid.UUID) -> Iterator[Subscription]:
+        """Register for a job's wake-ups for the duration of the `with` block."""
+        sub = Subscription(job_id)
+        self._subscribers.setdefault(job_id, set()).add(sub)
+        self._idle.clear()
+        try:
+            yield sub
+        finally:
+            subs = self._subscribers.get(job_id)
+            if subs is not None:
+                subs.discard(sub)
+                if not subs:
+                    del self._subscribers[job_id]
+            if not self._subscribers:
+                self._idle.set()
+
+    def subscriber_count(self, job_id: uuid.UUID | None = None) -> int:
+        """How many followers are registered (for one job, or in all)."""
+        if job_id is not None:
+            return len(self._subscribers.get(job_id, ()))
+        return sum(len(s) for s in self._subscribers.values())
+
+    async def wait_idle(self) -> None:
+        """Until no follower is registered."""
+        await self._idle.wait()
+
+    # ---- notifications --------------------------------------------------------------------
+
+    def _wake(self, job_id: uuid.UUID) -> None:
+        for sub in self._subscribers.get(job_id, ()):
+            sub.wake.set()
+
+    def _wake_all(self) -> None:
+        # After a (re)connection anything may have been missed while deaf: everyone re-reads.
+        for subs in self._subscribers.values():
+            for sub in subs:
+                sub.wake.set()
+
+    def _on_log_batch(self, payload: str) -> None:
+        try:
+            notice = _batch_decoder.decode(payload)
+        except msgspec.DecodeError:
+            log.warning("unreadable log notification", payload=payload[:200])
+            return
+        self._wake(notice.job_id)
+
+    def _on_job_change(self, payload: str) -> None:
+        try:
+            note = _notification_decoder.decode(payload)
+        except msgspec.DecodeError:
+            log.warning("unreadable event notification", payload=payload[:200])
+            return
+        if note.more:  # the list was cut short: any follower's job may be among the rest
+            self._wake_all()
+            return
+        for change in note.changes:
+            self._wake(change.stream_id)
+
+
+#: The app's hub.
+LOG_HUB = web.AppKey("log_hub", LogHub)
+
+
+def pool_dsn(pool: asyncpg.Pool) -> str:
+    """The DSN a pool connects with (the hub's LISTEN connection must be its own, not a
+    pooled one held forever)."""
+    # asyncpg keeps a pool's connect arguments but has no public getter for them;
+    # store.db.create_pool always passes the DSN as the one positional argument.
+    args = getattr(pool, "_connect_args", None)
+    if args and isinstance(args[0], str):
+        return args[0]
+    raise RuntimeError("the log hub needs a pool created from a DSN (store.db.create_pool)")
+
+
+def setup(app: web.Application) -> None:
+    """Give the app its hub: started with the app, followers released when the server shuts
+    down (so open sockets do not hold the shutdown), LISTEN connection closed on cleanup."""
+    hub = LogHub(pool_dsn(app[SERVICE].pool))
+    app[LOG_HUB] = hub
+
+    async def lifecycle(_app: web.Application) -> AsyncIterator[None]:
+        hub.start()
+        yield
+        await hub.close()
+
+    async def on_shutdown(_app: web.Application) -> None:
+        await hub.release()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(on_shutdown)

@@ -1,0 +1,240 @@
+"""Log routes: a page of lines as JSON, the whole log as text, and a WebSocket that follows a
+job live (backlog, then new lines as they are stored, then an `end` message)."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import msgspec
+import structlog
+from aiohttp import WSCloseCode, WSMsgType, web
+
+from ..domain.errors import InvalidInput, NotFound
+from ..domain.events import FailureReason
+from ..domain.jobs import TERMINAL_STATES, JobState
+from ..projections import jobs as jobs_projection
+from ..projections.jobs import JobView
+from ..store.db import DatabaseUnavailable
+from ..store.logs import LogLine, last_log_seq, read_logs
+from .context import SERVICE, json_response
+from .jobs import job_id_of
+from .loghub import LOG_HUB, LogHub, Subscription
+
+log = structlog.get_logger(__name__)
+
+DEFAULT_PAGE = 1000
+MAX_PAGE = 10_000
+#: Largest `after` accepted: seq is a PostgreSQL bigint.
+MAX_SEQ = 2**63 - 1
+#: Seconds between WebSocket pings; a client that stops answering is disconnected.
+HEARTBEAT_SECONDS = 20.0
+#: A follower re-checks this often even without a notification (one may be lost).
+SAFETY_RECHECK_SECONDS = 5.0
+#: Lines read from the database at once while streaming (bounds memory per follower).
+STREAM_PAGE = 20_000
+#: A `lines` frame is cut after about this many bytes of text, so frames stay far below
+#: clients' message size limits (aiohttp's default is 4 MiB) however long the lines are.
+FRAME_BYTES = 256 * 1024
+
+_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DatabaseUnavailable)
+_encoder = msgspec.json.Encoder()
+
+
+class LogPage(msgspec.Struct):
+    """A page of a job's log; pass `next_after` as `after` for the next one."""
+
+    lines: list[LogLine]
+    next_after: int
+    state: JobState
+
+
+class LinesMessage(msgspec.Struct, tag="lines", tag_field="type"):
+    """WebSocket: consecutive lines, in seq order."""
+
+    lines: list[LogLine]
+
+
+class EndMessage(msgspec.Struct, tag="end", tag_field="type"):
+    """WebSocket: the job is finished and every line up to `last_seq` was sent; the server
+    then closes the socket normally."""
+
+    state: JobState
+    exit_code: int | None
+    failure_reason: FailureReason | None
+    last_seq: int
+
+
+#: What the log WebSocket sends, decodable as one tagged union.
+LogMessage = LinesMessage | EndMessage
+
+
+def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
+    values = request.query.getall(name, [])
+    if len(values) > 1:
+        raise InvalidInput(f"query parameter {name!r} given more than once", field=f"query.{name}")
+    if not values:
+        return default
+    try:
+        value = int(values[0])
+    except ValueError:
+        raise InvalidInput(
+            f"{name} is not an integer: {values[0]!r}", field=f"query.{name}"
+        ) from None
+    if not low <= value <= high:
+        raise InvalidInput(f"{name} must be between {low} and {high}", field=f"query.{name}")
+    return value
+
+
+async def _job(request: web.Request, job_id: uuid.UUID) -> JobView:
+    view = await jobs_projection.get(request.app[SERVICE].pool, job_id)
+    if view is None:
+        raise NotFound("job not found", job_id=str(job_id))
+    return view
+
+
+async def get_logs(request: web.Request) -> web.Response:
+    """GET /api/v1/jobs/{id}/logs?after=SEQ&limit=N: up to `limit` lines after `after`."""
+    job_id = job_id_of(request)
+    after = _int_param(request, "after", 0, 0, MAX_SEQ)
+    limit = _int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    # State before lines: a terminal state read here guarantees the lines read next are all.
+    view = await _job(request, job_id)
+    lines = await read_logs(request.app[SERVICE].pool, job_id, after, limit)
+    return json_response(
+        LogPage(lines=lines, next_after=lines[-1].seq if lines else after, state=view.state)
+    )
+
+
+async def get_logs_text(request: web.Request) -> web.StreamResponse:
+    """GET /api/v1/jobs/{id}/logs.txt?after=SEQ: the lines stored so far, as plain text,
+    streamed page by page so a huge log costs constant memory."""
+    job_id = job_id_of(request)
+    after = _int_param(request, "after", 0, 0, MAX_SEQ)
+    await _job(request, job_id)
+    pool = request.app[SERVICE].pool
+    # "So far": stop at what is stored now, even if a running job keeps printing.
+    upto = await last_log_seq(pool, job_id)
+    response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
+    await response.prepare(request)
+    cursor = after
+    try:
+        while cursor < upto:
+            page = await read_logs(pool, job_id, cursor, STREAM_PAGE)
+            lines = [ln for ln in page if ln.seq <= upto]
+            if not lines:
+                break
+            await response.write("".join(f"{ln.text}\n" for ln in lines).encode())
+            cursor = lines[-1].seq
+    except _DB_ERRORS as exc:
+        log.warning("log text stream failed", job_id=str(job_id), error=str(exc))
+        # The status is sent already: cut the connection so the client sees a truncated
+        # body rather than a complete-looking one.
+        if request.transport is not None:
+            request.transport.close()
+        return response
+    await response.write_eof()
+    return response
+
+
+def _frames(lines: list[LogLine]) -> Iterator[list[LogLine]]:
+    start = size = 0
+    for i, line in enumerate(lines):
+        size += len(line.text) + 64  # + the fields around the text
+        if size >= FRAME_BYTES:
+            yield lines[start : i + 1]
+            start, size = i + 1, 0
+    if start < len(lines):
+        yield lines[start:]
+
+
+async def follow_logs(request: web.Request) -> web.StreamResponse:
+    """GET /api/v1/jobs/{id}/logs/ws?after=SEQ: a WebSocket sending `lines` messages (the
+    backlog after `after`, then live lines) and an `end` message once the job is finished."""
+    job_id = job_id_of(request)
+    after = _int_param(request, "after", 0, 0, MAX_SEQ)
+    await _job(request, job_id)
+    hub = request.app[LOG_HUB]
+    if hub.closing:
+        raise web.HTTPServiceUnavailable(reason="server shutting down")
+    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS)
+    if not ws.can_prepare(request).ok:
+        raise web.HTTPBadRequest(reason="this route needs a WebSocket upgrade")
+    await ws.prepare(request)
+    # Register before reading the backlog: a batch stored in between then wakes us.
+    with hub.subscribe(job_id) as sub:
+        reader = asyncio.create_task(_read_client(ws, sub), name=f"ws-reader-{job_id}")
+        code, why = WSCloseCode.OK, b""
+        try:
+            code, why = await _stream(ws, hub, sub, request.app[SERVICE].pool, job_id, after)
+        except _DB_ERRORS as exc:
+            log.warning("log stream failed", job_id=str(job_id), error=str(exc))
+            # The client resumes after the last line it got, once the database answers.
+            code, why = WSCloseCode.TRY_AGAIN_LATER, b"database unavailable"
+        except ConnectionResetError:
+            pass  # the client went away in the middle of a send
+        finally:
+            # Stop reading first: a close() racing a pending receive() drops the connection
+            # without waiting for the client's close frame.
+            reader.cancel()
+            await asyncio.gather(reader, return_exceptions=True)
+    if not ws.closed:
+        await ws.close(code=code, message=why)
+    return ws
+
+
+async def _read_client(ws: web.WebSocketResponse, sub: Subscription) -> None:
+    """Consume what the client sends (close frames, pongs); wake the streamer when it leaves."""
+    try:
+        async for msg in ws:
+            if msg.type is WSMsgType.ERROR:
+                break
+    finally:
+        sub.wake.set()
+
+
+async def _stream(
+    ws: web.WebSocketResponse,
+    hub: LogHub,
+    sub: Subscription,
+    pool: asyncpg.Pool,
+    job_id: uuid.UUID,
+    cursor: int,
+) -> tuple[WSCloseCode, bytes]:
+    """Send lines after `cursor` until the job is finished and all are sent, then `end`;
+    returns how to close the socket."""
+    while True:
+        sub.clear()  # before reading: whatever is stored after this wakes us again
+        if ws.closed:
+            return WSCloseCode.OK, b""
+        if hub.closing:
+            return WSCloseCode.GOING_AWAY, b"server shutting down"
+        # State before lines: once a job is terminal all its lines are stored, so an empty
+        # read after a terminal state means the log is complete.
+        view = await jobs_projection.get(pool, job_id)
+        while True:
+            lines = await read_logs(pool, job_id, cursor, STREAM_PAGE)
+            for frame in _frames(lines):
+                # Awaiting the send is the backpressure: a slow client slows only its reads.
+                await ws.send_frame(_encoder.encode(LinesMessage(frame)), WSMsgType.TEXT)
+                cursor = frame[-1].seq
+            if len(lines) < STREAM_PAGE or ws.closed:
+                break
+        if view is not None and view.state in TERMINAL_STATES and not ws.closed:
+            end = EndMessage(
+                state=view.state,
+                exit_code=view.exit_code,
+                failure_reason=view.failure_reason,
+                last_seq=cursor,
+            )
+            await ws.send_frame(_encoder.encode(end), WSMsgType.TEXT)
+            return WSCloseCode.OK, b""
+        await sub.wait(SAFETY_RECHECK_SECONDS)
+
+
+def add_routes(router: web.UrlDispatcher) -> None:
+    router.add_get("/api/v1/jobs/{id}/logs", get_logs)
+    router.add_get("/api/v1/jobs/{id}/logs.txt", get_logs_text)
+    router.add_get("/api/v1/jobs/{id}/logs/ws", follow_logs)
