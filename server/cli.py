@@ -207,7 +207,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     async with database(args) as dsn:
         service = await open_service(dsn)
         try:
-            runner = web.AppRunner(create_app(service), access_log=None, handle_signals=False)
+            runner = web.AppRunner(create_app(service, dsn), access_log=None, handle_signals=False)
             await runner.setup()
             try:
                 await web.TCPSite(runner, args.host, args.port).start()

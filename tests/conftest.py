@@ -98,6 +98,8 @@ def service(store: EventStore) -> JobService:
 
 
 @pytest.fixture
-async def client(service: JobService) -> AsyncIterator[TestClient[web.Request, web.Application]]:  # type: ignore[type-arg]
-    async with TestClient(TestServer(create_app(service))) as c:
+async def client(
+    service: JobService, dsn: str
+) -> AsyncIterator[TestClient[web.Request, web.Application]]:  # type: ignore[type-arg]
+    async with TestClient(TestServer(create_app(service, dsn))) as c:
         yield c

@@ -63,7 +63,7 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_app(service: JobService) -> web.Application:
+def create_app(service: JobService, dsn: str) -> web.Application:
     """The API bound to a job service (and through it, the database)."""
     app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
     app[SERVICE] = service
@@ -71,5 +71,5 @@ def create_app(service: JobService) -> web.Application:
     jobs.add_routes(app.router)
     projects.add_routes(app.router)
     logs.add_routes(app.router)
-    loghub.setup(app)
+    loghub.setup(app, dsn)
     return app

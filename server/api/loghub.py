@@ -15,7 +15,6 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import asyncpg
 import msgspec
 import structlog
 from aiohttp import web
@@ -23,7 +22,6 @@ from aiohttp import web
 from ..runtime.listener import Listener
 from ..store.eventstore import EVENTS_CHANNEL, Notification
 from ..store.logs import LOGS_CHANNEL, LogBatchNotice
-from .context import SERVICE
 
 log = structlog.get_logger(__name__)
 
@@ -167,21 +165,10 @@ class LogHub:
 LOG_HUB = web.AppKey("log_hub", LogHub)
 
 
-def pool_dsn(pool: asyncpg.Pool) -> str:
-    """The DSN a pool connects with (the hub's LISTEN connection must be its own, not a
-    pooled one held forever)."""
-    # asyncpg keeps a pool's connect arguments but has no public getter for them;
-    # store.db.create_pool always passes the DSN as the one positional argument.
-    args = getattr(pool, "_connect_args", None)
-    if args and isinstance(args[0], str):
-        return args[0]
-    raise RuntimeError("the log hub needs a pool created from a DSN (store.db.create_pool)")
-
-
-def setup(app: web.Application) -> None:
+def setup(app: web.Application, dsn: str) -> None:
     """Give the app its hub: started with the app, followers released when the server shuts
     down (so open sockets do not hold the shutdown), LISTEN connection closed on cleanup."""
-    hub = LogHub(pool_dsn(app[SERVICE].pool))
+    hub = LogHub(dsn)
     app[LOG_HUB] = hub
 
     async def lifecycle(_app: web.Application) -> AsyncIterator[None]:

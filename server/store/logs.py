@@ -81,6 +81,8 @@ async def read_logs(
     while len(out) < limit:
         rows = await conn.fetch(QUERIES["read_log_batches"], job_id, cursor, _BATCHES_PER_READ)
         for row in rows:
+            if len(out) >= limit:
+                break  # decoding the rest of the fetched batches would be wasted
             for s in _batch_decoder.decode(row["lines"]):
                 if s.seq > cursor and len(out) < limit:
                     out.append(

@@ -337,10 +337,12 @@ async def test_followers_resume_after_the_listen_connection_drops(
         assert (await end_and_close(ws))["last_seq"] == 40
 
 
-async def test_server_shutdown_closes_followers_as_going_away(service: JobService) -> None:
+async def test_server_shutdown_closes_followers_as_going_away(
+    service: JobService, dsn: str
+) -> None:
     job = await new_job(service)
     await write(service, job, 1, 3)
-    test_client = TestClient(TestServer(create_app(service)))
+    test_client = TestClient(TestServer(create_app(service, dsn)))
     await test_client.start_server()
     ws = await test_client.ws_connect(f"/api/v1/jobs/{job}/logs/ws")
     try:
