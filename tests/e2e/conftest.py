@@ -78,3 +78,35 @@ def data_dir() -> Iterator[Path]:
         ["pkill", "-f", f"postgres -D {root}"], check=False, capture_output=True
     )  # only if a test failed midway
     subprocess.run(["rm", "-rf", str(root)], check=False)
+
+
+class Worker:
+    """A `jobledger worker` child process."""
+
+    def __init__(self, dsn: str, worker_id: str, *args: str) -> None:
+        self.worker_id = worker_id
+        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (lives as long as the worker)
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "server", "worker", "--database-url", dsn,
+             "--worker-id", worker_id, "--heartbeat-interval", "0.5", *args],
+            cwd=ROOT, env={**os.environ, "JOBLEDGER_LOG_FORMAT": "json"},
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def output(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        return self.proc.wait(timeout=60)
+
+
+@pytest.fixture
+def workers() -> Iterator[list[Worker]]:
+    """Worker processes started by a test; killed at its end if still running."""
+    started: list[Worker] = []
+    yield started
+    for w in started:
+        w.stop(signal.SIGKILL)

@@ -4,58 +4,22 @@ worker killed with SIGKILL mid-job adopts its containers when it comes back (I8)
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
-import sys
-import tempfile
 import uuid
-from collections.abc import Iterator
 
 import asyncpg
-import pytest
 
 from server.domain.events import EventMeta, FailureReason
 from server.domain.jobs import JobState
 from server.service import JobService
 from tests.docker_rig import containers
-from tests.e2e.conftest import ROOT
+from tests.e2e.conftest import Worker
 from tests.factories import spec
 from tests.watching import JobWatcher
 
 META = EventMeta(actor="test")
 DONE = {"succeeded", "failed", "cancelled"}
-
-
-class Worker:
-    """A `jobledger worker` child process."""
-
-    def __init__(self, dsn: str, worker_id: str, *args: str) -> None:
-        self.worker_id = worker_id
-        self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (lives as long as the worker)
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "worker", "--database-url", dsn,
-             "--worker-id", worker_id, "--heartbeat-interval", "0.5", *args],
-            cwd=ROOT, env={**os.environ, "JOBLEDGER_LOG_FORMAT": "json"},
-            stdout=self.log, stderr=subprocess.STDOUT,
-        )  # fmt: skip
-
-    def output(self) -> str:
-        self.log.seek(0)
-        return self.log.read()
-
-    def stop(self, sig: int = signal.SIGTERM) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        return self.proc.wait(timeout=60)
-
-
-@pytest.fixture
-def workers() -> Iterator[list[Worker]]:
-    started: list[Worker] = []
-    yield started
-    for w in started:
-        w.stop(signal.SIGKILL)
 
 
 async def until_registered(pool: asyncpg.Pool, *ids: str, timeout: float = 60) -> None:
