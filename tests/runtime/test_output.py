@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import json
+
 import asyncpg
+import msgspec
+from aiohttp.test_utils import TestClient
 
 from server.domain.events import EventMeta
 from server.domain.jobs import JobState
@@ -10,7 +14,7 @@ from server.domain.specs import Resources
 from server.runtime.docker import DockerExecutor
 from server.runtime.output import LogLimits, LogSink
 from server.service import JobService
-from server.store.logs import read_logs, read_usage_samples
+from server.store.logs import LogLine, read_logs, read_usage_samples
 from tests.factories import spec
 from tests.runtime.conftest import StartScheduler
 from tests.watching import JobWatcher
@@ -72,8 +76,21 @@ SCRIPT = (
 )
 
 
-async def check_output(pool: asyncpg.Pool, job_id: object) -> None:
+async def over_websocket(client: TestClient, job_id: object) -> list[LogLine]:  # type: ignore[type-arg]
+    """Every line a WebSocket client receives, until the end message."""
+    lines: list[LogLine] = []
+    async with client.ws_connect(f"/api/v1/jobs/{job_id}/logs/ws?after=0") as ws:
+        async for msg in ws:
+            data = json.loads(msg.data)
+            if data["type"] == "end":
+                break
+            lines += [msgspec.convert(ln, LogLine) for ln in data["lines"]]
+    return lines
+
+
+async def check_output(pool: asyncpg.Pool, client: TestClient, job_id: object) -> None:  # type: ignore[type-arg]
     lines = await read_logs(pool, job_id, limit=10_000)  # type: ignore[arg-type]
+    assert await over_websocket(client, job_id) == lines
     assert [ln.seq for ln in lines] == list(range(1, len(lines) + 1))
     out = [ln.text for ln in lines if ln.stream == "stdout"]
     err = [ln.text for ln in lines if ln.stream == "stderr"]
@@ -85,21 +102,22 @@ async def check_output(pool: asyncpg.Pool, job_id: object) -> None:
 
 async def test_a_container_job_output_arrives_complete_and_in_order(
     service: JobService, pool: asyncpg.Pool, start_scheduler: StartScheduler,
-    watcher: JobWatcher, test_image: str,
+    watcher: JobWatcher, test_image: str, client: TestClient,  # type: ignore[type-arg]
 ) -> None:  # fmt: skip
     await start_scheduler(DockerExecutor())
     view, _ = await service.submit(spec(image=test_image, command=["sh", "-c", SCRIPT]), META)
     assert (await watcher.until(view.id, DONE)).state is JobState.SUCCEEDED
-    await check_output(pool, view.id)
+    await check_output(pool, client, view.id)
 
 
 async def test_a_process_job_output_arrives_complete_and_in_order(
-    service: JobService, pool: asyncpg.Pool, start_scheduler: StartScheduler, watcher: JobWatcher
-) -> None:
+    service: JobService, pool: asyncpg.Pool, start_scheduler: StartScheduler,
+    watcher: JobWatcher, client: TestClient,  # type: ignore[type-arg]
+) -> None:  # fmt: skip
     await start_scheduler()
     view, _ = await service.submit(spec(command=["sh", "-c", SCRIPT]), META)
     assert (await watcher.until(view.id, DONE)).state is JobState.SUCCEEDED
-    await check_output(pool, view.id)
+    await check_output(pool, client, view.id)
 
 
 async def test_cpu_and_memory_are_sampled_and_summed_up(
