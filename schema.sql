@@ -133,3 +133,32 @@ CREATE TABLE IF NOT EXISTS job_usage_samples (
     memory_bytes bigint           NOT NULL,
     PRIMARY KEY (job_id, sampled_at)
 );
+
+-- Access control. Projects own jobs; service accounts belong to a project and carry a
+-- role; API tokens are issued to a service account and stored only as a SHA-256 hash.
+ALTER TABLE projects ADD COLUMN IF NOT EXISTS log_limit_bytes bigint;
+ALTER TABLE projects ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT clock_timestamp();
+ALTER TABLE projects ADD COLUMN IF NOT EXISTS created_by text;
+
+CREATE TABLE IF NOT EXISTS service_accounts (
+    id         uuid        PRIMARY KEY,
+    project    text        NOT NULL,
+    name       text        NOT NULL,
+    role       text        NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    created_by text        NOT NULL,
+    UNIQUE (project, name)
+);
+
+CREATE TABLE IF NOT EXISTS api_tokens (
+    id                 uuid        PRIMARY KEY,
+    -- NULL: a server-wide admin token.
+    service_account_id uuid        REFERENCES service_accounts (id),
+    hash               bytea       NOT NULL UNIQUE,
+    description        text,
+    created_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    created_by         text        NOT NULL,
+    expires_at         timestamptz,
+    revoked_at         timestamptz,
+    last_used_at       timestamptz
+);

@@ -20,7 +20,7 @@ from datetime import datetime
 
 import aiodocker
 import aiohttp
-from harness import IMAGE, machine, server, summary
+from harness import ADMIN_TOKEN, IMAGE, machine, server, summary
 
 
 async def direct(docker: aiodocker.Docker, n: int) -> list[float]:
@@ -40,7 +40,7 @@ async def direct(docker: aiodocker.Docker, n: int) -> list[float]:
 
 async def through_server(url: str, n: int) -> dict[str, list[float]]:
     out: dict[str, list[float]] = {"submit_to_started": [], "submit_to_done": []}
-    async with aiohttp.ClientSession() as http:
+    async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http:
         for _ in range(n):
             t0 = time.perf_counter()
             async with http.post(

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import os
 import platform
+import secrets
 import signal
 import statistics
 import subprocess
@@ -20,6 +21,9 @@ import aiohttp
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "jobledger-test:latest"
+#: The server-wide admin token the benchmark server accepts (a fresh one per run); send it
+#: as `Authorization: Bearer` on every /api/v1 request.
+ADMIN_TOKEN = secrets.token_urlsafe(32)
 
 
 def summary(values: list[float], scale: float = 1000.0) -> dict[str, float]:
@@ -56,7 +60,8 @@ async def server(*args: str) -> AsyncIterator[str]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "server", "--log-level", "warning", "serve", "--data-dir", str(data),
          "--port", str(port), *args],
-        cwd=ROOT, env={**os.environ, "JOBLEDGER_LOG_FORMAT": "json"},
+        cwd=ROOT, env={**os.environ, "JOBLEDGER_LOG_FORMAT": "json",
+                       "JOBLEDGER_ADMIN_TOKEN": ADMIN_TOKEN},
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:

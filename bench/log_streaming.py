@@ -19,7 +19,7 @@ import time
 from datetime import datetime
 
 import aiohttp
-from harness import IMAGE, machine, server, summary
+from harness import ADMIN_TOKEN, IMAGE, machine, server, summary
 
 
 async def submit(http: aiohttp.ClientSession, url: str, script: str) -> str:
@@ -69,7 +69,7 @@ async def main() -> None:
     args = parser.parse_args()
     async with (
         server("--executor", "docker", "--worker-id", "bench") as url,
-        aiohttp.ClientSession() as http,
+        aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http,
     ):
         fast = await submit(http, url, f"seq 1 {args.lines}")
         _, count, first, last = await follow(http, url, fast)

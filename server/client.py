@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, TypeVar
 
 import aiohttp
 import msgspec
 
+from .api.jobs import JobList, JobOut
 from .api.logs import EndMessage, LinesMessage, LogMessage, LogPage
 from .store.logs import LogLine
 
@@ -19,10 +20,20 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 HEARTBEAT_SECONDS = 30.0
 #: Lines asked for per page when reading a whole log.
 PAGE = 5000
+#: Largest page of the job list the server gives.
+MAX_JOBS_PAGE = 500
+#: `after` past every possible seq (a bigint): the log stream then sends only its end, which
+#: is how `wait` learns a job ended without downloading its output.
+_NO_LINES = 2**63 - 1
+
+T = TypeVar("T")
+Params = Mapping[str, str | int] | Sequence[tuple[str, str | int]]
 
 _error_decoder = msgspec.json.Decoder(dict[str, Any])
 _page_decoder = msgspec.json.Decoder(LogPage)
 _message_decoder: msgspec.json.Decoder[LogMessage] = msgspec.json.Decoder(LogMessage)
+_job_decoder = msgspec.json.Decoder(JobOut)
+_list_decoder = msgspec.json.Decoder(JobList)
 
 
 class ClientError(Exception):
@@ -43,15 +54,20 @@ class ConnectionDropped(ClientError):
 
 
 class Client:
-    """One session with a jobledger server; use as `async with Client(url) as c`."""
+    """One session with a jobledger server; use as `async with Client(url, token=...) as c`.
+    The token goes in an `Authorization: Bearer` header on every request, the log
+    WebSocket's included."""
 
-    def __init__(self, base_url: str = DEFAULT_URL, *, timeout: float = 30.0) -> None:
+    def __init__(
+        self, base_url: str = DEFAULT_URL, *, token: str | None = None, timeout: float = 30.0
+    ) -> None:
         self.base_url = base_url.rstrip("/")
+        self._headers = {"Authorization": f"Bearer {token}"} if token else {}
         self._timeout = aiohttp.ClientTimeout(total=None, sock_connect=timeout, sock_read=timeout)
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> Client:
-        self._session = aiohttp.ClientSession(timeout=self._timeout)
+        self._session = aiohttp.ClientSession(timeout=self._timeout, headers=self._headers)
         return self
 
     async def __aexit__(
@@ -66,27 +82,115 @@ class Client:
         assert self._session is not None, "use `async with Client(...)`"
         return self._session
 
-    async def get_raw(self, path: str, params: Mapping[str, str | int] | None = None) -> bytes:
-        """The body of a GET; raises `ClientError` with the server's message on an error."""
+    async def request_raw(
+        self, method: str, path: str, *, params: Params | None = None, body: Any = None
+    ) -> bytes:
+        """The body of a request (`body` sent as JSON); raises `ClientError` with the server's
+        message on an error status, `ServerUnreachable` when nothing answers."""
         url = f"{self.base_url}{path}"
+        data = None if body is None else msgspec.json.encode(body)
+        headers = {"Content-Type": "application/json"} if data is not None else None
         try:
-            async with self.session.get(url, params=params) as resp:
-                body = await resp.read()
+            async with self.session.request(
+                method, url, params=params, data=data, headers=headers
+            ) as resp:
+                raw = await resp.read()
                 if resp.status >= 400:
-                    raise ClientError(_error_message(body, resp.reason), resp.status)
-                return body
+                    raise ClientError(_error_message(raw, resp.reason), resp.status)
+                return raw
         except aiohttp.ClientConnectionError as exc:
             raise ServerUnreachable(f"cannot reach the server at {self.base_url}: {exc}") from exc
+        except aiohttp.InvalidURL as exc:
+            raise ClientError(f"not a valid server URL: {self.base_url}") from exc
 
-    async def get_json(self, path: str, params: Mapping[str, str | int] | None = None) -> Any:
+    async def get_raw(self, path: str, params: Params | None = None) -> bytes:
+        """The body of a GET; raises `ClientError` with the server's message on an error."""
+        return await self.request_raw("GET", path, params=params)
+
+    async def get_json(self, path: str, params: Params | None = None) -> Any:
         """A GET's decoded JSON body; raises `ClientError` with the server's message."""
         return msgspec.json.decode(await self.get_raw(path, params))
+
+    def _decode(self, decoder: msgspec.json.Decoder[T], raw: bytes) -> T:
+        try:
+            return decoder.decode(raw)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise ClientError(f"unexpected answer from {self.base_url}: {exc}") from exc
+
+    # ---- jobs ---------------------------------------------------------------------------
+
+    async def submit(self, spec: Mapping[str, Any]) -> JobOut:
+        """Submit a job spec (the API's JSON fields; the server fills in defaults and
+        validates); the new job, or the earlier one for a repeated idempotency key."""
+        return self._decode(_job_decoder, await self.request_raw("POST", "/api/v1/jobs", body=spec))
+
+    async def list_jobs(
+        self,
+        *,
+        states: Sequence[str] = (),
+        project: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        limit: int | None = None,
+        cursor: str | None = None,
+    ) -> JobList:
+        """One page of the job list, newest first; pass its `next_cursor` as `cursor`."""
+        params: list[tuple[str, str | int]] = [("state", s) for s in states]
+        params += [("label", f"{k}={v}") for k, v in (labels or {}).items()]
+        for name, value in (("project", project), ("limit", limit), ("cursor", cursor)):
+            if value is not None:
+                params.append((name, value))
+        return self._decode(_list_decoder, await self.get_raw("/api/v1/jobs", params))
+
+    async def iter_jobs(
+        self,
+        *,
+        states: Sequence[str] = (),
+        project: str | None = None,
+        labels: Mapping[str, str] | None = None,
+        page_size: int = MAX_JOBS_PAGE,
+    ) -> AsyncIterator[list[JobOut]]:
+        """Every matching job, page by page, following the cursor to the end."""
+        cursor: str | None = None
+        while True:
+            page = await self.list_jobs(
+                states=states, project=project, labels=labels, limit=page_size, cursor=cursor
+            )
+            if page.jobs:
+                yield page.jobs
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def get_job(self, job_id: str) -> JobOut:
+        """One job."""
+        return self._decode(_job_decoder, await self.get_raw(f"/api/v1/jobs/{job_id}"))
+
+    async def cancel(self, job_id: str, reason: str | None = None) -> JobOut:
+        """Ask for a job's cancel; the job afterwards (`cancelled`, or `cancelling` while its
+        container stops). A finished job is a 409 `ClientError`."""
+        body = {"reason": reason} if reason is not None else {}
+        raw = await self.request_raw("POST", f"/api/v1/jobs/{job_id}/cancel", body=body)
+        return self._decode(_job_decoder, raw)
+
+    async def wait(
+        self, job_id: str, on_lines: Callable[[list[LogLine]], None] | None = None
+    ) -> JobOut:
+        """Wait for the job to end (told by its log stream's end message, so at once, and
+        across dropped connections) and return it. With `on_lines`, the job's whole output
+        is handed to it on the way, batch by batch."""
+        after = 0 if on_lines is not None else _NO_LINES
+        async for message in self.follow_logs(job_id, after=after):
+            if isinstance(message, LinesMessage) and on_lines is not None:
+                on_lines(message.lines)
+        return await self.get_job(job_id)
+
+    # ---- logs ---------------------------------------------------------------------------
 
     async def read_logs(self, job_id: str, after: int = 0) -> AsyncIterator[list[LogLine]]:
         """A job's stored lines after seq `after`, page by page."""
         while True:
             raw = await self.get_raw(f"/api/v1/jobs/{job_id}/logs", {"after": after, "limit": PAGE})
-            page = _page_decoder.decode(raw)
+            page = self._decode(_page_decoder, raw)
             if not page.lines:
                 return
             yield page.lines
@@ -133,6 +237,8 @@ class Client:
                         f"cannot reach the server at {self.base_url}: {exc}"
                     ) from exc
                 reason = str(exc) or type(exc).__name__
+            except aiohttp.InvalidURL as exc:
+                raise ClientError(f"not a valid server URL: {self.base_url}") from exc
             failures += 1
             if failures > retries:
                 raise ConnectionDropped(f"lost the log stream after seq {after}: {reason}")
@@ -141,9 +247,14 @@ class Client:
 
 def _error_message(body: bytes, reason: str | None) -> str:
     try:
-        return str(_error_decoder.decode(body)["error"]["message"])
+        error = _error_decoder.decode(body)["error"]
+        message = str(error["message"])
     except (msgspec.DecodeError, KeyError, TypeError):
         return reason or "error"
+    details = error.get("details")
+    field = details.get("field") if isinstance(details, dict) else None
+    # Validation messages do not name the field they are about; the details do.
+    return f"{message} (at {field})" if field and str(field) not in message else message
 
 
 def print_lines(lines: list[LogLine]) -> None:

@@ -25,6 +25,8 @@ from tests.docker_rig import docker_engine, test_image  # noqa: F401
 from tests.watching import watcher  # noqa: F401
 
 TEMPLATE = "jobledger_template"
+#: The server-wide admin token of test apps (JOBLEDGER_ADMIN_TOKEN of test servers).
+ADMIN_TOKEN = "jl_test_admin_token_for_the_suite_only"
 _db_numbers = itertools.count()
 
 # Durability buys nothing in a throwaway cluster and costs seconds per test run.
@@ -101,5 +103,6 @@ def service(store: EventStore) -> JobService:
 async def client(
     service: JobService, dsn: str
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:  # type: ignore[type-arg]
-    async with TestClient(TestServer(create_app(service, dsn))) as c:
+    app = create_app(service, dsn, admin_token=ADMIN_TOKEN)
+    async with TestClient(TestServer(app), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as c:
         yield c

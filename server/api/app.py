@@ -12,8 +12,11 @@ from aiohttp import web
 from ..domain.errors import DomainError
 from ..ids import request_id
 from ..service import JobService
-from . import errors, jobs, loghub, logs, projects
+from ..store.access import token_hash
+from . import errors, jobs, loghub, logs, openapi, projects
+from .auth import ENV_ADMIN_HASH, auth_middleware
 from .context import REQUEST_ID, SERVICE
+from .routes import register
 
 log = structlog.get_logger("jobledger.api")
 
@@ -63,13 +66,20 @@ async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
-def create_app(service: JobService, dsn: str) -> web.Application:
+#: Every API operation, in the order the OpenAPI document lists them.
+ROUTES = (*jobs.ROUTES, *logs.ROUTES, *projects.ROUTES)
+
+
+def create_app(service: JobService, dsn: str, admin_token: str | None = None) -> web.Application:
     """The API bound to a job service (and through it, the database)."""
-    app = web.Application(middlewares=[error_middleware], client_max_size=MAX_BODY_BYTES)
+    app = web.Application(
+        middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY_BYTES
+    )
+    if admin_token:
+        app[ENV_ADMIN_HASH] = token_hash(admin_token)
     app[SERVICE] = service
     app.router.add_get("/healthz", healthz)
-    jobs.add_routes(app.router)
-    projects.add_routes(app.router)
-    logs.add_routes(app.router)
+    register(app.router, ROUTES)
+    openapi.install(app, ROUTES)
     loghub.setup(app, dsn)
     return app

@@ -7,7 +7,6 @@ from typing import Any
 import msgspec
 from aiohttp import web
 
-from ..domain.events import EventMeta
 from ..service import JobService
 
 SERVICE = web.AppKey("service", JobService)
@@ -19,9 +18,3 @@ _encoder = msgspec.json.Encoder()
 def json_response(value: Any, status: int = 200) -> web.Response:
     """Encode with msgspec (structs, datetimes, UUIDs, enums) into a JSON response."""
     return web.Response(status=status, body=_encoder.encode(value), content_type="application/json")
-
-
-def event_meta(request: web.Request) -> EventMeta:
-    """Who is acting and under which request, for the events this request appends (I6)."""
-    # Until tokens exist every caller is anonymous; the request id still ties events to logs.
-    return EventMeta(actor="anonymous", request_id=request[REQUEST_ID])

@@ -12,6 +12,9 @@ from ..domain import errors as domain
 
 STATUS: dict[type[domain.DomainError], int] = {
     domain.NotFound: 404,
+    domain.Unauthenticated: 401,
+    domain.Forbidden: 403,
+    domain.Conflict: 409,
     domain.InvalidInput: 400,
     domain.InvalidTransition: 409,
     domain.IdempotencyConflict: 409,

@@ -8,15 +8,18 @@ from datetime import datetime
 import msgspec
 from aiohttp import web
 
-from ..domain.errors import InvalidInput, NotFound
+from ..domain.errors import Forbidden, InvalidInput
 from ..domain.events import AnyEvent, EventMeta, Usage
 from ..domain.jobs import JobState, RequestCancel
-from ..domain.specs import JobSpec
+from ..domain.specs import DEFAULT_PROJECT, JobSpec
 from ..projections import jobs as jobs_projection
 from ..projections.jobs import Cursor, JobFilter, JobView
 from ..projections.queue import waiting_reasons
+from ..store.access import Role
 from ..store.logs import UsageSample, read_usage_samples
-from .context import SERVICE, event_meta, json_response
+from .auth import event_meta, job_for, principal
+from .context import SERVICE, json_response
+from .routes import Query, Route
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
@@ -75,6 +78,14 @@ async def submit(request: web.Request) -> web.Response:
     """POST /api/v1/jobs: 201 with the new job, 200 with the earlier one for a repeated
     idempotency key."""
     spec = _spec_decoder.decode(await request.read())
+    who = principal(request)
+    if who.project is not None and spec.project == DEFAULT_PROJECT:
+        # A service account's jobs go to its own project unless the spec says otherwise.
+        spec = msgspec.structs.replace(spec, project=who.project)
+    if not who.may(spec.project, Role.OPERATOR):
+        raise Forbidden(
+            f"{who.actor} may not submit jobs to project {spec.project}", field="$.project"
+        )
     view, created = await request.app[SERVICE].submit(spec, event_meta(request))
     [out] = await job_outs(request, [view])
     return json_response(out, status=201 if created else 200)
@@ -129,8 +140,16 @@ def _filter(request: web.Request) -> JobFilter:
 
 
 async def list_jobs(request: web.Request) -> web.Response:
-    """GET /api/v1/jobs: newest first, filtered, keyset-paginated."""
+    """GET /api/v1/jobs: newest first, filtered, keyset-paginated; a service account sees
+    its own project's jobs only."""
     filt = _filter(request)
+    who = principal(request)
+    if who.project is not None:
+        if filt.project not in (None, who.project):
+            raise Forbidden(
+                f"{who.actor} may not list project {filt.project}", field="query.project"
+            )
+        filt.project = who.project
     raw_limit = _param(request, "limit")
     try:
         limit = int(raw_limit) if raw_limit is not None else DEFAULT_PAGE
@@ -156,10 +175,7 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 async def get_job(request: web.Request) -> web.Response:
     """GET /api/v1/jobs/{id}."""
-    job_id = job_id_of(request)
-    view = await jobs_projection.get(request.app[SERVICE].pool, job_id)
-    if view is None:
-        raise NotFound("job not found", job_id=str(job_id))
+    view = await job_for(request, job_id_of(request))
     [out] = await job_outs(request, [view])
     return json_response(out)
 
@@ -167,9 +183,8 @@ async def get_job(request: web.Request) -> web.Response:
 async def job_events(request: web.Request) -> web.Response:
     """GET /api/v1/jobs/{id}/events: the job's history, oldest first."""
     job_id = job_id_of(request)
+    await job_for(request, job_id)
     records = await request.app[SERVICE].store.read_stream(job_id)
-    if not records:
-        raise NotFound("job not found", job_id=str(job_id))
     return json_response(
         EventList(
             events=[
@@ -191,6 +206,7 @@ async def job_events(request: web.Request) -> web.Response:
 async def cancel_job(request: web.Request) -> web.Response:
     """POST /api/v1/jobs/{id}/cancel: queued jobs end at once, running ones go `cancelling`."""
     job_id = job_id_of(request)
+    await job_for(request, job_id, Role.OPERATOR)
     body = await request.read()
     reason = msgspec.json.decode(body, type=CancelRequest).reason if body.strip() else None
     job = await request.app[SERVICE].execute(
@@ -214,19 +230,34 @@ async def job_usage(request: web.Request) -> web.Response:
     summary recorded when the last attempt ended (wall and CPU seconds, peak memory)."""
     job_id = job_id_of(request)
     pool = request.app[SERVICE].pool
-    view = await jobs_projection.get(pool, job_id)
-    if view is None:
-        raise NotFound("job not found", job_id=str(job_id))
+    view = await job_for(request, job_id)
     samples = await read_usage_samples(pool, job_id)
     return json_response(
         UsageView(job_id=job_id, state=view.state, summary=view.usage, samples=samples)
     )
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_post("/api/v1/jobs", submit)
-    router.add_get("/api/v1/jobs", list_jobs)
-    router.add_get("/api/v1/jobs/{id}", get_job)
-    router.add_get("/api/v1/jobs/{id}/events", job_events)
-    router.add_post("/api/v1/jobs/{id}/cancel", cancel_job)
-    router.add_get("/api/v1/jobs/{id}/usage", job_usage)
+_JOB_ID = "{id}"
+_STATES = {"type": "string", "enum": [s.value for s in JobState]}
+_TIME = {"type": "string", "format": "date-time"}
+
+ROUTES = (
+    Route("POST", "/api/v1/jobs", submit, "Submit a job", body=JobSpec, response=JobOut,
+          status=201, also=(200,), role="operator"),
+    Route("GET", "/api/v1/jobs", list_jobs, "List jobs, newest first", response=JobList, query=(
+        Query("state", _STATES, "only jobs in these states (repeat or comma-separate)", True),
+        Query("project", {"type": "string"}, "only this project's jobs"),
+        Query("label", {"type": "string"}, "KEY=VALUE; every one given must match", True),
+        Query("created_after", _TIME, "created at or after (with an offset)"),
+        Query("created_before", _TIME, "created before (with an offset)"),
+        Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size"),
+        Query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+    )),
+    Route("GET", f"/api/v1/jobs/{_JOB_ID}", get_job, "A job", response=JobOut),
+    Route("GET", f"/api/v1/jobs/{_JOB_ID}/events", job_events, "A job's events",
+          response=EventList),
+    Route("POST", f"/api/v1/jobs/{_JOB_ID}/cancel", cancel_job, "Cancel a job",
+          body=CancelRequest, body_optional=True, response=JobOut, role="operator"),
+    Route("GET", f"/api/v1/jobs/{_JOB_ID}/usage", job_usage, "A job's CPU/memory usage",
+          response=UsageView),
+)  # fmt: skip

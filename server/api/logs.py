@@ -12,16 +12,18 @@ import msgspec
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..domain.errors import InvalidInput, NotFound
+from ..domain.errors import InvalidInput
 from ..domain.events import FailureReason
 from ..domain.jobs import TERMINAL_STATES, JobState
 from ..projections import jobs as jobs_projection
 from ..projections.jobs import JobView
 from ..store.db import DatabaseUnavailable
 from ..store.logs import LogLine, last_log_seq, read_logs
+from .auth import job_for
 from .context import SERVICE, json_response
 from .jobs import job_id_of
 from .loghub import LOG_HUB, LogHub, Subscription
+from .routes import Query, Route
 
 log = structlog.get_logger(__name__)
 
@@ -89,10 +91,7 @@ def _int_param(request: web.Request, name: str, default: int, low: int, high: in
 
 
 async def _job(request: web.Request, job_id: uuid.UUID) -> JobView:
-    view = await jobs_projection.get(request.app[SERVICE].pool, job_id)
-    if view is None:
-        raise NotFound("job not found", job_id=str(job_id))
-    return view
+    return await job_for(request, job_id)
 
 
 async def get_logs(request: web.Request) -> web.Response:
@@ -234,7 +233,20 @@ async def _stream(
         await sub.wait(SAFETY_RECHECK_SECONDS)
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/api/v1/jobs/{id}/logs", get_logs)
-    router.add_get("/api/v1/jobs/{id}/logs.txt", get_logs_text)
-    router.add_get("/api/v1/jobs/{id}/logs/ws", follow_logs)
+_AFTER = Query("after", {"type": "integer", "minimum": 0}, "only lines after this seq")
+
+ROUTES = (
+    Route("GET", "/api/v1/jobs/{id}/logs", get_logs, "A page of a job's output",
+          response=LogPage, query=(
+              _AFTER,
+              Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size"),
+          )),
+    Route("GET", "/api/v1/jobs/{id}/logs.txt", get_logs_text, "A job's output as plain text",
+          kind="text", query=(_AFTER,)),
+    Route("GET", "/api/v1/jobs/{id}/logs/ws", follow_logs,
+          "Follow a job's output (WebSocket: `lines` messages, then `end`)",
+          response=LinesMessage | EndMessage, kind="websocket", query=(
+              _AFTER,
+              Query("access_token", {"type": "string"}, "the token, for browsers"),
+          )),
+)  # fmt: skip

@@ -1,28 +1,100 @@
-"""Project routes: read a project's limit and usage, set its limit on running jobs."""
+"""Project administration: projects (server admin), their limits, service accounts and API
+tokens (project admins)."""
 
 from __future__ import annotations
 
 import re
+import uuid
+from datetime import datetime, timedelta
 from typing import Annotated
 
+import asyncpg
 import msgspec
 from aiohttp import web
 
-from ..domain.errors import InvalidInput
-from ..domain.specs import PROJECT_NAME
+from ..domain.errors import Conflict, Forbidden, InvalidInput, NotFound
+from ..domain.specs import DEFAULT_MAX_RUNNING_JOBS, PROJECT_NAME, Name
 from ..projections import queue
+from ..projections.queue import ProjectView
+from ..store import access
+from ..store.access import Role
+from .auth import principal, require
 from .context import SERVICE, json_response
+from .routes import Route
 
 _NAME = re.compile(PROJECT_NAME)
+MaxRunning = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
+LogLimit = Annotated[int, msgspec.Meta(ge=1024, le=1 << 40)]
 
 
-class ProjectLimits(msgspec.Struct, forbid_unknown_fields=True):
-    """Limits of a project; 0 running jobs pauses it (its jobs wait)."""
+class NewProject(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: Name
+    max_running_jobs: MaxRunning = DEFAULT_MAX_RUNNING_JOBS
+    log_limit_bytes: LogLimit | None = None
 
-    max_running_jobs: Annotated[int, msgspec.Meta(ge=0, le=100_000)]
+
+class ProjectLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Limits of a project; a field left out stays as it is. 0 running jobs pauses it."""
+
+    max_running_jobs: MaxRunning | None = None
+    log_limit_bytes: LogLimit | None = None
 
 
-_limits_decoder = msgspec.json.Decoder(ProjectLimits)
+class ProjectList(msgspec.Struct):
+    projects: list[ProjectView]
+
+
+class NewServiceAccount(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    role: Role
+
+
+class ServiceAccount(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    project: str
+    name: str
+    role: Role
+    created_at: datetime
+    created_by: str
+
+
+class ServiceAccountList(msgspec.Struct):
+    service_accounts: list[ServiceAccount]
+
+
+class NewToken(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    description: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    #: Lifetime; none: until revoked.
+    expires_in_seconds: Annotated[int, msgspec.Meta(ge=60, le=10 * 365 * 86400)] | None = None
+
+
+class IssuedToken(msgspec.Struct, kw_only=True):
+    """A new token. `token` is shown this once and never again."""
+
+    id: uuid.UUID
+    token: str
+    service_account: str
+    project: str
+    expires_at: datetime | None
+
+
+class TokenInfo(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    description: str | None
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class TokenList(msgspec.Struct):
+    tokens: list[TokenInfo]
+
+
+class RevokedToken(msgspec.Struct):
+    id: uuid.UUID
+    revoked_at: datetime
 
 
 def project_name(request: web.Request) -> str:
@@ -32,19 +104,160 @@ def project_name(request: web.Request) -> str:
     return name
 
 
+async def create_project(request: web.Request) -> web.Response:
+    """POST /api/v1/projects: server admin only."""
+    who = principal(request)
+    if not who.is_server_admin:
+        raise Forbidden("only a server admin may create projects")
+    new = msgspec.json.decode(await request.read(), type=NewProject)
+    pool = request.app[SERVICE].pool
+    try:
+        await pool.execute(
+            access.QUERIES["create_project"],
+            new.name, new.max_running_jobs, new.log_limit_bytes, who.actor,
+        )  # fmt: skip
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"project {new.name} exists already", field="$.name") from None
+    return json_response(await queue.project_view(pool, new.name), status=201)
+
+
+async def list_projects(request: web.Request) -> web.Response:
+    """GET /api/v1/projects: every project for a server admin, one's own otherwise."""
+    pool = request.app[SERVICE].pool
+    rows = await pool.fetch(access.QUERIES["list_projects"], principal(request).project)
+    return json_response(ProjectList([await queue.project_view(pool, r["name"]) for r in rows]))
+
+
 async def get_project(request: web.Request) -> web.Response:
-    """GET /api/v1/projects/{project}: limit, running and queued counts."""
-    return json_response(await queue.project_view(request.app[SERVICE].pool, project_name(request)))
+    """GET /api/v1/projects/{project}: limits, running and queued counts."""
+    name = project_name(request)
+    require(request, name, Role.VIEWER)
+    return json_response(await queue.project_view(request.app[SERVICE].pool, name))
 
 
 async def put_limits(request: web.Request) -> web.Response:
-    """PUT /api/v1/projects/{project}/limits: set the limit on running jobs."""
+    """PUT /api/v1/projects/{project}/limits."""
     name = project_name(request)
-    limits = _limits_decoder.decode(await request.read())
-    view = await queue.set_project_limit(request.app[SERVICE].pool, name, limits.max_running_jobs)
+    require(request, name, Role.ADMIN)
+    limits = msgspec.json.decode(await request.read(), type=ProjectLimits)
+    view = await queue.set_project_limit(
+        request.app[SERVICE].pool, name, limits.max_running_jobs, limits.log_limit_bytes
+    )
     return json_response(view)
 
 
-def add_routes(router: web.UrlDispatcher) -> None:
-    router.add_get("/api/v1/projects/{project}", get_project)
-    router.add_put("/api/v1/projects/{project}/limits", put_limits)
+async def _existing_project(request: web.Request, role: Role) -> str:
+    name = project_name(request)
+    require(request, name, role)
+    if not await request.app[SERVICE].pool.fetchval(access.QUERIES["project_exists"], name):
+        raise NotFound(f"project {name} does not exist", project=name)
+    return name
+
+
+async def create_service_account(request: web.Request) -> web.Response:
+    """POST /api/v1/projects/{project}/service-accounts."""
+    project = await _existing_project(request, Role.ADMIN)
+    new = msgspec.json.decode(await request.read(), type=NewServiceAccount)
+    try:
+        row = await request.app[SERVICE].pool.fetchrow(
+            access.QUERIES["create_service_account"],
+            uuid.uuid4(), project, new.name, new.role.value, principal(request).actor,
+        )  # fmt: skip
+    except asyncpg.UniqueViolationError:
+        raise Conflict(f"service account {new.name} exists already", field="$.name") from None
+    assert row is not None
+    return json_response(msgspec.convert(dict(row), ServiceAccount), status=201)
+
+
+async def list_service_accounts(request: web.Request) -> web.Response:
+    """GET /api/v1/projects/{project}/service-accounts."""
+    project = await _existing_project(request, Role.ADMIN)
+    rows = await request.app[SERVICE].pool.fetch(access.QUERIES["list_service_accounts"], project)
+    return json_response(
+        ServiceAccountList([msgspec.convert(dict(r), ServiceAccount) for r in rows])
+    )
+
+
+async def _service_account(request: web.Request, project: str) -> asyncpg.Record:
+    name = request.match_info["account"]
+    row = await request.app[SERVICE].pool.fetchrow(access.QUERIES["service_account"], project, name)
+    if row is None:
+        raise NotFound(f"no service account {name!r} in project {project}")
+    return row
+
+
+async def issue_token(request: web.Request) -> web.Response:
+    """POST /api/v1/projects/{project}/service-accounts/{account}/tokens: the secret is in
+    this response only."""
+    project = await _existing_project(request, Role.ADMIN)
+    account = await _service_account(request, project)
+    body = await request.read()
+    new = msgspec.json.decode(body, type=NewToken) if body.strip() else NewToken()
+    pool = request.app[SERVICE].pool
+    expires_at = None
+    if new.expires_in_seconds is not None:
+        now: datetime = await pool.fetchval("SELECT clock_timestamp()")
+        expires_at = now + timedelta(seconds=new.expires_in_seconds)
+    token, row = await access.issue_token(
+        pool,
+        service_account_id=account["id"],
+        created_by=principal(request).actor,
+        description=new.description,
+        expires_at=expires_at,
+    )
+    issued = IssuedToken(
+        id=row["id"],
+        token=token,
+        service_account=account["name"],
+        project=project,
+        expires_at=row["expires_at"],
+    )
+    return json_response(issued, status=201)
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    """GET /api/v1/projects/{project}/service-accounts/{account}/tokens (no secrets)."""
+    project = await _existing_project(request, Role.ADMIN)
+    account = await _service_account(request, project)
+    rows = await request.app[SERVICE].pool.fetch(access.QUERIES["list_tokens"], account["id"])
+    return json_response(TokenList([msgspec.convert(dict(r), TokenInfo) for r in rows]))
+
+
+async def revoke_token(request: web.Request) -> web.Response:
+    """DELETE /api/v1/projects/{project}/tokens/{token_id}: it stops working at once."""
+    project = await _existing_project(request, Role.ADMIN)
+    raw = request.match_info["token_id"]
+    try:
+        token_id = uuid.UUID(raw)
+    except ValueError:
+        raise InvalidInput(f"token id {raw!r} is not a UUID", field="path.token_id") from None
+    row = await request.app[SERVICE].pool.fetchrow(
+        access.QUERIES["revoke_token"], token_id, project
+    )
+    if row is None:
+        raise NotFound("no such token in this project", token_id=raw)
+    return json_response(RevokedToken(row["id"], row["revoked_at"]))
+
+
+_BASE = "/api/v1/projects/{project}"
+
+ROUTES = (
+    Route("POST", "/api/v1/projects", create_project, "Create a project", body=NewProject,
+          response=ProjectView, status=201, role=None),
+    Route("GET", "/api/v1/projects", list_projects, "List projects", response=ProjectList),
+    Route("GET", _BASE, get_project, "A project's limits and counts", response=ProjectView),
+    Route("PUT", f"{_BASE}/limits", put_limits, "Set a project's limits", body=ProjectLimits,
+          response=ProjectView, role="admin"),
+    Route("POST", f"{_BASE}/service-accounts", create_service_account,
+          "Create a service account", body=NewServiceAccount, response=ServiceAccount,
+          status=201, role="admin"),
+    Route("GET", f"{_BASE}/service-accounts", list_service_accounts, "List service accounts",
+          response=ServiceAccountList, role="admin"),
+    Route("POST", f"{_BASE}/service-accounts/{{account}}/tokens", issue_token,
+          "Issue a token (its secret is in this answer only)", body=NewToken, body_optional=True,
+          response=IssuedToken, status=201, role="admin"),
+    Route("GET", f"{_BASE}/service-accounts/{{account}}/tokens", list_tokens,
+          "List a service account's tokens", response=TokenList, role="admin"),
+    Route("DELETE", f"{_BASE}/tokens/{{token_id}}", revoke_token, "Revoke a token",
+          response=RevokedToken, role="admin"),
+)  # fmt: skip

@@ -29,6 +29,24 @@ class InvalidInput(DomainError):
     code = "invalid_input"
 
 
+class Unauthenticated(DomainError):
+    """No token, or one that is unknown, expired or revoked."""
+
+    code = "unauthenticated"
+
+
+class Forbidden(DomainError):
+    """The caller is known but its role does not allow this."""
+
+    code = "forbidden"
+
+
+class Conflict(DomainError):
+    """The thing to create exists already."""
+
+    code = "conflict"
+
+
 class InvalidTransition(DomainError):
     """The command does not apply to the job in its current state."""
 

@@ -138,6 +138,8 @@ class EventMeta(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
     """Who and what caused an event (design map I6); the time is the database's."""
 
     actor: str
+    #: The API token the actor used, if any.
+    token_id: str | None = None
     request_id: str | None = None
     correlation_id: str | None = None
     causation_id: str | None = None

@@ -11,6 +11,7 @@ import msgspec
 #: Running jobs a project may have unless its own limit says otherwise.
 DEFAULT_MAX_RUNNING_JOBS = 10
 PROJECT_NAME = r"^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$"
+DEFAULT_PROJECT = "default"
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=63, pattern=PROJECT_NAME)]
 LabelKey = Annotated[
@@ -66,7 +67,7 @@ class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=T
     stop_grace_seconds: GraceSeconds = 10
     priority: Priority = 0
     labels: Annotated[dict[LabelKey, LabelValue], msgspec.Meta(max_length=64)] = {}
-    project: Name = "default"
+    project: Name = DEFAULT_PROJECT
     scheduled_for: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     idempotency_key: Key | None = None
     retry: RetryPolicy = RetryPolicy()

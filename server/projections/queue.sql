@@ -7,15 +7,18 @@ WHERE stopped_at IS NULL
   AND heartbeat_at >= clock_timestamp() - make_interval(secs => lease_seconds);
 
 -- name: set_project_limit
--- Set a project's limit on running jobs.
-INSERT INTO projects (name, max_running_jobs) VALUES ($1, $2)
-ON CONFLICT (name) DO UPDATE SET max_running_jobs = EXCLUDED.max_running_jobs,
+-- Set a project's limits; a NULL leaves that limit as it is.
+INSERT INTO projects (name, max_running_jobs, log_limit_bytes) VALUES ($1, coalesce($2, $4::int), $3)
+ON CONFLICT (name) DO UPDATE SET
+    max_running_jobs = coalesce($2, projects.max_running_jobs),
+    log_limit_bytes = coalesce($3, projects.log_limit_bytes),
     updated_at = clock_timestamp()
-RETURNING name, max_running_jobs;
+RETURNING name;
 
 -- name: project_usage
 -- A project's limit and how many of its jobs run and wait.
 SELECT coalesce((SELECT max_running_jobs FROM projects WHERE name = $1), $2::int) AS max_running_jobs,
+       (SELECT log_limit_bytes FROM projects WHERE name = $1) AS log_limit_bytes,
        count(*) FILTER (WHERE state IN ('running', 'cancelling'))::int AS running,
        count(*) FILTER (WHERE state = 'queued')::int AS queued
 FROM jobs WHERE project = $1;

@@ -189,11 +189,14 @@ class Scheduler:
             job_id=job.id, attempt=job.attempt, worker_id=self.config.worker_id, spec=job.spec
         )
         jlog = self.log.bind(job_id=str(job.id), attempt=job.attempt)
-        limits = LogLimits(max_total_bytes=self.config.log_limit_bytes)
-        sink = LogSink(self.pool, job.id, job.attempt, limits)
         usage = UsageRecorder(self.pool, job.id, job.attempt, self.config.sample_interval)
         try:
             try:
+                project_limit = await self.pool.fetchval(
+                    QUERIES["project_log_limit"], job.spec.project
+                )
+                limits = LogLimits(max_total_bytes=project_limit or self.config.log_limit_bytes)
+                sink = LogSink(self.pool, job.id, job.attempt, limits)
                 await sink.start()
                 io = JobIO(sink, usage)
                 if found is not None:

@@ -64,3 +64,7 @@ WHERE j.state IN ('running', 'cancelling')
 -- name: my_active_jobs
 -- The jobs this worker holds, and whether a cancel is pending for each.
 SELECT id, attempt, state FROM jobs WHERE worker_id = $1 AND state IN ('running', 'cancelling');
+
+-- name: project_log_limit
+-- The output limit a project set for its jobs, if any.
+SELECT log_limit_bytes FROM projects WHERE name = $1;

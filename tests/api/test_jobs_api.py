@@ -70,7 +70,7 @@ async def test_events_carry_actor_and_request_id(client: Client) -> None:
     events = (await (await client.get(f"/api/v1/jobs/{job['id']}/events")).json())["events"]
     assert [e["type"] for e in events] == ["JobSubmitted", "JobQueued"]
     assert [e["version"] for e in events] == [1, 2]
-    assert all(e["meta"] == {"actor": "anonymous", "request_id": "req-42"} for e in events)
+    assert all(e["meta"] == {"actor": "admin", "request_id": "req-42"} for e in events)
     assert events[0]["data"]["spec"]["image"] == "busybox"
     assert events[0]["position"] < events[1]["position"]
 
@@ -161,7 +161,7 @@ async def test_cancel_a_queued_job_then_again(client: Client) -> None:
     resp = await client.post(f"/api/v1/jobs/{job['id']}/cancel", json={"reason": "not needed"})
     cancelled = await resp.json()
     assert resp.status == 200 and cancelled["state"] == "cancelled"
-    assert cancelled["cancel_requested_by"] == "anonymous" and cancelled["finished_at"]
+    assert cancelled["cancel_requested_by"] == "admin" and cancelled["finished_at"]
     again = await client.post(f"/api/v1/jobs/{job['id']}/cancel")
     body = await again.json()
     assert again.status == 409 and body["error"]["code"] == "invalid_transition"

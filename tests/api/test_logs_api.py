@@ -21,6 +21,7 @@ from server.domain.events import EventMeta, FailureReason
 from server.domain.jobs import Fail, Finish, RequestCancel, Start
 from server.service import JobService
 from server.store.logs import LogLine, Stream, append_log_batch
+from tests.conftest import ADMIN_TOKEN
 from tests.factories import spec
 
 Client = TestClient[web.Request, web.Application]
@@ -342,7 +343,10 @@ async def test_server_shutdown_closes_followers_as_going_away(
 ) -> None:
     job = await new_job(service)
     await write(service, job, 1, 3)
-    test_client = TestClient(TestServer(create_app(service, dsn)))
+    test_client = TestClient(
+        TestServer(create_app(service, dsn, admin_token=ADMIN_TOKEN)),
+        headers={"Authorization": f"Bearer {ADMIN_TOKEN}"},
+    )
     await test_client.start_server()
     ws = await test_client.ws_connect(f"/api/v1/jobs/{job}/logs/ws")
     try:

@@ -15,7 +15,16 @@ from pathlib import Path
 
 import pytest
 
+from tests.conftest import ADMIN_TOKEN
+
 ROOT = Path(__file__).resolve().parents[2]
+AUTH = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+
+
+def child_env() -> dict[str, str]:
+    """The environment of child processes (read at each start: tests may change it):
+    JSON logs, and servers accept the suite's admin token."""
+    return {**os.environ, "JOBLEDGER_LOG_FORMAT": "json", "JOBLEDGER_ADMIN_TOKEN": ADMIN_TOKEN}
 
 
 def free_port() -> int:
@@ -26,7 +35,7 @@ def free_port() -> int:
 
 def jobledger(*args: str, timeout: float = 120, **kw: object) -> subprocess.CompletedProcess[str]:
     """Run the CLI to completion."""
-    env = {**os.environ, "JOBLEDGER_LOG_FORMAT": "json"}
+    env = {**child_env(), "JOBLEDGER_TOKEN": ADMIN_TOKEN}
     return subprocess.run(
         [sys.executable, "-m", "server", *args], capture_output=True, text=True,
         timeout=timeout, cwd=ROOT, env=env, check=False, **kw,  # type: ignore[arg-type]
@@ -42,7 +51,7 @@ class Server:
         self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (lives as long as the server)
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server", "serve", "--port", str(self.port), *args],
-            cwd=ROOT, env={**os.environ, "JOBLEDGER_LOG_FORMAT": "json"},
+            cwd=ROOT, env=child_env(),
             stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
         self.wait_ready()
@@ -89,7 +98,7 @@ class Worker:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "server", "worker", "--database-url", dsn,
              "--worker-id", worker_id, "--heartbeat-interval", "0.5", *args],
-            cwd=ROOT, env={**os.environ, "JOBLEDGER_LOG_FORMAT": "json"},
+            cwd=ROOT, env=child_env(),
             stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
 

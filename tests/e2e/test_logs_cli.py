@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import uuid
 from collections.abc import AsyncIterator
@@ -15,6 +14,7 @@ from server.domain.events import EventMeta
 from server.domain.jobs import Finish, Start
 from server.service import JobService
 from server.store.logs import LogLine, Stream, append_log_batch
+from tests.conftest import ADMIN_TOKEN
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import ROOT, Server, free_port, jobledger
 from tests.factories import spec
@@ -77,7 +77,7 @@ class Follower:
     async def start(cls, url: str, job_id: uuid.UUID, *args: str) -> Follower:
         proc = await asyncio.create_subprocess_exec(
             sys.executable, "-m", "server", "logs", "-f", "--url", url, *args, str(job_id),
-            cwd=ROOT, env={**os.environ, "JOBLEDGER_LOG_FORMAT": "json"},
+            cwd=ROOT, env={**e2e.child_env(), "JOBLEDGER_TOKEN": ADMIN_TOKEN},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip
         return cls(proc)

@@ -8,7 +8,7 @@ import json
 import aiohttp
 import asyncpg
 
-from tests.e2e.conftest import Server, Worker
+from tests.e2e.conftest import AUTH, Server, Worker
 
 
 async def test_api_process_streams_a_worker_process_job_live(
@@ -18,7 +18,7 @@ async def test_api_process_streams_a_worker_process_job_live(
     workers.append(Worker(dsn, "streamer", "--executor", "docker"))
     script = "for i in 1 2 3 4 5; do echo line $i; sleep 0.4; done; echo bye >&2"
     try:
-        async with aiohttp.ClientSession() as http:
+        async with aiohttp.ClientSession(headers=AUTH) as http:
             body = {"image": test_image, "command": ["sh", "-c", script]}
             async with http.post(f"{api.url}/api/v1/jobs", json=body) as r:
                 job = await r.json()

@@ -13,14 +13,13 @@ from typing import Any
 import pytest
 
 from server.store.embedded import EmbeddedPostgres
-from tests.e2e.conftest import Server, jobledger
+from tests.e2e.conftest import AUTH, Server, jobledger
 
 
 def call(method: str, url: str, body: Any = None) -> tuple[int, Any]:
     data = json.dumps(body).encode() if body is not None else None
-    req = urllib.request.Request(
-        url, data=data, method=method, headers={"Content-Type": "application/json"}
-    )
+    headers = {"Content-Type": "application/json", **AUTH}
+    req = urllib.request.Request(url, data=data, method=method, headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=10) as resp:
             return resp.status, json.loads(resp.read())
@@ -106,7 +105,7 @@ def test_serve_runs_a_job_in_a_container_and_cancels_another(dsn: str, test_imag
         wait_state(server, long["id"], {"running"})
         status, cancelling = call("POST", f"{server.url}/api/v1/jobs/{long['id']}/cancel")
         assert status == 200 and cancelling["state"] in ("cancelling", "cancelled")
-        assert wait_state(server, long["id"], {"cancelled"})["cancel_requested_by"] == "anonymous"
+        assert wait_state(server, long["id"], {"cancelled"})["cancel_requested_by"] == "admin"
         status, again = call("POST", f"{server.url}/api/v1/jobs/{long['id']}/cancel")
         assert status == 409 and "already cancelled" in again["error"]["message"]
     finally:

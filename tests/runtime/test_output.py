@@ -11,6 +11,7 @@ from aiohttp.test_utils import TestClient
 from server.domain.events import EventMeta
 from server.domain.jobs import JobState
 from server.domain.specs import Resources
+from server.projections import queue
 from server.runtime.docker import DockerExecutor
 from server.runtime.output import LogLimits, LogSink
 from server.service import JobService
@@ -161,3 +162,14 @@ async def test_past_the_log_limit_lines_are_dropped_and_counted_not_the_job(
     assert marker.stream == "system"
     assert marker.text.startswith(f"[jobledger: {5001 - len(kept) - done_kept} lines")
     assert "limit of 2000 bytes" in marker.text
+
+
+async def test_a_projects_log_limit_overrides_the_workers(
+    service: JobService, pool: asyncpg.Pool, start_scheduler: StartScheduler, watcher: JobWatcher
+) -> None:
+    await queue.set_project_limit(pool, "chatty", None, 1024)
+    await start_scheduler(log_limit_bytes=1_000_000)
+    view, _ = await service.submit(spec(command=["seq", "1", "2000"], project="chatty"), META)
+    assert (await watcher.until(view.id, DONE)).state is JobState.SUCCEEDED
+    lines = await read_logs(pool, view.id, limit=10_000)
+    assert "limit of 1024 bytes" in lines[-1].text and len(lines) < 2000

@@ -1,0 +1,67 @@
+-- Named queries of access control: projects, service accounts, API tokens.
+
+-- name: token_by_hash
+-- The token with this hash and who holds it, if it is live.
+SELECT t.id AS token_id, t.revoked_at, t.hash,
+       t.expires_at IS NOT NULL AND t.expires_at <= clock_timestamp() AS expired,
+       s.id AS service_account_id, s.project, s.name, s.role
+FROM api_tokens t
+LEFT JOIN service_accounts s ON s.id = t.service_account_id
+WHERE t.hash = $1;
+
+-- name: touch_token
+-- Remember when a token was last used (at most once a minute, to spare writes).
+UPDATE api_tokens SET last_used_at = clock_timestamp()
+WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < clock_timestamp() - interval '1 minute');
+
+-- name: admin_token_count
+-- How many live server-wide admin tokens exist.
+SELECT count(*) FROM api_tokens WHERE service_account_id IS NULL AND revoked_at IS NULL;
+
+-- name: insert_token
+-- Store a new token's hash.
+INSERT INTO api_tokens (id, service_account_id, hash, description, created_by, expires_at)
+VALUES ($1, $2, $3, $4, $5, $6)
+RETURNING id, created_at, expires_at;
+
+-- name: create_project
+-- Create a project (fails if the name is taken).
+INSERT INTO projects (name, max_running_jobs, log_limit_bytes, created_by)
+VALUES ($1, $2, $3, $4)
+RETURNING name;
+
+-- name: list_projects
+-- Projects, by name; $1 NULL for all.
+SELECT name FROM projects WHERE $1::text IS NULL OR name = $1 ORDER BY name;
+
+-- name: project_exists
+-- Whether a project has been created.
+SELECT EXISTS (SELECT 1 FROM projects WHERE name = $1);
+
+-- name: create_service_account
+-- Create a service account in a project (fails if the name is taken there).
+INSERT INTO service_accounts (id, project, name, role, created_by)
+VALUES ($1, $2, $3, $4, $5)
+RETURNING id, project, name, role, created_at, created_by;
+
+-- name: list_service_accounts
+-- A project's service accounts, by name.
+SELECT id, project, name, role, created_at, created_by
+FROM service_accounts WHERE project = $1 ORDER BY name;
+
+-- name: service_account
+-- One service account of a project, by name.
+SELECT id, project, name, role, created_at, created_by
+FROM service_accounts WHERE project = $1 AND name = $2;
+
+-- name: list_tokens
+-- A service account's tokens (never their secrets).
+SELECT id, description, created_at, created_by, expires_at, revoked_at, last_used_at
+FROM api_tokens WHERE service_account_id = $1 ORDER BY created_at;
+
+-- name: revoke_token
+-- Revoke a token of a project; returns it if it existed there.
+UPDATE api_tokens t SET revoked_at = coalesce(t.revoked_at, clock_timestamp())
+FROM service_accounts s
+WHERE t.id = $1 AND s.id = t.service_account_id AND s.project = $2
+RETURNING t.id, t.revoked_at;

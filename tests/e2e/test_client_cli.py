@@ -1,0 +1,400 @@
+"""`jobledger submit | jobs | show | cancel` as a user runs them, against `jobledger serve
+--executor process` (real processes run the jobs); and the pure formatting behind them."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import uuid
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+
+import aiohttp
+import msgspec
+import pytest
+
+from server import cli
+from server.api.jobs import JobOut
+from server.clientfmt import cut, fit_widths, job_details, jobs_table, outcome, table
+from server.domain.events import FailureReason, Usage
+from server.domain.jobs import Fail, Finish, RequestCancel, Start, Submit
+from server.projections.jobs import view_of
+from tests.conftest import ADMIN_TOKEN
+from tests.e2e.conftest import AUTH, ROOT, Server, child_env, free_port, jobledger
+from tests.factories import MemoryLog, spec
+
+MISSING = "01a2087c-db01-725b-b63a-f89db42493f1"
+#: A failsafe against a hung test, never a timing assertion.
+PATIENCE = 60
+
+
+@pytest.fixture
+async def server(dsn: str) -> AsyncIterator[Server]:
+    srv = await asyncio.to_thread(
+        Server, "--database-url", dsn, "--executor", "process", "--worker-id", "cli-e2e"
+    )
+    try:
+        yield srv
+    finally:
+        if srv.proc.poll() is None:
+            await asyncio.to_thread(srv.stop)
+
+
+async def run(*args: str) -> tuple[int, str, str]:
+    """The CLI to completion (token from JOBLEDGER_TOKEN, set by `jobledger`)."""
+    done = await asyncio.to_thread(jobledger, *args)
+    return done.returncode, done.stdout, done.stderr
+
+
+async def submit(url: str, *args: str) -> str:
+    """Submit without waiting; the new job's id."""
+    code, out, err = await run("submit", "--url", url, *args)
+    assert code == 0, err
+    return str(uuid.UUID(out.strip()))
+
+
+async def until_state(url: str, job_id: str, state: str) -> None:
+    async with aiohttp.ClientSession(headers=AUTH) as http, asyncio.timeout(PATIENCE):
+        while True:
+            async with http.get(f"{url}/api/v1/jobs/{job_id}") as resp:
+                if (await resp.json())["state"] == state:
+                    return
+            await asyncio.sleep(0.05)
+
+
+def rows(table_text: str) -> list[list[str]]:
+    """The table's rows below the header, split into cells."""
+    return [line.split() for line in table_text.splitlines()[1:]]
+
+
+# ---- submit -------------------------------------------------------------------------------
+
+
+async def test_submit_wait_exits_with_the_jobs_exit_code(server: Server) -> None:
+    url = server.url
+    (ok, ok_out, ok_err), (three, _, three_err), (timeout, _, timeout_err) = await asyncio.gather(
+        run("submit", "--url", url, "busybox:latest", "--wait", "--", "sh", "-c", "exit 0"),
+        run("submit", "--url", url, "--wait", "busybox:latest", "--", "sh", "-c", "exit 3"),
+        run("submit", "--url", url, "--timeout", "1", "--wait", "busybox:latest", "--", "sleep",
+            "30"),
+    )  # fmt: skip
+    assert ok == 0, ok_err
+    assert uuid.UUID(ok_out.strip()) and ok_err == ""
+    assert three == 3
+    assert "failed with exit code 3" in three_err
+    assert timeout == 1  # killed by the timeout: its signal's exit code is not the command's
+    assert "failed: timeout: timed out after 1s" in timeout_err
+
+
+async def test_submit_json_and_start_errors(server: Server) -> None:
+    url = server.url
+    code, out, err = await run(
+        "submit", "--url", url, "--json", "--cpu", "0.5", "--memory-mb", "64", "--priority", "5",
+        "--retries", "2", "--tag", "linux", "--concurrency-key", "nightly", "--workdir", "/tmp",
+        "--idempotency-key", "k-1", "--scheduled-for", "2099-01-01T00:00:00Z",
+        "busybox:latest", "--", "true",
+    )  # fmt: skip
+    assert code == 0, err
+    job = json.loads(out)
+    assert job["state"] == "queued"
+    assert job["spec"]["resources"] == {"cpu": 0.5, "memory_mb": 64}
+    assert job["spec"]["retry"]["max_retries"] == 2
+    assert job["spec"]["tags"] == ["linux"] and job["spec"]["concurrency_key"] == "nightly"
+    assert job["spec"]["workdir"] == "/tmp" and job["spec"]["priority"] == 5
+    assert job["scheduled_for"].startswith("2099-01-01T00:00:00")
+    # The server validates the spec; its message and the field at fault are shown.
+    code, out, err = await run("submit", "--url", url, "--cpu", "100", "busybox:latest")
+    assert (code, out) == (1, "")
+    assert err.startswith("jobledger: ") and "resources.cpu" in err
+    # A command that cannot start has no exit code of its own: exit 1 and the reason.
+    code, out, err = await run("submit", "--url", url, "--wait", "busybox:latest", "--", "/no/such")
+    assert code == 1 and uuid.UUID(out.strip())
+    assert "failed: start_error" in err
+
+
+async def test_submit_follow_prints_the_jobs_output(server: Server) -> None:
+    script = "echo hello $WHO; echo oops >&2; echo bye; exit 4"
+    code, out, err = await run(
+        "submit", "--url", server.url, "-f", "--env", "WHO=jobledger", "--token", ADMIN_TOKEN,
+        "busybox:latest", "--", "sh", "-c", script,
+    )  # fmt: skip
+    assert code == 4
+    assert out == "hello jobledger\nbye\n"  # only the job's stdout: the id went to stderr
+    assert "oops\n" in err and "jobledger: submitted job " in err
+
+
+# ---- jobs and show ------------------------------------------------------------------------
+
+
+async def test_jobs_lists_filters_and_pages(server: Server) -> None:
+    url = server.url
+    a, b, c = await asyncio.gather(
+        submit(url, "--wait", "--label", "team=a", "busybox:latest", "--", "true"),
+        submit(url, "--label", "team=b", "busybox:latest", "--", "sh", "-c", "exit 2"),
+        submit(url, "--label", "team=a", "--project", "etl", "busybox:latest", "--", "true"),
+    )
+    await until_state(url, b, "failed")
+    await until_state(url, c, "succeeded")
+    results = await asyncio.gather(
+        run("jobs", "--url", url),
+        run("jobs", "--url", url, "--state", "failed"),
+        run("jobs", "--url", url, "--label", "team=a", "--state", "succeeded,failed"),
+        run("jobs", "--url", url, "--project", "etl"),
+        run("jobs", "--url", url, "--json"),
+        run("jobs", "--url", url, "--limit", "2"),
+        run("jobs", "--url", url, "--limit", "1", "--all"),
+        run("jobs", "--url", url, "--limit", "1", "--all", "--json"),
+    )
+    for code, _, err in results:
+        assert code == 0, err
+    (_, every, _), (_, failed, _), (_, team_a, _), (_, etl, _) = results[:4]
+    (_, as_json, _), (_, two, hint), (_, paged, _), (_, paged_json, _) = results[4:]
+
+    lines = every.splitlines()
+    assert lines[0].split() == ["ID", "STATE", "PROJECT", "IMAGE", "CREATED", "EXIT"]
+    assert all(len(line) <= 100 for line in lines)
+    state_at = lines[0].index("STATE")
+    assert all(line[state_at - 2 : state_at] == "  " for line in lines[1:])  # aligned
+    by_id = {r[0]: r for r in rows(every)}
+    assert set(by_id) == {a, b, c}
+    assert by_id[b][1:4] == ["failed", "default", "busybox:latest"] and by_id[b][-1] == "2"
+    assert by_id[c][1:3] == ["succeeded", "etl"] and by_id[c][-1] == "0"
+    assert [r[0] for r in rows(failed)] == [b]
+    assert {r[0] for r in rows(team_a)} == {a, c}
+    assert [r[0] for r in rows(etl)] == [c]
+    assert {j["id"] for j in json.loads(as_json)} == {a, b, c}
+    assert len(rows(two)) == 2 and "--all" in hint
+    assert {r[0] for r in rows(paged)} == {a, b, c}
+    assert sorted(j["id"] for j in json.loads(paged_json)) == sorted([a, b, c])
+
+    (code, out, err), (json_code, json_out, _) = await asyncio.gather(
+        run("show", "--url", url, b), run("show", "--url", url, "--json", b)
+    )
+    assert code == json_code == 0, err
+    fields = dict(line.split(":", 1) for line in out.splitlines())
+    assert fields["id"].strip() == b
+    assert fields["state"].strip() == "failed"
+    assert fields["exit_code"].strip() == "2" and fields["failure_reason"].strip() == "exit_code"
+    assert fields["command"].strip() == "sh -c 'exit 2'"
+    assert fields["labels"].strip() == "team=b"
+    assert {"attempt", "created_at", "started_at", "finished_at", "usage"} <= set(fields)
+    assert json.loads(json_out)["id"] == b and json.loads(json_out)["exit_code"] == 2
+
+
+# ---- cancel -------------------------------------------------------------------------------
+
+
+async def test_cancel_a_running_then_a_finished_job(server: Server) -> None:
+    url = server.url
+    waiter = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "server", "submit", "--url", url, "--token", ADMIN_TOKEN, "--wait",
+        "busybox:latest", "--", "sleep", "30",
+        cwd=ROOT, env=child_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert waiter.stdout is not None
+        async with asyncio.timeout(PATIENCE):
+            job = str(uuid.UUID((await waiter.stdout.readline()).decode().strip()))
+        await until_state(url, job, "running")
+        code, out, err = await run("cancel", "--url", url, "--reason", "not needed", job)
+        assert (code, out) == (0, "cancelling\n"), err
+        async with asyncio.timeout(PATIENCE):
+            _, waiter_err = await waiter.communicate()
+        assert waiter.returncode == 1  # the job was cancelled: no exit code of its own
+        assert f"jobledger: job {job} was cancelled" in waiter_err.decode()
+    finally:
+        if waiter.returncode is None:
+            waiter.kill()
+            await waiter.wait()
+    code, out, err = await run("cancel", "--url", url, job)
+    assert (code, out) == (1, "")
+    assert err == "jobledger: job is already cancelled\n"
+    # A queued job shows why it waits, and a cancel ends it at once.
+    queued = await submit(url, "--scheduled-for", "2099-01-01T00:00:00+00:00", "busybox:latest")
+    code, out, err = await run("show", "--url", url, queued)
+    assert code == 0, err
+    assert "waiting_reason:" in out and "scheduled for" in out
+    assert "scheduled_for:" in out and "2099-01-01T00:00:00Z" in out
+    assert await run("cancel", "--url", url, queued) == (0, "cancelled\n", "")
+
+
+# ---- errors -------------------------------------------------------------------------------
+
+
+async def test_unknown_jobs_and_bad_tokens_are_errors(server: Server) -> None:
+    url = server.url
+    show, cancel, not_uuid, no_token, bad_token, good_token = await asyncio.gather(
+        run("show", "--url", url, MISSING),
+        run("cancel", "--url", url, MISSING),
+        run("show", "--url", url, "not-a-uuid"),
+        run("jobs", "--url", url, "--token", ""),
+        run("jobs", "--url", url, "--token", "jl_not_a_real_token"),
+        run("jobs", "--url", url, "--token", ADMIN_TOKEN),
+    )
+    assert show == cancel == (1, "", "jobledger: job not found\n")
+    assert not_uuid[0] == 1 and "is not a UUID" in not_uuid[2]
+    assert no_token[0] == 1 and no_token[2].startswith("jobledger: ")
+    assert no_token[2].endswith("(pass --token or set JOBLEDGER_TOKEN)\n")
+    assert bad_token[0] == 1 and bad_token[2].startswith("jobledger: ")
+    assert "JOBLEDGER_TOKEN" not in bad_token[2]  # a token was given: no hint to give one
+    assert good_token[0] == 0, good_token[2]
+
+
+async def test_unreachable_server_is_a_clear_error() -> None:
+    url = f"http://127.0.0.1:{free_port()}"
+    verbs = [["jobs"], ["show", MISSING], ["submit", "--wait", "busybox"]]
+    results = await asyncio.gather(*(run(*argv, "--url", url) for argv in verbs))
+    for argv, (code, out, err) in zip(verbs, results, strict=True):
+        assert (code, out) == (1, ""), argv
+        assert err.startswith(f"jobledger: cannot reach the server at {url}"), (argv, err)
+
+
+async def test_bad_input_is_a_usage_error() -> None:
+    code, out, err = await run("submit", "--env", "NOEQUALS", "busybox:latest")
+    assert (code, out) == (2, "")
+    assert "usage: jobledger submit" in err
+    assert "error: argument --env: expected KEY=VALUE, got 'NOEQUALS'" in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["submit", "busybox:latest", "--label", "novalue"],
+        ["submit", "busybox:latest", "--wait", "echo", "hi"],  # the command goes after --
+        ["submit", "--scheduled-for", "2030-01-01T00:00:00", "busybox:latest"],  # no offset
+        ["submit", "--cpu", "lots", "busybox:latest"],
+        ["submit", "busybox:latest", "--json", "-f"],
+        ["submit"],
+        ["jobs", "--state", "finished"],
+        ["cancel"],
+    ],
+)
+def test_more_bad_input_is_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    # In this process (argparse exits before anything runs): the same code path, faster.
+    with pytest.raises(SystemExit) as exited:
+        cli.main(argv)
+    assert exited.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "usage: jobledger" in err and "error:" in err
+
+
+# ---- formatting (pure) --------------------------------------------------------------------
+
+
+def a_job(*commands: object, **spec_fields: object) -> JobOut:
+    log = MemoryLog()
+    log.apply(Submit(spec=spec(**spec_fields)))
+    for command in commands:
+        log.apply(command)  # type: ignore[arg-type]
+    assert log.state is not None
+    return JobOut(**msgspec.structs.asdict(view_of(log.state)))
+
+
+def test_cut_marks_what_it_cuts() -> None:
+    assert cut("busybox", 10) == "busybox"
+    assert cut("busybox:latest", 8) == "busybox…"
+    assert cut("registry.example.com/tool:1.2", 10, front=True) == "…/tool:1.2"
+
+
+def test_table_aligns_and_fits_by_cutting_the_shrinkable_columns() -> None:
+    headers = ["A", "LONG", "B"]
+    text = table(headers, [["x", "y" * 30, "zz"], ["xyz", "w", "z"]], right={"B"})
+    assert text.splitlines() == [
+        "A    LONG" + " " * 26 + "   B",
+        "x    " + "y" * 30 + "  zz",
+        "xyz  w" + " " * 29 + "   z",
+    ]
+    narrow = table(headers, [["x", "y" * 30, "zz"]], max_width=20, shrink={"LONG": 4})
+    assert narrow.splitlines() == ["A  LONG" + " " * 9 + "  B", "x  " + "y" * 12 + "…  zz"]
+    # The widest shrinkable column gives first, none below its minimum.
+    assert fit_widths(["P", "I"], [20, 30], 40, {"P": 7, "I": 10}) == [19, 19]
+    assert fit_widths(["P", "I"], [20, 30], 10, {"P": 7, "I": 10}) == [7, 10]
+
+
+def test_an_empty_job_table_is_its_header() -> None:
+    assert jobs_table([]) == "ID  STATE  PROJECT  IMAGE  CREATED  EXIT\n"
+
+
+def test_jobs_table_reads_in_100_columns() -> None:
+    long_image = "registry.example.com/some/team/an-image-with-a-long-name:2030.01.01-rc1"
+    jobs = [
+        a_job(Start(worker_id="w"), Finish(exit_code=3), image=long_image, project="etl"),
+        a_job(project="a-project-with-a-rather-long-name"),
+    ]
+    text = jobs_table(jobs)
+    lines = text.splitlines()
+    assert all(len(line) <= 100 for line in lines), lines
+    failed, queued = lines[1].split(), lines[2].split()
+    assert failed[:3] == [str(jobs[0].id), "failed", "etl"]
+    assert failed[3].startswith("…") and long_image.endswith(failed[3][1:])  # name:tag kept
+    assert failed[4:] == ["2030-01-01T00:00:01Z", "3"]
+    assert queued[1] == "queued" and queued[2].startswith("a-project") and queued[2].endswith("…")
+    assert queued[-1] == "2030-01-01T00:00:01Z"  # no exit code yet
+
+
+def test_job_details_shows_set_fields_by_their_api_names() -> None:
+    usage = Usage(wall_seconds=1.5, cpu_seconds=0.25, peak_memory_bytes=3 * 1024 * 1024)
+    job = a_job(
+        Start(worker_id="w1"),
+        Fail(
+            reason=FailureReason.TIMEOUT, exit_code=143, message="timed out after 5s", usage=usage
+        ),
+        command=["sh", "-c", "sleep 60"],
+        env={"A": "1", "B": "two words"},
+        labels={"team": "data"},
+        timeout_seconds=5,
+    )
+    lines = job_details(job).splitlines()
+    column = len("stop_grace_seconds: ")  # the longest key shown, and its colon and space
+    assert all(line[column - 1] == " " and line[column] != " " for line in lines)
+    fields = {line[:column].strip().rstrip(":"): line[column:] for line in lines}
+    assert list(fields)[:2] == ["id", "state"]
+    assert fields["id"] == str(job.id) and fields["state"] == "failed"
+    assert fields["failure_reason"] == "timeout" and fields["exit_code"] == "143"
+    assert fields["message"] == "timed out after 5s"
+    assert fields["command"] == "sh -c 'sleep 60'"
+    assert fields["env"] == "A=1" and fields[""] == "B=two words"  # continues under itself
+    assert fields["labels"] == "team=data" and fields["timeout_seconds"] == "5"
+    assert fields["usage"] == "wall 1.50 s, cpu 0.25 s, peak memory 3.0 MiB"
+    assert (
+        fields["finished_at"].startswith("2030-01-01T00:00:0") and fields["finished_at"][-1] == "Z"
+    )
+    assert not {"workdir", "waiting_reason", "retry", "scheduled_for"} & set(fields)
+
+
+@pytest.mark.parametrize(
+    ("commands", "expected"),
+    [
+        ([Start(worker_id="w"), Finish(exit_code=0)], (0, None)),
+        ([Start(worker_id="w"), Finish(exit_code=3)], (3, "failed with exit code 3")),
+        ([Start(worker_id="w"), Finish(exit_code=137, oom_killed=True)], (1, "failed: oom")),
+        (
+            [Start(worker_id="w"), Fail(reason=FailureReason.START_ERROR, message="no such file")],
+            (1, "failed: start_error: no such file"),
+        ),
+        ([RequestCancel()], (1, "was cancelled")),
+    ],
+)
+def test_outcome_is_the_commands_own_exit_code_or_1(
+    commands: list[object], expected: tuple[int, str | None]
+) -> None:
+    job = a_job(*commands)
+    code, message = outcome(job)
+    assert code == expected[0]
+    if expected[1] is None:
+        assert message is None
+    else:
+        assert message is not None and expected[1] in message and str(job.id) in message
+
+
+def test_format_time_is_utc() -> None:
+    from datetime import timedelta, timezone
+
+    from server.clientfmt import format_time
+
+    t = datetime(2030, 1, 1, 2, 0, tzinfo=timezone(timedelta(hours=2)))
+    assert format_time(t) == "2030-01-01T00:00:00Z"
+    assert format_time(t.astimezone(UTC)) == "2030-01-01T00:00:00Z"
