@@ -10,19 +10,17 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from datetime import datetime
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import msgspec
 import structlog
 from aiohttp import web
 
-from . import logs
+from . import clientcli, logs
 from .domain.errors import DomainError
-from .domain.jobs import JobState
+from .exitcodes import EXIT_DATABASE, EXIT_ERROR, EXIT_OK
 from .runtime.executors import EXECUTORS, ExecutorUnavailable, make_executor
 from .runtime.listener import WorkerIdInUse
 from .runtime.scheduler import Scheduler, WorkerConfig
@@ -33,16 +31,8 @@ from .store.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from .store.eventstore import EventStore
 from .store.migrate import migrate
 
-if TYPE_CHECKING:
-    from .client import Client
-
 log = structlog.get_logger("jobledger")
 
-#: Exit codes scripts can rely on, mapped from errors in this one place.
-EXIT_OK = 0
-EXIT_ERROR = 1
-EXIT_USAGE = 2
-EXIT_DATABASE = 3
 
 DATABASE_NAME = "jobledger"
 
@@ -324,346 +314,6 @@ async def cmd_replay_rebuild(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# ---- client verbs: logs, submit, jobs, show, cancel ---------------------------------------
-
-
-def add_client_args(p: argparse.ArgumentParser) -> None:
-    """`--url` and `--token`, the options of every verb that talks to a server."""
-    from .client import DEFAULT_URL
-
-    g = p.add_argument_group("server")
-    g.add_argument(
-        "--url", default=os.environ.get("JOBLEDGER_URL", DEFAULT_URL),
-        help=f"the server (env JOBLEDGER_URL; default {DEFAULT_URL})",
-    )  # fmt: skip
-    g.add_argument(
-        "--token", default=os.environ.get("JOBLEDGER_TOKEN"),
-        help="API token, sent as `Authorization: Bearer` (env JOBLEDGER_TOKEN, which keeps "
-        "it out of the process list)",
-    )  # fmt: skip
-
-
-async def with_client(args: argparse.Namespace, action: Callable[[Client], Awaitable[int]]) -> int:
-    """Run `action` with a client of the server `args` name; a refused or failed request
-    ends it with `jobledger: <message>` on stderr and exit 1."""
-    from .client import Client, ClientError
-
-    try:
-        async with Client(args.url, token=args.token) as client:
-            return await action(client)
-    except ClientError as exc:
-        hint = (
-            " (pass --token or set JOBLEDGER_TOKEN)" if exc.status == 401 and not args.token else ""
-        )
-        print(f"jobledger: {exc.message}{hint}", file=sys.stderr)
-        return EXIT_ERROR
-
-
-def key_value(text: str) -> tuple[str, str]:
-    """`KEY=VALUE` on the command line (an argparse type)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
-
-
-def job_states(text: str) -> list[str]:
-    """One state or several comma-separated (an argparse type)."""
-    states = [s.strip() for s in text.split(",") if s.strip()]
-    known = [s.value for s in JobState]
-    if not states or any(s not in known for s in states):
-        raise argparse.ArgumentTypeError(f"unknown state {text!r}; one of: {', '.join(known)}")
-    return states
-
-
-def iso_time(text: str) -> datetime:
-    """An ISO 8601 time with its offset, e.g. 2030-01-01T09:00:00Z (an argparse type)."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} needs a timezone offset, e.g. 2030-01-01T09:00:00Z or +02:00"
-        )
-    return value
-
-
-def configure_logs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("logs", help="print a job's logs; -f follows them until the job ends")
-    p.add_argument("job_id", metavar="JOB_ID")
-    p.add_argument(
-        "-f", "--follow", action="store_true",
-        help="stream new lines live until the job ends (resumes after a dropped connection)",
-    )  # fmt: skip
-    p.add_argument("--after", type=int, default=0, help="start after this line number (seq)")
-    add_client_args(p)
-    p.set_defaults(func=cmd_logs)
-
-
-async def cmd_logs(args: argparse.Namespace) -> int:
-    from .api.logs import LinesMessage
-    from .client import print_lines
-
-    async def run(client: Client) -> int:
-        if args.follow:
-            async for message in client.follow_logs(args.job_id, after=args.after):
-                if isinstance(message, LinesMessage):
-                    print_lines(message.lines)
-        else:
-            async for lines in client.read_logs(args.job_id, after=args.after):
-                print_lines(lines)
-        return EXIT_OK
-
-    return await with_client(args, run)
-
-
-SUBMIT_USAGE = "jobledger submit [OPTIONS] IMAGE [OPTIONS] [-- CMD ARG...]"
-
-
-def _add_submit_options(p: argparse.ArgumentParser) -> None:
-    spec = p.add_argument_group("job spec (unset fields take the server's defaults)")
-    spec.add_argument(
-        "--env", type=key_value, action="append", default=[], metavar="K=V",
-        help="an environment variable of the job (repeatable)",
-    )  # fmt: skip
-    spec.add_argument(
-        "--cpu", type=float, metavar="CORES", help="CPU cores, fractions allowed (default 1)"
-    )
-    spec.add_argument("--memory-mb", type=int, metavar="MB", help="memory limit (default 512)")
-    spec.add_argument(
-        "--timeout", type=int, metavar="SECONDS", help="wall-clock limit (timeout_seconds)"
-    )
-    spec.add_argument(
-        "--priority", type=int, metavar="N", help="-1000..1000, higher first (default 0)"
-    )
-    spec.add_argument(
-        "--label", type=key_value, action="append", default=[], metavar="K=V",
-        help="a label to filter on (repeatable)",
-    )  # fmt: skip
-    spec.add_argument(
-        "--tag", action="append", default=[], metavar="T",
-        help="a worker tag the job needs (repeatable)",
-    )  # fmt: skip
-    spec.add_argument(
-        "--project",
-        metavar="NAME",
-        help="the job's project (default: the token's own, else default)",
-    )
-    spec.add_argument(
-        "--scheduled-for", type=iso_time, metavar="ISO",
-        help="earliest start, ISO 8601 with offset (e.g. 2030-01-01T09:00:00Z)",
-    )  # fmt: skip
-    spec.add_argument("--idempotency-key", metavar="KEY", help="one job per key and project")
-    spec.add_argument(
-        "--retries", type=int, metavar="N", help="attempts more after a failure (max_retries)"
-    )
-    spec.add_argument(
-        "--concurrency-key", metavar="KEY", help="jobs sharing a key do not run at once"
-    )
-    spec.add_argument("--workdir", metavar="DIR", help="absolute working directory")
-    out = p.add_argument_group("output")
-    out.add_argument(
-        "--json", action="store_true", help="print the whole job as JSON (with --wait: at its end)"
-    )
-    out.add_argument(
-        "--wait", action="store_true",
-        help="wait for the job to end and exit with its exit code (1 when it failed without "
-        "one: timeout, start error, cancelled...)",
-    )  # fmt: skip
-    out.add_argument(
-        "-f", "--follow", action="store_true",
-        help="stream the job's output while waiting (implies --wait; the id goes to stderr)",
-    )  # fmt: skip
-    add_client_args(p)
-
-
-class _AfterImage(argparse.Action):
-    """What follows IMAGE: options up to `--`, then the job's command. Left alone, argparse
-    would end the options at IMAGE and take everything after it as the command."""
-
-    def __init__(self, *args: Any, options: argparse.ArgumentParser, **kw: Any) -> None:
-        super().__init__(*args, **kw)
-        self.options = options
-
-    def __call__(
-        self,
-        parser: argparse.ArgumentParser,
-        namespace: argparse.Namespace,
-        values: str | Sequence[Any] | None,
-        option_string: str | None = None,
-    ) -> None:
-        rest = [str(v) for v in values or []]
-        if "--" in rest:
-            head, command = rest[: rest.index("--")], rest[rest.index("--") + 1 :]
-        elif rest and not rest[0].startswith("-"):
-            head, command = [], rest  # `IMAGE CMD ARG...`, the way `docker run` takes it
-        else:
-            head, command = rest, []
-        if {"-h", "--help"} & set(head):
-            parser.print_help()
-            parser.exit()
-        _, unknown = self.options.parse_known_args(head, namespace)
-        if unknown:
-            parser.error(f"unrecognized arguments: {' '.join(unknown)} (the command goes after --)")
-        if namespace.json and namespace.follow:
-            parser.error("--json and --follow do not mix: the job's output goes to stdout")
-        setattr(namespace, self.dest, command)
-
-
-def configure_submit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "submit", usage=SUBMIT_USAGE, help="submit a job; --wait for its end, -f for its output"
-    )
-    _add_submit_options(p)
-    after_image = argparse.ArgumentParser(prog=p.prog, usage=SUBMIT_USAGE, add_help=False)
-    _add_submit_options(after_image)
-    p.add_argument("image", metavar="IMAGE", help="container image")
-    p.add_argument(
-        "job_command", nargs=argparse.REMAINDER, action=_AfterImage, options=after_image,
-        metavar="-- CMD ARG", help="the command and its arguments (default: the image's)",
-    )  # fmt: skip
-    p.set_defaults(func=cmd_submit)
-
-
-def spec_of(args: argparse.Namespace) -> dict[str, Any]:
-    """The job spec (the API's JSON fields) the submit options ask for; what was not given
-    is left out, for the server to fill in with its defaults."""
-    resources = {"cpu": args.cpu, "memory_mb": args.memory_mb}
-    fields: dict[str, Any] = {
-        "image": args.image,
-        "command": args.job_command,
-        "env": dict(args.env),
-        "workdir": args.workdir,
-        "resources": {k: v for k, v in resources.items() if v is not None},
-        "timeout_seconds": args.timeout,
-        "priority": args.priority,
-        "labels": dict(args.label),
-        "tags": args.tag,
-        "project": args.project,
-        "scheduled_for": args.scheduled_for,
-        "idempotency_key": args.idempotency_key,
-        "retry": {"max_retries": args.retries} if args.retries is not None else None,
-        "concurrency_key": args.concurrency_key,
-    }
-    return {k: v for k, v in fields.items() if v is not None and v != [] and v != {}}
-
-
-async def cmd_submit(args: argparse.Namespace) -> int:
-    from .client import print_lines
-    from .clientfmt import outcome
-
-    wait = args.wait or args.follow
-
-    async def run(client: Client) -> int:
-        job = await client.submit(spec_of(args))
-        if args.follow:
-            print(f"jobledger: submitted job {job.id}", file=sys.stderr, flush=True)
-        elif not (args.json and wait):
-            print(msgspec.json.encode(job).decode() if args.json else job.id, flush=True)
-        if not wait:
-            return EXIT_OK
-        job = await client.wait(str(job.id), print_lines if args.follow else None)
-        if args.json:
-            print(msgspec.json.encode(job).decode())
-        code, message = outcome(job)
-        if message:
-            print(f"jobledger: {message}", file=sys.stderr)
-        return code
-
-    return await with_client(args, run)
-
-
-def configure_jobs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("jobs", help="list jobs, newest first")
-    p.add_argument(
-        "--state", type=job_states, action="append", default=[], metavar="S",
-        help="only jobs in this state (repeatable, or comma-separated)",
-    )  # fmt: skip
-    p.add_argument("--project", metavar="NAME", help="only this project's jobs")
-    p.add_argument(
-        "--label", type=key_value, action="append", default=[], metavar="K=V",
-        help="only jobs with this label (repeatable; all must match)",
-    )  # fmt: skip
-    p.add_argument(
-        "--limit", type=int, metavar="N", help="jobs per page (1-500; default 50, 500 with --all)"
-    )
-    p.add_argument("--all", action="store_true", help="every matching job, page after page")
-    p.add_argument("--json", action="store_true", help="the jobs as a JSON array")
-    add_client_args(p)
-    p.set_defaults(func=cmd_jobs)
-
-
-async def cmd_jobs(args: argparse.Namespace) -> int:
-    from .client import MAX_JOBS_PAGE
-    from .clientfmt import jobs_table
-
-    states = [s for group in args.state for s in group]
-    labels = dict(args.label)
-
-    async def run(client: Client) -> int:
-        more = False
-        if args.all:
-            pages = client.iter_jobs(
-                states=states, project=args.project, labels=labels,
-                page_size=args.limit or MAX_JOBS_PAGE,
-            )  # fmt: skip
-            jobs = [job async for page in pages for job in page]
-        else:
-            page = await client.list_jobs(
-                states=states, project=args.project, labels=labels, limit=args.limit
-            )
-            jobs, more = page.jobs, page.next_cursor is not None
-        if args.json:
-            print(msgspec.json.encode(jobs).decode())
-            return EXIT_OK
-        sys.stdout.write(jobs_table(jobs))
-        if more:
-            print("jobledger: more jobs match; --all lists every one", file=sys.stderr)
-        return EXIT_OK
-
-    return await with_client(args, run)
-
-
-def configure_show_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("show", help="one job's spec, state, outcome, usage and times")
-    p.add_argument("job_id", metavar="JOB_ID")
-    p.add_argument("--json", action="store_true", help="the job as the API returns it")
-    add_client_args(p)
-    p.set_defaults(func=cmd_show)
-
-
-async def cmd_show(args: argparse.Namespace) -> int:
-    from .clientfmt import job_details
-
-    async def run(client: Client) -> int:
-        job = await client.get_job(args.job_id)
-        if args.json:
-            print(msgspec.json.encode(job).decode())
-        else:
-            sys.stdout.write(job_details(job))
-        return EXIT_OK
-
-    return await with_client(args, run)
-
-
-def configure_cancel_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("cancel", help="cancel a job; prints its state afterwards")
-    p.add_argument("job_id", metavar="JOB_ID")
-    p.add_argument("--reason", metavar="TEXT", help="why, recorded in the job's history")
-    add_client_args(p)
-    p.set_defaults(func=cmd_cancel)
-
-
-async def cmd_cancel(args: argparse.Namespace) -> int:
-    async def run(client: Client) -> int:
-        job = await client.cancel(args.job_id, args.reason)
-        print(job.state.value)
-        return EXIT_OK
-
-    return await with_client(args, run)
-
-
 # ---- entry point --------------------------------------------------------------------------
 
 
@@ -680,11 +330,11 @@ def build_parser() -> argparse.ArgumentParser:
     configure_worker_parser(sub)
     configure_migrate_parser(sub)
     configure_replay_parser(sub)
-    configure_logs_parser(sub)
-    configure_submit_parser(sub)
-    configure_jobs_parser(sub)
-    configure_show_parser(sub)
-    configure_cancel_parser(sub)
+    clientcli.configure_logs_parser(sub)
+    clientcli.configure_submit_parser(sub)
+    clientcli.configure_jobs_parser(sub)
+    clientcli.configure_show_parser(sub)
+    clientcli.configure_cancel_parser(sub)
     return parser
 
 

@@ -8,9 +8,9 @@ from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
 from .api.jobs import JobOut
-from .cli import EXIT_ERROR, EXIT_OK
 from .domain.events import FailureReason
 from .domain.jobs import JobState
+from .exitcodes import EXIT_ERROR, EXIT_OK
 
 #: Width the job table is fitted to, so it reads in a 100-column terminal or a code review.
 TABLE_WIDTH = 100

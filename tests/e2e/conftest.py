@@ -42,6 +42,20 @@ def jobledger(*args: str, timeout: float = 120, **kw: object) -> subprocess.Comp
     )  # fmt: skip
 
 
+#: Every server process started; any still running when its test ends is killed.
+_children: list[subprocess.Popen[bytes]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_servers() -> Iterator[None]:
+    yield
+    while _children:
+        proc = _children.pop()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+
+
 class Server:
     """A `jobledger serve` process on a free port."""
 
@@ -54,6 +68,7 @@ class Server:
             cwd=ROOT, env=child_env(),
             stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
+        _children.append(self.proc)
         self.wait_ready()
 
     def output(self) -> str:
