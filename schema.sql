@@ -162,3 +162,6 @@ CREATE TABLE IF NOT EXISTS api_tokens (
     revoked_at         timestamptz,
     last_used_at       timestamptz
 );
+-- Submit rate limits per project (NULL: the server's defaults).
+ALTER TABLE projects ADD COLUMN IF NOT EXISTS submit_rate real;
+ALTER TABLE projects ADD COLUMN IF NOT EXISTS submit_burst integer;

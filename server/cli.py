@@ -193,12 +193,21 @@ def configure_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentPars
     p.add_argument("--host", default=os.environ.get("JOBLEDGER_HOST", "127.0.0.1"))
     p.add_argument("--port", type=int, default=int(os.environ.get("JOBLEDGER_PORT", "8080")))
     p.add_argument("--no-scheduler", action="store_true", help="serve the API only")
+    p.add_argument(
+        "--submit-rate", type=float, default=_env_float("JOBLEDGER_SUBMIT_RATE", 0.0),
+        help="jobs per second a project may submit unless it sets its own (0: no limit)",
+    )  # fmt: skip
+    p.add_argument(
+        "--submit-burst", type=int, default=int(os.environ.get("JOBLEDGER_SUBMIT_BURST", "100")),
+        help="submits a project may make at once before the rate applies",
+    )  # fmt: skip
     add_worker_args(p)
     p.set_defaults(func=cmd_serve)
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
     from .api.app import create_app
+    from .api.ratelimit import RateDefaults
 
     stop = stop_on_signals()
     async with database(args) as dsn:
@@ -213,7 +222,8 @@ async def cmd_serve(args: argparse.Namespace) -> int:
                     file=sys.stderr,
                     flush=True,
                 )
-            app = create_app(service, dsn, admin_token)
+            rate = RateDefaults(rate=args.submit_rate, burst=args.submit_burst)
+            app = create_app(service, dsn, admin_token, rate)
             runner = web.AppRunner(app, access_log=None, handle_signals=False)
             await runner.setup()
             try:

@@ -16,6 +16,7 @@ from ..store.access import token_hash
 from . import errors, jobs, loghub, logs, openapi, projects
 from .auth import ENV_ADMIN_HASH, auth_middleware
 from .context import REQUEST_ID, SERVICE
+from .ratelimit import SUBMIT_LIMITER, RateDefaults, SubmitLimiter
 from .routes import register
 
 log = structlog.get_logger("jobledger.api")
@@ -70,11 +71,17 @@ async def healthz(request: web.Request) -> web.Response:
 ROUTES = (*jobs.ROUTES, *logs.ROUTES, *projects.ROUTES)
 
 
-def create_app(service: JobService, dsn: str, admin_token: str | None = None) -> web.Application:
+def create_app(
+    service: JobService,
+    dsn: str,
+    admin_token: str | None = None,
+    rate: RateDefaults | None = None,
+) -> web.Application:
     """The API bound to a job service (and through it, the database)."""
     app = web.Application(
         middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY_BYTES
     )
+    app[SUBMIT_LIMITER] = SubmitLimiter(rate or RateDefaults())
     if admin_token:
         app[ENV_ADMIN_HASH] = token_hash(admin_token)
     app[SERVICE] = service

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -15,6 +16,7 @@ STATUS: dict[type[domain.DomainError], int] = {
     domain.Unauthenticated: 401,
     domain.Forbidden: 403,
     domain.Conflict: 409,
+    domain.RateLimited: 429,
     domain.InvalidInput: 400,
     domain.InvalidTransition: 409,
     domain.IdempotencyConflict: 409,
@@ -58,7 +60,10 @@ def error_response(status: int, code: str, message: str, **details: Any) -> web.
 
 def from_domain(exc: domain.DomainError) -> web.Response:
     status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
-    return error_response(status, exc.code, exc.message, **exc.details)
+    response = error_response(status, exc.code, exc.message, **exc.details)
+    if "retry_after" in exc.details:
+        response.headers["Retry-After"] = str(max(1, math.ceil(exc.details["retry_after"])))
+    return response
 
 
 def from_validation(exc: msgspec.ValidationError) -> web.Response:

@@ -8,7 +8,7 @@ from datetime import datetime
 import msgspec
 from aiohttp import web
 
-from ..domain.errors import Forbidden, InvalidInput
+from ..domain.errors import Forbidden, InvalidInput, RateLimited
 from ..domain.events import AnyEvent, EventMeta, Usage
 from ..domain.jobs import JobState, RequestCancel
 from ..domain.specs import DEFAULT_PROJECT, JobSpec
@@ -19,6 +19,7 @@ from ..store.access import Role
 from ..store.logs import UsageSample, read_usage_samples
 from .auth import event_meta, job_for, principal
 from .context import SERVICE, json_response
+from .ratelimit import SUBMIT_LIMITER
 from .routes import Query, Route
 
 MAX_PAGE = 500
@@ -85,6 +86,12 @@ async def submit(request: web.Request) -> web.Response:
     if not who.may(spec.project, Role.OPERATOR):
         raise Forbidden(
             f"{who.actor} may not submit jobs to project {spec.project}", field="$.project"
+        )
+    wait = await request.app[SUBMIT_LIMITER].retry_after(request.app[SERVICE].pool, spec.project)
+    if wait is not None:
+        raise RateLimited(
+            f"project {spec.project} submits too fast; retry in {wait:.2f} s",
+            retry_after=round(wait, 3),
         )
     view, created = await request.app[SERVICE].submit(spec, event_meta(request))
     [out] = await job_outs(request, [view])

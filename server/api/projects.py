@@ -34,10 +34,15 @@ class NewProject(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
 
 
 class ProjectLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Limits of a project; a field left out stays as it is. 0 running jobs pauses it."""
+    """Limits of a project; a field left out stays as it is. 0 running jobs pauses it;
+    a submit rate of 0 means no limit."""
 
     max_running_jobs: MaxRunning | None = None
     log_limit_bytes: LogLimit | None = None
+    #: Jobs per second the project may submit (a token bucket per API process).
+    submit_rate: Annotated[float, msgspec.Meta(ge=0, le=1e6)] | None = None
+    #: How many submits may come at once before the rate applies.
+    submit_burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
 
 
 class ProjectList(msgspec.Struct):
@@ -141,8 +146,9 @@ async def put_limits(request: web.Request) -> web.Response:
     require(request, name, Role.ADMIN)
     limits = msgspec.json.decode(await request.read(), type=ProjectLimits)
     view = await queue.set_project_limit(
-        request.app[SERVICE].pool, name, limits.max_running_jobs, limits.log_limit_bytes
-    )
+        request.app[SERVICE].pool, name, limits.max_running_jobs, limits.log_limit_bytes,
+        limits.submit_rate, limits.submit_burst,
+    )  # fmt: skip
     return json_response(view)
 
 

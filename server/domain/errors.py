@@ -47,6 +47,12 @@ class Conflict(DomainError):
     code = "conflict"
 
 
+class RateLimited(DomainError):
+    """Too many requests of this kind; `details['retry_after']` says when to try again."""
+
+    code = "rate_limited"
+
+
 class InvalidTransition(DomainError):
     """The command does not apply to the job in its current state."""
 

@@ -31,6 +31,9 @@ class ProjectView(msgspec.Struct, kw_only=True):
     max_running_jobs: int
     #: Output a job of this project may store; None: the worker's limit.
     log_limit_bytes: int | None = None
+    #: Submits per second allowed (None: the server's default).
+    submit_rate: float | None = None
+    submit_burst: int | None = None
     running: int
     queued: int
 
@@ -42,14 +45,19 @@ async def project_view(pool: asyncpg.Pool, name: str) -> ProjectView:
 
 
 async def set_project_limit(
-    pool: asyncpg.Pool, name: str, max_running_jobs: int | None, log_limit_bytes: int | None = None
+    pool: asyncpg.Pool,
+    name: str,
+    max_running_jobs: int | None,
+    log_limit_bytes: int | None = None,
+    submit_rate: float | None = None,
+    submit_burst: int | None = None,
 ) -> ProjectView:
     """Set how many of a project's jobs may run at once (0 pauses the project) and how much
     output each may store; None leaves a limit as it is."""
     async with pool.acquire() as conn, conn.transaction():
         await conn.execute(
             QUERIES["set_project_limit"], name, max_running_jobs, log_limit_bytes,
-            DEFAULT_MAX_RUNNING_JOBS,
+            DEFAULT_MAX_RUNNING_JOBS, submit_rate, submit_burst,
         )  # fmt: skip
         # A raised limit frees slots: have every scheduler look again.
         await conn.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, _LOOK_AGAIN)

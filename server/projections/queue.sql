@@ -8,10 +8,13 @@ WHERE stopped_at IS NULL
 
 -- name: set_project_limit
 -- Set a project's limits; a NULL leaves that limit as it is.
-INSERT INTO projects (name, max_running_jobs, log_limit_bytes) VALUES ($1, coalesce($2, $4::int), $3)
+INSERT INTO projects (name, max_running_jobs, log_limit_bytes, submit_rate, submit_burst)
+VALUES ($1, coalesce($2, $4::int), $3, $5, $6)
 ON CONFLICT (name) DO UPDATE SET
     max_running_jobs = coalesce($2, projects.max_running_jobs),
     log_limit_bytes = coalesce($3, projects.log_limit_bytes),
+    submit_rate = coalesce($5, projects.submit_rate),
+    submit_burst = coalesce($6, projects.submit_burst),
     updated_at = clock_timestamp()
 RETURNING name;
 
@@ -19,6 +22,8 @@ RETURNING name;
 -- A project's limit and how many of its jobs run and wait.
 SELECT coalesce((SELECT max_running_jobs FROM projects WHERE name = $1), $2::int) AS max_running_jobs,
        (SELECT log_limit_bytes FROM projects WHERE name = $1) AS log_limit_bytes,
+       (SELECT submit_rate FROM projects WHERE name = $1) AS submit_rate,
+       (SELECT submit_burst FROM projects WHERE name = $1) AS submit_burst,
        count(*) FILTER (WHERE state IN ('running', 'cancelling'))::int AS running,
        count(*) FILTER (WHERE state = 'queued')::int AS queued
 FROM jobs WHERE project = $1;

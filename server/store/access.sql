@@ -65,3 +65,7 @@ UPDATE api_tokens t SET revoked_at = coalesce(t.revoked_at, clock_timestamp())
 FROM service_accounts s
 WHERE t.id = $1 AND s.id = t.service_account_id AND s.project = $2
 RETURNING t.id, t.revoked_at;
+
+-- name: project_rate
+-- A project's submit rate settings (NULL: the server's default).
+SELECT submit_rate, submit_burst FROM projects WHERE name = $1;

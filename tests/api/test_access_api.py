@@ -254,3 +254,27 @@ async def test_duplicates_conflict(client: Client) -> None:
             "/api/v1/projects/nope/service-accounts", json={"name": "a", "role": "viewer"}
         )
     ).status == 404
+
+
+async def test_submits_beyond_a_projects_rate_get_429_with_retry_after(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    tokens = await project_with_accounts(client, "p1")
+    await project_with_accounts(client, "p2")
+    resp = await client.put(
+        "/api/v1/projects/p1/limits", json={"submit_rate": 0.5, "submit_burst": 2}
+    )
+    assert resp.status == 200 and (await resp.json())["submit_rate"] == 0.5
+    statuses = []
+    for _ in range(3):
+        r = await client.post("/api/v1/jobs", json={"image": "b"}, headers=auth(tokens["operator"]))
+        statuses.append(r.status)
+    assert statuses == [201, 201, 429]
+    body = await r.json()
+    assert body["error"]["code"] == "rate_limited" and body["error"]["details"]["retry_after"] > 0
+    assert int(r.headers["Retry-After"]) >= 1
+    assert (
+        await pool.fetchval("SELECT count(*) FROM jobs WHERE project = 'p1'") == 2
+    )  # nothing written
+    other = await client.post("/api/v1/jobs", json={"image": "b", "project": "p2"})
+    assert other.status == 201  # another project has its own bucket

@@ -1,0 +1,72 @@
+"""Submit rate limits per project: a token bucket per project in each API process.
+
+A project's `submit_rate` (jobs per second, refilled continuously) and `submit_burst` (the
+bucket's size) come from its settings, else from the server's defaults; a rate of 0 means
+no limit. With several API processes each keeps its own buckets, so the effective limit
+is per process."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import asyncpg
+from aiohttp import web
+
+from ..store import access
+
+#: Seconds a project's settings are reused before they are read again.
+SETTINGS_TTL = 2.0
+
+
+@dataclass
+class _Bucket:
+    tokens: float
+    at: float
+
+
+@dataclass(frozen=True)
+class RateDefaults:
+    """The server's rate for projects that set none (0: unlimited) and its burst."""
+
+    rate: float = 0.0
+    burst: int = 100
+
+
+class SubmitLimiter:
+    """Decides whether a project may submit one more job now."""
+
+    def __init__(self, defaults: RateDefaults) -> None:
+        self.defaults = defaults
+        self._buckets: dict[str, _Bucket] = {}
+        # project -> (when read, rate, burst)
+        self._settings: dict[str, tuple[float, float, int]] = {}
+
+    async def _limits(self, pool: asyncpg.Pool, project: str, now: float) -> tuple[float, int]:
+        cached = self._settings.get(project)
+        if cached is None or now - cached[0] > SETTINGS_TTL:
+            row = await pool.fetchrow(access.QUERIES["project_rate"], project)
+            rate, burst = self.defaults.rate, self.defaults.burst
+            if row is not None:
+                rate = rate if row["submit_rate"] is None else row["submit_rate"]
+                burst = burst if row["submit_burst"] is None else row["submit_burst"]
+            cached = (now, float(rate), int(burst))
+            self._settings[project] = cached
+        return cached[1], cached[2]
+
+    async def retry_after(self, pool: asyncpg.Pool, project: str) -> float | None:
+        """Take a token for one submit; None if allowed, else seconds until one is free."""
+        now = time.monotonic()
+        rate, burst = await self._limits(pool, project, now)
+        if rate <= 0:
+            return None
+        bucket = self._buckets.setdefault(project, _Bucket(tokens=float(burst), at=now))
+        bucket.tokens = min(float(burst), bucket.tokens + (now - bucket.at) * rate)
+        bucket.at = now
+        if bucket.tokens >= 1.0:
+            bucket.tokens -= 1.0
+            return None
+        return (1.0 - bucket.tokens) / rate
+
+
+SUBMIT_LIMITER = web.AppKey("submit_limiter", SubmitLimiter)
