@@ -18,14 +18,12 @@ from ..projections.queue import waiting_reasons
 from ..store.access import Role
 from ..store.logs import UsageSample, read_usage_samples
 from .auth import event_meta, job_for, principal
-from .context import SERVICE, json_response
+from .context import SERVICE, decode_body, json_response
 from .ratelimit import SUBMIT_LIMITER
 from .routes import Query, Route
 
 MAX_PAGE = 500
 DEFAULT_PAGE = 50
-
-_spec_decoder = msgspec.json.Decoder(JobSpec)
 
 
 class JobOut(JobView, kw_only=True):
@@ -78,7 +76,7 @@ def job_id_of(request: web.Request) -> uuid.UUID:
 async def submit(request: web.Request) -> web.Response:
     """POST /api/v1/jobs: 201 with the new job, 200 with the earlier one for a repeated
     idempotency key."""
-    spec = _spec_decoder.decode(await request.read())
+    spec = decode_body(await request.read(), JobSpec)
     who = principal(request)
     if who.project is not None and spec.project == DEFAULT_PROJECT:
         # A service account's jobs go to its own project unless the spec says otherwise.
@@ -215,7 +213,7 @@ async def cancel_job(request: web.Request) -> web.Response:
     job_id = job_id_of(request)
     await job_for(request, job_id, Role.OPERATOR)
     body = await request.read()
-    reason = msgspec.json.decode(body, type=CancelRequest).reason if body.strip() else None
+    reason = decode_body(body, CancelRequest).reason if body.strip() else None
     job = await request.app[SERVICE].execute(
         job_id, RequestCancel(reason=reason), event_meta(request)
     )
@@ -254,7 +252,8 @@ ROUTES = (
     Route("GET", "/api/v1/jobs", list_jobs, "List jobs, newest first", response=JobList, query=(
         Query("state", _STATES, "only jobs in these states (repeat or comma-separate)", True),
         Query("project", {"type": "string"}, "only this project's jobs"),
-        Query("label", {"type": "string"}, "KEY=VALUE; every one given must match", True),
+        Query("label", {"type": "string", "pattern": "^[^=]+=.*$"},
+              "KEY=VALUE; every one given must match", True),
         Query("created_after", _TIME, "created at or after (with an offset)"),
         Query("created_before", _TIME, "created before (with an offset)"),
         Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size"),

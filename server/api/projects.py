@@ -19,7 +19,7 @@ from ..projections.queue import ProjectView
 from ..store import access
 from ..store.access import Role
 from .auth import principal, require
-from .context import SERVICE, json_response
+from .context import SERVICE, decode_body, json_response
 from .routes import Route
 
 _NAME = re.compile(PROJECT_NAME)
@@ -114,7 +114,7 @@ async def create_project(request: web.Request) -> web.Response:
     who = principal(request)
     if not who.is_server_admin:
         raise Forbidden("only a server admin may create projects")
-    new = msgspec.json.decode(await request.read(), type=NewProject)
+    new = decode_body(await request.read(), NewProject)
     pool = request.app[SERVICE].pool
     try:
         await pool.execute(
@@ -144,7 +144,7 @@ async def put_limits(request: web.Request) -> web.Response:
     """PUT /api/v1/projects/{project}/limits."""
     name = project_name(request)
     require(request, name, Role.ADMIN)
-    limits = msgspec.json.decode(await request.read(), type=ProjectLimits)
+    limits = decode_body(await request.read(), ProjectLimits)
     view = await queue.set_project_limit(
         request.app[SERVICE].pool, name, limits.max_running_jobs, limits.log_limit_bytes,
         limits.submit_rate, limits.submit_burst,
@@ -163,7 +163,7 @@ async def _existing_project(request: web.Request, role: Role) -> str:
 async def create_service_account(request: web.Request) -> web.Response:
     """POST /api/v1/projects/{project}/service-accounts."""
     project = await _existing_project(request, Role.ADMIN)
-    new = msgspec.json.decode(await request.read(), type=NewServiceAccount)
+    new = decode_body(await request.read(), NewServiceAccount)
     try:
         row = await request.app[SERVICE].pool.fetchrow(
             access.QUERIES["create_service_account"],
@@ -198,7 +198,7 @@ async def issue_token(request: web.Request) -> web.Response:
     project = await _existing_project(request, Role.ADMIN)
     account = await _service_account(request, project)
     body = await request.read()
-    new = msgspec.json.decode(body, type=NewToken) if body.strip() else NewToken()
+    new = decode_body(body, NewToken) if body.strip() else NewToken()
     pool = request.app[SERVICE].pool
     expires_at = None
     if new.expires_in_seconds is not None:

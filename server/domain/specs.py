@@ -22,7 +22,10 @@ EnvName = Annotated[
     str, msgspec.Meta(min_length=1, max_length=255, pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
 ]
 EnvValue = Annotated[str, msgspec.Meta(max_length=32_768)]
-Image = Annotated[str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
+# ASCII only, so the pattern means the same to Python and to JSON Schema (ECMA) readers.
+Image = Annotated[
+    str, msgspec.Meta(min_length=1, max_length=512, pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@+-]*$")
+]
 Arg = Annotated[str, msgspec.Meta(max_length=32_768)]
 Tag = Annotated[
     str, msgspec.Meta(min_length=1, max_length=63, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")

@@ -298,3 +298,12 @@ async def test_usage_returns_samples_and_summary(client: Client, pool: asyncpg.P
     ]
     missing = await client.get("/api/v1/jobs/01a2087c-db01-725b-b63a-f89db42493f1/usage")
     assert missing.status == 404
+
+
+async def test_integral_floats_count_as_integers_as_json_schema_says(client: Client) -> None:
+    job = await submit(
+        client, {"image": "b", "priority": 5.0, "scheduled_for": "2031-01-01T00:00:00Z"}
+    )
+    assert job["priority"] == 5 and job["scheduled_for"] == "2031-01-01T00:00:00Z"
+    bad = await submit(client, {"image": "b", "priority": 5.5}, 422)
+    assert bad["error"]["details"]["field"] == "$.priority"
