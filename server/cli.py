@@ -345,6 +345,7 @@ def build_parser() -> argparse.ArgumentParser:
     clientcli.configure_jobs_parser(sub)
     clientcli.configure_show_parser(sub)
     clientcli.configure_cancel_parser(sub)
+    clientcli.configure_tokens_parser(sub)
     return parser
 
 

@@ -7,7 +7,7 @@ import argparse
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -354,3 +354,74 @@ async def cmd_cancel(args: argparse.Namespace) -> int:
         return EXIT_OK
 
     return await with_client(args, run)
+
+
+def configure_tokens_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("tokens", help="issue, list and revoke a service account's API tokens")
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    create = verbs.add_parser("create", help="issue a token: printed once, on stdout")
+    create.add_argument("project")
+    create.add_argument("account", help="the service account the token acts as")
+    create.add_argument("--description", metavar="TEXT")
+    create.add_argument(
+        "--expires-in", type=int, metavar="SECONDS", help="lifetime (default: until revoked)"
+    )
+    create.add_argument("--json", action="store_true", help="print the whole answer as JSON")
+    listing = verbs.add_parser("list", help="a service account's tokens (never their secrets)")
+    listing.add_argument("project")
+    listing.add_argument("account")
+    listing.add_argument("--json", action="store_true")
+    revoke = verbs.add_parser("revoke", help="revoke a token: it stops working at once")
+    revoke.add_argument("project")
+    revoke.add_argument("token_id", metavar="TOKEN_ID")
+    for q in (create, listing, revoke):
+        add_client_args(q)
+        q.set_defaults(func=cmd_tokens)
+
+
+async def cmd_tokens(args: argparse.Namespace) -> int:
+    from .api.projects import IssuedToken, RevokedToken, TokenList
+    from .clientfmt import table
+
+    base = f"/api/v1/projects/{args.project}"
+
+    async def run(client: Client) -> int:
+        if args.verb == "create":
+            body = {"description": args.description, "expires_in_seconds": args.expires_in}
+            raw = await client.request_raw(
+                "POST", f"{base}/service-accounts/{args.account}/tokens",
+                body={k: v for k, v in body.items() if v is not None},
+            )  # fmt: skip
+            issued = msgspec.json.decode(raw, type=IssuedToken)
+            if args.json:
+                print(raw.decode())
+            else:
+                print(issued.token)  # stdout holds the secret alone, for `export X=$(...)`
+                until = issued.expires_at.isoformat() if issued.expires_at else "revoked"
+                print(
+                    f"token {issued.id} for {issued.project}/{issued.service_account}, "
+                    f"valid until {until}; it is shown this once",
+                    file=sys.stderr,
+                )
+        elif args.verb == "list":
+            raw = await client.request_raw("GET", f"{base}/service-accounts/{args.account}/tokens")
+            if args.json:
+                print(raw.decode())
+                return EXIT_OK
+            rows = [
+                [str(t.id), t.description or "", _when(t.created_at), _when(t.expires_at),
+                 _when(t.revoked_at), _when(t.last_used_at)]
+                for t in msgspec.json.decode(raw, type=TokenList).tokens
+            ]  # fmt: skip
+            print(table(["ID", "DESCRIPTION", "CREATED", "EXPIRES", "REVOKED", "LAST USED"], rows))
+        else:
+            raw = await client.request_raw("DELETE", f"{base}/tokens/{args.token_id}")
+            revoked = msgspec.json.decode(raw, type=RevokedToken)
+            print(f"revoked {revoked.id} at {_when(revoked.revoked_at)}")
+        return EXIT_OK
+
+    return await with_client(args, run)
+
+
+def _when(at: datetime | None) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if at else ""

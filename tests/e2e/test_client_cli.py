@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -398,3 +399,38 @@ def test_format_time_is_utc() -> None:
     t = datetime(2030, 1, 1, 2, 0, tzinfo=timezone(timedelta(hours=2)))
     assert format_time(t) == "2030-01-01T00:00:00Z"
     assert format_time(t.astimezone(UTC)) == "2030-01-01T00:00:00Z"
+
+
+def test_tokens_create_list_revoke(dsn: str) -> None:
+    server = Server("--database-url", dsn, "--no-scheduler")
+    try:
+        for path, body in [
+            ("/api/v1/projects", {"name": "cli"}),
+            ("/api/v1/projects/cli/service-accounts", {"name": "bot", "role": "viewer"}),
+        ]:
+            req = urllib.request.Request(
+                server.url + path, data=json.dumps(body).encode(), method="POST",
+                headers={"Content-Type": "application/json", **AUTH},
+            )  # fmt: skip
+            urllib.request.urlopen(req, timeout=10).close()
+        url = ["--url", server.url]  # jobledger() passes the admin token
+        made = jobledger(
+            "tokens", "create", "cli", "bot", "--description", "ci", "--expires-in", "3600", *url
+        )
+        assert made.returncode == 0, made.stderr
+        secret = made.stdout.strip()
+        assert secret.startswith("jl_") and "shown this once" in made.stderr
+        # The new token works, as the viewer it is.
+        mine = jobledger("jobs", "--url", server.url, "--token", secret)
+        assert mine.returncode == 0, mine.stderr
+        listed = jobledger("tokens", "list", "cli", "bot", *url)
+        assert listed.returncode == 0 and "ci" in listed.stdout and secret not in listed.stdout
+        token_id = made.stderr.split()[1]
+        revoked = jobledger("tokens", "revoke", "cli", token_id, *url)
+        assert revoked.returncode == 0 and revoked.stdout.startswith(f"revoked {token_id}")
+        refused = jobledger("jobs", "--url", server.url, "--token", secret)
+        assert refused.returncode == 1 and "invalid, expired or revoked" in refused.stderr
+        unknown = jobledger("tokens", "list", "cli", "nobody", *url)
+        assert unknown.returncode == 1 and "no service account" in unknown.stderr
+    finally:
+        server.stop()
