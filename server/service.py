@@ -11,7 +11,7 @@ import structlog
 
 from .domain.errors import ConcurrencyError, DomainError, IdempotencyConflict
 from .domain.events import EventMeta, Recorded
-from .domain.jobs import Command, Job, Submit, decide, fold
+from .domain.jobs import Command, Job, Submit, decide, fold, validate
 from .domain.specs import JobSpec
 from .ids import uuid7
 from .projections import jobs as jobs_projection
@@ -88,6 +88,7 @@ class JobService:
     async def submit(self, spec: JobSpec, meta: EventMeta) -> tuple[JobView, bool]:
         """Create a job; with an idempotency key already used in the project, return that
         job instead (created=False), or refuse if it was submitted with another spec."""
+        validate(Submit(spec=spec))  # before any query: e.g. a NUL in the key
         if spec.idempotency_key is not None:
             existing = await self._existing(spec)
             if existing is not None:

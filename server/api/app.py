@@ -9,7 +9,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from ..domain.errors import DomainError
+from ..domain.errors import DomainError, InvalidInput
 from ..ids import request_id
 from ..service import JobService
 from ..store.access import token_hash
@@ -35,6 +35,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
     started = time.perf_counter()
     with structlog.contextvars.bound_contextvars(request_id=rid):
         try:
+            reject_nul(request)
             response = await handler(request)
         except DomainError as exc:
             response = errors.from_domain(exc)
@@ -58,6 +59,17 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             ms=round((time.perf_counter() - started) * 1000, 2),
         )
         return response
+
+
+def reject_nul(request: web.Request) -> None:
+    """PostgreSQL cannot hold a NUL character in text: refuse one in any query or path
+    value here, once for every route, instead of failing in the database."""
+    for where, values in (("query", request.query), ("path", request.match_info)):
+        for key, value in values.items():
+            if "\x00" in key or "\x00" in value:
+                raise InvalidInput(
+                    "text must not contain NUL characters (%00)", field=f"{where}.{key}"
+                )
 
 
 async def healthz(request: web.Request) -> web.Response:

@@ -158,11 +158,16 @@ def _nul_path(value: object, path: str) -> str | None:
     return None
 
 
-def decide(state: Job | None, command: Command) -> list[Event]:
-    """The events a command produces on a job, or a `DomainError` saying why not."""
+def validate(command: Command) -> None:
+    """Refuse what no state would accept: text PostgreSQL cannot store."""
     payload = command.spec if isinstance(command, Submit) else command
     if path := _nul_path(msgspec.to_builtins(payload), "$"):
         raise InvalidInput("text must not contain NUL characters (\\u0000)", field=path)
+
+
+def decide(state: Job | None, command: Command) -> list[Event]:
+    """The events a command produces on a job, or a `DomainError` saying why not."""
+    validate(command)
     if isinstance(command, Submit):
         if state is not None:
             raise InvalidTransition("job already exists", job_id=str(state.id))

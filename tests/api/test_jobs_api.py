@@ -202,6 +202,12 @@ BAD_SUBMITS: list[tuple[str, Any, int, str]] = [
     ("array body", [{"image": "b"}], 422, "$"),
     ("NUL in a label", {"image": "b", "labels": {"k": "a\u0000"}}, 400, "$.labels.k"),
     ("NUL in a command", {"image": "b", "command": ["x", "\u0000"]}, 400, "$.command[1]"),
+    (
+        "NUL in an idempotency key",
+        {"image": "b", "idempotency_key": "k\u0000"},
+        400,
+        "$.idempotency_key",
+    ),
 ]
 
 
@@ -263,6 +269,9 @@ async def test_undecodable_bodies(
         ("GET", "/api/v1/jobs?created_before=2030-01-01T00:00:00", 400, "query.created_before"),
         ("GET", "/api/v1/jobs?label=noequals", 400, "query.label"),
         ("GET", "/api/v1/jobs?project=a&project=b", 400, "query.project"),
+        ("GET", "/api/v1/jobs?label=a%3Db%00", 400, "query.label"),
+        ("GET", "/api/v1/jobs?project=x%00", 400, "query.project"),
+        ("GET", "/api/v1/projects/p1/service-accounts/a%00b/tokens", 400, "path.account"),
         ("DELETE", "/api/v1/jobs", 405, None),
         ("GET", "/api/v1/nothing-here", 404, None),
     ],

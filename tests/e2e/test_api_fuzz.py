@@ -39,7 +39,11 @@ def test_every_operation_keeps_its_promises(server: Server) -> None:
             # statuses and content types, answers that fit their schemas.
             case.validate_response(response, excluded_checks=[positive_data_acceptance])
 
-        check()
+        try:
+            check()
+        except BaseException:
+            print(server.output()[-8000:])  # the server's own account, shown with the failure
+            raise
         checked.append(f"{operation.method.upper()} {operation.path}")
     server.stop()
     assert len(checked) >= 17, checked
