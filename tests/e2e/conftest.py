@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import socket
@@ -54,6 +55,12 @@ def _no_leftover_servers() -> Iterator[None]:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=30)
+
+
+async def run_cli(*args: str) -> tuple[int, str, str]:
+    """`jobledger ARGS` to completion off the event loop: exit code, stdout, stderr."""
+    done = await asyncio.to_thread(jobledger, *args)
+    return done.returncode, done.stdout, done.stderr
 
 
 class Server:

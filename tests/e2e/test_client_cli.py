@@ -23,6 +23,7 @@ from server.domain.jobs import Fail, Finish, RequestCancel, Start, Submit
 from server.projections.jobs import view_of
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.conftest import AUTH, ROOT, Server, child_env, free_port, jobledger
+from tests.e2e.conftest import run_cli as run
 from tests.factories import MemoryLog, spec
 
 MISSING = "01a2087c-db01-725b-b63a-f89db42493f1"
@@ -40,12 +41,6 @@ async def server(dsn: str) -> AsyncIterator[Server]:
     finally:
         if srv.proc.poll() is None:
             await asyncio.to_thread(srv.stop)
-
-
-async def run(*args: str) -> tuple[int, str, str]:
-    """The CLI to completion (token from JOBLEDGER_TOKEN, set by `jobledger`)."""
-    done = await asyncio.to_thread(jobledger, *args)
-    return done.returncode, done.stdout, done.stderr
 
 
 async def submit(url: str, *args: str) -> str:

@@ -16,7 +16,8 @@ from server.service import JobService
 from server.store.logs import LogLine, Stream, append_log_batch
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e import conftest as e2e
-from tests.e2e.conftest import ROOT, Server, free_port, jobledger
+from tests.e2e.conftest import ROOT, Server, free_port
+from tests.e2e.conftest import run_cli as run
 from tests.factories import spec
 
 META = EventMeta(actor="test")
@@ -59,11 +60,6 @@ async def server(dsn: str) -> AsyncIterator[Server]:
     finally:
         if srv.proc.poll() is None:
             await asyncio.to_thread(srv.stop)
-
-
-async def run(*args: str) -> tuple[int, str, str]:
-    done = await asyncio.to_thread(jobledger, *args)
-    return done.returncode, done.stdout, done.stderr
 
 
 class Follower:
