@@ -12,6 +12,7 @@ from ..domain.errors import Forbidden, InvalidInput, RateLimited
 from ..domain.events import AnyEvent, EventMeta, Usage
 from ..domain.jobs import JobState, RequestCancel
 from ..domain.specs import DEFAULT_PROJECT, JobSpec
+from ..domain.timeline import Timeline, timeline
 from ..projections import jobs as jobs_projection
 from ..projections.jobs import Cursor, JobFilter, JobView
 from ..projections.queue import waiting_reasons
@@ -242,6 +243,16 @@ async def job_usage(request: web.Request) -> web.Response:
     )
 
 
+async def job_timeline(request: web.Request) -> web.Response:
+    """GET /api/v1/jobs/{id}/timeline: every transition with its actor and time, and the
+    seconds spent in each state (a job still going counts until now)."""
+    job_id = job_id_of(request)
+    await job_for(request, job_id)
+    records = await request.app[SERVICE].store.read_stream(job_id)
+    now = await request.app[SERVICE].pool.fetchval("SELECT clock_timestamp()")
+    return json_response(timeline(records, now))
+
+
 _JOB_ID = "{id}"
 _STATES = {"type": "string", "enum": [s.value for s in JobState]}
 _TIME = {"type": "string", "format": "date-time"}
@@ -266,4 +277,6 @@ ROUTES = (
           body=CancelRequest, body_optional=True, response=JobOut, role="operator"),
     Route("GET", f"/api/v1/jobs/{_JOB_ID}/usage", job_usage, "A job's CPU/memory usage",
           response=UsageView),
+    Route("GET", f"/api/v1/jobs/{_JOB_ID}/timeline", job_timeline,
+          "A job's transitions and time per state", response=Timeline),
 )  # fmt: skip

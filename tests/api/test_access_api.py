@@ -172,6 +172,7 @@ async def test_another_projects_jobs_do_not_exist_for_you(
         ("GET", f"/api/v1/jobs/{jid}"),
         ("GET", f"/api/v1/jobs/{jid}/events"),
         ("GET", f"/api/v1/jobs/{jid}/usage"),
+        ("GET", f"/api/v1/jobs/{jid}/timeline"),
         ("GET", f"/api/v1/jobs/{jid}/logs"),
         ("GET", f"/api/v1/jobs/{jid}/logs.txt"),
         ("GET", f"/api/v1/jobs/{jid}/logs/ws"),

@@ -14,6 +14,7 @@ from aiohttp.test_utils import TestClient
 from server.store.logs import UsageSample, append_usage_samples
 
 Client = TestClient  # type: ignore[type-arg]
+SOME_MISSING = "01a2087c-db01-725b-b63a-f89db42493f1"
 
 FULL_SPEC: dict[str, Any] = {
     "image": "jobledger-test:latest",
@@ -316,3 +317,17 @@ async def test_integral_floats_count_as_integers_as_json_schema_says(client: Cli
     assert job["priority"] == 5 and job["scheduled_for"] == "2031-01-01T00:00:00Z"
     bad = await submit(client, {"image": "b", "priority": 5.5}, 422)
     assert bad["error"]["details"]["field"] == "$.priority"
+
+
+async def test_timeline_of_a_cancelled_job(client: Client) -> None:
+    job = await submit(client, {"image": "b"})
+    await client.post(f"/api/v1/jobs/{job['id']}/cancel")
+    resp = await client.get(f"/api/v1/jobs/{job['id']}/timeline")
+    body = await resp.json()
+    assert resp.status == 200 and body["state"] == "cancelled"
+    assert [t["event"] for t in body["transitions"]] == [
+        "JobSubmitted", "JobQueued", "JobCancelRequested", "JobCancelled",
+    ]  # fmt: skip
+    assert {t["actor"] for t in body["transitions"]} == {"admin"}
+    assert set(body["seconds_in_state"]) == {"queued"} and body["seconds_in_state"]["queued"] >= 0
+    assert (await client.get(f"/api/v1/jobs/{SOME_MISSING}/timeline")).status == 404
