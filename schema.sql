@@ -165,3 +165,7 @@ CREATE TABLE IF NOT EXISTS api_tokens (
 -- Submit rate limits per project (NULL: the server's defaults).
 ALTER TABLE projects ADD COLUMN IF NOT EXISTS submit_rate real;
 ALTER TABLE projects ADD COLUMN IF NOT EXISTS submit_burst integer;
+
+-- Audit queries: by actor, and by time, newest first.
+CREATE INDEX IF NOT EXISTS events_actor ON events ((meta ->> 'actor'), position DESC);
+CREATE INDEX IF NOT EXISTS events_recorded_at ON events (recorded_at);

@@ -13,7 +13,7 @@ from ..domain.errors import DomainError, InvalidInput
 from ..ids import request_id
 from ..service import JobService
 from ..store.access import token_hash
-from . import errors, jobs, loghub, logs, openapi, projects
+from . import audit, errors, jobs, loghub, logs, openapi, projects
 from .auth import ENV_ADMIN_HASH, auth_middleware
 from .context import REQUEST_ID, SERVICE
 from .ratelimit import SUBMIT_LIMITER, RateDefaults, SubmitLimiter
@@ -80,7 +80,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 #: Every API operation, in the order the OpenAPI document lists them.
-ROUTES = (*jobs.ROUTES, *logs.ROUTES, *projects.ROUTES)
+ROUTES = (*jobs.ROUTES, *logs.ROUTES, *projects.ROUTES, *audit.ROUTES)
 
 
 def create_app(

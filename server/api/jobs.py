@@ -97,15 +97,27 @@ async def submit(request: web.Request) -> web.Response:
     return json_response(out, status=201 if created else 200)
 
 
-def _param(request: web.Request, name: str) -> str | None:
+def query_param(request: web.Request, name: str) -> str | None:
     values = request.query.getall(name, [])
     if len(values) > 1:
         raise InvalidInput(f"query parameter {name!r} given more than once", field=f"query.{name}")
     return values[0] if values else None
 
 
-def _time_param(request: web.Request, name: str) -> datetime | None:
-    raw = _param(request, name)
+def page_limit(request: web.Request) -> int:
+    """The `limit` query parameter: 1..MAX_PAGE, DEFAULT_PAGE when absent."""
+    raw = query_param(request, "limit")
+    try:
+        limit = int(raw) if raw is not None else DEFAULT_PAGE
+    except ValueError:
+        raise InvalidInput(f"limit is not an integer: {raw!r}", field="query.limit") from None
+    if not 1 <= limit <= MAX_PAGE:
+        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}", field="query.limit")
+    return limit
+
+
+def time_param(request: web.Request, name: str) -> datetime | None:
+    raw = query_param(request, name)
     if raw is None:
         return None
     try:
@@ -138,10 +150,10 @@ def _filter(request: web.Request) -> JobFilter:
         labels[key] = value
     return JobFilter(
         states=states or None,
-        project=_param(request, "project"),
+        project=query_param(request, "project"),
         labels=labels or None,
-        created_after=_time_param(request, "created_after"),
-        created_before=_time_param(request, "created_before"),
+        created_after=time_param(request, "created_after"),
+        created_before=time_param(request, "created_before"),
     )
 
 
@@ -156,14 +168,8 @@ async def list_jobs(request: web.Request) -> web.Response:
                 f"{who.actor} may not list project {filt.project}", field="query.project"
             )
         filt.project = who.project
-    raw_limit = _param(request, "limit")
-    try:
-        limit = int(raw_limit) if raw_limit is not None else DEFAULT_PAGE
-    except ValueError:
-        raise InvalidInput(f"limit is not an integer: {raw_limit!r}", field="query.limit") from None
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}", field="query.limit")
-    raw_cursor = _param(request, "cursor")
+    limit = page_limit(request)
+    raw_cursor = query_param(request, "cursor")
     try:
         after = Cursor.decode(raw_cursor) if raw_cursor else None
     except ValueError:

@@ -48,3 +48,21 @@ ORDER BY stream_id, version;
 -- name: notify
 -- Wake listeners; the payload carries ids only, never job data.
 SELECT pg_notify($1, $2);
+
+-- name: audit
+-- Events newest first, filtered (NULL: any) by project, actor, token, job, types and time,
+-- before a position (the cursor). The project is the job's, from the jobs projection.
+SELECT e.event_id, e.stream_id, e.version, e.position, e.type, e.schema_version, e.data,
+       e.meta, e.recorded_at, j.project
+FROM events e
+JOIN jobs j ON j.id = e.stream_id
+WHERE ($1::text IS NULL OR j.project = $1::text)
+  AND ($2::text IS NULL OR e.meta ->> 'actor' = $2::text)
+  AND ($3::text IS NULL OR e.meta ->> 'token_id' = $3::text)
+  AND ($4::uuid IS NULL OR e.stream_id = $4::uuid)
+  AND ($5::text[] IS NULL OR e.type = ANY($5::text[]))
+  AND ($6::timestamptz IS NULL OR e.recorded_at >= $6::timestamptz)
+  AND ($7::timestamptz IS NULL OR e.recorded_at < $7::timestamptz)
+  AND ($8::bigint IS NULL OR e.position < $8::bigint)
+ORDER BY e.position DESC
+LIMIT $9;

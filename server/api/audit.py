@@ -1,0 +1,106 @@
+"""Audit queries over the event log: who did what to which job, and when."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import msgspec
+from aiohttp import web
+
+from ..domain.errors import Forbidden, InvalidInput
+from ..domain.events import EVENT_TYPES, AnyEvent, EventMeta
+from ..store.eventstore import record_from_row
+from ..store.queries import QUERIES
+from .auth import principal
+from .context import SERVICE, json_response
+from .jobs import MAX_PAGE, page_limit, query_param, time_param
+from .routes import Query, Route
+
+
+class AuditEvent(msgspec.Struct, kw_only=True):
+    """One event with the job and project it belongs to."""
+
+    position: int
+    job_id: uuid.UUID
+    project: str
+    version: int
+    type: str
+    recorded_at: datetime
+    data: AnyEvent
+    meta: EventMeta
+
+
+class AuditPage(msgspec.Struct):
+    """Events newest first; pass `next_cursor` as `cursor` for older ones."""
+
+    events: list[AuditEvent]
+    next_cursor: int | None
+
+
+async def audit(request: web.Request) -> web.Response:
+    """GET /api/v1/audit: events filtered by project, actor, token, job, type and time."""
+    who = principal(request)
+    project = query_param(request, "project")
+    if who.project is not None:
+        if project not in (None, who.project):
+            raise Forbidden(f"{who.actor} may not read project {project}", field="query.project")
+        project = who.project
+    types = [t for raw in request.query.getall("type", []) for t in raw.split(",")]
+    for t in types:
+        if t not in EVENT_TYPES:
+            known = ", ".join(EVENT_TYPES)
+            raise InvalidInput(f"unknown event type {t!r}; one of: {known}", field="query.type")
+    job_raw = query_param(request, "job")
+    cursor_raw = query_param(request, "cursor")
+    try:
+        job = uuid.UUID(job_raw) if job_raw else None
+    except ValueError:
+        raise InvalidInput(f"job {job_raw!r} is not a UUID", field="query.job") from None
+    try:
+        cursor = int(cursor_raw) if cursor_raw else None
+        if cursor is not None and not 0 < cursor < 2**63:  # a position is a positive bigint
+            raise ValueError(cursor_raw)
+    except ValueError:
+        raise InvalidInput("cursor is not one this server issued", field="query.cursor") from None
+    limit = page_limit(request)
+    rows = await request.app[SERVICE].pool.fetch(
+        QUERIES["audit"], project, query_param(request, "actor"), query_param(request, "token_id"),
+        job, types or None, time_param(request, "since"), time_param(request, "until"),
+        cursor, limit + 1,
+    )  # fmt: skip
+    events = []
+    for row in rows[:limit]:
+        rec = record_from_row(row)
+        events.append(
+            AuditEvent(
+                position=rec.position,
+                job_id=rec.stream_id,
+                project=row["project"],
+                version=rec.version,
+                type=type(rec.event).__name__,
+                recorded_at=rec.recorded_at,
+                data=rec.event,
+                meta=rec.meta,
+            )
+        )
+    more = len(rows) > limit
+    return json_response(AuditPage(events, events[-1].position if more else None))
+
+
+_TIME = {"type": "string", "format": "date-time"}
+ROUTES = (
+    Route("GET", "/api/v1/audit", audit, "Events, newest first, filtered", response=AuditPage,
+          query=(
+              Query("project", {"type": "string"}, "only this project's jobs"),
+              Query("actor", {"type": "string"}, "who acted: project/account, admin, worker:ID"),
+              Query("token_id", {"type": "string"}, "with which token"),
+              Query("job", {"type": "string", "format": "uuid"}, "one job's events"),
+              Query("type", {"type": "string", "enum": list(EVENT_TYPES)}, "event types", True),
+              Query("since", _TIME, "recorded at or after"),
+              Query("until", _TIME, "recorded before"),
+              Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size"),
+              Query("cursor", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
+                    "next_cursor of the previous page"),
+          )),
+)  # fmt: skip

@@ -1,0 +1,80 @@
+"""Audit queries: who did what to which job, filtered and paged, within one's project."""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import quote
+
+from aiohttp import web
+from aiohttp.test_utils import TestClient
+
+from tests.api.test_access_api import auth, call, project_with_accounts
+
+Client = TestClient[web.Request, web.Application]
+
+
+async def pages(client: Client, query: str, token: str | None = None) -> list[dict[str, Any]]:
+    events: list[dict[str, Any]] = []
+    cursor = None
+    while True:
+        url = f"/api/v1/audit?limit=3{query}" + (f"&cursor={cursor}" if cursor else "")
+        headers = auth(token) if token else None
+        resp = await client.get(url, headers=headers)
+        assert resp.status == 200, await resp.text()
+        page = await resp.json()
+        events += page["events"]
+        if not (cursor := page["next_cursor"]):
+            return events
+
+
+async def test_who_cancelled_what_and_every_job_a_token_submitted(client: Client) -> None:
+    p1 = await project_with_accounts(client, "p1")
+    p2 = await project_with_accounts(client, "p2")
+    _, a = await call(client, "POST", "/api/v1/jobs", p1["operator"], {"image": "b"})
+    _, b = await call(client, "POST", "/api/v1/jobs", p1["operator"], {"image": "b"})
+    _, c = await call(client, "POST", "/api/v1/jobs", p2["operator"], {"image": "b"})
+    await call(client, "POST", f"/api/v1/jobs/{a['id']}/cancel", p1["admin"])
+
+    everything = await pages(client, "")
+    positions = [e["position"] for e in everything]
+    assert positions == sorted(positions, reverse=True) and len(set(positions)) == len(positions)
+    assert len(everything) == 3 * 2 + 2  # three submits (2 events each) and one cancel (2)
+
+    cancels = await pages(client, "&type=JobCancelRequested")
+    assert [(e["job_id"], e["meta"]["actor"]) for e in cancels] == [(a["id"], "p1/admin-bot")]
+    submitted = await pages(client, "&actor=p1/operator-bot&type=JobSubmitted")
+    assert {e["job_id"] for e in submitted} == {a["id"], b["id"]}
+    token_id = submitted[0]["meta"]["token_id"]
+    assert {e["job_id"] for e in await pages(client, f"&token_id={token_id}")} == {a["id"], b["id"]}
+    assert {e["job_id"] for e in await pages(client, f"&job={c['id']}")} == {c["id"]}
+
+    # A project's own accounts see only its events; another project is refused.
+    mine = await pages(client, "", p2["viewer"])
+    assert {e["project"] for e in mine} == {"p2"} and {e["job_id"] for e in mine} == {c["id"]}
+    assert (await call(client, "GET", "/api/v1/audit?project=p1", p2["viewer"]))[0] == 403
+    assert await pages(client, f"&job={a['id']}", p2["viewer"]) == []
+
+
+async def test_time_range_and_hostile_filters(client: Client) -> None:
+    resp = await client.post("/api/v1/jobs", json={"image": "b"})
+    job = await resp.json()
+    since = job["created_at"]
+    assert len(await pages(client, f"&since={quote(since)}")) == 2
+    assert await pages(client, f"&until={quote(since)}") == []
+    for hostile in ["' OR 1=1 --", "admin'); DROP TABLE events; --", "%", "_"]:
+        assert await pages(client, f"&actor={quote(hostile)}&project=x") == []
+    assert len(await pages(client, "")) == 2  # nothing dropped
+
+
+async def test_bad_audit_filters(client: Client) -> None:
+    for query, field in [
+        ("type=JobTeleported", "query.type"),
+        ("job=nope", "query.job"),
+        ("cursor=abc", "query.cursor"),
+        ("cursor=99999999999999999999", "query.cursor"),
+        ("since=yesterday", "query.since"),
+        ("limit=0", "query.limit"),
+    ]:
+        resp = await client.get(f"/api/v1/audit?{query}")
+        assert resp.status == 400, query
+        assert (await resp.json())["error"]["details"]["field"] == field
