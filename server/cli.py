@@ -12,6 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import msgspec
@@ -179,12 +180,20 @@ async def run_scheduler(
         await executor.close()
 
 
-async def open_service(dsn: str) -> JobService:
-    """A job service on a fresh pool, with the schema brought up to date."""
-    pool = await create_pool(dsn)
-    async with pool.acquire() as conn:
-        await migrate(conn)
-    return JobService(EventStore(pool))
+@contextlib.asynccontextmanager
+async def service_for(
+    args: argparse.Namespace, **pool_args: Any
+) -> AsyncIterator[tuple[JobService, str]]:
+    """A job service on the database the arguments name, with the schema brought up to
+    date, and that database's URL; the pool is closed afterwards."""
+    async with database(args) as dsn:
+        pool = await create_pool(dsn, **pool_args)
+        try:
+            async with pool.acquire() as conn:
+                await migrate(conn)
+            yield JobService(EventStore(pool)), dsn
+        finally:
+            await pool.close()
 
 
 def configure_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -210,39 +219,35 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     from .api.ratelimit import RateDefaults
 
     stop = stop_on_signals()
-    async with database(args) as dsn:
-        service = await open_service(dsn)
+    async with service_for(args) as (service, dsn):
+        admin_token = os.environ.get("JOBLEDGER_ADMIN_TOKEN") or None
+        if admin_token is None and (fresh := await bootstrap_admin_token(service.pool)):
+            # The only time this secret is shown: only its hash is stored.
+            print(
+                f"\njobledger: server admin token (shown once, keep it): {fresh}\n"
+                "  export JOBLEDGER_TOKEN=<it>, or set JOBLEDGER_ADMIN_TOKEN for a fixed one\n",
+                file=sys.stderr,
+                flush=True,
+            )
+        rate = RateDefaults(rate=args.submit_rate, burst=args.submit_burst)
+        app = create_app(service, dsn, admin_token, rate)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
         try:
-            admin_token = os.environ.get("JOBLEDGER_ADMIN_TOKEN") or None
-            if admin_token is None and (fresh := await bootstrap_admin_token(service.pool)):
-                # The only time this secret is shown: only its hash is stored.
-                print(
-                    f"\njobledger: server admin token (shown once, keep it): {fresh}\n"
-                    "  export JOBLEDGER_TOKEN=<it>, or set JOBLEDGER_ADMIN_TOKEN for a fixed one\n",
-                    file=sys.stderr,
-                    flush=True,
-                )
-            rate = RateDefaults(rate=args.submit_rate, burst=args.submit_burst)
-            app = create_app(service, dsn, admin_token, rate)
-            runner = web.AppRunner(app, access_log=None, handle_signals=False)
-            await runner.setup()
-            try:
-                await web.TCPSite(runner, args.host, args.port).start()
-                where = (
-                    "DATABASE_URL"
-                    if args.database_url
-                    else f"embedded, {args.data_dir or default_data_dir()}"
-                )
-                log.info("jobledger serving", url=f"http://{args.host}:{args.port}", database=where)
-                if args.no_scheduler:
-                    await stop.wait()
-                else:
-                    await run_scheduler(service, dsn, args, stop)
-                log.info("shutting down")
-            finally:
-                await runner.cleanup()
+            await web.TCPSite(runner, args.host, args.port).start()
+            where = (
+                "DATABASE_URL"
+                if args.database_url
+                else f"embedded, {args.data_dir or default_data_dir()}"
+            )
+            log.info("jobledger serving", url=f"http://{args.host}:{args.port}", database=where)
+            if args.no_scheduler:
+                await stop.wait()
+            else:
+                await run_scheduler(service, dsn, args, stop)
+            log.info("shutting down")
         finally:
-            await service.pool.close()
+            await runner.cleanup()
     return EXIT_OK
 
 
@@ -255,12 +260,8 @@ def configure_worker_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
 
 async def cmd_worker(args: argparse.Namespace) -> int:
     stop = stop_on_signals()
-    async with database(args) as dsn:
-        service = await open_service(dsn)
-        try:
-            await run_scheduler(service, dsn, args, stop)
-        finally:
-            await service.pool.close()
+    async with service_for(args) as (service, dsn):
+        await run_scheduler(service, dsn, args, stop)
     return EXIT_OK
 
 
@@ -306,17 +307,11 @@ def configure_replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
 async def cmd_replay_rebuild(args: argparse.Namespace) -> int:
     from .projections import jobs as jobs_projection
 
-    async with database(args) as dsn:
-        pool = await create_pool(dsn, min_size=1, max_size=2)
-        try:
-            async with pool.acquire() as conn:
-                await migrate(conn)
-            events = await pool.fetchval("SELECT count(*) FROM events")
-            started = time.perf_counter()
-            count = await jobs_projection.rebuild(pool)
-            seconds = time.perf_counter() - started
-        finally:
-            await pool.close()
+    async with service_for(args, min_size=1, max_size=2) as (service, _):
+        events = await service.pool.fetchval("SELECT count(*) FROM events")
+        started = time.perf_counter()
+        count = await jobs_projection.rebuild(service.pool)
+        seconds = time.perf_counter() - started
     report = RebuildReport(
         "jobs", count, events, round(seconds, 3), round(events / max(seconds, 1e-9))
     )

@@ -3,6 +3,8 @@
 -- name: token_by_hash
 -- The token with this hash and who holds it, if it is live.
 SELECT t.id AS token_id, t.revoked_at, t.hash,
+       t.last_used_at IS NULL OR t.last_used_at < clock_timestamp() - interval '1 minute'
+           AS stale_use,
        t.expires_at IS NOT NULL AND t.expires_at <= clock_timestamp() AS expired,
        s.id AS service_account_id, s.project, s.name, s.role
 FROM api_tokens t
@@ -10,9 +12,8 @@ LEFT JOIN service_accounts s ON s.id = t.service_account_id
 WHERE t.hash = $1;
 
 -- name: touch_token
--- Remember when a token was last used (at most once a minute, to spare writes).
-UPDATE api_tokens SET last_used_at = clock_timestamp()
-WHERE id = $1 AND (last_used_at IS NULL OR last_used_at < clock_timestamp() - interval '1 minute');
+-- Remember when a token was last used (the caller does it at most once a minute).
+UPDATE api_tokens SET last_used_at = clock_timestamp() WHERE id = $1;
 
 -- name: admin_token_count
 -- How many live server-wide admin tokens exist.
