@@ -169,3 +169,48 @@ ALTER TABLE projects ADD COLUMN IF NOT EXISTS submit_burst integer;
 -- Audit queries: by actor, and by time, newest first.
 CREATE INDEX IF NOT EXISTS events_actor ON events ((meta ->> 'actor'), position DESC);
 CREATE INDEX IF NOT EXISTS events_recorded_at ON events (recorded_at);
+
+-- Tamper evidence: each event stores a SHA-256 over the previous event's hash in its stream
+-- and its own canonical bytes (server/store/chain.py computes the same bytes to verify).
+-- An edit or removal made behind the append-only guard breaks the chain or the versions;
+-- someone able to rewrite every later hash too is caught only by a digest kept elsewhere
+-- (`jobledger replay verify` prints one).
+ALTER TABLE events ADD COLUMN IF NOT EXISTS hash bytea;
+CREATE OR REPLACE FUNCTION events_canonical(e events) RETURNS bytea
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT convert_to(concat_ws(E'\n',
+        e.event_id::text, e.stream_id::text, e.version::text, e.type, e.schema_version::text,
+        (extract(epoch FROM e.recorded_at) * 1000000)::bigint::text,
+        e.data::text, e.meta::text), 'UTF8')
+$$;
+CREATE OR REPLACE FUNCTION events_chain() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    prev bytea;
+BEGIN
+    -- Earlier rows of the same INSERT are visible here: append_events inserts in version order.
+    IF NEW.version > 1 THEN
+        SELECT h.hash INTO prev FROM events h
+        WHERE h.stream_id = NEW.stream_id AND h.version = NEW.version - 1;
+    END IF;
+    NEW.hash := sha256(coalesce(prev, '\x'::bytea) || events_canonical(NEW));
+    RETURN NEW;
+END
+$$;
+CREATE OR REPLACE TRIGGER events_hash_chain
+    BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION events_chain();
+
+-- A projection rebuild in progress (`jobledger replay rebuild`): it fills a shadow table
+-- batch by batch, each batch committing with this checkpoint, so an interrupted rebuild
+-- resumes; the swap into the live table happens in one transaction at the end.
+CREATE TABLE IF NOT EXISTS projection_rebuilds (
+    projection   text        PRIMARY KEY,
+    -- Events of transactions from this one on may be missing from the shadow table: the
+    -- swap re-reads their streams.
+    started_xmin xid8        NOT NULL,
+    -- Streams up to this id (in uuid order) are in the shadow table.
+    after_stream uuid,
+    streams      bigint      NOT NULL DEFAULT 0,
+    events       bigint      NOT NULL DEFAULT 0,
+    started_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at   timestamptz NOT NULL DEFAULT clock_timestamp()
+);

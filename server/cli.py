@@ -4,91 +4,29 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import os
 import signal
 import socket
 import sys
-import time
-from collections.abc import AsyncIterator
-from pathlib import Path
-from typing import Any
 
 import asyncpg
-import msgspec
 import structlog
 from aiohttp import web
 
-from . import clientcli, logs
+from . import clientcli, logs, replaycli
 from .domain.errors import DomainError
 from .exitcodes import EXIT_DATABASE, EXIT_ERROR, EXIT_OK
+from .opendb import add_database_args, database, default_data_dir, service_for
 from .runtime.executors import EXECUTORS, ExecutorUnavailable, make_executor
 from .runtime.listener import WorkerIdInUse
 from .runtime.scheduler import Scheduler, WorkerConfig
 from .service import JobService
 from .store.access import bootstrap_admin_token
-from .store.db import DatabaseUnavailable, connect, create_pool
-from .store.embedded import EmbeddedPostgres, EmbeddedPostgresError
-from .store.eventstore import EventStore
+from .store.db import DatabaseUnavailable, connect
+from .store.embedded import EmbeddedPostgresError
 from .store.migrate import migrate
 
 log = structlog.get_logger("jobledger")
-
-
-DATABASE_NAME = "jobledger"
-
-
-def default_data_dir() -> Path:
-    """Where the embedded database lives unless told otherwise."""
-    if env := os.environ.get("JOBLEDGER_DATA_DIR"):
-        return Path(env)
-    if os.geteuid() == 0:
-        # Root's home is closed to the `postgres` user the cluster must run as.
-        return Path("/var/lib/jobledger")
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "jobledger"
-
-
-def add_database_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL"),
-        help="PostgreSQL URL (env DATABASE_URL); without it an embedded cluster is used",
-    )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="directory of the embedded cluster (env JOBLEDGER_DATA_DIR; default "
-        "~/.local/share/jobledger, or /var/lib/jobledger as root)",
-    )
-
-
-@contextlib.asynccontextmanager
-async def database(args: argparse.Namespace) -> AsyncIterator[str]:
-    """The DSN to use, starting the embedded cluster when no URL is given (and stopping it
-    afterwards if this process started it)."""
-    if args.database_url:
-        yield args.database_url
-        return
-    data_dir = args.data_dir or default_data_dir()
-    pg = EmbeddedPostgres(data_dir / "pg")
-    started = not pg.running
-    await asyncio.to_thread(pg.start)
-    try:
-        conn = await connect(pg.dsn("postgres"))
-        try:
-            exists = await conn.fetchval(
-                "SELECT 1 FROM pg_database WHERE datname = $1", DATABASE_NAME
-            )
-            if not exists:
-                await conn.execute(f'CREATE DATABASE "{DATABASE_NAME}"')
-        finally:
-            await conn.close()
-        yield pg.dsn(DATABASE_NAME)
-    finally:
-        if started:
-            await asyncio.to_thread(pg.stop)
 
 
 # ---- serve and worker ---------------------------------------------------------------------
@@ -180,22 +118,6 @@ async def run_scheduler(
         await executor.close()
 
 
-@contextlib.asynccontextmanager
-async def service_for(
-    args: argparse.Namespace, **pool_args: Any
-) -> AsyncIterator[tuple[JobService, str]]:
-    """A job service on the database the arguments name, with the schema brought up to
-    date, and that database's URL; the pool is closed afterwards."""
-    async with database(args) as dsn:
-        pool = await create_pool(dsn, **pool_args)
-        try:
-            async with pool.acquire() as conn:
-                await migrate(conn)
-            yield JobService(EventStore(pool)), dsn
-        finally:
-            await pool.close()
-
-
 def configure_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("serve", help="run the HTTP API and a scheduler")
     add_database_args(p)
@@ -285,40 +207,6 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# ---- replay -------------------------------------------------------------------------------
-
-
-class RebuildReport(msgspec.Struct):
-    projection: str
-    jobs: int
-    events: int
-    seconds: float
-    events_per_second: float
-
-
-def configure_replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("replay", help="tools that read the event log")
-    add_database_args(p)
-    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-    rebuild = verbs.add_parser("rebuild", help="rebuild every projection from the event log")
-    rebuild.set_defaults(func=cmd_replay_rebuild)
-
-
-async def cmd_replay_rebuild(args: argparse.Namespace) -> int:
-    from .projections import jobs as jobs_projection
-
-    async with service_for(args, min_size=1, max_size=2) as (service, _):
-        events = await service.pool.fetchval("SELECT count(*) FROM events")
-        started = time.perf_counter()
-        count = await jobs_projection.rebuild(service.pool)
-        seconds = time.perf_counter() - started
-    report = RebuildReport(
-        "jobs", count, events, round(seconds, 3), round(events / max(seconds, 1e-9))
-    )
-    sys.stdout.write(msgspec.json.encode(report).decode() + "\n")
-    return EXIT_OK
-
-
 # ---- entry point --------------------------------------------------------------------------
 
 
@@ -334,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     configure_serve_parser(sub)
     configure_worker_parser(sub)
     configure_migrate_parser(sub)
-    configure_replay_parser(sub)
+    replaycli.configure_replay_parser(sub)
     clientcli.configure_logs_parser(sub)
     clientcli.configure_submit_parser(sub)
     clientcli.configure_jobs_parser(sub)

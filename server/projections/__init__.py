@@ -1,1 +1,1 @@
-"""Read models kept from the event log: the inline `jobs` projection and its rebuild."""
+"""Read models kept from the event log: the inline `jobs` projection and the queue views."""

@@ -17,8 +17,7 @@ from ..domain.events import FailureReason, Recorded, Usage
 from ..domain.jobs import Job, JobState, fold
 from ..domain.specs import JobSpec
 from ..store.db import Conn
-from ..store.eventstore import Change, InlineHook, record_from_row
-from ..store.queries import QUERIES as STORE_QUERIES
+from ..store.eventstore import Change, InlineHook
 from ..store.queries import load_queries
 
 QUERIES = load_queries(Path(__file__).with_name("jobs.sql"))
@@ -107,7 +106,8 @@ def view_from_row(row: asyncpg.Record) -> JobView:
     return JobView(**values)
 
 
-def _row_args(view: JobView) -> list[Any]:
+def row_args(view: JobView) -> list[Any]:
+    """The column values of a view, in column order, as the `jobs` table takes them."""
     args: list[Any] = []
     for name in COLUMNS:
         value = getattr(view, name)
@@ -121,7 +121,7 @@ def _row_args(view: JobView) -> list[Any]:
 
 async def upsert(conn: Conn, jobs: Iterable[Job]) -> None:
     """Write the rows of folded jobs."""
-    await conn.executemany(QUERIES["upsert_job"], [_row_args(view_of(j)) for j in jobs])
+    await conn.executemany(QUERIES["upsert_job"], [row_args(view_of(j)) for j in jobs])
 
 
 def inline(priors: Mapping[uuid.UUID, Job | None]) -> InlineHook:
@@ -200,28 +200,3 @@ async def list_jobs(
     views = [view_from_row(r) for r in rows[:limit]]
     more = len(rows) > limit
     return views, (Cursor(views[-1].created_at, views[-1].id) if more else None)
-
-
-async def rebuild(pool: asyncpg.Pool, *, batch: int = 1000) -> int:
-    """Drop every row and fold them again from the log, in one transaction: readers see the
-    old rows until the new ones commit, never a half-built table. Returns the job count."""
-    count = 0
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(QUERIES["truncate_jobs"])
-        pending: list[Job] = []
-        current: Job | None = None
-        async for row in conn.cursor(STORE_QUERIES["read_all_streams"], prefetch=batch):
-            rec = record_from_row(row)
-            if current is not None and current.id != rec.stream_id:
-                pending.append(current)
-                current = None
-            current = fold([rec], current)
-            if len(pending) >= batch:
-                await upsert(conn, pending)
-                count += len(pending)
-                pending.clear()
-        if current is not None:
-            pending.append(current)
-        await upsert(conn, pending)
-        count += len(pending)
-    return count

@@ -47,7 +47,3 @@ WHERE ($1::text[] IS NULL OR state = ANY($1::text[]))
   AND ($6::timestamptz IS NULL OR (created_at, id) < ($6::timestamptz, $7::uuid))
 ORDER BY created_at DESC, id DESC
 LIMIT $8;
-
--- name: truncate_jobs
--- Empty the projection before a rebuild (in the rebuild's transaction).
-TRUNCATE jobs;

@@ -24,9 +24,25 @@ def _encode_jsonb(value: Any) -> str:
     return _encode(value).decode()
 
 
+def _encode_jsonb_binary(value: Any) -> bytes:
+    return b"\x01" + _encode_jsonb(value).encode()  # jsonb's binary format: version 1, then text
+
+
+def _decode_jsonb_binary(data: bytes) -> str:
+    return data[1:].decode()
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    # jsonb comes back as the raw JSON text: callers decode it straight into typed structs.
-    await conn.set_type_codec("jsonb", schema="pg_catalog", encoder=_encode_jsonb, decoder=str)
+    # jsonb comes back as the raw JSON text (PostgreSQL's canonical output, which the hash
+    # chain covers): callers decode it straight into typed structs. Binary, so that COPY
+    # (which asyncpg does in binary) works too.
+    await conn.set_type_codec(
+        "jsonb",
+        schema="pg_catalog",
+        encoder=_encode_jsonb_binary,
+        decoder=_decode_jsonb_binary,
+        format="binary",
+    )
     await conn.set_type_codec("json", schema="pg_catalog", encoder=_encode_jsonb, decoder=str)
 
 

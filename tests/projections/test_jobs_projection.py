@@ -1,33 +1,24 @@
-"""I2: the `jobs` rows are exactly the fold of the log, live and after a rebuild."""
+"""I2: the `jobs` rows are exactly the fold of the log (rebuilds: tests/replay)."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import random
 
 import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from server.domain.errors import DomainError
-from server.domain.events import EventMeta, FailureReason
+from server.domain.events import EventMeta
 from server.domain.jobs import (
     Command,
-    ConfirmCancelled,
-    Fail,
-    Finish,
-    JobState,
-    RequestCancel,
-    Start,
     Submit,
     fold,
 )
-from server.domain.specs import RetryPolicy
 from server.projections import jobs as jobs_projection
 from server.projections.jobs import JobView, view_from_row, view_of
 from server.service import JobService
-from tests.factories import commands, spec, submits
+from tests.factories import commands, submits
 
 META = EventMeta(actor="test")
 
@@ -61,51 +52,3 @@ async def test_projection_row_equals_the_fold_of_the_log(
             await service.execute(view.id, cmd, META)
     row = await jobs_projection.get(service.pool, view.id)
     assert row == await folded(service, view.id)
-
-
-LIFECYCLES: list[list[Command]] = [
-    [],
-    [Start(worker_id="w1")],
-    [Start(worker_id="w1"), Finish(exit_code=0)],
-    [Start(worker_id="w2"), Finish(exit_code=2)],
-    [Start(worker_id="w1"), Finish(exit_code=137, oom_killed=True)],
-    [Start(worker_id="w1"), Fail(reason=FailureReason.TIMEOUT, exit_code=143)],
-    [Start(worker_id="w1"), Fail(reason=FailureReason.START_ERROR, message="no such image")],
-    [RequestCancel(reason="user")],
-    [Start(worker_id="w1"), RequestCancel()],
-    [Start(worker_id="w1"), RequestCancel(), ConfirmCancelled(exit_code=143)],
-    [
-        Start(worker_id="w1"),
-        Finish(exit_code=1),
-        Start(worker_id="w2"),
-        Finish(exit_code=0),
-    ],  # retried
-]
-
-
-async def test_rebuild_reproduces_the_live_rows(service: JobService, pool: asyncpg.Pool) -> None:
-    rng = random.Random(7)
-
-    async def one(n: int) -> None:
-        retrying = n % 3 == 0
-        s = spec(
-            priority=rng.randint(-5, 5),
-            labels={"n": str(n % 4)},
-            retry=RetryPolicy(max_retries=1 if retrying else 0, backoff_seconds=0),
-        )
-        view, _ = await service.submit(s, EventMeta(actor=f"user{n % 3}", request_id=f"r{n}"))
-        for cmd in LIFECYCLES[n % len(LIFECYCLES)]:
-            # Some are refused, e.g. the second Start of a job that was not retried.
-            with contextlib.suppress(DomainError):
-                await service.execute(view.id, cmd, META)
-
-    for chunk in range(0, 330, 30):
-        await asyncio.gather(*(one(n) for n in range(chunk, chunk + 30)))
-
-    live = await projected(pool)
-    assert len(live) == 330
-    assert {v.state for v in live.values()} == set(JobState)  # every state is represented
-    assert await jobs_projection.rebuild(pool, batch=50) == 330
-    assert await projected(pool) == live
-    for job_id in list(live)[:20]:
-        assert live[job_id] == await folded(service, job_id)

@@ -1,0 +1,1 @@
+"""Tools that read the whole event log: verify, rebuild, time travel, export and import."""

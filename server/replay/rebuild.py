@@ -1,0 +1,160 @@
+"""`replay rebuild`: fold the log again into the `jobs` projection without readers ever
+seeing a half-built table, resumable after an interruption.
+
+1. Begin: an empty shadow table `jobs_rebuild` and a checkpoint row (`projection_rebuilds`)
+   holding the oldest transaction running at the start.
+2. Batches of whole streams, in stream-id order, are folded with the domain code and
+   copied into the shadow table; each batch commits with the checkpoint. Interrupted, the
+   next run continues after the checkpoint.
+3. Swap, in one transaction: lock `jobs` against writers (readers go on, seeing the old
+   rows), re-fold the streams written since the start, then make `jobs` equal to the
+   shadow table by changing only the rows that differ; drop the shadow table.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import asyncpg
+import msgspec
+
+from ..domain.jobs import Job, fold
+from ..projections.jobs import COLUMNS, row_args, view_of
+from ..store.db import Conn
+from ..store.eventstore import record_from_row
+from ..store.queries import QUERIES as STORE_QUERIES
+from ..store.queries import load_queries
+
+QUERIES = load_queries(Path(__file__).with_name("replay.sql"))
+
+PROJECTION = "jobs"
+SHADOW = "jobs_rebuild"
+_COLS = ", ".join(COLUMNS)
+_SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != "id")
+_CREATE_SHADOW = f"""
+    DROP TABLE IF EXISTS {SHADOW};
+    CREATE TABLE {SHADOW} (LIKE jobs INCLUDING DEFAULTS);
+    ALTER TABLE {SHADOW} ADD PRIMARY KEY (id);
+"""
+_DELETE_SHADOW_ROWS = f"DELETE FROM {SHADOW} WHERE id = ANY($1::uuid[])"
+# Only rows that differ are written: a mostly correct projection is barely touched.
+_MERGE_DELETE = f"""
+    DELETE FROM jobs j WHERE NOT EXISTS (SELECT 1 FROM {SHADOW} r WHERE r.id = j.id)
+"""
+_MERGE_UPSERT = f"""
+    INSERT INTO jobs ({_COLS}) SELECT {_COLS} FROM {SHADOW}
+    ON CONFLICT (id) DO UPDATE SET {_SET}
+    WHERE (jobs.*) IS DISTINCT FROM (EXCLUDED.*)
+"""
+
+
+class RebuildReport(msgspec.Struct, kw_only=True):
+    projection: str
+    #: True when this run continued an interrupted one.
+    resumed: bool
+    jobs: int
+    events: int
+    #: Streams re-read at the swap because they were written during the rebuild.
+    late_streams: int
+    #: Rows of the live projection the swap inserted, changed or deleted.
+    rows_changed: int
+    seconds: float
+    events_per_second: int
+
+
+#: Called after each batch with (events done, events in the log).
+Progress = Callable[[int, int], None]
+
+
+async def _copy(conn: Conn, jobs: Iterable[Job]) -> None:
+    await conn.copy_records_to_table(
+        SHADOW, records=[row_args(view_of(j)) for j in jobs], columns=list(COLUMNS)
+    )
+
+
+def _fold_streams(rows: list[asyncpg.Record]) -> list[Job]:
+    jobs: list[Job] = []
+    current: Job | None = None
+    for row in rows:
+        rec = record_from_row(row)
+        if current is not None and current.id != rec.stream_id:
+            jobs.append(current)
+            current = None
+        current = fold([rec], current)
+    if current is not None:
+        jobs.append(current)
+    return jobs
+
+
+async def rebuild(
+    pool: asyncpg.Pool,
+    *,
+    batch: int = 2000,
+    restart: bool = False,
+    progress: Progress | None = None,
+) -> RebuildReport:
+    """Rebuild the `jobs` projection (see the module's doc); continues an interrupted
+    rebuild unless `restart`. An exception out of `progress` interrupts it like a crash."""
+    started = time.perf_counter()
+    async with pool.acquire() as conn:
+        state = await conn.fetchrow(QUERIES["rebuild_state"], PROJECTION)
+        resumed = state is not None and not restart
+        if not resumed:
+            async with conn.transaction():
+                await conn.execute(_CREATE_SHADOW)
+                await conn.execute(QUERIES["rebuild_begin"], PROJECTION)
+            state = await conn.fetchrow(QUERIES["rebuild_state"], PROJECTION)
+        assert state is not None
+        after: uuid.UUID | None = state["after_stream"]
+        streams, events = state["streams"], state["events"]
+        before = events
+        total_events = state["total_events"]
+        while True:
+            async with conn.transaction():
+                rows = await conn.fetch(QUERIES["stream_batch"], after, batch)
+                if not rows:
+                    break
+                jobs = _fold_streams(rows)
+                await _copy(conn, jobs)
+                after = rows[-1]["stream_id"]
+                await conn.execute(
+                    QUERIES["rebuild_checkpoint"], PROJECTION, after, len(jobs), len(rows)
+                )
+            streams += len(jobs)
+            events += len(rows)
+            if progress is not None:
+                progress(events, max(events, total_events))
+        late, changed = await _swap(conn, state["started_xmin"])
+    seconds = time.perf_counter() - started
+    return RebuildReport(
+        projection=PROJECTION,
+        resumed=resumed,
+        jobs=streams,
+        events=events,
+        late_streams=late,
+        rows_changed=changed,
+        seconds=round(seconds, 3),
+        events_per_second=round((events - before) / max(seconds, 1e-9)),
+    )
+
+
+async def _swap(conn: Conn, started_xmin: int) -> tuple[int, int]:
+    """Catch the shadow table up and make `jobs` equal to it, in one transaction; returns
+    (streams re-read, live rows changed)."""
+    async with conn.transaction():
+        # Appends wait at their projection write until this commits; readers do not.
+        await conn.execute("LOCK TABLE jobs IN EXCLUSIVE MODE")
+        rows = await conn.fetch(QUERIES["rebuild_late_streams"], started_xmin)
+        late = [r["stream_id"] for r in rows]
+        if late:
+            await conn.execute(_DELETE_SHADOW_ROWS, late)
+            await _copy(conn, _fold_streams(await conn.fetch(STORE_QUERIES["read_streams"], late)))
+        deleted = await conn.execute(_MERGE_DELETE)
+        upserted = await conn.execute(_MERGE_UPSERT)
+        await conn.execute(f"DROP TABLE {SHADOW}")
+        await conn.execute(QUERIES["rebuild_end"], PROJECTION)
+    changed = int(deleted.split()[-1]) + int(upserted.split()[-1])
+    return len(late), changed
