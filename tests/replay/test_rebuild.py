@@ -24,7 +24,9 @@ async def projected(pool: asyncpg.Pool) -> dict[object, JobView]:
 
 async def folded_log(service: JobService) -> dict[object, JobView]:
     """Every stream folded with the domain code: what the projection must hold."""
-    ids = [r["stream_id"] for r in await service.pool.fetch("SELECT DISTINCT stream_id FROM events")]
+    ids = [
+        r["stream_id"] for r in await service.pool.fetch("SELECT DISTINCT stream_id FROM events")
+    ]
     streams = await service.store.read_streams(ids)
     views = {}
     for sid, recs in streams.items():
@@ -62,7 +64,9 @@ async def test_rebuild_repairs_a_damaged_projection(
     service: JobService, history: dict[object, JobView]
 ) -> None:
     ids = list(history)
-    await service.pool.execute("UPDATE jobs SET state = 'failed', priority = 99 WHERE id = $1", ids[0])
+    await service.pool.execute(
+        "UPDATE jobs SET state = 'failed', priority = 99 WHERE id = $1", ids[0]
+    )
     await service.pool.execute("DELETE FROM jobs WHERE id = $1", ids[1])
     await service.pool.execute("UPDATE jobs SET id = gen_random_uuid() WHERE id = $1", ids[2])
     report = await rebuild(service.pool, batch=50)

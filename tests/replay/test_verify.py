@@ -59,7 +59,7 @@ async def test_the_database_chains_hashes_as_the_verifier_computes_them(
     from server.domain.events import JobSubmitted
 
     await store.append(sid, 0, [JobSubmitted(spec=spec()), JobQueued(attempt=1)], meta)
-    await store.append(sid, 2, [JobCancelRequested(reason="é ✓ \"quoted\"")], meta)
+    await store.append(sid, 2, [JobCancelRequested(reason='é ✓ "quoted"')], meta)
     rows = await store.pool.fetch("SELECT * FROM events WHERE stream_id = $1 ORDER BY version", sid)
     previous = None
     for row in rows:
