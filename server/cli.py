@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import signal
 import socket
 import sys
 
@@ -14,9 +13,15 @@ import structlog
 from aiohttp import web
 
 from . import clientcli, logs, replaycli
+from .commands import (
+    add_database_args,
+    database,
+    default_data_dir,
+    service_for,
+    stop_on_signals,
+)
 from .domain.errors import DomainError
 from .exitcodes import EXIT_DATABASE, EXIT_ERROR, EXIT_OK
-from .opendb import add_database_args, database, default_data_dir, service_for
 from .runtime.executors import EXECUTORS, ExecutorUnavailable, make_executor
 from .runtime.listener import WorkerIdInUse
 from .runtime.scheduler import Scheduler, WorkerConfig
@@ -95,15 +100,6 @@ def worker_config(args: argparse.Namespace) -> WorkerConfig:
         sample_interval=args.sample_interval,
         log_limit_bytes=args.log_limit_bytes,
     )
-
-
-def stop_on_signals() -> asyncio.Event:
-    """An event set by SIGINT or SIGTERM."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    return stop
 
 
 async def run_scheduler(

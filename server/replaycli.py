@@ -3,14 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
+import contextlib
 import sys
 import time
+import uuid
+from datetime import datetime
 from typing import TextIO
 
 import msgspec
 
+from .clientcli import iso_time
+from .commands import add_database_args, service_for, stop_on_signals
 from .exitcodes import EXIT_ERROR, EXIT_OK
-from .opendb import add_database_args, service_for
+from .replay.archive import export, import_lines, job_at, tail, tail_start
 from .replay.rebuild import PROJECTION, rebuild
 from .replay.verify import Verifier
 
@@ -49,6 +55,13 @@ class ProgressLine:
         self.stream.flush()
 
 
+def point_in_log(text: str) -> int | datetime:
+    """A log position (a positive integer) or an ISO 8601 time."""
+    if text.isdigit():
+        return int(text)
+    return iso_time(text)
+
+
 def configure_replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("replay", help="tools that read the event log")
     add_database_args(p)
@@ -72,6 +85,32 @@ def configure_replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
     )
     vf.add_argument("--json", action="store_true", help="problems as JSON lines")
     vf.set_defaults(func=cmd_verify)
+
+    jb = verbs.add_parser("job", help="one job as it stood at a point in the log (time travel)")
+    jb.add_argument("job_id", type=uuid.UUID, metavar="JOB")
+    at = jb.add_mutually_exclusive_group()
+    at.add_argument("--at", type=point_in_log, metavar="POSITION|TIME",
+                    help="a log position, or an ISO 8601 time (default: now)")  # fmt: skip
+    jb.set_defaults(func=cmd_job)
+
+    ex = verbs.add_parser("export", help="write the log as NDJSON, one event per line")
+    ex.add_argument("--project", help="only this project's jobs")
+    ex.add_argument("--since", type=iso_time, help="events recorded at or after (ISO 8601)")
+    ex.add_argument("--until", type=iso_time, help="events recorded before (ISO 8601)")
+    ex.add_argument("--output", "-o", type=argparse.FileType("wb"), default="-",
+                    help="file to write (default: stdout)")  # fmt: skip
+    ex.set_defaults(func=cmd_export)
+
+    im = verbs.add_parser(
+        "import", help="load an export into a database with an empty log, then rebuild"
+    )
+    im.add_argument("input", type=argparse.FileType("rb"), metavar="FILE",
+                    help="NDJSON export, or - for stdin")  # fmt: skip
+    im.set_defaults(func=cmd_import)
+
+    tl = verbs.add_parser("tail", help="follow the log live, one event per line (NDJSON)")
+    tl.add_argument("--from-start", action="store_true", help="print the whole log first")
+    tl.set_defaults(func=cmd_tail)
 
 
 async def cmd_rebuild(args: argparse.Namespace) -> int:
@@ -108,3 +147,55 @@ async def cmd_verify(args: argparse.Namespace) -> int:
             f"({report.events_per_second:,} events/s): {report.problems} problem(s)"
         )
     return EXIT_ERROR if report.problems else EXIT_OK
+
+
+async def cmd_job(args: argparse.Namespace) -> int:
+    position = args.at if isinstance(args.at, int) else None
+    at = args.at if isinstance(args.at, datetime) else None
+    async with service_for(args, min_size=1, max_size=2) as (service, _):
+        emit(await job_at(service.pool, args.job_id, position=position, at=at))
+    return EXIT_OK
+
+
+async def cmd_export(args: argparse.Namespace) -> int:
+    lines = 0
+    with args.output as out:
+        async with service_for(args, min_size=1, max_size=2) as (service, _):
+            async for line in export(
+                service.pool, project=args.project, since=args.since, until=args.until
+            ):
+                out.write(line)
+                lines += 1
+    print(f"exported {lines:,} events", file=sys.stderr)
+    return EXIT_OK
+
+
+async def cmd_import(args: argparse.Namespace) -> int:
+    with args.input as source:
+        async with service_for(args, min_size=1, max_size=2) as (service, _):
+            count = await import_lines(service.pool, source)
+            print(f"imported {count:,} events; rebuilding projections", file=sys.stderr)
+            report = await rebuild(service.pool, restart=True, progress=ProgressLine("rebuild"))
+    emit(report)
+    return EXIT_OK
+
+
+async def cmd_tail(args: argparse.Namespace) -> int:
+    stop = stop_on_signals()
+    async with service_for(args, min_size=2, max_size=3) as (service, _):
+        after = await tail_start(service.pool, from_start=args.from_start)
+        print("following the event log; Ctrl-C stops", file=sys.stderr, flush=True)
+
+        async def follow() -> None:
+            async for line in tail(service.pool, after):
+                sys.stdout.buffer.write(line)
+                sys.stdout.buffer.flush()
+
+        task = asyncio.create_task(follow())
+        waiter = asyncio.create_task(stop.wait())
+        await asyncio.wait({task, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        for t in (task, waiter):
+            t.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    return EXIT_OK

@@ -3,6 +3,7 @@ machine's binaries), a migrated template database, and a fresh clone of it per t
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -67,9 +68,9 @@ async def template_dsn(pg_cluster: EmbeddedPostgres) -> str:
     return pg_cluster.dsn(TEMPLATE)
 
 
-@pytest.fixture
-async def dsn(pg_cluster: EmbeddedPostgres, template_dsn: str) -> AsyncIterator[str]:
-    """A database of its own for one test, cloned from the migrated template."""
+@contextlib.asynccontextmanager
+async def fresh_database(pg_cluster: EmbeddedPostgres) -> AsyncIterator[str]:
+    """A database of its own, cloned from the migrated template; dropped afterwards."""
     name = f"test_{os.getpid()}_{next(_db_numbers)}"
     admin = await asyncpg.connect(pg_cluster.dsn("postgres"))
     try:
@@ -78,6 +79,20 @@ async def dsn(pg_cluster: EmbeddedPostgres, template_dsn: str) -> AsyncIterator[
         await admin.execute(f"DROP DATABASE {name} WITH (FORCE)")
     finally:
         await admin.close()
+
+
+@pytest.fixture
+async def dsn(pg_cluster: EmbeddedPostgres, template_dsn: str) -> AsyncIterator[str]:
+    """A database of its own for one test."""
+    async with fresh_database(pg_cluster) as url:
+        yield url
+
+
+@pytest.fixture
+async def other_dsn(pg_cluster: EmbeddedPostgres, template_dsn: str) -> AsyncIterator[str]:
+    """A second, separate database (e.g. to import an export into)."""
+    async with fresh_database(pg_cluster) as url:
+        yield url
 
 
 @pytest.fixture

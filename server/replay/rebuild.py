@@ -16,7 +16,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from pathlib import Path
 
 import asyncpg
 import msgspec
@@ -26,9 +25,7 @@ from ..projections.jobs import COLUMNS, row_args, view_of
 from ..store.db import Conn
 from ..store.eventstore import record_from_row
 from ..store.queries import QUERIES as STORE_QUERIES
-from ..store.queries import load_queries
-
-QUERIES = load_queries(Path(__file__).with_name("replay.sql"))
+from . import QUERIES
 
 PROJECTION = "jobs"
 SHADOW = "jobs_rebuild"

@@ -56,3 +56,51 @@ DELETE FROM projection_rebuilds WHERE projection = $1;
 -- name: rebuild_late_streams
 -- Streams written by transactions the batches may not have seen (at or after the start).
 SELECT DISTINCT stream_id FROM events WHERE txid >= $1::bigint::text::xid8;
+
+-- name: export
+-- The log in position order, optionally only one project's jobs (by their JobSubmitted
+-- event: the log answers for itself) and a time range.
+SELECT position, event_id, stream_id, version, type, schema_version, data, meta,
+       recorded_at, hash
+FROM events
+WHERE ($1::text IS NULL OR stream_id IN (
+          SELECT s.stream_id FROM events s
+          WHERE s.type = 'JobSubmitted' AND s.data -> 'spec' ->> 'project' = $1::text))
+  AND ($2::timestamptz IS NULL OR recorded_at >= $2::timestamptz)
+  AND ($3::timestamptz IS NULL OR recorded_at < $3::timestamptz)
+ORDER BY position;
+
+-- name: import_events
+-- Insert exported events with their positions, ids and times. As in append_events, a
+-- stream's first event in the batch goes in only after the stored version it names ($10,
+-- 0 for none; the caller checks the rest of the batch runs on and counts the rows).
+INSERT INTO events (position, event_id, stream_id, version, type, schema_version, data, meta,
+                    recorded_at)
+OVERRIDING SYSTEM VALUE
+SELECT e.position, e.event_id, e.stream_id, e.version, e.type, e.schema_version, e.data,
+       e.meta, e.recorded_at
+FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::smallint[],
+            $7::jsonb[], $8::jsonb[], $9::timestamptz[], $10::int[])
+    WITH ORDINALITY AS e(position, event_id, stream_id, version, type, schema_version, data,
+                         meta, recorded_at, follows, n)
+WHERE e.follows = 0
+   OR EXISTS (SELECT 1 FROM events h WHERE h.stream_id = e.stream_id AND h.version = e.follows)
+ORDER BY e.n
+RETURNING position, hash;
+
+-- name: import_done
+-- Continue the position counter after the imported events.
+SELECT setval(pg_get_serial_sequence('events', 'position'), max(position)) FROM events;
+
+-- name: stream_until
+-- One stream's events up to a position or a time (time travel).
+SELECT event_id, stream_id, version, position, type, schema_version, data, meta, recorded_at
+FROM events
+WHERE stream_id = $1
+  AND ($2::bigint IS NULL OR position <= $2::bigint)
+  AND ($3::timestamptz IS NULL OR recorded_at <= $3::timestamptz)
+ORDER BY version;
+
+-- name: now_checkpoint
+-- The checkpoint of "everything committed so far": a tail from here sees only what follows.
+SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint - 1 AS txid;

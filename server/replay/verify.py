@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
-from pathlib import Path
 
 import asyncpg
 import msgspec
@@ -21,9 +20,7 @@ from ..domain.jobs import Job, evolve
 from ..projections.jobs import COLUMNS, JobView, view_from_row, view_of
 from ..store.chain import canonical, link
 from ..store.eventstore import record_from_row
-from ..store.queries import load_queries
-
-QUERIES = load_queries(Path(__file__).with_name("replay.sql"))
+from . import QUERIES
 
 
 class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -8,7 +8,7 @@ import uuid
 import asyncpg
 import pytest
 
-from server.domain.events import EventMeta, JobCancelRequested, JobQueued
+from server.domain.events import EventMeta, JobCancelRequested, JobQueued, JobSubmitted
 from server.replay.verify import Problem, Verifier
 from server.service import JobService
 from server.store.chain import canonical, link
@@ -56,8 +56,6 @@ async def test_the_database_chains_hashes_as_the_verifier_computes_them(
 ) -> None:
     sid = uuid.uuid4()
     meta = EventMeta(actor="a", request_id="r")
-    from server.domain.events import JobSubmitted
-
     await store.append(sid, 0, [JobSubmitted(spec=spec()), JobQueued(attempt=1)], meta)
     await store.append(sid, 2, [JobCancelRequested(reason='é ✓ "quoted"')], meta)
     rows = await store.pool.fetch("SELECT * FROM events WHERE stream_id = $1 ORDER BY version", sid)

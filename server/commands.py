@@ -1,4 +1,5 @@
-"""Opening the database a command names: `--database-url`, or the embedded cluster."""
+"""What the server-side commands share: the database they open (`--database-url`, or the
+embedded cluster) and how they stop."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -86,3 +88,12 @@ async def service_for(
             yield JobService(EventStore(pool)), dsn
         finally:
             await pool.close()
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
