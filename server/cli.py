@@ -222,6 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
     clientcli.configure_logs_parser(sub)
     clientcli.configure_submit_parser(sub)
     clientcli.configure_jobs_parser(sub)
+    clientcli.configure_audit_parser(sub)
     clientcli.configure_show_parser(sub)
     clientcli.configure_cancel_parser(sub)
     clientcli.configure_tokens_parser(sub)

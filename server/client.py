@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import aiohttp
 import msgspec
 
+from .api.audit import AuditEvent, AuditPage
 from .api.jobs import JobList, JobOut
 from .api.logs import EndMessage, LinesMessage, LogMessage, LogPage
 from .store.logs import LogLine
@@ -34,6 +35,7 @@ _page_decoder = msgspec.json.Decoder(LogPage)
 _message_decoder: msgspec.json.Decoder[LogMessage] = msgspec.json.Decoder(LogMessage)
 _job_decoder = msgspec.json.Decoder(JobOut)
 _list_decoder = msgspec.json.Decoder(JobList)
+_audit_decoder = msgspec.json.Decoder(AuditPage)
 
 
 class ClientError(Exception):
@@ -157,6 +159,22 @@ class Client:
             )
             if page.jobs:
                 yield page.jobs
+            if page.next_cursor is None:
+                return
+            cursor = page.next_cursor
+
+    async def iter_audit(
+        self, filters: Sequence[tuple[str, str | int]], page_size: int = MAX_JOBS_PAGE
+    ) -> AsyncIterator[list[AuditEvent]]:
+        """Events matching the audit filters (query parameters), newest first, page by page."""
+        cursor: int | None = None
+        while True:
+            params = [*filters, ("limit", page_size)]
+            if cursor is not None:
+                params.append(("cursor", cursor))
+            page = self._decode(_audit_decoder, await self.get_raw("/api/v1/audit", params))
+            if page.events:
+                yield page.events
             if page.next_cursor is None:
                 return
             cursor = page.next_cursor

@@ -317,6 +317,70 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
     return await with_client(args, run)
 
 
+def configure_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "audit",
+        help="events from the log, newest first: who did what to which job, and when",
+        description="Examples: who cancelled a job: `jobledger audit --job ID --type "
+        "JobCancelRequested`; jobs lost with a worker since a time: `jobledger audit --type "
+        "JobFailed --reason worker_lost --since 2030-01-01T00:00:00Z`; jobs that waited over "
+        "ten minutes to start: `jobledger audit --min-wait 600`.",
+    )
+    p.add_argument("--project", metavar="NAME", help="only this project's jobs")
+    p.add_argument("--actor", help="who acted: PROJECT/ACCOUNT, admin, worker:ID")
+    p.add_argument("--token-id", metavar="ID", help="with which API token")
+    p.add_argument("--job", metavar="ID", help="one job's events")
+    p.add_argument(
+        "--type", action="append", default=[], metavar="T",
+        help="event type, e.g. JobCancelRequested (repeatable, or comma-separated)",
+    )  # fmt: skip
+    p.add_argument("--reason", help="failure reason, e.g. worker_lost, timeout, oom")
+    p.add_argument(
+        "--min-wait", type=float, metavar="SECONDS",
+        help="starts of jobs that waited longer than this to start",
+    )  # fmt: skip
+    p.add_argument("--since", type=iso_time, help="recorded at or after (ISO 8601)")
+    p.add_argument("--until", type=iso_time, help="recorded before (ISO 8601)")
+    p.add_argument("--limit", type=int, default=50, metavar="N", help="at most N events (50)")
+    p.add_argument("--all", action="store_true", help="every matching event")
+    p.add_argument("--json", action="store_true", help="one JSON event per line")
+    add_client_args(p)
+    p.set_defaults(func=cmd_audit)
+
+
+async def cmd_audit(args: argparse.Namespace) -> int:
+    from .clientfmt import audit_table
+
+    filters: list[tuple[str, str | int]] = [("type", t) for t in args.type]
+    for name in ("project", "actor", "token_id", "job", "reason", "min_wait"):
+        if (value := getattr(args, name)) is not None:
+            filters.append((name, str(value)))
+    for name in ("since", "until"):
+        if (value := getattr(args, name)) is not None:
+            filters.append((name, value.isoformat()))
+    want = None if args.all else args.limit
+
+    async def run(client: Client) -> int:
+        events = []
+        # One more than wanted tells whether there are more.
+        async for page in client.iter_audit(filters, page_size=min((want or 499) + 1, 500)):
+            events += page
+            if want is not None and len(events) > want:
+                break
+        more = want is not None and len(events) > want
+        events = events[:want]
+        if args.json:
+            for event in events:
+                print(msgspec.json.encode(event).decode())
+            return EXIT_OK
+        sys.stdout.write(audit_table(events))
+        if more:
+            print(f"jobledger: showing {len(events)}; --limit N or --all for more", file=sys.stderr)
+        return EXIT_OK
+
+    return await with_client(args, run)
+
+
 def configure_show_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("show", help="one job's spec, state, outcome, usage and times")
     p.add_argument("job_id", metavar="JOB_ID")

@@ -7,6 +7,7 @@ import shlex
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
+from .api.audit import AuditEvent
 from .api.jobs import JobOut
 from .domain.events import FailureReason
 from .domain.jobs import JobState
@@ -198,3 +199,29 @@ def outcome(job: JobOut) -> tuple[int, str | None]:
     return EXIT_ERROR, f"job {job.id} failed: {reason}" + (
         f": {job.message}" if job.message else ""
     )
+
+
+AUDIT_COLUMNS = ("TIME", "JOB", "TYPE", "ACTOR", "DETAIL")
+
+
+def audit_detail(event: AuditEvent) -> str:
+    """The one or two facts of an event worth a glance: reason, exit code, worker, wait."""
+    data = event.data
+    parts = []
+    for name in ("reason", "exit_code", "worker_id", "attempt", "message"):
+        value = getattr(data, name, None)
+        if value is not None and not (name == "attempt" and value == 1):
+            parts.append(f"{name}={value}")
+    if event.waited_seconds is not None:
+        parts.append(f"waited={event.waited_seconds:.1f}s")
+    return " ".join(parts)
+
+
+def audit_table(events: Sequence[AuditEvent], max_width: int = TABLE_WIDTH) -> str:
+    """Audit events as people read them: time, job, type, actor, detail. The detail, last,
+    is never cut (a terminal wraps it); the actor is, when the table is too wide."""
+    rows = [
+        [format_time(e.recorded_at), str(e.job_id), e.type, e.meta.actor, audit_detail(e)]
+        for e in events
+    ]
+    return table(AUDIT_COLUMNS, rows, max_width=max_width, shrink={"ACTOR": 12})

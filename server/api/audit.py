@@ -9,7 +9,7 @@ import msgspec
 from aiohttp import web
 
 from ..domain.errors import Forbidden, InvalidInput
-from ..domain.events import EVENT_TYPES, AnyEvent, EventMeta
+from ..domain.events import EVENT_TYPES, AnyEvent, EventMeta, FailureReason
 from ..store.eventstore import record_from_row
 from ..store.queries import QUERIES
 from .auth import principal
@@ -18,7 +18,7 @@ from .jobs import MAX_PAGE, page_limit, query_param, time_param
 from .routes import Query, Route
 
 
-class AuditEvent(msgspec.Struct, kw_only=True):
+class AuditEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One event with the job and project it belongs to."""
 
     position: int
@@ -29,6 +29,9 @@ class AuditEvent(msgspec.Struct, kw_only=True):
     recorded_at: datetime
     data: AnyEvent
     meta: EventMeta
+    #: JobStarted only: seconds the job waited to start since it could have (queued, or
+    #: its scheduled time or retry delay passed).
+    waited_seconds: float | None = None
 
 
 class AuditPage(msgspec.Struct):
@@ -38,8 +41,23 @@ class AuditPage(msgspec.Struct):
     next_cursor: int | None
 
 
+def number_param(request: web.Request, name: str) -> float | None:
+    """A non-negative number from the query string, or None."""
+    raw = query_param(request, name)
+    if raw is None:
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < float("inf"):
+        raise InvalidInput(f"{name} must be a number of seconds >= 0", field=f"query.{name}")
+    return value
+
+
 async def audit(request: web.Request) -> web.Response:
-    """GET /api/v1/audit: events filtered by project, actor, token, job, type and time."""
+    """GET /api/v1/audit: events filtered by project, actor, token, job, type, time, failure
+    reason and waiting time."""
     who = principal(request)
     project = query_param(request, "project")
     if who.project is not None:
@@ -63,11 +81,16 @@ async def audit(request: web.Request) -> web.Response:
             raise ValueError(cursor_raw)
     except ValueError:
         raise InvalidInput("cursor is not one this server issued", field="query.cursor") from None
+    reason = query_param(request, "reason")
+    if reason is not None and reason not in set(FailureReason):
+        known = ", ".join(FailureReason)
+        raise InvalidInput(f"unknown reason {reason!r}; one of: {known}", field="query.reason")
+    min_wait = number_param(request, "min_wait")
     limit = page_limit(request)
     rows = await request.app[SERVICE].pool.fetch(
         QUERIES["audit"], project, query_param(request, "actor"), query_param(request, "token_id"),
         job, types or None, time_param(request, "since"), time_param(request, "until"),
-        cursor, limit + 1,
+        cursor, limit + 1, reason, min_wait,
     )  # fmt: skip
     events = []
     for row in rows[:limit]:
@@ -82,6 +105,7 @@ async def audit(request: web.Request) -> web.Response:
                 recorded_at=rec.recorded_at,
                 data=rec.event,
                 meta=rec.meta,
+                waited_seconds=row["waited"],
             )
         )
     more = len(rows) > limit
@@ -99,6 +123,10 @@ ROUTES = (
               Query("type", {"type": "string", "enum": list(EVENT_TYPES)}, "event types", True),
               Query("since", _TIME, "recorded at or after"),
               Query("until", _TIME, "recorded before"),
+              Query("reason", {"type": "string", "enum": list(FailureReason)},
+                    "failure reason (JobFailed, JobRetryScheduled)"),
+              Query("min_wait", {"type": "number", "minimum": 0},
+                    "JobStarted events of jobs that waited longer than this many seconds"),
               Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size"),
               Query("cursor", {"type": "integer", "minimum": 1, "maximum": 2**63 - 1},
                     "next_cursor of the previous page"),

@@ -52,12 +52,23 @@ ORDER BY stream_id, version;
 SELECT pg_notify($1, $2);
 
 -- name: audit
--- Events newest first, filtered (NULL: any) by project, actor, token, job, types and time,
--- before a position (the cursor). The project is the job's, from the jobs projection.
+-- Events newest first, filtered (NULL: any) by project, actor, token, job, types, time,
+-- failure reason and, for JobStarted, how long the job had been waiting to start, before a
+-- position (the cursor). The project is the job's, from the jobs projection. A job waits
+-- from the event that queued it (plus a retry's delay) or its scheduled_for, if later.
 SELECT e.event_id, e.stream_id, e.version, e.position, e.type, e.schema_version, e.data,
-       e.meta, e.recorded_at, j.project
+       e.meta, e.recorded_at, j.project, w.waited
 FROM events e
 JOIN jobs j ON j.id = e.stream_id
+LEFT JOIN LATERAL (
+    SELECT CASE WHEN e.type = 'JobStarted' THEN (
+        SELECT extract(epoch FROM e.recorded_at - greatest(
+            p.recorded_at + make_interval(secs => coalesce((p.data ->> 'delay_seconds')::float8, 0)),
+            CASE WHEN p.type = 'JobQueued' THEN (j.spec ->> 'scheduled_for')::timestamptz END
+        ))::float8
+        FROM events p WHERE p.stream_id = e.stream_id AND p.version = e.version - 1
+    ) END AS waited
+) w ON true
 WHERE ($1::text IS NULL OR j.project = $1::text)
   AND ($2::text IS NULL OR e.meta ->> 'actor' = $2::text)
   AND ($3::text IS NULL OR e.meta ->> 'token_id' = $3::text)
@@ -66,5 +77,7 @@ WHERE ($1::text IS NULL OR j.project = $1::text)
   AND ($6::timestamptz IS NULL OR e.recorded_at >= $6::timestamptz)
   AND ($7::timestamptz IS NULL OR e.recorded_at < $7::timestamptz)
   AND ($8::bigint IS NULL OR e.position < $8::bigint)
+  AND ($10::text IS NULL OR e.data ->> 'reason' = $10::text)
+  AND ($11::float8 IS NULL OR w.waited > $11::float8)
 ORDER BY e.position DESC
 LIMIT $9;

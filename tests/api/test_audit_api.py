@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from server.domain.events import EventMeta, FailureReason
+from server.domain.jobs import Fail, Start
+from server.service import JobService
 from tests.api.test_access_api import auth, call, project_with_accounts
+
+META = EventMeta(actor="worker:w1")
 
 Client = TestClient[web.Request, web.Application]
 
@@ -74,6 +82,51 @@ async def test_bad_audit_filters(client: Client) -> None:
         ("cursor=99999999999999999999", "query.cursor"),
         ("since=yesterday", "query.since"),
         ("limit=0", "query.limit"),
+    ]:
+        resp = await client.get(f"/api/v1/audit?{query}")
+        assert resp.status == 400, query
+        assert (await resp.json())["error"]["details"]["field"] == field
+
+
+async def test_failures_by_reason_and_jobs_that_waited_long_for_a_slot(
+    client: Client, service: JobService
+) -> None:
+    async def submit(**spec: Any) -> uuid.UUID:
+        resp = await client.post("/api/v1/jobs", json={"image": "b", **spec})
+        assert resp.status == 201
+        return uuid.UUID((await resp.json())["id"])
+
+    waited_long = await submit()
+    later = (datetime.now(UTC) + timedelta(seconds=0.6)).isoformat()
+    scheduled = await submit(scheduled_for=later)
+    await asyncio.sleep(0.8)
+    quick = await submit()
+    lost = await submit()
+    for job in (waited_long, scheduled, quick, lost):
+        await service.execute(job, Start(worker_id="w1"), META)
+    await service.execute(lost, Fail(reason=FailureReason.WORKER_LOST), META)
+    await service.execute(quick, Fail(reason=FailureReason.TIMEOUT), META)
+
+    failed = await pages(client, "&type=JobFailed&reason=worker_lost")
+    assert [(e["job_id"], e["data"]["reason"]) for e in failed] == [(str(lost), "worker_lost")]
+
+    # Waiting counts from when the job could start: the scheduled one waited ~0.2 s.
+    slow = await pages(client, "&min_wait=0.5")
+    assert [e["job_id"] for e in slow] == [str(waited_long)]
+    assert slow[0]["type"] == "JobStarted" and slow[0]["waited_seconds"] >= 0.8
+    started = {e["job_id"]: e["waited_seconds"] for e in await pages(client, "&type=JobStarted")}
+    assert started[str(scheduled)] < 0.5 and started[str(quick)] < 0.5
+    submitted = await pages(client, "&type=JobSubmitted")
+    assert all("waited_seconds" not in e for e in submitted)
+
+
+async def test_bad_reason_and_wait_filters(client: Client) -> None:
+    for query, field in [
+        ("reason=bored", "query.reason"),
+        ("min_wait=-1", "query.min_wait"),
+        ("min_wait=soon", "query.min_wait"),
+        ("min_wait=nan", "query.min_wait"),
+        ("min_wait=inf", "query.min_wait"),
     ]:
         resp = await client.get(f"/api/v1/audit?{query}")
         assert resp.status == 400, query

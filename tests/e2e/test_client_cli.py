@@ -178,6 +178,51 @@ async def test_jobs_lists_filters_and_pages(server: Server) -> None:
     assert json.loads(json_out)["id"] == b and json.loads(json_out)["exit_code"] == 2
 
 
+# ---- audit --------------------------------------------------------------------------------
+
+
+async def test_audit_answers_who_did_what(server: Server) -> None:
+    url = server.url
+    ok = await submit(url, "--wait", "busybox:latest", "--", "true")
+    failing = await submit(url, "busybox:latest", "--", "sh", "-c", "exit 3")
+    await until_state(url, failing, "failed")
+    queued = await submit(url, "--scheduled-for", "2099-01-01T00:00:00Z", "busybox:latest")
+    code, _, err = await run("cancel", "--url", url, queued)
+    assert code == 0, err
+    results = await asyncio.gather(
+        run("audit", "--url", url),
+        run("audit", "--url", url, "--type", "JobCancelRequested"),
+        run("audit", "--url", url, "--job", failing, "--json"),
+        run("audit", "--url", url, "--type", "JobFailed", "--reason", "exit_code"),
+        run("audit", "--url", url, "--limit", "2"),
+        run("audit", "--url", url, "--actor", "admin", "--type", "JobSubmitted", "--all"),
+        run("audit", "--url", url, "--min-wait", "3600"),
+    )
+    for code, _, err in results:
+        assert code == 0, err
+    (_, every, _), (_, cancels, _), (_, failing_json, _), (_, failed, _) = results[:4]
+    (_, two, hint), (_, by_admin, _), (_, slow, _) = results[4:]
+
+    lines = every.splitlines()
+    assert lines[0].split() == ["TIME", "JOB", "TYPE", "ACTOR", "DETAIL"]
+    assert [r[1:4] for r in rows(cancels)] == [[queued, "JobCancelRequested", "admin"]]
+    events = [json.loads(line) for line in failing_json.splitlines()]
+    assert [e["type"] for e in events] == [
+        "JobFailed", "JobStarted", "JobQueued", "JobSubmitted"
+    ]  # fmt: skip
+    assert events[1]["meta"]["actor"] == "worker:cli-e2e" and events[1]["waited_seconds"] >= 0
+    assert [(r[1], r[2]) for r in rows(failed)] == [(failing, "JobFailed")]
+    assert "reason=exit_code" in failed and "exit_code=3" in failed
+    assert len(rows(two)) == 2 and "--limit N or --all" in hint
+    assert {r[1] for r in rows(by_admin)} == {ok, failing, queued}
+    assert rows(slow) == []
+
+    code, _, err = await run("audit", "--url", url, "--reason", "bored")
+    assert code == 1 and "unknown reason 'bored'" in err
+    code, _, err = await run("audit", "--url", url, "--since", "yesterday")
+    assert code == 2 and "not an ISO 8601 time" in err
+
+
 # ---- cancel -------------------------------------------------------------------------------
 
 
