@@ -214,3 +214,11 @@ CREATE TABLE IF NOT EXISTS projection_rebuilds (
     started_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
     updated_at   timestamptz NOT NULL DEFAULT clock_timestamp()
 );
+
+-- Audit: failures by reason, and starts by how long the job waited (JobStarted.ready_at),
+-- newest first. Partial: only the events these questions are about.
+CREATE INDEX IF NOT EXISTS events_failure_reason ON events ((data ->> 'reason'), position DESC)
+    WHERE type IN ('JobFailed', 'JobRetryScheduled');
+CREATE INDEX IF NOT EXISTS events_waited
+    ON events ((extract(epoch FROM recorded_at - to_timestamp((data ->> 'ready_at')::float8))))
+    WHERE type = 'JobStarted';

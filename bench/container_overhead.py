@@ -67,7 +67,8 @@ async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=30)
     args = parser.parse_args()
-    async with server("--executor", "docker", "--worker-id", "bench") as url:
+    async with server("--executor", "docker", "--worker-id", "bench") as served:
+        url = served.url
         await through_server(url, 3)  # warm up
         served = await through_server(url, args.jobs)
     async with aiodocker.Docker() as docker:

@@ -15,9 +15,12 @@ import sys
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiohttp
+
+from server.commands import DATABASE_NAME
+from server.store.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "jobledger-test:latest"
@@ -50,11 +53,30 @@ def machine() -> dict[str, Any]:
     }
 
 
+class Served(NamedTuple):
+    """A running benchmark server."""
+
+    url: str
+    #: Its database (the embedded cluster), for loaders and size/WAL measurements.
+    dsn: str
+    pid: int
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident memory of a process (Linux)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 @contextlib.asynccontextmanager
-async def server(*args: str) -> AsyncIterator[str]:
-    """Start `jobledger serve` with `args`; yield its URL; stop it and remove its data."""
+async def server(*args: str, data_dir: Path | None = None) -> AsyncIterator[Served]:
+    """Start `jobledger serve` with `args`; yield it; stop it and remove its data (unless
+    `data_dir` names a directory to keep, e.g. a loaded log to measure again)."""
     subprocess.run([str(ROOT / "scripts" / "build-test-image")], check=True, capture_output=True)
-    data = Path(tempfile.mkdtemp(prefix="jobledger-bench-"))
+    data = data_dir or Path(tempfile.mkdtemp(prefix="jobledger-bench-"))
+    data.mkdir(parents=True, exist_ok=True)
     data.chmod(0o755)  # as root the embedded cluster runs as `postgres`
     port = 18080 + os.getpid() % 1000
     proc = subprocess.Popen(
@@ -75,8 +97,9 @@ async def server(*args: str) -> AsyncIterator[str]:
                             break
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.1)
-        yield url
+        yield Served(url, EmbeddedPostgres(data / "pg").dsn(DATABASE_NAME), proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
-        subprocess.run(["rm", "-rf", str(data)], check=False)
+        if data_dir is None:
+            subprocess.run(["rm", "-rf", str(data)], check=False)

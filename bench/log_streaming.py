@@ -68,9 +68,10 @@ async def main() -> None:
     )
     args = parser.parse_args()
     async with (
-        server("--executor", "docker", "--worker-id", "bench") as url,
+        server("--executor", "docker", "--worker-id", "bench") as served,
         aiohttp.ClientSession(headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as http,
     ):
+        url = served.url
         fast = await submit(http, url, f"seq 1 {args.lines}")
         _, count, first, last = await follow(http, url, fast)
         assert count == args.lines, (count, args.lines)

@@ -4,12 +4,12 @@ re-run `decide` on fresh state when another writer got there first (I4)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import asyncpg
 import structlog
 
-from .domain.errors import ConcurrencyError, DomainError, IdempotencyConflict
+from .domain.errors import ConcurrencyError, DomainError, IdempotencyConflict, InvalidInput
 from .domain.events import EventMeta, Recorded
 from .domain.jobs import Command, Job, Submit, decide, fold, validate
 from .domain.specs import JobSpec
@@ -105,15 +105,85 @@ class JobService:
             return existing, False
         return jobs_projection.view_of(job), True
 
+    async def submit_batch(
+        self, specs: Sequence[JobSpec], meta: EventMeta
+    ) -> list[tuple[JobView, bool]]:
+        """Create several jobs in one transaction (all or none), in order; a spec whose
+        idempotency key its project already used returns that job (created=False), as
+        `submit` does. Errors name the spec: `$.jobs[3].image`."""
+        for n, spec in enumerate(specs):
+            try:
+                validate(Submit(spec=spec))
+            except InvalidInput as exc:
+                raise _in_batch(exc, n) from None
+        for _ in range(self.max_attempts):
+            try:
+                return await self._submit_batch(specs, meta)
+            except asyncpg.UniqueViolationError as exc:
+                # A concurrent submit took one of the keys first: look again.
+                if exc.constraint_name != "jobs_idempotency":
+                    raise
+        raise ConcurrencyError(f"gave up after {self.max_attempts} idempotency races")
+
+    async def _submit_batch(
+        self, specs: Sequence[JobSpec], meta: EventMeta
+    ) -> list[tuple[JobView, bool]]:
+        keyed = [(s.project, s.idempotency_key) for s in specs if s.idempotency_key is not None]
+        existing = await jobs_projection.find_by_idempotency_keys(self.pool, keyed)
+        # Each spec's job: one that exists, or the index of a spec to create (a key repeated
+        # within the batch names the same new job).
+        plan: list[JobView | int] = []
+        new: list[JobSpec] = []
+        new_by_key: dict[tuple[str, str], int] = {}
+        for n, spec in enumerate(specs):
+            key = (spec.project, spec.idempotency_key) if spec.idempotency_key else None
+            if key is not None:
+                earlier = existing.get(key)
+                if earlier is not None or key in new_by_key:
+                    if (earlier.spec if earlier else new[new_by_key[key]]) != spec:
+                        raise _in_batch(_key_conflict(earlier), n)
+                    plan.append(earlier if earlier is not None else new_by_key[key])
+                    continue
+                new_by_key[key] = len(new)
+            plan.append(len(new))
+            new.append(spec)
+        ids = [uuid7() for _ in new]
+        async with self.pool.acquire() as conn, conn.transaction():
+            jobs = await self.execute_batch(
+                {i: Submit(spec=s) for i, s in zip(ids, new, strict=True)}, meta, conn
+            )
+        views = {j.id: jobs_projection.view_of(j) for j in jobs}
+        out: list[tuple[JobView, bool]] = []
+        seen: set[int] = set()
+        for item in plan:
+            if isinstance(item, JobView):
+                out.append((item, False))
+            else:
+                out.append((views[ids[item]], item not in seen))
+                seen.add(item)
+        return out
+
     async def _existing(self, spec: JobSpec) -> JobView | None:
         assert spec.idempotency_key is not None
         view = await jobs_projection.find_by_idempotency_key(
             self.pool, spec.project, spec.idempotency_key
         )
         if view is not None and view.spec != spec:
-            raise IdempotencyConflict(
-                "idempotency_key was already used with a different spec",
-                field="$.idempotency_key",
-                job_id=str(view.id),
-            )
+            raise _key_conflict(view)
         return view
+
+
+def _key_conflict(view: JobView | None) -> IdempotencyConflict:
+    extra = {"job_id": str(view.id)} if view is not None else {}
+    return IdempotencyConflict(
+        "idempotency_key was already used with a different spec",
+        field="$.idempotency_key",
+        **extra,
+    )
+
+
+def _in_batch(exc: DomainError, n: int) -> DomainError:
+    """The same error about the n-th spec of a batch: its field path is under `$.jobs[n]`."""
+    field = exc.details.get("field", "$")
+    details = {**exc.details, "field": f"$.jobs[{n}]{field[1:]}"}
+    return type(exc)(exc.message, **details)

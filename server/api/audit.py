@@ -10,8 +10,9 @@ from aiohttp import web
 
 from ..domain.errors import Forbidden, InvalidInput
 from ..domain.events import EVENT_TYPES, AnyEvent, EventMeta, FailureReason
+from ..store.audit import AuditFilter
+from ..store.audit import audit as audit_events
 from ..store.eventstore import record_from_row
-from ..store.queries import QUERIES
 from .auth import principal
 from .context import SERVICE, json_response
 from .jobs import MAX_PAGE, page_limit, query_param, time_param
@@ -87,11 +88,13 @@ async def audit(request: web.Request) -> web.Response:
         raise InvalidInput(f"unknown reason {reason!r}; one of: {known}", field="query.reason")
     min_wait = number_param(request, "min_wait")
     limit = page_limit(request)
-    rows = await request.app[SERVICE].pool.fetch(
-        QUERIES["audit"], project, query_param(request, "actor"), query_param(request, "token_id"),
-        job, types or None, time_param(request, "since"), time_param(request, "until"),
-        cursor, limit + 1, reason, min_wait,
+    filt = AuditFilter(
+        project=project, actor=query_param(request, "actor"),
+        token_id=query_param(request, "token_id"), job=job, types=types or None,
+        since=time_param(request, "since"), until=time_param(request, "until"),
+        before=cursor, reason=reason, min_wait=min_wait,
     )  # fmt: skip
+    rows = await audit_events(request.app[SERVICE].pool, filt, limit + 1)
     events = []
     for row in rows[:limit]:
         rec = record_from_row(row)

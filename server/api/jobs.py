@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 import msgspec
 from aiohttp import web
@@ -74,27 +75,68 @@ def job_id_of(request: web.Request) -> uuid.UUID:
         raise InvalidInput(f"job id {raw!r} is not a UUID", field="path.id") from None
 
 
-async def submit(request: web.Request) -> web.Response:
-    """POST /api/v1/jobs: 201 with the new job, 200 with the earlier one for a repeated
-    idempotency key."""
-    spec = decode_body(await request.read(), JobSpec)
+def _project_of(request: web.Request, spec: JobSpec, field: str = "$.project") -> JobSpec:
+    """The spec with the caller's project filled in, if the caller may submit there."""
     who = principal(request)
     if who.project is not None and spec.project == DEFAULT_PROJECT:
         # A service account's jobs go to its own project unless the spec says otherwise.
         spec = msgspec.structs.replace(spec, project=who.project)
     if not who.may(spec.project, Role.OPERATOR):
-        raise Forbidden(
-            f"{who.actor} may not submit jobs to project {spec.project}", field="$.project"
-        )
-    wait = await request.app[SUBMIT_LIMITER].retry_after(request.app[SERVICE].pool, spec.project)
-    if wait is not None:
-        raise RateLimited(
-            f"project {spec.project} submits too fast; retry in {wait:.2f} s",
-            retry_after=round(wait, 3),
-        )
+        raise Forbidden(f"{who.actor} may not submit jobs to project {spec.project}", field=field)
+    return spec
+
+
+async def _take_rate(request: web.Request, specs: list[JobSpec]) -> None:
+    per_project: dict[str, int] = {}
+    for spec in specs:
+        per_project[spec.project] = per_project.get(spec.project, 0) + 1
+    limiter = request.app[SUBMIT_LIMITER]
+    for project, count in per_project.items():
+        wait = await limiter.retry_after(request.app[SERVICE].pool, project, count)
+        if wait is not None:
+            raise RateLimited(
+                f"project {project} submits too fast; retry in {wait:.2f} s",
+                retry_after=round(wait, 3),
+            )
+
+
+async def submit(request: web.Request) -> web.Response:
+    """POST /api/v1/jobs: 201 with the new job, 200 with the earlier one for a repeated
+    idempotency key."""
+    spec = _project_of(request, decode_body(await request.read(), JobSpec))
+    await _take_rate(request, [spec])
     view, created = await request.app[SERVICE].submit(spec, event_meta(request))
     [out] = await job_outs(request, [view])
     return json_response(out, status=201 if created else 200)
+
+
+MAX_BATCH = 1000
+
+
+class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Specs to submit together: all are created, or none."""
+
+    jobs: Annotated[list[JobSpec], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class BatchOut(msgspec.Struct):
+    """The jobs in the order of the specs (an earlier job for a repeated idempotency key)."""
+
+    jobs: list[JobOut]
+    #: How many of them this request created.
+    created: int
+
+
+async def submit_batch(request: web.Request) -> web.Response:
+    """POST /api/v1/jobs:batch: up to 1,000 specs in one transaction; 201 if any job was
+    created, 200 if every spec named an existing job by its idempotency key."""
+    batch = decode_body(await request.read(), BatchIn)
+    specs = [_project_of(request, s, f"$.jobs[{n}].project") for n, s in enumerate(batch.jobs)]
+    await _take_rate(request, specs)
+    results = await request.app[SERVICE].submit_batch(specs, event_meta(request))
+    outs = await job_outs(request, [view for view, _ in results])
+    created = sum(1 for _, new in results if new)
+    return json_response(BatchOut(outs, created), status=201 if created else 200)
 
 
 def query_param(request: web.Request, name: str) -> str | None:
@@ -266,6 +308,9 @@ _TIME = {"type": "string", "format": "date-time"}
 ROUTES = (
     Route("POST", "/api/v1/jobs", submit, "Submit a job", body=JobSpec, response=JobOut,
           status=201, also=(200,), role="operator"),
+    Route("POST", "/api/v1/jobs:batch", submit_batch,
+          f"Submit up to {MAX_BATCH} jobs at once, all or none", body=BatchIn,
+          response=BatchOut, status=201, also=(200,), role="operator"),
     Route("GET", "/api/v1/jobs", list_jobs, "List jobs, newest first", response=JobList, query=(
         Query("state", _STATES, "only jobs in these states (repeat or comma-separate)", True),
         Query("project", {"type": "string"}, "only this project's jobs"),

@@ -54,8 +54,9 @@ class SubmitLimiter:
             self._settings[project] = cached
         return cached[1], cached[2]
 
-    async def retry_after(self, pool: asyncpg.Pool, project: str) -> float | None:
-        """Take a token for one submit; None if allowed, else seconds until one is free."""
+    async def retry_after(self, pool: asyncpg.Pool, project: str, count: int = 1) -> float | None:
+        """Take tokens for `count` submits; None if allowed, else seconds until allowed. A
+        batch larger than the burst goes through on a full bucket and leaves it in debt."""
         now = time.monotonic()
         rate, burst = await self._limits(pool, project, now)
         if rate <= 0:
@@ -63,10 +64,11 @@ class SubmitLimiter:
         bucket = self._buckets.setdefault(project, _Bucket(tokens=float(burst), at=now))
         bucket.tokens = min(float(burst), bucket.tokens + (now - bucket.at) * rate)
         bucket.at = now
-        if bucket.tokens >= 1.0:
-            bucket.tokens -= 1.0
+        need = float(min(count, burst)) or 1.0
+        if bucket.tokens >= need:
+            bucket.tokens -= count
             return None
-        return (1.0 - bucket.tokens) / rate
+        return (need - bucket.tokens) / rate
 
 
 SUBMIT_LIMITER = web.AppKey("submit_limiter", SubmitLimiter)

@@ -66,6 +66,10 @@ class JobStarted(Event, frozen=True, kw_only=True):
 
     worker_id: str
     attempt: int
+    #: When the job could have started (queued, or its scheduled/retry time if later), as
+    #: seconds since the epoch: the audit's waiting time is `recorded_at - ready_at`, an
+    #: expression the database can index. None in events written before it existed.
+    ready_at: float | None = None
 
 
 class JobCancelRequested(Event, frozen=True, kw_only=True):

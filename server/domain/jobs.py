@@ -189,7 +189,9 @@ def decide(state: Job | None, command: Command) -> list[Event]:
         )
     match command, state.state:
         case Start(worker_id=worker), JobState.QUEUED:
-            return [JobStarted(worker_id=worker, attempt=state.attempt)]
+            # From when it could start: queued (the last event), or its time, if later.
+            ready = max(state.updated_at, state.scheduled_for or state.updated_at)
+            return [JobStarted(worker_id=worker, attempt=state.attempt, ready_at=ready.timestamp())]
         case RequestCancel(reason=reason), JobState.QUEUED:
             return [JobCancelRequested(reason=reason), JobCancelled()]
         case RequestCancel(reason=reason), JobState.RUNNING:

@@ -153,6 +153,20 @@ async def find_by_idempotency_key(
     return view_from_row(row) if row is not None else None
 
 
+async def find_by_idempotency_keys(
+    conn: Conn | asyncpg.Pool, keys: Iterable[tuple[str, str]]
+) -> dict[tuple[str, str], JobView]:
+    """The jobs projects submitted under some idempotency keys, by (project, key)."""
+    keys = list(keys)
+    if not keys:
+        return {}
+    rows = await conn.fetch(
+        QUERIES["find_by_idempotency_keys"], [p for p, _ in keys], [k for _, k in keys]
+    )
+    views = [view_from_row(r) for r in rows]
+    return {(v.project, v.idempotency_key): v for v in views if v.idempotency_key is not None}
+
+
 class JobFilter(msgspec.Struct, kw_only=True):
     """Filters of the job list; None means "any"."""
 

@@ -35,6 +35,12 @@ SELECT * FROM jobs WHERE id = $1;
 -- The job a project already submitted under an idempotency key.
 SELECT * FROM jobs WHERE project = $1 AND idempotency_key = $2;
 
+-- name: find_by_idempotency_keys
+-- The jobs submitted under some (project, idempotency key) pairs.
+SELECT j.* FROM jobs j
+JOIN unnest($1::text[], $2::text[]) AS k(project, key)
+  ON j.project = k.project AND j.idempotency_key = k.key;
+
 -- name: list_jobs
 -- A page of the job list, newest first, after a keyset cursor (created_at, id); every
 -- filter is optional (NULL = no filter).

@@ -66,6 +66,7 @@ async def test_real_answers_decode_as_their_documented_types(client: Client) -> 
     values = {"id": job["id"], "project": "p1", "account": "bot", "token_id": token["id"]}
     bodies: dict[str, Any] = {
         "submit": {"image": "b", "project": "p1"},
+        "submit_batch": {"jobs": [{"image": "b", "project": "p1"}]},
         "create_project": {"name": "p2"},
         "put_limits": {"max_running_jobs": 3},
         "create_service_account": {"name": "bot2", "role": "operator"},
