@@ -106,16 +106,20 @@ def view_from_row(row: asyncpg.Record) -> JobView:
     return JobView(**values)
 
 
+_JSON_AT = [COLUMNS.index(name) for name in _JSON_COLUMNS]
+_ENUM_AT = [COLUMNS.index("state"), COLUMNS.index("failure_reason")]
+
+
 def row_args(view: JobView) -> list[Any]:
-    """The column values of a view, in column order, as the `jobs` table takes them."""
-    args: list[Any] = []
-    for name in COLUMNS:
-        value = getattr(view, name)
-        if name in _JSON_COLUMNS:
-            value = None if value is None else _encoder.encode(value).decode()
-        elif isinstance(value, JobState | FailureReason):
-            value = value.value
-        args.append(value)
+    """The column values of a view, in column order, as the `jobs` table takes them (JSON
+    columns as encoded bytes). On the rebuild's hot path: no per-column dispatch."""
+    args: list[Any] = list(msgspec.structs.astuple(view))
+    for i in _JSON_AT:
+        if args[i] is not None:
+            args[i] = _encoder.encode(args[i])
+    for i in _ENUM_AT:
+        if args[i] is not None:
+            args[i] = args[i].value
     return args
 
 

@@ -5,27 +5,36 @@ seeing a half-built table, resumable after an interruption.
    holding the oldest transaction running at the start.
 2. Batches of whole streams, in stream-id order, are folded with the domain code and
    copied into the shadow table; each batch commits with the checkpoint. Interrupted, the
-   next run continues after the checkpoint.
+   next run continues after the checkpoint. The shadow table is unlogged (it is never
+   read by anyone else and costs no WAL); a database crash empties it, which the next
+   run notices and starts over.
 3. Swap, in one transaction: lock `jobs` against writers (readers go on, seeing the old
    rows), re-fold the streams written since the start, then make `jobs` equal to the
-   shadow table by changing only the rows that differ; drop the shadow table.
+   shadow table by changing only the rows that differ; drop the shadow table. Appends
+   wait during the swap (about 4 s for 250,000 jobs on a 2-core machine).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import gc
 import time
 import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import asyncpg
 import msgspec
+import structlog
 
-from ..domain.jobs import Job, fold
+from ..domain.jobs import Job, evolve
 from ..projections.jobs import COLUMNS, row_args, view_of
 from ..store.db import Conn
 from ..store.eventstore import record_from_row
 from ..store.queries import QUERIES as STORE_QUERIES
 from . import QUERIES
+
+log = structlog.get_logger(__name__)
 
 PROJECTION = "jobs"
 SHADOW = "jobs_rebuild"
@@ -33,7 +42,7 @@ _COLS = ", ".join(COLUMNS)
 _SET = ", ".join(f"{c} = EXCLUDED.{c}" for c in COLUMNS if c != "id")
 _CREATE_SHADOW = f"""
     DROP TABLE IF EXISTS {SHADOW};
-    CREATE TABLE {SHADOW} (LIKE jobs INCLUDING DEFAULTS);
+    CREATE UNLOGGED TABLE {SHADOW} (LIKE jobs INCLUDING DEFAULTS);
     ALTER TABLE {SHADOW} ADD PRIMARY KEY (id);
 """
 _DELETE_SHADOW_ROWS = f"DELETE FROM {SHADOW} WHERE id = ANY($1::uuid[])"
@@ -67,12 +76,43 @@ Progress = Callable[[int, int], None]
 
 
 async def _copy(conn: Conn, jobs: Iterable[Job]) -> None:
-    await conn.copy_records_to_table(
-        SHADOW, records=[row_args(view_of(j)) for j in jobs], columns=list(COLUMNS)
-    )
+    records = [row_args(view_of(j)) for j in jobs]
+    await conn.copy_records_to_table(SHADOW, records=records, columns=list(COLUMNS))
+
+
+async def _shadow_holds(conn: Conn, streams: int) -> bool:
+    """Whether the shadow table holds the rows the checkpoint counts: it is unlogged, so
+    a database crash empties it."""
+    if await conn.fetchval("SELECT to_regclass($1)", SHADOW) is None:
+        return False
+    return bool(await conn.fetchval(f"SELECT count(*) FROM {SHADOW}") == streams)
+
+
+async def _write_batch(conn: Conn, jobs: list[Job], after: uuid.UUID, events: int) -> None:
+    """Copy a batch into the shadow table and move the checkpoint past it, in one
+    transaction. The shadow table is unlogged and a lost checkpoint only repeats work, so
+    the commit need not wait for the disk."""
+    async with conn.transaction():
+        await conn.execute("SET LOCAL synchronous_commit = off")
+        await _copy(conn, jobs)
+        await conn.execute(QUERIES["rebuild_checkpoint"], PROJECTION, after, len(jobs), events)
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """The cyclic collector off for a while: the batches make millions of acyclic objects,
+    and the collections they trigger cost a fifth of the rebuild (measured)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 def _fold_streams(rows: list[asyncpg.Record]) -> list[Job]:
+    """Fold rows ordered by stream and version into one job per stream."""
     jobs: list[Job] = []
     current: Job | None = None
     for row in rows:
@@ -80,7 +120,7 @@ def _fold_streams(rows: list[asyncpg.Record]) -> list[Job]:
         if current is not None and current.id != rec.stream_id:
             jobs.append(current)
             current = None
-        current = fold([rec], current)
+        current = evolve(current, rec)
     if current is not None:
         jobs.append(current)
     return jobs
@@ -99,6 +139,9 @@ async def rebuild(
     async with pool.acquire() as conn:
         state = await conn.fetchrow(QUERIES["rebuild_state"], PROJECTION)
         resumed = state is not None and not restart
+        if resumed and state is not None and not await _shadow_holds(conn, state["streams"]):
+            log.warning("the rebuild's shadow table lost its rows (database crash?): restarting")
+            resumed = False
         if not resumed:
             async with conn.transaction():
                 await conn.execute(_CREATE_SHADOW)
@@ -109,21 +152,26 @@ async def rebuild(
         streams, events = state["streams"], state["events"]
         before = events
         total_events = state["total_events"]
-        while True:
-            async with conn.transaction():
-                rows = await conn.fetch(QUERIES["stream_batch"], after, batch)
-                if not rows:
-                    break
-                jobs = _fold_streams(rows)
-                await _copy(conn, jobs)
-                after = rows[-1]["stream_id"]
-                await conn.execute(
-                    QUERIES["rebuild_checkpoint"], PROJECTION, after, len(jobs), len(rows)
-                )
-            streams += len(jobs)
-            events += len(rows)
-            if progress is not None:
-                progress(events, max(events, total_events))
+        # The next batch is read on a second connection while this one folds and writes.
+        async with pool.acquire() as reader:
+            with _gc_paused():
+                fetch = asyncio.ensure_future(reader.fetch(QUERIES["stream_batch"], after, batch))
+                try:
+                    while rows := await fetch:
+                        after = rows[-1]["stream_id"]
+                        fetch = asyncio.ensure_future(
+                            reader.fetch(QUERIES["stream_batch"], after, batch)
+                        )
+                        jobs = _fold_streams(rows)
+                        await _write_batch(conn, jobs, after, len(rows))
+                        streams, events = streams + len(jobs), events + len(rows)
+                        if progress is not None:
+                            progress(events, max(events, total_events))
+                finally:
+                    if not fetch.done():
+                        fetch.cancel()
+                        with contextlib.suppress(BaseException):
+                            await fetch
         late, changed = await _swap(conn, state["started_xmin"])
     seconds = time.perf_counter() - started
     return RebuildReport(

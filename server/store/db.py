@@ -25,7 +25,10 @@ def _encode_jsonb(value: Any) -> str:
 
 
 def _encode_jsonb_binary(value: Any) -> bytes:
-    return b"\x01" + _encode_jsonb(value).encode()  # jsonb's binary format: version 1, then text
+    # jsonb's binary format: version 1, then the text.
+    if isinstance(value, bytes):
+        return b"\x01" + value
+    return b"\x01" + _encode_jsonb(value).encode()
 
 
 def _decode_jsonb_binary(data: bytes) -> str:

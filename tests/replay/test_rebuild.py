@@ -161,3 +161,18 @@ async def test_rebuild_beside_live_appends_and_readers(
     assert len(live) > 330  # the writer got work in while the rebuild ran
     assert set(history) <= set(versions_seen)
     assert live == await folded_log(service)
+
+
+async def test_a_shadow_table_emptied_by_a_crash_means_starting_over(
+    service: JobService, history: dict[object, JobView]
+) -> None:
+    def interrupt(done: int, total: int) -> None:
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        await rebuild(service.pool, batch=50, progress=interrupt)
+    # What crash recovery does to an unlogged table.
+    await service.pool.execute("TRUNCATE jobs_rebuild")
+    report = await rebuild(service.pool, batch=50)
+    assert not report.resumed and report.jobs == 330
+    assert await projected(service.pool) == history
