@@ -38,7 +38,8 @@ class JobService:
         """Apply a command to a job, retrying `decide` on fresh state after a conflict.
         Raises the domain error `decide` raises (not found, invalid transition)."""
         for _ in range(self.max_attempts):
-            state = await self.load(job_id)
+            # A submit creates its (fresh) stream: nothing to read.
+            state = None if isinstance(command, Submit) else await self.load(job_id)
             events = decide(state, command)
             if not events:
                 assert state is not None

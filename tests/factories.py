@@ -61,8 +61,12 @@ class MemoryLog:
         return self.record(decide(self.state, command), actor)
 
 
-# PostgreSQL cannot store NUL; commands carrying one are refused (tested on their own).
-texts = st.text(alphabet=st.characters(blacklist_characters="\x00"), max_size=40)
+# PostgreSQL cannot store NUL, and lone surrogates are not UTF-8; commands carrying either
+# are refused (tested on their own).
+texts = st.text(
+    alphabet=st.characters(blacklist_characters="\x00", blacklist_categories=("Cs",)),
+    max_size=40,
+)
 
 usages = st.none() | st.builds(
     Usage,

@@ -143,10 +143,21 @@ COMMAND_TYPES: tuple[type[Command], ...] = (
 )
 
 
+def _unstorable(text: str) -> bool:
+    """NUL, which PostgreSQL cannot store, or a lone surrogate, which is not UTF-8."""
+    if "\x00" in text:
+        return True
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def _nul_path(value: object, path: str) -> str | None:
-    """The JSON path of the first string holding a NUL character, which PostgreSQL cannot store."""
+    """The JSON path of the first string the database cannot store (see `_unstorable`)."""
     if isinstance(value, str):
-        return path if "\x00" in value else None
+        return path if _unstorable(value) else None
     if isinstance(value, dict):
         for k, v in value.items():
             if found := _nul_path(k, f"{path}.{k!r}") or _nul_path(v, f"{path}.{k}"):
@@ -162,7 +173,9 @@ def validate(command: Command) -> None:
     """Refuse what no state would accept: text PostgreSQL cannot store."""
     payload = command.spec if isinstance(command, Submit) else command
     if path := _nul_path(msgspec.to_builtins(payload), "$"):
-        raise InvalidInput("text must not contain NUL characters (\\u0000)", field=path)
+        raise InvalidInput(
+            "text must be UTF-8 without NUL characters (\\u0000) or lone surrogates", field=path
+        )
 
 
 def decide(state: Job | None, command: Command) -> list[Event]:

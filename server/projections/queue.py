@@ -64,23 +64,32 @@ async def set_project_limit(
     return await project_view(pool, name)
 
 
+class _QueueFacts(msgspec.Struct):
+    running: list[tuple[str, str | None, int]]
+    limits: list[tuple[str, int]]
+    live_tags: list[list[str]]
+
+
+_facts_decoder = msgspec.json.Decoder(_QueueFacts)
+
+
 async def waiting_reasons(pool: asyncpg.Pool, views: Sequence[JobView]) -> dict[uuid.UUID, str]:
     """For each queued job among `views`, the first thing that keeps it from starting."""
     queued = [v for v in views if v.state is JobState.QUEUED]
     if not queued:
         return {}
-    async with pool.acquire() as conn:
-        now: datetime = await conn.fetchval("SELECT clock_timestamp()")
-        counts = await conn.fetch(QUERIES["running_counts"])
-        rows = await conn.fetch(QUERIES["project_limits"], sorted({v.project for v in queued}))
-        limits: dict[str, int] = {r["name"]: r["max_running_jobs"] for r in rows}
-        live_tags = [set(r["tags"]) for r in await conn.fetch(QUERIES["live_worker_tags"])]
+    row = await pool.fetchrow(QUERIES["queue_facts"], sorted({v.project for v in queued}))
+    assert row is not None
+    now: datetime = row["now"]
+    facts = _facts_decoder.decode(row["facts"])
+    limits = dict(facts.limits)
+    live_tags = [set(tags) for tags in facts.live_tags]
     by_project: Counter[str] = Counter()
     by_key: Counter[str] = Counter()
-    for r in counts:
-        by_project[r["project"]] += r["n"]
-        if r["concurrency_key"] is not None:
-            by_key[r["concurrency_key"]] += r["n"]
+    for project, key, n in facts.running:
+        by_project[project] += n
+        if key is not None:
+            by_key[key] += n
     reasons: dict[uuid.UUID, str] = {}
     for v in queued:
         limit = limits.get(v.project, DEFAULT_MAX_RUNNING_JOBS)

@@ -1,11 +1,5 @@
 -- Named queries of the queue views: why jobs wait, project limits.
 
--- name: live_worker_tags
--- Tags of the workers whose lease is current.
-SELECT tags FROM workers
-WHERE stopped_at IS NULL
-  AND heartbeat_at >= clock_timestamp() - make_interval(secs => lease_seconds);
-
 -- name: set_project_limit
 -- Set a project's limits; a NULL leaves that limit as it is.
 INSERT INTO projects (name, max_running_jobs, log_limit_bytes, submit_rate, submit_burst)
@@ -28,11 +22,17 @@ SELECT coalesce((SELECT max_running_jobs FROM projects WHERE name = $1), $2::int
        count(*) FILTER (WHERE state = 'queued')::int AS queued
 FROM jobs WHERE project = $1;
 
--- name: running_counts
--- Running jobs per project and per concurrency key, for explaining why jobs wait.
-SELECT project, concurrency_key, count(*)::int AS n
-FROM jobs WHERE state IN ('running', 'cancelling') GROUP BY project, concurrency_key;
-
--- name: project_limits
--- The limits of the named projects that have one set.
-SELECT name, max_running_jobs FROM projects WHERE name = ANY($1::text[]);
+-- name: queue_facts
+-- What explains why jobs wait, in one round trip: the time, running jobs per project and
+-- concurrency key, the limits of the named projects, the tags of live workers.
+SELECT clock_timestamp() AS now, jsonb_build_object(
+    'running', (SELECT coalesce(jsonb_agg(jsonb_build_array(project, concurrency_key, n)), '[]')
+                FROM (SELECT project, concurrency_key, count(*)::int AS n FROM jobs
+                      WHERE state IN ('running', 'cancelling')
+                      GROUP BY project, concurrency_key) c),
+    'limits', (SELECT coalesce(jsonb_agg(jsonb_build_array(name, max_running_jobs)), '[]')
+               FROM projects WHERE name = ANY($1::text[])),
+    'live_tags', (SELECT coalesce(jsonb_agg(tags), '[]') FROM workers
+                  WHERE stopped_at IS NULL
+                    AND heartbeat_at >= clock_timestamp() - make_interval(secs => lease_seconds))
+) AS facts;

@@ -49,6 +49,16 @@ async def _init_connection(conn: asyncpg.Connection) -> None:
     await conn.set_type_codec("json", schema="pg_catalog", encoder=_encode_jsonb, decoder=str)
 
 
+async def _reset(conn: asyncpg.Connection) -> None:
+    """What a connection needs on its way back to the pool. asyncpg's default resets
+    session state in a round trip (unlock advisory locks, UNLISTEN, RESET ALL) at every
+    release; nothing here leaves session state behind (advisory locks are transaction
+    locks, settings are SET LOCAL, listeners are removed), so only an open transaction is
+    undone."""
+    if conn.is_in_transaction():
+        await conn.execute("ROLLBACK")
+
+
 class DatabaseUnavailable(RuntimeError):
     """The database could not be reached; the message names it (without a password)."""
 
@@ -68,8 +78,9 @@ async def create_pool(
     """A pool whose connections encode and decode JSON the way the store expects."""
     try:
         pool = await asyncpg.create_pool(
-            dsn, min_size=min_size, max_size=max_size, init=_init_connection, **kwargs
-        )
+            dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_reset,
+            **kwargs,
+        )  # fmt: skip
     except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
         raise _unavailable(dsn, exc) from exc
     assert pool is not None

@@ -191,6 +191,15 @@ def test_text_with_nul_is_refused_naming_the_field() -> None:
     assert err.value.details["field"] == "$.reason"
 
 
+def test_text_that_is_not_utf8_is_refused_naming_the_field() -> None:
+    with pytest.raises(InvalidInput) as err:
+        decide(None, Submit(spec=spec(command=["echo", "\ud800"])))
+    assert err.value.details["field"] == "$.command[1]"
+    with pytest.raises(InvalidInput) as err:
+        decide(job_in("running"), RequestCancel(reason="lone \udfff"))
+    assert err.value.details["field"] == "$.reason"
+
+
 def test_an_outcome_of_an_earlier_attempt_is_refused() -> None:
     log = MemoryLog()
     log.apply(Submit(spec=spec(retry=RetryPolicy(max_retries=1, backoff_seconds=0))))

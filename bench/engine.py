@@ -1,0 +1,222 @@
+"""The engine without containers: how fast jobs go in (one at a time, 16 clients, batches
+of 500), how fast one worker drains a queue with the no-op executor, how soon an idle
+worker picks a job up, what the server weighs in memory, and the WAL each job costs.
+
+    .venv/bin/python bench/engine.py [--serial 1000] [--concurrent 4000] [--batch-jobs 20000]
+                                     [--drain 10000] [--pickup 200]
+
+Starts `jobledger serve --no-scheduler` (the API) on an embedded PostgreSQL (defaults,
+fsync on) and, for the drain and pickup, a separate `jobledger worker --executor noop
+--capacity 10`. The clients run in this process, over HTTP.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import time
+from typing import Any
+
+import aiohttp
+import asyncpg
+from harness import ADMIN_TOKEN, IMAGE, ROOT, machine, rss_bytes, server, summary
+
+#: The submit workloads' jobs wait for a far-off time, so the drain and pickup workloads
+#: find only their own jobs runnable.
+SPEC = {"image": IMAGE, "command": ["true"], "scheduled_for": "2099-01-01T00:00:00Z"}
+RUNNABLE = {"image": IMAGE, "command": ["true"]}
+
+
+async def wal_lsn(conn: asyncpg.Connection) -> int:
+    return int(await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+
+
+async def submit_serial(http: aiohttp.ClientSession, url: str, n: int) -> dict[str, Any]:
+    latencies = []
+    started = time.perf_counter()
+    for _ in range(n):
+        t0 = time.perf_counter()
+        async with http.post(f"{url}/api/v1/jobs", json=SPEC) as r:
+            assert r.status == 201, await r.text()
+            await r.read()
+        latencies.append(time.perf_counter() - t0)
+    seconds = time.perf_counter() - started
+    return {"jobs": n, "jobs_per_second": round(n / seconds), "latency_ms": summary(latencies)}
+
+
+async def submit_concurrent(
+    http: aiohttp.ClientSession, url: str, n: int, clients: int
+) -> dict[str, Any]:
+    latencies: list[float] = []
+
+    async def client(count: int) -> None:
+        for _ in range(count):
+            t0 = time.perf_counter()
+            async with http.post(f"{url}/api/v1/jobs", json=SPEC) as r:
+                assert r.status == 201, await r.text()
+                await r.read()
+            latencies.append(time.perf_counter() - t0)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(n // clients) for _ in range(clients)))
+    seconds = time.perf_counter() - started
+    done = clients * (n // clients)
+    return {
+        "jobs": done,
+        "clients": clients,
+        "jobs_per_second": round(done / seconds),
+        "latency_ms": summary(latencies),
+    }
+
+
+async def submit_batches(
+    http: aiohttp.ClientSession, url: str, n: int, size: int, spec: dict[str, Any] = SPEC
+) -> dict[str, Any]:
+    body = json.dumps({"jobs": [spec] * size}).encode()
+    latencies = []
+    started = time.perf_counter()
+    for _ in range(n // size):
+        t0 = time.perf_counter()
+        async with http.post(
+            f"{url}/api/v1/jobs:batch", data=body, headers={"Content-Type": "application/json"}
+        ) as r:
+            assert r.status == 201, await r.text()
+            await r.read()
+        latencies.append(time.perf_counter() - t0)
+    seconds = time.perf_counter() - started
+    done = size * (n // size)
+    return {
+        "jobs": done,
+        "batch_size": size,
+        "jobs_per_second": round(done / seconds),
+        "batch_latency_ms": summary(latencies),
+    }
+
+
+def start_worker(dsn: str, *args: str) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "server", "--log-level", "warning", "worker",
+         "--database-url", dsn, "--executor", "noop", "--capacity", "10",
+         "--worker-id", "bench", *args],
+        cwd=ROOT, env={**os.environ, "JOBLEDGER_LOG_FORMAT": "json"},
+    )  # fmt: skip
+
+
+async def drain(conn: asyncpg.Connection, dsn: str, n: int) -> dict[str, Any]:
+    """`n` queued jobs (already submitted) run to success by one worker; the rate counts
+    from the first JobStarted to the last JobSucceeded (database clock)."""
+    wal_before = await wal_lsn(conn)
+    worker = start_worker(dsn)
+    peak_rss = 0
+    done = "SELECT count(*) FROM jobs WHERE state = 'succeeded'"
+    try:
+        while await conn.fetchval(done) < n:
+            if worker.poll() is not None:
+                raise SystemExit(f"the worker exited with {worker.returncode}")
+            peak_rss = max(peak_rss, rss_bytes(worker.pid))
+            await asyncio.sleep(0.2)
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+    wal = await wal_lsn(conn) - wal_before
+    first, last = await conn.fetchrow(
+        "SELECT min(recorded_at) FILTER (WHERE type = 'JobStarted'),"
+        "       max(recorded_at) FILTER (WHERE type = 'JobSucceeded') FROM events"
+    )
+    seconds = (last - first).total_seconds()
+    return {
+        "jobs": n,
+        "worker_capacity": 10,
+        "seconds": round(seconds, 2),
+        "jobs_per_second": round(n / seconds),
+        "worker_peak_rss_bytes": peak_rss,
+        "wal_bytes_per_job_run": round(wal / n),
+    }
+
+
+async def pickup(
+    http: aiohttp.ClientSession, url: str, conn: asyncpg.Connection, dsn: str, n: int
+) -> dict[str, Any]:
+    """One job at a time to an idle worker: from the job's JobQueued (in the submit's
+    transaction) to its JobStarted (the claim, right before the executor gets it), both
+    stamped by the database's clock."""
+    worker = start_worker(dsn)
+    try:
+        await asyncio.sleep(3)  # the worker is up and listening
+        ids = []
+        for _ in range(n):
+            async with http.post(f"{url}/api/v1/jobs", json=RUNNABLE) as r:
+                ids.append((await r.json())["id"])
+            state = "SELECT state FROM jobs WHERE id = $1::uuid"
+            while await conn.fetchval(state, ids[-1]) == "queued":  # noqa: ASYNC110
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0.02)  # idle again
+    finally:
+        worker.terminate()
+        worker.wait(timeout=60)
+    rows = await conn.fetch(
+        "SELECT extract(epoch FROM s.recorded_at - q.recorded_at)::float8 AS lag "
+        "FROM events q JOIN events s ON s.stream_id = q.stream_id AND s.type = 'JobStarted' "
+        "WHERE q.type = 'JobQueued' AND q.stream_id = ANY($1::uuid[])",
+        ids,
+    )
+    return {"samples": len(rows), "queued_to_started_ms": summary([r["lag"] for r in rows])}
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--serial", type=int, default=1000)
+    parser.add_argument("--concurrent", type=int, default=4000)
+    parser.add_argument("--clients", type=int, default=16)
+    parser.add_argument("--batch-jobs", type=int, default=20000)
+    parser.add_argument("--batch-size", type=int, default=500)
+    parser.add_argument("--drain", type=int, default=10000)
+    parser.add_argument("--pickup", type=int, default=200)
+    args = parser.parse_args()
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    connector = aiohttp.TCPConnector(limit=args.clients)
+    report: dict[str, Any] = {"benchmark": "engine"}
+    async with (
+        server("--no-scheduler") as served,
+        aiohttp.ClientSession(headers=headers, connector=connector) as http,
+    ):
+        conn = await asyncpg.connect(served.dsn)
+        report["server_rss_idle_bytes"] = rss_bytes(served.pid)
+        await submit_serial(http, served.url, 50)  # warm up
+        wal0 = await wal_lsn(conn)
+        report["submit_serial"] = await submit_serial(http, served.url, args.serial)
+        report["wal_bytes_per_job_submitted"] = round((await wal_lsn(conn) - wal0) / args.serial)
+        report["submit_concurrent"] = await submit_concurrent(
+            http, served.url, args.concurrent, args.clients
+        )
+        wal0 = await wal_lsn(conn)
+        report["submit_batch"] = await submit_batches(
+            http, served.url, args.batch_jobs, args.batch_size
+        )
+        batched = report["submit_batch"]["jobs"]
+        report["wal_bytes_per_job_submitted_in_batches"] = round(
+            (await wal_lsn(conn) - wal0) / batched
+        )
+        report["server_rss_after_submits_bytes"] = rss_bytes(served.pid)
+        await submit_batches(http, served.url, args.drain, args.batch_size, RUNNABLE)
+        report["drain"] = await drain(conn, served.dsn, args.drain)
+        report["pickup"] = await pickup(http, served.url, conn, served.dsn, args.pickup)
+        await conn.close()
+    report["machine"] = machine()
+    print(json.dumps(report, indent=2))
+    print(
+        f"submit: serial {report['submit_serial']['jobs_per_second']}/s, "
+        f"{args.clients} clients {report['submit_concurrent']['jobs_per_second']}/s, "
+        f"batches {report['submit_batch']['jobs_per_second']}/s; drain "
+        f"{report['drain']['jobs_per_second']}/s; pickup p50 "
+        f"{report['pickup']['queued_to_started_ms']['median']} ms",
+        file=sys.stderr,
+    )
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
