@@ -1,0 +1,80 @@
+"""Run the whole benchmark set and print one JSON document (the figures of each workload,
+machine facts, versions), plus a short table on stderr.
+
+    scripts/bench [--only engine,scale] [--quick]
+
+Each workload is its own script, runnable alone with its own sizes:
+engine.py (submit, drain, pickup, RSS, WAL), container_overhead.py, log_streaming.py,
+scale.py. --quick runs tiny sizes (a smoke run: the figures mean nothing).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+from harness import machine
+
+HERE = Path(__file__).resolve().parent
+
+#: Workload: (script, arguments of a full run, arguments of a quick run).
+WORKLOADS: dict[str, tuple[str, list[str], list[str]]] = {
+    "engine": ("engine.py", [], [
+        "--serial", "50", "--concurrent", "160", "--batch-jobs", "1000", "--drain", "500",
+        "--pickup", "10",
+    ]),
+    "container_overhead": ("container_overhead.py", ["--jobs", "50"], ["--jobs", "3"]),
+    "log_streaming": ("log_streaming.py", [], ["--lines", "2000", "--paced", "20"]),
+    "scale": ("scale.py", ["--jobs", "50000", "--samples", "100"], [
+        "--jobs", "500", "--samples", "5",
+    ]),
+}  # fmt: skip
+
+
+def run(name: str, quick: bool) -> dict[str, Any]:
+    script, full, small = WORKLOADS[name]
+    started = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, str(HERE / script), *(small if quick else full)],
+        cwd=HERE, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    if done.returncode != 0:
+        return {"error": f"exit {done.returncode}", "stderr": done.stderr[-3000:]}
+    result: dict[str, Any] = json.loads(done.stdout)
+    result["wall_seconds"] = round(time.monotonic() - started, 1)
+    print(f"{name}: {done.stderr.strip().splitlines()[-1]}", file=sys.stderr)
+    return result
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--only", help="comma-separated workloads: " + ", ".join(WORKLOADS))
+    parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
+    args = parser.parse_args()
+    names = args.only.split(",") if args.only else list(WORKLOADS)
+    unknown = [n for n in names if n not in WORKLOADS]
+    if unknown:
+        parser.error(f"unknown workload(s): {', '.join(unknown)}")
+    report: dict[str, Any] = {
+        "machine": machine(),
+        "versions": {p: version(p) for p in ("aiohttp", "asyncpg", "msgspec", "aiodocker")},
+        "quick": args.quick,
+    }
+    postgres = subprocess.run(
+        ["/usr/lib/postgresql/15/bin/postgres", "--version"], capture_output=True, text=True
+    )
+    report["versions"]["postgres"] = postgres.stdout.strip()
+    for name in names:
+        report[name] = run(name, args.quick)
+    print(json.dumps(report, indent=2))
+    return 1 if any("error" in report[n] for n in names) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

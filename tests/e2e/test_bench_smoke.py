@@ -1,0 +1,32 @@
+"""The benchmark set runs end to end (tiny sizes: the figures mean nothing here; they are
+measured by `scripts/bench`, never asserted in tests)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from tests.docker_rig import docker_engine  # noqa: F401
+from tests.e2e.conftest import ROOT
+
+
+def test_every_workload_runs_and_reports(docker_engine: None) -> None:  # noqa: F811
+    done = subprocess.run(
+        [sys.executable, "run.py", "--quick"],
+        cwd=ROOT / "bench", capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:] + done.stdout[-3000:]
+    report = json.loads(done.stdout)
+    engine = report["engine"]
+    assert engine["drain"]["jobs"] == 500 and engine["pickup"]["samples"] == 10
+    for workload in ("submit_serial", "submit_concurrent", "submit_batch", "drain"):
+        assert engine[workload]["jobs_per_second"] > 0
+    assert engine["wal_bytes_per_job_submitted"] > 0 and engine["server_rss_idle_bytes"] > 0
+    assert report["container_overhead"]["jobs"] == 3
+    assert report["log_streaming"]["fast_job_lines"] == 2000
+    scale = report["scale"]
+    assert scale["load"]["jobs"] == 500 and scale["verify"]["problems"] == 0
+    assert scale["rebuild"]["events"] == scale["load"]["events"]
+    assert set(scale["query_ms"]) >= {"list_first_page", "job_detail", "audit_by_actor"}
+    assert report["versions"]["postgres"].startswith("postgres (PostgreSQL) 15")
