@@ -40,6 +40,14 @@ class Interrupted(Exception):
     pass
 
 
+async def interrupted_after_first_batch(service: JobService) -> None:
+    def interrupt(done: int, total: int) -> None:
+        raise Interrupted
+
+    with pytest.raises(Interrupted):
+        await rebuild(service.pool, batch=50, progress=interrupt)
+
+
 @pytest.fixture
 async def history(service: JobService) -> dict[object, JobView]:
     await write_mixed_history(service, 330)
@@ -112,11 +120,7 @@ async def test_an_interrupted_rebuild_resumes_where_it_stopped(
 async def test_restart_discards_an_interrupted_rebuild(
     service: JobService, history: dict[object, JobView]
 ) -> None:
-    def interrupt(done: int, total: int) -> None:
-        raise Interrupted
-
-    with pytest.raises(Interrupted):
-        await rebuild(service.pool, batch=50, progress=interrupt)
+    await interrupted_after_first_batch(service)
     report = await rebuild(service.pool, batch=50, restart=True)
     assert not report.resumed and report.jobs == 330
     assert await projected(service.pool) == history
@@ -166,11 +170,7 @@ async def test_rebuild_beside_live_appends_and_readers(
 async def test_a_shadow_table_emptied_by_a_crash_means_starting_over(
     service: JobService, history: dict[object, JobView]
 ) -> None:
-    def interrupt(done: int, total: int) -> None:
-        raise Interrupted
-
-    with pytest.raises(Interrupted):
-        await rebuild(service.pool, batch=50, progress=interrupt)
+    await interrupted_after_first_batch(service)
     # What crash recovery does to an unlogged table.
     await service.pool.execute("TRUNCATE jobs_rebuild")
     report = await rebuild(service.pool, batch=50)
