@@ -35,31 +35,25 @@ async def wal_lsn(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
 
 
-async def submit_serial(http: aiohttp.ClientSession, url: str, n: int) -> dict[str, Any]:
-    latencies = []
-    started = time.perf_counter()
-    for _ in range(n):
-        t0 = time.perf_counter()
-        async with http.post(f"{url}/api/v1/jobs", json=SPEC) as r:
-            assert r.status == 201, await r.text()
-            await r.read()
-        latencies.append(time.perf_counter() - t0)
-    seconds = time.perf_counter() - started
-    return {"jobs": n, "jobs_per_second": round(n / seconds), "latency_ms": summary(latencies)}
+async def post(http: aiohttp.ClientSession, url: str, body: bytes, latencies: list[float]) -> None:
+    """One POST of a JSON body that must create (201); its latency is appended."""
+    t0 = time.perf_counter()
+    async with http.post(url, data=body, headers={"Content-Type": "application/json"}) as r:
+        assert r.status == 201, await r.text()
+        await r.read()
+    latencies.append(time.perf_counter() - t0)
 
 
-async def submit_concurrent(
+async def submit_clients(
     http: aiohttp.ClientSession, url: str, n: int, clients: int
 ) -> dict[str, Any]:
+    """`n` single submits by `clients` clients at once, each one call after another."""
     latencies: list[float] = []
+    body = json.dumps(SPEC).encode()
 
     async def client(count: int) -> None:
         for _ in range(count):
-            t0 = time.perf_counter()
-            async with http.post(f"{url}/api/v1/jobs", json=SPEC) as r:
-                assert r.status == 201, await r.text()
-                await r.read()
-            latencies.append(time.perf_counter() - t0)
+            await post(http, f"{url}/api/v1/jobs", body, latencies)
 
     started = time.perf_counter()
     await asyncio.gather(*(client(n // clients) for _ in range(clients)))
@@ -77,16 +71,10 @@ async def submit_batches(
     http: aiohttp.ClientSession, url: str, n: int, size: int, spec: dict[str, Any] = SPEC
 ) -> dict[str, Any]:
     body = json.dumps({"jobs": [spec] * size}).encode()
-    latencies = []
+    latencies: list[float] = []
     started = time.perf_counter()
     for _ in range(n // size):
-        t0 = time.perf_counter()
-        async with http.post(
-            f"{url}/api/v1/jobs:batch", data=body, headers={"Content-Type": "application/json"}
-        ) as r:
-            assert r.status == 201, await r.text()
-            await r.read()
-        latencies.append(time.perf_counter() - t0)
+        await post(http, f"{url}/api/v1/jobs:batch", body, latencies)
     seconds = time.perf_counter() - started
     done = size * (n // size)
     return {
@@ -186,11 +174,11 @@ async def main() -> None:
     ):
         conn = await asyncpg.connect(served.dsn)
         report["server_rss_idle_bytes"] = rss_bytes(served.pid)
-        await submit_serial(http, served.url, 50)  # warm up
+        await submit_clients(http, served.url, 50, 1)  # warm up
         wal0 = await wal_lsn(conn)
-        report["submit_serial"] = await submit_serial(http, served.url, args.serial)
+        report["submit_serial"] = await submit_clients(http, served.url, args.serial, 1)
         report["wal_bytes_per_job_submitted"] = round((await wal_lsn(conn) - wal0) / args.serial)
-        report["submit_concurrent"] = await submit_concurrent(
+        report["submit_concurrent"] = await submit_clients(
             http, served.url, args.concurrent, args.clients
         )
         wal0 = await wal_lsn(conn)

@@ -117,7 +117,7 @@ async def queries(base: str, dsn: str, samples: int) -> dict[str, Any]:
         "SELECT created_at, id FROM jobs ORDER BY created_at DESC, id DESC OFFSET $1 LIMIT 1",
         total * 4 // 5,
     )
-    ids = [r["id"] for r in await pool.fetch("SELECT id FROM jobs TABLESAMPLE SYSTEM (1) LIMIT 50")]
+    ids = [r["id"] for r in await pool.fetch("SELECT id FROM jobs ORDER BY random() LIMIT 50")]
     lost = await pool.fetchval(
         "SELECT max(recorded_at) FROM events WHERE data ->> 'reason' = 'worker_lost'"
     )

@@ -4,7 +4,7 @@ re-run `decide` on fresh state when another writer got there first (I4)."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import asyncpg
 import structlog
@@ -38,8 +38,7 @@ class JobService:
         """Apply a command to a job, retrying `decide` on fresh state after a conflict.
         Raises the domain error `decide` raises (not found, invalid transition)."""
         for _ in range(self.max_attempts):
-            # A submit creates its (fresh) stream: nothing to read.
-            state = None if isinstance(command, Submit) else await self.load(job_id)
+            state = await self.load(job_id)
             events = decide(state, command)
             if not events:
                 assert state is not None
@@ -66,11 +65,13 @@ class JobService:
         appended at once. Jobs whose command is refused (a race: e.g. cancelled meanwhile)
         are left out; a concurrent append to any of them raises `ConcurrencyError` and the
         caller's transaction rolls back."""
-        streams = await self.store.read_streams(list(commands), conn)
+        # A submit creates its stream: nothing to read for it.
+        existing = [i for i, c in commands.items() if not isinstance(c, Submit)]
+        streams = await self.store.read_streams(existing, conn) if existing else {}
         priors: dict[uuid.UUID, Job | None] = {}
         items: list[AppendItem] = []
         for job_id, command in commands.items():
-            state = fold(streams[job_id])
+            state = fold(streams.get(job_id, []))
             try:
                 events = decide(state, command)
             except DomainError as exc:
@@ -89,45 +90,43 @@ class JobService:
     async def submit(self, spec: JobSpec, meta: EventMeta) -> tuple[JobView, bool]:
         """Create a job; with an idempotency key already used in the project, return that
         job instead (created=False), or refuse if it was submitted with another spec."""
-        validate(Submit(spec=spec))  # before any query: e.g. a NUL in the key
-        if spec.idempotency_key is not None:
-            existing = await self._existing(spec)
-            if existing is not None:
-                return existing, False
-        job_id = uuid7()
-        try:
-            job = await self.execute(job_id, Submit(spec=spec), meta)
-        except asyncpg.UniqueViolationError as exc:
-            # Lost a race with a concurrent submit of the same key: the first one stands.
-            if exc.constraint_name != "jobs_idempotency":
-                raise
-            existing = await self._existing(spec)
-            assert existing is not None
-            return existing, False
-        return jobs_projection.view_of(job), True
+        [result] = await self._create([spec], meta, lambda exc, _: exc)
+        return result
 
     async def submit_batch(
         self, specs: Sequence[JobSpec], meta: EventMeta
     ) -> list[tuple[JobView, bool]]:
-        """Create several jobs in one transaction (all or none), in order; a spec whose
-        idempotency key its project already used returns that job (created=False), as
-        `submit` does. Errors name the spec: `$.jobs[3].image`."""
+        """Create several jobs in one transaction (all or none), in order, each as `submit`
+        does. Errors name the spec: `$.jobs[3].image`."""
+        return await self._create(specs, meta, _in_batch)
+
+    async def _create(
+        self,
+        specs: Sequence[JobSpec],
+        meta: EventMeta,
+        locate: Callable[[DomainError, int], DomainError],
+    ) -> list[tuple[JobView, bool]]:
+        """`submit` and `submit_batch`; `locate` turns an error about spec n into the
+        caller's terms."""
         for n, spec in enumerate(specs):
             try:
-                validate(Submit(spec=spec))
+                validate(Submit(spec=spec))  # before any query: e.g. a NUL in the key
             except InvalidInput as exc:
-                raise _in_batch(exc, n) from None
+                raise locate(exc, n) from None
         for _ in range(self.max_attempts):
             try:
-                return await self._submit_batch(specs, meta)
+                return await self._create_once(specs, meta, locate)
             except asyncpg.UniqueViolationError as exc:
                 # A concurrent submit took one of the keys first: look again.
                 if exc.constraint_name != "jobs_idempotency":
                     raise
         raise ConcurrencyError(f"gave up after {self.max_attempts} idempotency races")
 
-    async def _submit_batch(
-        self, specs: Sequence[JobSpec], meta: EventMeta
+    async def _create_once(
+        self,
+        specs: Sequence[JobSpec],
+        meta: EventMeta,
+        locate: Callable[[DomainError, int], DomainError],
     ) -> list[tuple[JobView, bool]]:
         keyed = [(s.project, s.idempotency_key) for s in specs if s.idempotency_key is not None]
         existing = await jobs_projection.find_by_idempotency_keys(self.pool, keyed)
@@ -142,18 +141,20 @@ class JobService:
                 earlier = existing.get(key)
                 if earlier is not None or key in new_by_key:
                     if (earlier.spec if earlier else new[new_by_key[key]]) != spec:
-                        raise _in_batch(_key_conflict(earlier), n)
+                        raise locate(_key_conflict(earlier), n)
                     plan.append(earlier if earlier is not None else new_by_key[key])
                     continue
                 new_by_key[key] = len(new)
             plan.append(len(new))
             new.append(spec)
         ids = [uuid7() for _ in new]
-        async with self.pool.acquire() as conn, conn.transaction():
-            jobs = await self.execute_batch(
-                {i: Submit(spec=s) for i, s in zip(ids, new, strict=True)}, meta, conn
-            )
-        views = {j.id: jobs_projection.view_of(j) for j in jobs}
+        views: dict[uuid.UUID, JobView] = {}
+        if new:
+            async with self.pool.acquire() as conn, conn.transaction():
+                jobs = await self.execute_batch(
+                    {i: Submit(spec=s) for i, s in zip(ids, new, strict=True)}, meta, conn
+                )
+            views = {j.id: jobs_projection.view_of(j) for j in jobs}
         out: list[tuple[JobView, bool]] = []
         seen: set[int] = set()
         for item in plan:
@@ -163,15 +164,6 @@ class JobService:
                 out.append((views[ids[item]], item not in seen))
                 seen.add(item)
         return out
-
-    async def _existing(self, spec: JobSpec) -> JobView | None:
-        assert spec.idempotency_key is not None
-        view = await jobs_projection.find_by_idempotency_key(
-            self.pool, spec.project, spec.idempotency_key
-        )
-        if view is not None and view.spec != spec:
-            raise _key_conflict(view)
-        return view
 
 
 def _key_conflict(view: JobView | None) -> IdempotencyConflict:

@@ -95,13 +95,25 @@ async def other_dsn(pg_cluster: EmbeddedPostgres, template_dsn: str) -> AsyncIte
         yield url
 
 
-@pytest.fixture
-async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
+@contextlib.asynccontextmanager
+async def pool_on(dsn: str) -> AsyncIterator[asyncpg.Pool]:
     pool = await create_pool(dsn, min_size=1, max_size=20)
     try:
         yield pool
     finally:
         await pool.close()
+
+
+@pytest.fixture
+async def pool(dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    async with pool_on(dsn) as p:
+        yield p
+
+
+@pytest.fixture
+async def other_pool(other_dsn: str) -> AsyncIterator[asyncpg.Pool]:
+    async with pool_on(other_dsn) as p:
+        yield p
 
 
 @pytest.fixture

@@ -149,14 +149,6 @@ async def get(conn: Conn | asyncpg.Pool, job_id: uuid.UUID) -> JobView | None:
     return view_from_row(row) if row is not None else None
 
 
-async def find_by_idempotency_key(
-    conn: Conn | asyncpg.Pool, project: str, key: str
-) -> JobView | None:
-    """The job a project submitted under an idempotency key, or None."""
-    row = await conn.fetchrow(QUERIES["find_by_idempotency_key"], project, key)
-    return view_from_row(row) if row is not None else None
-
-
 async def find_by_idempotency_keys(
     conn: Conn | asyncpg.Pool, keys: Iterable[tuple[str, str]]
 ) -> dict[tuple[str, str], JobView]:

@@ -31,10 +31,6 @@ ON CONFLICT (id) DO UPDATE SET
 -- One job's row.
 SELECT * FROM jobs WHERE id = $1;
 
--- name: find_by_idempotency_key
--- The job a project already submitted under an idempotency key.
-SELECT * FROM jobs WHERE project = $1 AND idempotency_key = $2;
-
 -- name: find_by_idempotency_keys
 -- The jobs submitted under some (project, idempotency key) pairs.
 SELECT j.* FROM jobs j

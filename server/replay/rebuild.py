@@ -151,7 +151,7 @@ async def rebuild(
         after: uuid.UUID | None = state["after_stream"]
         streams, events = state["streams"], state["events"]
         before = events
-        total_events = state["total_events"]
+        total_events = await conn.fetchval(QUERIES["log_size"])
         # The next batch is read on a second connection while this one folds and writes.
         async with pool.acquire() as reader:
             with _gc_paused():

@@ -30,8 +30,7 @@ SELECT count(*) FROM events;
 
 -- name: rebuild_state
 -- The checkpoint of an unfinished rebuild, if any.
-SELECT started_xmin::text::bigint AS started_xmin, after_stream, streams, events,
-       (SELECT count(*) FROM events) AS total_events
+SELECT started_xmin::text::bigint AS started_xmin, after_stream, streams, events
 FROM projection_rebuilds WHERE projection = $1;
 
 -- name: rebuild_begin

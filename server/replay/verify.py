@@ -147,8 +147,9 @@ class Verifier:
                 checked: dict[uuid.UUID, _Stream] = {}
                 for row in rows:
                     sid = row["stream_id"]
-                    stream = checked.get(sid) or checked.setdefault(sid, _Stream(sid))
-                    stream.feed(row)
+                    if sid not in checked:
+                        checked[sid] = _Stream(sid)
+                    checked[sid].feed(row)
                 projected = {
                     r["id"]: r for r in await conn.fetch(QUERIES["jobs_by_id"], list(checked))
                 }

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
@@ -26,18 +25,8 @@ from server.replay.archive import (
 from server.replay.rebuild import rebuild
 from server.replay.verify import Verifier
 from server.service import JobService
-from server.store.db import create_pool
 from tests.factories import spec
 from tests.histories import META, write_mixed_history
-
-
-@pytest.fixture
-async def other_pool(other_dsn: str) -> AsyncIterator[asyncpg.Pool]:
-    pool = await create_pool(other_dsn, min_size=1, max_size=4)
-    try:
-        yield pool
-    finally:
-        await pool.close()
 
 
 async def lines_of(pool: asyncpg.Pool, **filters: object) -> list[bytes]:

@@ -122,6 +122,16 @@ async def _crash(task: asyncio.Task[Outcome]) -> None:
         await task
 
 
+async def _orphaned(
+    executor: DockerExecutor, docker: aiodocker.Docker, req: RunRequest
+) -> dict[str, Any]:
+    """Run `req` until its container runs, then die like a worker: the container stays."""
+    task = asyncio.create_task(executor.run(req, asyncio.Event()))
+    info = await _running(docker, req, task)
+    await _crash(task)
+    return info
+
+
 async def test_exit_zero_leaves_nothing(
     executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest
 ) -> None:
@@ -298,9 +308,7 @@ async def test_find_and_adopt_after_crash(
     exits_unwatched: bool,
 ) -> None:
     req = make_request(UNTIL_GO, attempt=2)
-    task = asyncio.create_task(executor.run(req, asyncio.Event()))
-    info = await _running(docker, req, task)
-    await _crash(task)
+    info = await _orphaned(executor, docker, req)
 
     # The container outlived its run task; a restarted worker finds it by its labels.
     if exits_unwatched:
@@ -344,9 +352,7 @@ async def test_adopt_honours_cancel(
     executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest, worker_id: str
 ) -> None:
     req = make_request(["sleep", "30"])
-    task = asyncio.create_task(executor.run(req, asyncio.Event()))
-    await _running(docker, req, task)
-    await _crash(task)
+    await _orphaned(executor, docker, req)
     [found] = await executor.find(worker_id)
     cancel = asyncio.Event()
     cancel.set()
@@ -359,9 +365,7 @@ async def test_discard_kills_and_removes(
     executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest, worker_id: str
 ) -> None:
     req = make_request(["sleep", "30"])
-    task = asyncio.create_task(executor.run(req, asyncio.Event()))
-    await _running(docker, req, task)
-    await _crash(task)
+    await _orphaned(executor, docker, req)
     [found] = await executor.find(worker_id)
     assert found.running
     await executor.discard(found)
@@ -381,9 +385,7 @@ async def test_crashed_runs_do_not_leak_connections(
         async with asyncio.timeout(DEADLINE):
             for _ in range(2):
                 req = make_request(["sleep", "30"])
-                task = asyncio.create_task(executor.run(req, asyncio.Event()))
-                await _running(docker, req, task)
-                await _crash(task)
+                await _orphaned(executor, docker, req)
             assert len(await executor.find(req.worker_id)) == 2
     finally:
         await executor.close()
