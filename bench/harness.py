@@ -74,7 +74,11 @@ def rss_bytes(pid: int) -> int:
 async def server(*args: str, data_dir: Path | None = None) -> AsyncIterator[Served]:
     """Start `jobledger serve` with `args`; yield it; stop it and remove its data (unless
     `data_dir` names a directory to keep, e.g. a loaded log to measure again)."""
-    subprocess.run([str(ROOT / "scripts" / "build-test-image")], check=True, capture_output=True)
+    built = subprocess.run(
+        [str(ROOT / "scripts" / "build-test-image")], capture_output=True, text=True, check=False
+    )
+    if built.returncode != 0:
+        raise SystemExit(f"scripts/build-test-image failed: {built.stderr.strip()}")
     data = data_dir or Path(tempfile.mkdtemp(prefix="jobledger-bench-"))
     data.mkdir(parents=True, exist_ok=True)
     data.chmod(0o755)  # as root the embedded cluster runs as `postgres`

@@ -5,61 +5,24 @@ never skip."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 TEST_IMAGE = "jobledger-test:latest"
-DOCKERD_LOG = Path("/tmp/jobledger-dockerd.log")
-STARTUP_SECONDS = 60.0
-
-
-def _engine_answers() -> bool:
-    try:
-        return (
-            subprocess.run(
-                ["docker", "info"], capture_output=True, timeout=10, check=False
-            ).returncode
-            == 0
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
 
 
 @pytest.fixture(scope="session")
 def docker_engine() -> None:
-    """A Docker daemon that answers; started in the background (and left running for the
-    next session) when we are root and it is installed but down."""
-    if shutil.which("docker") is None:
-        pytest.fail("the Docker CLI is missing: run scripts/test, or apt-get install docker.io")
-    if _engine_answers():
-        return
-    dockerd = shutil.which("dockerd")
-    if dockerd is None or os.geteuid() != 0:
-        pytest.fail(
-            "Docker is not running and cannot be started from here "
-            f"({'dockerd is not installed' if dockerd is None else 'not root'}): "
-            "start dockerd, the Docker tests need a real engine"
-        )
-    with DOCKERD_LOG.open("ab") as out:
-        # Its own session: the daemon outlives this test run, the next one reuses it.
-        proc = subprocess.Popen(
-            [dockerd], stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
-    deadline = time.monotonic() + STARTUP_SECONDS
-    while time.monotonic() < deadline:
-        if _engine_answers():
-            return
-        if proc.poll() is not None:
-            break
-        time.sleep(0.25)
-    tail = "\n".join(DOCKERD_LOG.read_text(errors="replace").splitlines()[-20:])
-    pytest.fail(f"dockerd did not come up (exit {proc.poll()}); {DOCKERD_LOG}:\n{tail}")
+    """A Docker daemon that answers; scripts/docker-up starts it in the background (left
+    running for the next session) when we are root and it is installed but down."""
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "docker-up")], capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        pytest.fail(f"no Docker engine: {result.stderr.strip()}")
 
 
 @pytest.fixture(scope="session")
