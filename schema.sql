@@ -183,16 +183,27 @@ LANGUAGE sql IMMUTABLE AS $$
         (extract(epoch FROM e.recorded_at) * 1000000)::bigint::text,
         e.data::text, e.meta::text), 'UTF8')
 $$;
+-- Also where an append's expected version is checked (I4): an event after version 1 needs
+-- its predecessor, so a writer that read a stream too far ahead cannot open a hole.
+-- events_canonical's expression is written out here: calling the SQL function per row cost
+-- as much as the rest of the insert.
 CREATE OR REPLACE FUNCTION events_chain() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
-    prev bytea;
+    prev bytea := '\x';
 BEGIN
     -- Earlier rows of the same INSERT are visible here: append_events inserts in version order.
     IF NEW.version > 1 THEN
         SELECT h.hash INTO prev FROM events h
         WHERE h.stream_id = NEW.stream_id AND h.version = NEW.version - 1;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'stream % has no version %', NEW.stream_id, NEW.version - 1
+                USING ERRCODE = 'JL409', DETAIL = NEW.stream_id::text;
+        END IF;
     END IF;
-    NEW.hash := sha256(coalesce(prev, '\x'::bytea) || events_canonical(NEW));
+    NEW.hash := sha256(coalesce(prev, '\x') || convert_to(concat_ws(E'\n',
+        NEW.event_id::text, NEW.stream_id::text, NEW.version::text, NEW.type,
+        NEW.schema_version::text, (extract(epoch FROM NEW.recorded_at) * 1000000)::bigint::text,
+        NEW.data::text, NEW.meta::text), 'UTF8'));
     RETURN NEW;
 END
 $$;

@@ -15,7 +15,7 @@ from ..domain.events import decode_event, encode_event
 from ..domain.jobs import fold
 from ..projections.jobs import JobView, view_of
 from ..store.db import Conn
-from ..store.eventstore import Checkpoint, EventStore, record_from_row
+from ..store.eventstore import STREAM_BEHIND, Checkpoint, EventStore, record_from_row
 from . import QUERIES
 
 
@@ -119,29 +119,30 @@ async def _insert(conn: Conn, pending: list[tuple[int, ExportedEvent]]) -> int:
     if not pending:
         return 0
     events = [e for _, e in pending]
-    # Like append_events: the database checks that each stream's first event of the batch
-    # follows a stored version; within the batch, versions must simply run on.
-    base: list[int] = []
+    # Within the batch versions must run on; the database checks that each stream's first
+    # event of the batch follows a stored version.
     last: dict[uuid.UUID, int] = {}
     for number, e in pending:
         if e.stream_id in last and e.version != last[e.stream_id] + 1:
             raise _out_of_order(number, e)
-        base.append(e.version - 1 if e.stream_id not in last else 0)
         last[e.stream_id] = e.version
     columns = (
         [e.position for e in events], [e.event_id for e in events],
         [e.stream_id for e in events], [e.version for e in events], [e.type for e in events],
         [e.schema_version for e in events], [bytes(e.data).decode() for e in events],
-        [bytes(e.meta).decode() for e in events], [e.recorded_at for e in events], base,
+        [bytes(e.meta).decode() for e in events], [e.recorded_at for e in events],
     )  # fmt: skip
     try:
         rows = await conn.fetch(QUERIES["import_events"], *columns)
     except asyncpg.UniqueViolationError as exc:
         raise ImportRefused(f"duplicate event in the input: {exc.detail}") from None
+    except asyncpg.PostgresError as exc:
+        if exc.sqlstate != STREAM_BEHIND:
+            raise
+        number, event = next((n, e) for n, e in pending if str(e.stream_id) == exc.detail)
+        raise _out_of_order(number, event) from None
     written = {r["position"]: r["hash"] for r in rows}
     for number, event in pending:
-        if event.position not in written:
-            raise _out_of_order(number, event)
         if event.hash is not None and written[event.position].hex() != event.hash:
             raise ImportRefused(
                 f"line {number}: the hash does not match the event: the export was altered"

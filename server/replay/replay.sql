@@ -70,20 +70,17 @@ WHERE ($1::text IS NULL OR stream_id IN (
 ORDER BY position;
 
 -- name: import_events
--- Insert exported events with their positions, ids and times. As in append_events, a
--- stream's first event in the batch goes in only after the stored version it names ($10,
--- 0 for none; the caller checks the rest of the batch runs on and counts the rows).
+-- Insert exported events with their positions, ids and times. As in append_events, the
+-- hash-chain trigger refuses an event whose predecessor is missing (SQLSTATE JL409).
 INSERT INTO events (position, event_id, stream_id, version, type, schema_version, data, meta,
                     recorded_at)
 OVERRIDING SYSTEM VALUE
 SELECT e.position, e.event_id, e.stream_id, e.version, e.type, e.schema_version, e.data,
        e.meta, e.recorded_at
 FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::smallint[],
-            $7::jsonb[], $8::jsonb[], $9::timestamptz[], $10::int[])
+            $7::jsonb[], $8::jsonb[], $9::timestamptz[])
     WITH ORDINALITY AS e(position, event_id, stream_id, version, type, schema_version, data,
-                         meta, recorded_at, follows, n)
-WHERE e.follows = 0
-   OR EXISTS (SELECT 1 FROM events h WHERE h.stream_id = e.stream_id AND h.version = e.follows)
+                         meta, recorded_at, n)
 ORDER BY e.n
 RETURNING position, hash;
 

@@ -55,6 +55,9 @@ class Notification(msgspec.Struct, frozen=True, omit_defaults=True):
     more: bool = False
 
 
+#: SQLSTATE of the hash-chain trigger's refusal of an event whose predecessor is missing.
+STREAM_BEHIND = "JL409"
+
 #: Most changes one NOTIFY lists (PostgreSQL caps a payload at 8000 bytes).
 MAX_NOTIFIED_CHANGES = 64
 
@@ -138,20 +141,16 @@ class EventStore:
     async def _append(
         self, conn: Conn, items: Sequence[AppendItem], meta: EventMeta, inline: InlineHook | None
     ) -> list[Recorded]:
-        stream_ids, expected, event_ids, versions, types, schemas, datas = (
-            [],
-            [],
-            [],
-            [],
-            [],
-            [],
-            [],
-        )
+        stream_ids: list[uuid.UUID] = []
+        event_ids: list[uuid.UUID] = []
+        versions: list[int] = []
+        types: list[str] = []
+        schemas: list[int] = []
+        datas: list[str] = []
         events: list[Event] = []
         for item in items:
             for n, event in enumerate(item.events, start=1):
                 stream_ids.append(item.stream_id)
-                expected.append(item.expected_version)
                 event_ids.append(uuid.uuid4())
                 versions.append(item.expected_version + n)
                 types.append(type(event).__name__)
@@ -162,7 +161,7 @@ class EventStore:
             rows = await conn.fetch(
                 QUERIES["append_events"],
                 _encoder.encode(meta).decode(),
-                stream_ids, expected, event_ids, versions, types, schemas, datas,
+                stream_ids, event_ids, versions, types, schemas, datas,
             )  # fmt: skip
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != "events_stream_version":
@@ -171,12 +170,13 @@ class EventStore:
                 "another writer appended to the stream first",
                 stream_ids=sorted({str(i.stream_id) for i in items}),
             ) from exc
-        if len(rows) != len(events):  # some stream had no event at its expected version
-            written = {(r["stream_id"], r["version"]) for r in rows}
-            behind = sorted(
-                {str(s) for s, v in zip(stream_ids, versions, strict=True) if (s, v) not in written}
-            )
-            raise ConcurrencyError("stream is not at the expected version", stream_ids=behind)
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate != STREAM_BEHIND:
+                raise
+            # The trigger names the stream in the detail.
+            raise ConcurrencyError(
+                "stream is not at the expected version", stream_ids=[exc.detail]
+            ) from exc
         by_key = {(r["stream_id"], r["version"]): r for r in rows}
         recorded = []
         for eid, sid, v, event in zip(event_ids, stream_ids, versions, events, strict=True):

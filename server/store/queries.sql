@@ -2,17 +2,15 @@
 -- line saying what it does; parameters are always bound, never formatted in.
 
 -- name: append_events
--- Insert the events of one append (one or more streams). An event is inserted only when its
--- stream has an event at the expected version (else a hole would open; the caller sees the
--- missing rows and rolls back); the unique (stream_id, version) rejects a second writer of
--- the same version (I4). Rows go in in array order, each stream's in version order, so the
--- hash-chain trigger finds an event's predecessor even within this statement.
+-- Insert the events of one append (one or more streams). The unique (stream_id, version)
+-- rejects a second writer of the same version, and the hash-chain trigger an event whose
+-- predecessor is missing (SQLSTATE JL409: a writer ahead of the stream), so the expected
+-- versions hold (I4). Rows go in in array order, each stream's in version order, so the
+-- trigger finds an event's predecessor even within this statement.
 INSERT INTO events (event_id, stream_id, version, type, schema_version, data, meta)
 SELECT e.event_id, e.stream_id, e.version, e.type, e.schema_version, e.data, $1
-FROM unnest($2::uuid[], $3::int[], $4::uuid[], $5::int[], $6::text[], $7::smallint[], $8::jsonb[])
-    WITH ORDINALITY AS e(stream_id, expected, event_id, version, type, schema_version, data, n)
-WHERE e.expected = 0
-   OR EXISTS (SELECT 1 FROM events h WHERE h.stream_id = e.stream_id AND h.version = e.expected)
+FROM unnest($2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::smallint[], $7::jsonb[])
+    WITH ORDINALITY AS e(stream_id, event_id, version, type, schema_version, data, n)
 ORDER BY e.n
 RETURNING stream_id, version, position, recorded_at;
 
