@@ -129,7 +129,7 @@ async def drain(conn: asyncpg.Connection, dsn: str, n: int) -> dict[str, Any]:
 async def pickup(
     http: aiohttp.ClientSession, url: str, conn: asyncpg.Connection, dsn: str, n: int
 ) -> dict[str, Any]:
-    """One job at a time to an idle worker: from the job's JobQueued (in the submit's
+    """One job at a time to an idle worker: from the job's JobSubmitted (the submit's
     transaction) to its JobStarted (the claim, right before the executor gets it), both
     stamped by the database's clock."""
     worker = start_worker(dsn)
@@ -149,7 +149,7 @@ async def pickup(
     rows = await conn.fetch(
         "SELECT extract(epoch FROM s.recorded_at - q.recorded_at)::float8 AS lag "
         "FROM events q JOIN events s ON s.stream_id = q.stream_id AND s.type = 'JobStarted' "
-        "WHERE q.type = 'JobQueued' AND q.stream_id = ANY($1::uuid[])",
+        "WHERE q.type = 'JobSubmitted' AND q.stream_id = ANY($1::uuid[])",
         ids,
     )
     return {"samples": len(rows), "queued_to_started_ms": summary([r["lag"] for r in rows])}

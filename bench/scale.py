@@ -1,4 +1,4 @@
-"""The server on a large log: load N jobs (about 4 events each) through the real append path
+"""The server on a large log: load N jobs (about 3 events each) through the real append path
 (the service's batch commands: decide, append with the inline projection, NOTIFY), then
 time over HTTP the job list (first page and a deep cursor page), job detail and audit
 filters; rebuild and verify with the real CLI; report database size per 1,000 jobs.
@@ -187,7 +187,7 @@ async def sizes(dsn: str, jobs: int) -> dict[str, Any]:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=250_000, help="jobs to load (~4 events each)")
+    parser.add_argument("--jobs", type=int, default=250_000, help="jobs to load (~3 events each)")
     parser.add_argument("--batch", type=int, default=500, help="jobs per append")
     parser.add_argument("--writers", type=int, default=2, help="concurrent loading batches")
     parser.add_argument("--samples", type=int, default=200, help="timed calls per query")

@@ -48,13 +48,15 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=Tru
 
 
 class JobSubmitted(Event, frozen=True, kw_only=True):
-    """A user asked for a job; `spec` is exactly what will run."""
+    """A user asked for a job; `spec` is exactly what will run. The job is queued from
+    this event on (attempt 1)."""
 
     spec: JobSpec
 
 
 class JobQueued(Event, frozen=True, kw_only=True):
-    """The job waits for a worker; `attempt` counts from 1."""
+    """The job waits for a worker; `attempt` counts from 1. Logs written before submits
+    became one event have one after each JobSubmitted; nothing records it now."""
 
     attempt: int = 1
     #: Human-readable reason it is waiting, if something more than "in line".

@@ -192,7 +192,7 @@ def decide(state: Job | None, command: Command) -> list[Event]:
     if isinstance(command, Submit):
         if state is not None:
             raise InvalidTransition("job already exists", job_id=str(state.id))
-        return [JobSubmitted(spec=command.spec), JobQueued(attempt=1)]
+        return [JobSubmitted(spec=command.spec)]  # queued as of now: one transition
     if state is None:
         raise NotFound("job not found")
     name = type(command).__name__

@@ -54,7 +54,7 @@ X = InvalidTransition
 N = NotFound
 # state -> command -> the event types it produces, or the error it raises.
 TABLE: dict[str | None, dict[str, list[str] | type[DomainError]]] = {
-    None: {"submit": ["JobSubmitted", "JobQueued"]} | {c: N for c in COMMANDS if c != "submit"},
+    None: {"submit": ["JobSubmitted"]} | {c: N for c in COMMANDS if c != "submit"},
     "queued": {
         "submit": X, "start": ["JobStarted"], "cancel": ["JobCancelRequested", "JobCancelled"],
         "exit0": X, "exit1": X, "oom": X, "timeout": X, "start_error": X, "gone": X,
@@ -148,7 +148,7 @@ def test_cancel_records_who_and_when() -> None:
 
 
 def check_invariants(job: Job) -> None:
-    assert job.version >= 2
+    assert job.version >= 1
     assert job.attempt <= job.spec.retry.max_retries + 1
     assert (job.finished_at is not None) == (job.state in TERMINAL_STATES)
     if job.state in (JobState.RUNNING, JobState.CANCELLING):

@@ -208,7 +208,7 @@ async def test_audit_answers_who_did_what(server: Server) -> None:
     assert [r[1:4] for r in rows(cancels)] == [[queued, "JobCancelRequested", "admin"]]
     events = [json.loads(line) for line in failing_json.splitlines()]
     assert [e["type"] for e in events] == [
-        "JobFailed", "JobStarted", "JobQueued", "JobSubmitted"
+        "JobFailed", "JobStarted", "JobSubmitted"
     ]  # fmt: skip
     assert events[1]["meta"]["actor"] == "worker:cli-e2e" and events[1]["waited_seconds"] >= 0
     assert [(r[1], r[2]) for r in rows(failed)] == [(failing, "JobFailed")]

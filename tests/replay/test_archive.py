@@ -97,7 +97,8 @@ async def test_garbage_lines_are_refused(
 async def test_an_event_of_an_unknown_type_is_refused(
     service: JobService, other_pool: asyncpg.Pool
 ) -> None:
-    await service.submit(spec(), META)
+    job, _ = await service.submit(spec(), META)
+    await service.execute(job.id, Start(worker_id="w1"), META)
     lines = await lines_of(service.pool)
     obj = msgspec.json.decode(lines[1])
     obj["type"] = obj["data"]["type"] = "JobExploded"
@@ -151,7 +152,6 @@ async def test_time_travel_shows_every_historic_state(service: JobService) -> No
         states.append(by_position.job.state)
     assert states == [
         JobState.QUEUED,  # JobSubmitted
-        JobState.QUEUED,  # JobQueued
         JobState.RUNNING,
         JobState.CANCELLING,
         JobState.CANCELLED,  # ended after a cancel request: recorded as cancelled
@@ -175,15 +175,14 @@ async def test_tail_follows_new_events_only_unless_from_start(service: JobServic
                 return out
         raise AssertionError("tail ended")
 
-    following = asyncio.create_task(first(3))
+    following = asyncio.create_task(first(2))
     await asyncio.sleep(0.3)  # the tail has taken its starting point
     new, _ = await service.submit(spec(), META)
     await service.execute(new.id, Start(worker_id="w1"), META)
     got = await asyncio.wait_for(following, 10)
     assert [(e["stream_id"], e["version"], e["type"]) for e in got] == [
         (str(new.id), 1, "JobSubmitted"),
-        (str(new.id), 2, "JobQueued"),
-        (str(new.id), 3, "JobStarted"),
+        (str(new.id), 2, "JobStarted"),
     ]
-    everything = await asyncio.wait_for(first(5, from_start=True), 10)
-    assert [e["stream_id"] for e in everything[:2]] == [str(old.id)] * 2
+    everything = await asyncio.wait_for(first(3, from_start=True), 10)
+    assert [e["stream_id"] for e in everything] == [str(old.id)] + [str(new.id)] * 2

@@ -62,7 +62,6 @@ async def test_jobs_run_and_their_outcome_is_recorded(
     assert start_error.failure_reason is FailureReason.START_ERROR and start_error.message
     assert await event_types(service, ok) == [
         "JobSubmitted",
-        "JobQueued",
         "JobStarted",
         "JobSucceeded",
     ]

@@ -70,4 +70,4 @@ async def test_service_decides_again_on_fresh_state(service: JobService) -> None
     assert len(started) == 1 and started[0].state is JobState.RUNNING
     assert len(refused) == 9 and all(isinstance(r, InvalidTransition) for r in refused)
     events = await service.store.read_stream(view.id)
-    assert [type(e.event).__name__ for e in events] == ["JobSubmitted", "JobQueued", "JobStarted"]
+    assert [type(e.event).__name__ for e in events] == ["JobSubmitted", "JobStarted"]
