@@ -77,10 +77,12 @@ CREATE INDEX IF NOT EXISTS jobs_labels ON jobs USING gin (labels jsonb_path_ops)
 -- Columns added after the first release: ADD ... IF NOT EXISTS brings older databases along.
 ALTER TABLE jobs ADD COLUMN IF NOT EXISTS concurrency_limit integer NOT NULL DEFAULT 1;
 
--- The scheduler's claim: queued jobs in priority, then start-time, then submission order.
-CREATE INDEX IF NOT EXISTS jobs_queue
-    ON jobs (priority DESC, (coalesce(scheduled_for, created_at)), created_at, id)
-    WHERE state = 'queued';
+-- The scheduler's claim: queued jobs without a time in priority, then submission order (the
+-- due ones of those with a time come from jobs_scheduled). Replaces jobs_queue, which held
+-- the jobs waiting for a later time too: with many of them a claim read them all.
+DROP INDEX IF EXISTS jobs_queue;
+CREATE INDEX IF NOT EXISTS jobs_ready
+    ON jobs (priority DESC, created_at, id) WHERE state = 'queued' AND scheduled_for IS NULL;
 -- Quotas count what runs, per project and per concurrency key; recovery finds a worker's jobs.
 CREATE INDEX IF NOT EXISTS jobs_active
     ON jobs (project, concurrency_key) WHERE state IN ('running', 'cancelling');

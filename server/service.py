@@ -59,19 +59,25 @@ class JobService:
         )
 
     async def execute_batch(
-        self, commands: Mapping[uuid.UUID, Command], meta: EventMeta, conn: Conn
+        self,
+        commands: Mapping[uuid.UUID, Command],
+        meta: EventMeta,
+        conn: Conn,
+        known: Mapping[uuid.UUID, Job] | None = None,
     ) -> list[Job]:
         """Apply one command to each of several jobs in the caller's transaction, all
         appended at once. Jobs whose command is refused (a race: e.g. cancelled meanwhile)
         are left out; a concurrent append to any of them raises `ConcurrencyError` and the
-        caller's transaction rolls back."""
+        caller's transaction rolls back. `known` states (e.g. `jobs` rows just read) are
+        decided on without reading their streams; a stale one fails the version check."""
+        known = known or {}
         # A submit creates its stream: nothing to read for it.
-        existing = [i for i, c in commands.items() if not isinstance(c, Submit)]
-        streams = await self.store.read_streams(existing, conn) if existing else {}
+        unknown = [i for i, c in commands.items() if not isinstance(c, Submit) and i not in known]
+        streams = await self.store.read_streams(unknown, conn) if unknown else {}
         priors: dict[uuid.UUID, Job | None] = {}
         items: list[AppendItem] = []
         for job_id, command in commands.items():
-            state = fold(streams.get(job_id, []))
+            state = known.get(job_id) or fold(streams.get(job_id, []))
             try:
                 events = decide(state, command)
             except DomainError as exc:
@@ -86,6 +92,33 @@ class JobService:
         for rec in recorded:
             by_stream.setdefault(rec.stream_id, []).append(rec)
         return [j for sid, recs in by_stream.items() if (j := fold(recs, priors[sid])) is not None]
+
+    async def execute_many(
+        self, commands: Mapping[uuid.UUID, Command], meta: EventMeta
+    ) -> dict[uuid.UUID, Job | DomainError]:
+        """Apply one command to each of several jobs in one transaction, deciding from their
+        `jobs` rows; a job's result is its new state or the domain error that refused the
+        command. If another writer got to one of them first, each is retried on its own."""
+        try:
+            async with self.pool.acquire() as conn, conn.transaction():
+                views = await jobs_projection.get_many(conn, commands)
+                known = {v.id: jobs_projection.job_of(v) for v in views}
+                done = await self.execute_batch(commands, meta, conn, known)
+        except ConcurrencyError:
+            return {i: await self._execute_or_error(i, c, meta) for i, c in commands.items()}
+        results: dict[uuid.UUID, Job | DomainError] = {j.id: j for j in done}
+        for job_id, command in commands.items():
+            if job_id not in results:  # refused: decide again to say why
+                results[job_id] = await self._execute_or_error(job_id, command, meta)
+        return results
+
+    async def _execute_or_error(
+        self, job_id: uuid.UUID, command: Command, meta: EventMeta
+    ) -> Job | DomainError:
+        try:
+            return await self.execute(job_id, command, meta)
+        except DomainError as exc:
+            return exc
 
     async def submit(self, spec: JobSpec, meta: EventMeta) -> tuple[JobView, bool]:
         """Create a job; with an idempotency key already used in the project, return that

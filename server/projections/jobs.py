@@ -96,8 +96,8 @@ def view_of(job: Job) -> JobView:
 
 
 def view_from_row(row: asyncpg.Record) -> JobView:
-    """Decode a `jobs` row."""
-    values: dict[str, Any] = dict(row)
+    """Decode a `jobs` row (a query may add columns of its own: they are left out)."""
+    values: dict[str, Any] = {name: row[name] for name in COLUMNS}
     for name, decoder in _decoders.items():
         values[name] = decoder.decode(values[name]) if values[name] is not None else None
     values["state"] = JobState(values["state"])
@@ -108,6 +108,16 @@ def view_from_row(row: asyncpg.Record) -> JobView:
 
 _JSON_AT = [COLUMNS.index(name) for name in _JSON_COLUMNS]
 _ENUM_AT = [COLUMNS.index("state"), COLUMNS.index("failure_reason")]
+
+
+_JOB_FIELDS = Job.__struct_fields__
+
+
+def job_of(view: JobView) -> Job:
+    """The folded state a row holds: the inverse of `view_of`. A row is the fold of its
+    stream at `version`, so a writer may decide from it; the append's expected version
+    refuses it if the stream moved on."""
+    return Job(**{name: getattr(view, name) for name in _JOB_FIELDS})
 
 
 def row_args(view: JobView) -> list[Any]:
@@ -147,6 +157,11 @@ async def get(conn: Conn | asyncpg.Pool, job_id: uuid.UUID) -> JobView | None:
     """One job's view, or None."""
     row = await conn.fetchrow(QUERIES["get_job"], job_id)
     return view_from_row(row) if row is not None else None
+
+
+async def get_many(conn: Conn | asyncpg.Pool, job_ids: Iterable[uuid.UUID]) -> list[JobView]:
+    """The views of the jobs that exist among some ids."""
+    return [view_from_row(r) for r in await conn.fetch(QUERIES["get_jobs"], list(job_ids))]
 
 
 async def find_by_idempotency_keys(

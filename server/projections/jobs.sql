@@ -31,6 +31,10 @@ ON CONFLICT (id) DO UPDATE SET
 -- One job's row.
 SELECT * FROM jobs WHERE id = $1;
 
+-- name: get_jobs
+-- Several jobs' rows.
+SELECT * FROM jobs WHERE id = ANY($1::uuid[]);
+
 -- name: find_by_idempotency_keys
 -- The jobs submitted under some (project, idempotency key) pairs.
 SELECT j.* FROM jobs j

@@ -110,9 +110,10 @@ class LogSink:
         self._flusher: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
 
-    async def start(self) -> None:
-        """Continue the job's numbering (after earlier attempts) and start flushing."""
-        self.seq = await last_log_seq(self.pool, self.job_id)
+    async def start(self, *, fresh: bool = False) -> None:
+        """Continue the job's numbering (after earlier attempts, unless `fresh`: the job
+        has no lines yet) and start flushing."""
+        self.seq = 0 if fresh else await last_log_seq(self.pool, self.job_id)
         self._flusher = asyncio.create_task(self._flush_loop(), name=f"logs-{self.job_id}")
 
     async def write(self, stream: Stream, data: bytes) -> None:

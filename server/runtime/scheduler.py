@@ -58,6 +58,13 @@ class WorkerConfig(msgspec.Struct, kw_only=True, frozen=True):
 
 
 @dataclass
+class _Outcome:
+    job_id: uuid.UUID
+    command: Command
+    done: asyncio.Future[Job | DomainError]
+
+
+@dataclass
 class _Active:
     attempt: int
     cancel: asyncio.Event
@@ -80,6 +87,9 @@ class Scheduler:
         #: Set once registered, listening and recovered: from then on jobs get claimed.
         self.ready = asyncio.Event()
         self._sweep_due = True
+        #: Outcomes waiting to be recorded, and the task recording them (group commit).
+        self._outcomes: list[_Outcome] = []
+        self._recorder: asyncio.Task[None] | None = None
         self.meta = EventMeta(actor=f"worker:{config.worker_id}")
         self.log = log.bind(worker_id=config.worker_id)
 
@@ -132,7 +142,7 @@ class Scheduler:
                 timeout = await self._round()
                 await _first_of(self.wake, stop, seconds=timeout)
         finally:
-            for t in (listen_task, heartbeat_task):
+            for t in (listen_task, heartbeat_task, self._recorder):
                 if t is not None:
                     t.cancel()
             # Leave containers running: the next life of this worker adopts them (I8).
@@ -153,12 +163,14 @@ class Scheduler:
                 await self._sweep()
             while (free := self.config.capacity - len(self.active)) > 0:
                 try:
-                    jobs = await claim(self.service, self.config.worker_id, self.config.tags, free)
+                    claimed = await claim(
+                        self.service, self.config.worker_id, self.config.tags, free
+                    )
                 except ConcurrencyError:
                     continue  # raced with a cancel: claim again on fresh state
-                for job in jobs:
-                    self._spawn(job)
-                if len(jobs) < free:
+                for c in claimed:
+                    self._spawn(c.job, log_limit=c.log_limit_bytes)
+                if len(claimed) < free:
                     break
             wait: timedelta | None = await self.pool.fetchval(QUERIES["next_scheduled"])
         except _DB_ERRORS as exc:
@@ -177,14 +189,18 @@ class Scheduler:
 
     # ---- one job ----------------------------------------------------------------------
 
-    def _spawn(self, job: Job, found: Found | None = None) -> None:
+    def _spawn(self, job: Job, found: Found | None = None, *, log_limit: int | None) -> None:
         cancel = asyncio.Event()
         if job.state is JobState.CANCELLING:
             cancel.set()
-        task = asyncio.create_task(self._execute(job, cancel, found), name=f"job-{job.id}")
+        task = asyncio.create_task(
+            self._execute(job, cancel, found, log_limit), name=f"job-{job.id}"
+        )
         self.active[job.id] = _Active(job.attempt, cancel, task)
 
-    async def _execute(self, job: Job, cancel: asyncio.Event, found: Found | None) -> None:
+    async def _execute(
+        self, job: Job, cancel: asyncio.Event, found: Found | None, log_limit: int | None
+    ) -> None:
         req = RunRequest(
             job_id=job.id, attempt=job.attempt, worker_id=self.config.worker_id, spec=job.spec
         )
@@ -192,12 +208,11 @@ class Scheduler:
         usage = UsageRecorder(self.pool, job.id, job.attempt, self.config.sample_interval)
         try:
             try:
-                project_limit = await self.pool.fetchval(
-                    QUERIES["project_log_limit"], job.spec.project
-                )
-                limits = LogLimits(max_total_bytes=project_limit or self.config.log_limit_bytes)
+                limits = LogLimits(max_total_bytes=log_limit or self.config.log_limit_bytes)
                 sink = LogSink(self.pool, job.id, job.attempt, limits)
-                await sink.start()
+                # Only a worker running an attempt writes its lines: a first attempt just
+                # claimed has none, and numbers from 0 without asking.
+                await sink.start(fresh=found is None and job.attempt == 1)
                 io = JobIO(sink, usage)
                 if found is not None:
                     outcome = await self.executor.adopt(found, req, cancel, io)
@@ -228,18 +243,41 @@ class Scheduler:
         """Record an outcome; keep trying through database outages, it must not be lost."""
         backoff = 0.1
         while True:
+            outcome = _Outcome(job_id, command, asyncio.get_running_loop().create_future())
+            self._outcomes.append(outcome)
+            if self._recorder is None or self._recorder.done():
+                self._recorder = asyncio.create_task(self._record_pending(), name="outcomes")
             try:
-                job = await self.service.execute(job_id, command, self.meta)
-                jlog.info("job ended", state=job.state.value, exit_code=job.exit_code)
-                return
-            except DomainError as exc:
-                # E.g. our lease expired and another scheduler already failed the attempt.
-                jlog.warning("outcome not recorded", reason=exc.message)
-                return
+                result = await outcome.done
             except _DB_ERRORS as exc:
                 jlog.warning("recording outcome failed, retrying", error=str(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
+                continue
+            if isinstance(result, DomainError):
+                # E.g. our lease expired and another scheduler already failed the attempt.
+                jlog.warning("outcome not recorded", reason=result.message)
+            else:
+                jlog.info("job ended", state=result.state.value, exit_code=result.exit_code)
+            return
+
+    async def _record_pending(self) -> None:
+        """Group commit: every outcome that arrived while the last transaction ran goes
+        into the next one."""
+        while self._outcomes:
+            batch, self._outcomes = self._outcomes, []
+            try:
+                results = await self.service.execute_many(
+                    {o.job_id: o.command for o in batch}, self.meta
+                )
+            except Exception as exc:
+                for o in batch:
+                    if not o.done.done():
+                        o.done.set_exception(exc)
+                continue
+            for o in batch:
+                if not o.done.done():
+                    o.done.set_result(results[o.job_id])
 
     # ---- leases -----------------------------------------------------------------------
 
@@ -282,7 +320,8 @@ class Scheduler:
             if row is not None and row["attempt"] == f.attempt and f.job_id not in adopted:
                 job = await self.service.load(f.job_id)
                 assert job is not None
-                self._spawn(job, found=f)
+                log_limit = await self.pool.fetchval(QUERIES["project_log_limit"], job.spec.project)
+                self._spawn(job, found=f, log_limit=log_limit)
                 adopted.add(f.job_id)
                 self.log.info("adopted job", job_id=str(f.job_id), running=f.running)
             else:

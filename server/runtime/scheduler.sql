@@ -1,10 +1,14 @@
 -- Named queries of the scheduler: claims, quotas, worker leases.
 
 -- name: claim_candidates
--- Queued jobs this worker may start now, best first, with the running counts their quotas
--- are checked against. Jobs of a project at its limit or of a concurrency key at its
--- limit are filtered out here, so they cannot crowd the page. $1 worker tags, $2 default
--- project limit, $3 how many.
+-- Queued jobs this worker may start now, best first, as whole `jobs` rows (the claim decides
+-- from them: they are the fold of each stream at `version`, and the append's version check
+-- refuses a stale one), with the running counts their quotas are checked against and the
+-- project's log limit. Jobs of a project or concurrency key at its limit are filtered out
+-- here, so they cannot crowd the page. Two index-ordered branches: jobs without a time, and
+-- jobs whose time has come (a range of jobs_scheduled), so queued jobs waiting for a later
+-- time are never read (statement_timestamp(), not the volatile clock_timestamp(), so the
+-- time bounds the index scan). $1 worker tags, $2 default project limit, $3 how many.
 WITH active AS (
     SELECT project, concurrency_key FROM jobs WHERE state IN ('running', 'cancelling')
 ), by_project AS (
@@ -12,27 +16,45 @@ WITH active AS (
 ), by_key AS (
     SELECT concurrency_key, count(*) AS n FROM active
     WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key
+), candidates AS (
+    (SELECT j.* FROM jobs j
+     LEFT JOIN by_project bp ON bp.project = j.project
+     LEFT JOIN projects p ON p.name = j.project
+     LEFT JOIN by_key bk ON bk.concurrency_key = j.concurrency_key
+     WHERE j.state = 'queued' AND j.scheduled_for IS NULL
+       AND j.tags <@ $1::text[]
+       AND coalesce(bp.n, 0) < coalesce(p.max_running_jobs, $2::int)
+       AND (j.concurrency_key IS NULL OR coalesce(bk.n, 0) < j.concurrency_limit)
+     ORDER BY j.priority DESC, j.created_at, j.id
+     LIMIT $3)
+    UNION ALL
+    (SELECT j.* FROM jobs j
+     LEFT JOIN by_project bp ON bp.project = j.project
+     LEFT JOIN projects p ON p.name = j.project
+     LEFT JOIN by_key bk ON bk.concurrency_key = j.concurrency_key
+     WHERE j.state = 'queued' AND j.scheduled_for <= statement_timestamp()
+       AND j.tags <@ $1::text[]
+       AND coalesce(bp.n, 0) < coalesce(p.max_running_jobs, $2::int)
+       AND (j.concurrency_key IS NULL OR coalesce(bk.n, 0) < j.concurrency_limit)
+     ORDER BY j.priority DESC, j.scheduled_for, j.created_at, j.id
+     LIMIT $3)
 )
-SELECT j.id, j.project, j.concurrency_key, j.concurrency_limit,
+SELECT c.*,
        coalesce(bp.n, 0)::int AS project_running,
        coalesce(p.max_running_jobs, $2::int) AS project_limit,
-       coalesce(bk.n, 0)::int AS key_running
-FROM jobs j
-LEFT JOIN by_project bp ON bp.project = j.project
-LEFT JOIN projects p ON p.name = j.project
-LEFT JOIN by_key bk ON bk.concurrency_key = j.concurrency_key
-WHERE j.state = 'queued'
-  AND (j.scheduled_for IS NULL OR j.scheduled_for <= clock_timestamp())
-  AND j.tags <@ $1::text[]
-  AND coalesce(bp.n, 0) < coalesce(p.max_running_jobs, $2::int)
-  AND (j.concurrency_key IS NULL OR coalesce(bk.n, 0) < j.concurrency_limit)
-ORDER BY j.priority DESC, coalesce(j.scheduled_for, j.created_at), j.created_at, j.id
+       coalesce(bk.n, 0)::int AS key_running,
+       p.log_limit_bytes AS project_log_limit
+FROM candidates c
+LEFT JOIN by_project bp ON bp.project = c.project
+LEFT JOIN projects p ON p.name = c.project
+LEFT JOIN by_key bk ON bk.concurrency_key = c.concurrency_key
+ORDER BY c.priority DESC, coalesce(c.scheduled_for, c.created_at), c.created_at, c.id
 LIMIT $3;
 
 -- name: next_scheduled
 -- When the earliest job that waits for its time becomes due (NULL if none does).
-SELECT min(scheduled_for) - clock_timestamp() AS wait
-FROM jobs WHERE state = 'queued' AND scheduled_for > clock_timestamp();
+SELECT min(scheduled_for) - statement_timestamp() AS wait
+FROM jobs WHERE state = 'queued' AND scheduled_for > statement_timestamp();
 
 -- name: register_worker
 -- A worker (re)starts: fresh lease, no stop time.

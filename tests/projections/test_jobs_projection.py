@@ -52,3 +52,6 @@ async def test_projection_row_equals_the_fold_of_the_log(
             await service.execute(view.id, cmd, META)
     row = await jobs_projection.get(service.pool, view.id)
     assert row == await folded(service, view.id)
+    # The row holds the whole fold: a writer may decide from it (claims, outcomes).
+    assert row is not None
+    assert jobs_projection.job_of(row) == fold(await service.store.read_stream(view.id))

@@ -9,8 +9,9 @@ import pytest
 
 from server.domain.errors import ConcurrencyError, InvalidTransition
 from server.domain.events import EventMeta, JobQueued
-from server.domain.jobs import JobState, Start
+from server.domain.jobs import Finish, JobState, Start
 from server.ids import uuid7
+from server.projections import jobs as jobs_projection
 from server.service import JobService
 from server.store.eventstore import EventStore
 from tests.factories import spec
@@ -71,3 +72,44 @@ async def test_service_decides_again_on_fresh_state(service: JobService) -> None
     assert len(refused) == 9 and all(isinstance(r, InvalidTransition) for r in refused)
     events = await service.store.read_stream(view.id)
     assert [type(e.event).__name__ for e in events] == ["JobSubmitted", "JobStarted"]
+
+
+async def test_a_stale_row_is_refused_by_the_version_check(service: JobService) -> None:
+    view, _ = await service.submit(spec(), META)
+    stale = jobs_projection.job_of(view)  # queued, version 1
+    await service.execute(view.id, Start(worker_id="w1"), META)
+    async with service.pool.acquire() as conn:
+        with pytest.raises(ConcurrencyError):
+            async with conn.transaction():
+                await service.execute_batch(
+                    {view.id: Start(worker_id="w2")}, META, conn, {view.id: stale}
+                )
+    events = await service.store.read_stream(view.id)
+    assert [e.event.worker_id for e in events[1:]] == ["w1"]  # type: ignore[attr-defined]
+
+
+async def test_outcomes_in_one_transaction_each_get_their_own_answer(
+    service: JobService,
+) -> None:
+    running = []
+    for _ in range(3):
+        view, _ = await service.submit(spec(), META)
+        running.append((await service.execute(view.id, Start(worker_id="w1"), META)).id)
+    queued, _ = await service.submit(spec(), META)  # Finish is refused: it never started
+    results = await service.execute_many(
+        {running[0]: Finish(exit_code=0), running[1]: Finish(exit_code=2),
+         running[2]: Finish(exit_code=0), queued.id: Finish(exit_code=0)},
+        META,
+    )  # fmt: skip
+    states = {i: r.state if not isinstance(r, Exception) else r for i, r in results.items()}
+    assert states[running[0]] is JobState.SUCCEEDED and states[running[2]] is JobState.SUCCEEDED
+    assert states[running[1]] is JobState.FAILED
+    assert isinstance(states[queued.id], InvalidTransition)
+    txids = await service.pool.fetch(
+        "SELECT DISTINCT txid FROM events WHERE version = 3 AND stream_id = ANY($1::uuid[])",
+        running,
+    )
+    assert len(txids) == 1  # one transaction for all three outcomes
+    assert (await service.pool.fetchval("SELECT state FROM jobs WHERE id = $1", queued.id)) == (
+        "queued"
+    )
