@@ -17,7 +17,7 @@ from ..domain.events import FailureReason, Recorded, Usage
 from ..domain.jobs import Job, JobState, fold
 from ..domain.specs import JobSpec
 from ..store.db import Conn
-from ..store.eventstore import Change, InlineHook
+from ..store.eventstore import Announce, Change, InlineHook
 from ..store.queries import load_queries
 
 QUERIES = load_queries(Path(__file__).with_name("jobs.sql"))
@@ -133,22 +133,18 @@ def row_args(view: JobView) -> list[Any]:
     return args
 
 
-async def upsert(conn: Conn, jobs: Iterable[Job]) -> None:
-    """Write the rows of folded jobs."""
-    await conn.executemany(QUERIES["upsert_job"], [row_args(view_of(j)) for j in jobs])
-
-
 def inline(priors: Mapping[uuid.UUID, Job | None]) -> InlineHook:
     """The inline projection of an append: fold each stream's new events onto its prior
-    state (None for a new job) and write the rows."""
+    state (None for a new job), write the rows and announce the changes, in one statement."""
 
-    async def hook(conn: Conn, recorded: list[Recorded]) -> list[Change]:
+    async def hook(conn: Conn, recorded: list[Recorded], announce: Announce) -> None:
         by_stream: dict[uuid.UUID, list[Recorded]] = {}
         for rec in recorded:
             by_stream.setdefault(rec.stream_id, []).append(rec)
-        jobs = [fold(recs, priors.get(sid)) for sid, recs in by_stream.items()]
-        await upsert(conn, [j for j in jobs if j is not None])
-        return [Change(j.id, j.version, j.state.value) for j in jobs if j is not None]
+        jobs = [j for sid, recs in by_stream.items() if (j := fold(recs, priors.get(sid)))]
+        channel, payload = announce([Change(j.id, j.version, j.state.value) for j in jobs])
+        rows = _encoder.encode([view_of(j) for j in jobs]).decode()
+        await conn.execute(QUERIES["upsert_jobs"], rows, channel, payload)
 
     return hook
 

@@ -1,31 +1,38 @@
--- name: upsert_job
--- Write a job's folded state; the inline projection runs this in the append transaction.
-INSERT INTO jobs (
-    id, project, state, spec, priority, labels, tags, concurrency_key, concurrency_limit,
-    idempotency_key, submitted_by, attempt, queue_reason, scheduled_for, worker_id, exit_code,
-    failure_reason, message, usage, created_at, updated_at, started_at, finished_at,
-    cancel_requested_at, cancel_requested_by, version, last_position
-) VALUES (
-    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20,
-    $21, $22, $23, $24, $25, $26, $27
+-- name: upsert_jobs
+-- Write folded states ($1: a JSON array of job views) and send the append's one
+-- notification ($2 channel, $3 payload) in the same statement: the inline projection runs
+-- this in the append transaction, one round trip whatever the number of jobs.
+WITH written AS (
+    INSERT INTO jobs (
+        id, project, state, spec, priority, labels, tags, concurrency_key, concurrency_limit,
+        idempotency_key, submitted_by, attempt, queue_reason, scheduled_for, worker_id,
+        exit_code, failure_reason, message, usage, created_at, updated_at, started_at,
+        finished_at, cancel_requested_at, cancel_requested_by, version, last_position
+    )
+    SELECT id, project, state, spec, priority, labels, tags, concurrency_key, concurrency_limit,
+           idempotency_key, submitted_by, attempt, queue_reason, scheduled_for, worker_id,
+           exit_code, failure_reason, message, usage, created_at, updated_at, started_at,
+           finished_at, cancel_requested_at, cancel_requested_by, version, last_position
+    FROM jsonb_populate_recordset(NULL::jobs, $1::jsonb)
+    ON CONFLICT (id) DO UPDATE SET
+        state = EXCLUDED.state,
+        attempt = EXCLUDED.attempt,
+        queue_reason = EXCLUDED.queue_reason,
+        scheduled_for = EXCLUDED.scheduled_for,
+        worker_id = EXCLUDED.worker_id,
+        exit_code = EXCLUDED.exit_code,
+        failure_reason = EXCLUDED.failure_reason,
+        message = EXCLUDED.message,
+        usage = EXCLUDED.usage,
+        updated_at = EXCLUDED.updated_at,
+        started_at = EXCLUDED.started_at,
+        finished_at = EXCLUDED.finished_at,
+        cancel_requested_at = EXCLUDED.cancel_requested_at,
+        cancel_requested_by = EXCLUDED.cancel_requested_by,
+        version = EXCLUDED.version,
+        last_position = EXCLUDED.last_position
 )
-ON CONFLICT (id) DO UPDATE SET
-    state = EXCLUDED.state,
-    attempt = EXCLUDED.attempt,
-    queue_reason = EXCLUDED.queue_reason,
-    scheduled_for = EXCLUDED.scheduled_for,
-    worker_id = EXCLUDED.worker_id,
-    exit_code = EXCLUDED.exit_code,
-    failure_reason = EXCLUDED.failure_reason,
-    message = EXCLUDED.message,
-    usage = EXCLUDED.usage,
-    updated_at = EXCLUDED.updated_at,
-    started_at = EXCLUDED.started_at,
-    finished_at = EXCLUDED.finished_at,
-    cancel_requested_at = EXCLUDED.cancel_requested_at,
-    cancel_requested_by = EXCLUDED.cancel_requested_by,
-    version = EXCLUDED.version,
-    last_position = EXCLUDED.last_position;
+SELECT pg_notify($2, $3);
 
 -- name: get_job
 -- One job's row.

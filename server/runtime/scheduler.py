@@ -172,6 +172,8 @@ class Scheduler:
                     self._spawn(c.job, log_limit=c.log_limit_bytes)
                 if len(claimed) < free:
                     break
+            if len(self.active) >= self.config.capacity:
+                return self.config.poll_interval  # full: a job ending wakes us
             wait: timedelta | None = await self.pool.fetchval(QUERIES["next_scheduled"])
         except _DB_ERRORS as exc:
             self.log.warning("scheduler round failed", error=str(exc))

@@ -70,9 +70,13 @@ class AppendItem(msgspec.Struct, frozen=True):
     events: Sequence[Event]
 
 
-#: Runs inside the append transaction after the events are inserted (inline projections);
-#: it returns the changes to announce in the transaction's one NOTIFY.
-InlineHook = Callable[[Conn, list[Recorded]], Awaitable[list[Change]]]
+#: Gives the channel and payload of the append's one NOTIFY announcing some changes, for an
+#: inline hook to send within its own statement (a round trip saved).
+Announce = Callable[[list[Change]], tuple[str, str]]
+
+#: Runs inside the append transaction after the events are inserted (inline projections).
+#: If it does not call `announce`, the append sends the NOTIFY itself, listing the streams.
+InlineHook = Callable[[Conn, list[Recorded], Announce], Awaitable[None]]
 
 _meta_decoder = msgspec.json.Decoder(EventMeta)
 _encoder = msgspec.json.Encoder()
@@ -192,11 +196,20 @@ class EventStore:
                     recorded_at=row["recorded_at"],
                 )
             )
-        changes = await inline(conn, recorded) if inline is not None else _default_changes(recorded)
-        note = Notification(
-            changes=changes[:MAX_NOTIFIED_CHANGES], more=len(changes) > MAX_NOTIFIED_CHANGES
-        )
-        await conn.execute(QUERIES["notify"], self.channel, _encoder.encode(note).decode())
+        announced = False
+
+        def announce(changes: list[Change]) -> tuple[str, str]:
+            nonlocal announced
+            announced = True
+            note = Notification(
+                changes=changes[:MAX_NOTIFIED_CHANGES], more=len(changes) > MAX_NOTIFIED_CHANGES
+            )
+            return self.channel, _encoder.encode(note).decode()
+
+        if inline is not None:
+            await inline(conn, recorded, announce)
+        if not announced:
+            await conn.execute(QUERIES["notify"], *announce(_default_changes(recorded)))
         return recorded
 
     async def read_stream(self, stream_id: uuid.UUID, after_version: int = 0) -> list[Recorded]:

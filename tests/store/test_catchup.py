@@ -10,7 +10,7 @@ import asyncpg
 
 from server.domain.events import EventMeta, JobQueued, Recorded
 from server.ids import uuid7
-from server.store.eventstore import Change, Checkpoint, EventStore, LogEntry
+from server.store.eventstore import Announce, Checkpoint, EventStore, LogEntry
 
 META = EventMeta(actor="test")
 
@@ -18,10 +18,9 @@ META = EventMeta(actor="test")
 def holding(gate: asyncio.Event, inserted: asyncio.Event):  # type: ignore[no-untyped-def]
     """An inline hook that keeps the append transaction open until `gate` is set."""
 
-    async def hook(conn: asyncpg.Connection, recorded: list[Recorded]) -> list[Change]:
+    async def hook(conn: asyncpg.Connection, recorded: list[Recorded], _: Announce) -> None:
         inserted.set()
         await gate.wait()
-        return []
 
     return hook
 
@@ -56,7 +55,9 @@ async def test_late_commit_is_neither_skipped_nor_duplicated(
 async def test_rolled_back_append_leaves_no_event_and_does_not_stall(store: EventStore) -> None:
     gate, inserted = asyncio.Event(), asyncio.Event()
 
-    async def fail_after_insert(conn: asyncpg.Connection, recorded: list[Recorded]) -> list[Change]:
+    async def fail_after_insert(
+        conn: asyncpg.Connection, recorded: list[Recorded], _: Announce
+    ) -> None:
         inserted.set()
         await gate.wait()
         raise RuntimeError("abort the append")
