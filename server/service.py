@@ -9,6 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 import asyncpg
 import structlog
 
+from .batching import GroupCommit
 from .domain.errors import ConcurrencyError, DomainError, IdempotencyConflict, InvalidInput
 from .domain.events import EventMeta, Recorded
 from .domain.jobs import Command, Job, Submit, decide, fold, validate
@@ -29,6 +30,8 @@ class JobService:
         self.store = store
         self.pool = store.pool
         self.max_attempts = max_attempts
+        #: Concurrent submits without an idempotency key share one transaction.
+        self._submits = GroupCommit(self._create_group)
 
     async def load(self, job_id: uuid.UUID) -> Job | None:
         """A job's state, folded from its stream."""
@@ -64,13 +67,16 @@ class JobService:
         meta: EventMeta,
         conn: Conn,
         known: Mapping[uuid.UUID, Job] | None = None,
+        metas: Mapping[uuid.UUID, EventMeta] | None = None,
     ) -> list[Job]:
         """Apply one command to each of several jobs in the caller's transaction, all
         appended at once. Jobs whose command is refused (a race: e.g. cancelled meanwhile)
         are left out; a concurrent append to any of them raises `ConcurrencyError` and the
         caller's transaction rolls back. `known` states (e.g. `jobs` rows just read) are
-        decided on without reading their streams; a stale one fails the version check."""
+        decided on without reading their streams; a stale one fails the version check.
+        `metas` gives some jobs' events their own metadata (requests grouped together)."""
         known = known or {}
+        metas = metas or {}
         # A submit creates its stream: nothing to read for it.
         unknown = [i for i, c in commands.items() if not isinstance(c, Submit) and i not in known]
         streams = await self.store.read_streams(unknown, conn) if unknown else {}
@@ -84,7 +90,9 @@ class JobService:
                 log.info("command refused in batch", job_id=str(job_id), reason=exc.message)
                 continue
             priors[job_id] = state
-            items.append(AppendItem(job_id, state.version if state else 0, events))
+            items.append(
+                AppendItem(job_id, state.version if state else 0, events, metas.get(job_id))
+            )
         recorded = await self.store.append_many(
             items, meta, inline=jobs_projection.inline(priors), conn=conn
         )
@@ -123,8 +131,25 @@ class JobService:
     async def submit(self, spec: JobSpec, meta: EventMeta) -> tuple[JobView, bool]:
         """Create a job; with an idempotency key already used in the project, return that
         job instead (created=False), or refuse if it was submitted with another spec."""
+        if spec.idempotency_key is None:
+            validate(Submit(spec=spec))
+            return await self._submits((spec, meta)), True
         [result] = await self._create([spec], meta, lambda exc, _: exc)
         return result
+
+    async def _create_group(self, group: list[tuple[JobSpec, EventMeta]]) -> list[JobView]:
+        """Create the jobs of concurrent submits (no idempotency keys, already validated) in
+        one transaction, each event with its own request's metadata."""
+        ids = [uuid7() for _ in group]
+        async with self.pool.acquire() as conn, conn.transaction():
+            jobs = await self.execute_batch(
+                {i: Submit(spec=spec) for i, (spec, _) in zip(ids, group, strict=True)},
+                group[0][1],
+                conn,
+                metas={i: meta for i, (_, meta) in zip(ids, group, strict=True)},
+            )
+        views = {j.id: jobs_projection.view_of(j) for j in jobs}
+        return [views[i] for i in ids]
 
     async def submit_batch(
         self, specs: Sequence[JobSpec], meta: EventMeta

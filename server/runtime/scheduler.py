@@ -16,6 +16,7 @@ import asyncpg
 import msgspec
 import structlog
 
+from ..batching import GroupCommit
 from ..domain.errors import ConcurrencyError, DomainError
 from ..domain.events import EventMeta, FailureReason
 from ..domain.jobs import Command, Fail, Job, JobState
@@ -58,13 +59,6 @@ class WorkerConfig(msgspec.Struct, kw_only=True, frozen=True):
 
 
 @dataclass
-class _Outcome:
-    job_id: uuid.UUID
-    command: Command
-    done: asyncio.Future[Job | DomainError]
-
-
-@dataclass
 class _Active:
     attempt: int
     cancel: asyncio.Event
@@ -87,9 +81,8 @@ class Scheduler:
         #: Set once registered, listening and recovered: from then on jobs get claimed.
         self.ready = asyncio.Event()
         self._sweep_due = True
-        #: Outcomes waiting to be recorded, and the task recording them (group commit).
-        self._outcomes: list[_Outcome] = []
-        self._recorder: asyncio.Task[None] | None = None
+        #: Outcomes that end together are recorded in one transaction.
+        self._outcomes = GroupCommit(self._record_batch)
         self.meta = EventMeta(actor=f"worker:{config.worker_id}")
         self.log = log.bind(worker_id=config.worker_id)
 
@@ -142,7 +135,8 @@ class Scheduler:
                 timeout = await self._round()
                 await _first_of(self.wake, stop, seconds=timeout)
         finally:
-            for t in (listen_task, heartbeat_task, self._recorder):
+            self._outcomes.close()
+            for t in (listen_task, heartbeat_task):
                 if t is not None:
                     t.cancel()
             # Leave containers running: the next life of this worker adopts them (I8).
@@ -245,12 +239,8 @@ class Scheduler:
         """Record an outcome; keep trying through database outages, it must not be lost."""
         backoff = 0.1
         while True:
-            outcome = _Outcome(job_id, command, asyncio.get_running_loop().create_future())
-            self._outcomes.append(outcome)
-            if self._recorder is None or self._recorder.done():
-                self._recorder = asyncio.create_task(self._record_pending(), name="outcomes")
             try:
-                result = await outcome.done
+                result = await self._outcomes((job_id, command))
             except _DB_ERRORS as exc:
                 jlog.warning("recording outcome failed, retrying", error=str(exc))
                 await asyncio.sleep(backoff)
@@ -263,23 +253,11 @@ class Scheduler:
                 jlog.info("job ended", state=result.state.value, exit_code=result.exit_code)
             return
 
-    async def _record_pending(self) -> None:
-        """Group commit: every outcome that arrived while the last transaction ran goes
-        into the next one."""
-        while self._outcomes:
-            batch, self._outcomes = self._outcomes, []
-            try:
-                results = await self.service.execute_many(
-                    {o.job_id: o.command for o in batch}, self.meta
-                )
-            except Exception as exc:
-                for o in batch:
-                    if not o.done.done():
-                        o.done.set_exception(exc)
-                continue
-            for o in batch:
-                if not o.done.done():
-                    o.done.set_result(results[o.job_id])
+    async def _record_batch(
+        self, batch: list[tuple[uuid.UUID, Command]]
+    ) -> list[Job | DomainError]:
+        results = await self.service.execute_many(dict(batch), self.meta)
+        return [results[job_id] for job_id, _ in batch]
 
     # ---- leases -----------------------------------------------------------------------
 

@@ -63,11 +63,13 @@ MAX_NOTIFIED_CHANGES = 64
 
 
 class AppendItem(msgspec.Struct, frozen=True):
-    """Events to append to one stream, after the version the writer read."""
+    """Events to append to one stream, after the version the writer read; `meta` if they
+    came from another request than the rest of the append (a group commit)."""
 
     stream_id: uuid.UUID
     expected_version: int
     events: Sequence[Event]
+    meta: EventMeta | None = None
 
 
 #: Gives the channel and payload of the append's one NOTIFY announcing some changes, for an
@@ -151,9 +153,15 @@ class EventStore:
         types: list[str] = []
         schemas: list[int] = []
         datas: list[str] = []
+        metas: list[str] = []
         events: list[Event] = []
+        encoded_metas = {id(meta): _encoder.encode(meta).decode()}
         for item in items:
+            item_meta = item.meta or meta
+            if id(item_meta) not in encoded_metas:
+                encoded_metas[id(item_meta)] = _encoder.encode(item_meta).decode()
             for n, event in enumerate(item.events, start=1):
+                metas.append(encoded_metas[id(item_meta)])
                 stream_ids.append(item.stream_id)
                 event_ids.append(uuid.uuid4())
                 versions.append(item.expected_version + n)
@@ -164,8 +172,7 @@ class EventStore:
         try:
             rows = await conn.fetch(
                 QUERIES["append_events"],
-                _encoder.encode(meta).decode(),
-                stream_ids, event_ids, versions, types, schemas, datas,
+                stream_ids, event_ids, versions, types, schemas, datas, metas,
             )  # fmt: skip
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != "events_stream_version":
@@ -182,6 +189,7 @@ class EventStore:
                 "stream is not at the expected version", stream_ids=[exc.detail]
             ) from exc
         by_key = {(r["stream_id"], r["version"]): r for r in rows}
+        meta_of = {i.stream_id: i.meta or meta for i in items}
         recorded = []
         for eid, sid, v, event in zip(event_ids, stream_ids, versions, events, strict=True):
             row = by_key[(sid, v)]
@@ -192,7 +200,7 @@ class EventStore:
                     version=v,
                     position=row["position"],
                     event=event,  # type: ignore[arg-type]
-                    meta=meta,
+                    meta=meta_of[sid],
                     recorded_at=row["recorded_at"],
                 )
             )

@@ -8,9 +8,10 @@
 -- versions hold (I4). Rows go in in array order, each stream's in version order, so the
 -- trigger finds an event's predecessor even within this statement.
 INSERT INTO events (event_id, stream_id, version, type, schema_version, data, meta)
-SELECT e.event_id, e.stream_id, e.version, e.type, e.schema_version, e.data, $1
-FROM unnest($2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::smallint[], $7::jsonb[])
-    WITH ORDINALITY AS e(stream_id, event_id, version, type, schema_version, data, n)
+SELECT e.event_id, e.stream_id, e.version, e.type, e.schema_version, e.data, e.meta
+FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[], $5::smallint[], $6::jsonb[],
+            $7::jsonb[])
+    WITH ORDINALITY AS e(stream_id, event_id, version, type, schema_version, data, meta, n)
 ORDER BY e.n
 RETURNING stream_id, version, position, recorded_at;
 
