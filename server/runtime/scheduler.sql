@@ -5,44 +5,48 @@
 -- from them: they are the fold of each stream at `version`, and the append's version check
 -- refuses a stale one), with the running counts their quotas are checked against and the
 -- project's log limit. Jobs of a project or concurrency key at its limit are filtered out
--- here, so they cannot crowd the page. Two index-ordered branches: jobs without a time, and
--- jobs whose time has come (a range of jobs_scheduled), so queued jobs waiting for a later
--- time are never read (statement_timestamp(), not the volatile clock_timestamp(), so the
--- time bounds the index scan). $1 worker tags, $2 default project limit, $3 how many.
-WITH active AS (
+-- here, so they cannot crowd the page.
+-- Two index-ordered branches: jobs without a time (jobs_ready), and jobs whose time has come
+-- (a range of jobs_scheduled, bounded by statement_timestamp(): the volatile
+-- clock_timestamp() cannot bound an index scan), so jobs waiting for a later time are never
+-- read. The quota checks are subqueries on the small running counts, not joins: whatever
+-- the (often stale) statistics of a busy queue say, each branch walks its index in order
+-- and stops at the limit; a join let the planner hash every queued job first.
+-- $1 worker tags, $2 default project limit, $3 how many.
+WITH active AS MATERIALIZED (
     SELECT project, concurrency_key FROM jobs WHERE state IN ('running', 'cancelling')
-), by_project AS (
-    SELECT project, count(*) AS n FROM active GROUP BY project
-), by_key AS (
-    SELECT concurrency_key, count(*) AS n FROM active
+), by_project AS MATERIALIZED (
+    SELECT project, count(*)::int AS n FROM active GROUP BY project
+), by_key AS MATERIALIZED (
+    SELECT concurrency_key, count(*)::int AS n FROM active
     WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key
 ), candidates AS (
     (SELECT j.* FROM jobs j
-     LEFT JOIN by_project bp ON bp.project = j.project
-     LEFT JOIN projects p ON p.name = j.project
-     LEFT JOIN by_key bk ON bk.concurrency_key = j.concurrency_key
      WHERE j.state = 'queued' AND j.scheduled_for IS NULL
        AND j.tags <@ $1::text[]
-       AND coalesce(bp.n, 0) < coalesce(p.max_running_jobs, $2::int)
-       AND (j.concurrency_key IS NULL OR coalesce(bk.n, 0) < j.concurrency_limit)
+       AND coalesce((SELECT n FROM by_project b WHERE b.project = j.project), 0)
+           < coalesce((SELECT max_running_jobs FROM projects p WHERE p.name = j.project), $2::int)
+       AND (j.concurrency_key IS NULL
+            OR coalesce((SELECT n FROM by_key k WHERE k.concurrency_key = j.concurrency_key), 0)
+               < j.concurrency_limit)
      ORDER BY j.priority DESC, j.created_at, j.id
      LIMIT $3)
     UNION ALL
     (SELECT j.* FROM jobs j
-     LEFT JOIN by_project bp ON bp.project = j.project
-     LEFT JOIN projects p ON p.name = j.project
-     LEFT JOIN by_key bk ON bk.concurrency_key = j.concurrency_key
      WHERE j.state = 'queued' AND j.scheduled_for <= statement_timestamp()
        AND j.tags <@ $1::text[]
-       AND coalesce(bp.n, 0) < coalesce(p.max_running_jobs, $2::int)
-       AND (j.concurrency_key IS NULL OR coalesce(bk.n, 0) < j.concurrency_limit)
+       AND coalesce((SELECT n FROM by_project b WHERE b.project = j.project), 0)
+           < coalesce((SELECT max_running_jobs FROM projects p WHERE p.name = j.project), $2::int)
+       AND (j.concurrency_key IS NULL
+            OR coalesce((SELECT n FROM by_key k WHERE k.concurrency_key = j.concurrency_key), 0)
+               < j.concurrency_limit)
      ORDER BY j.priority DESC, j.scheduled_for, j.created_at, j.id
      LIMIT $3)
 )
 SELECT c.*,
-       coalesce(bp.n, 0)::int AS project_running,
+       coalesce(bp.n, 0) AS project_running,
        coalesce(p.max_running_jobs, $2::int) AS project_limit,
-       coalesce(bk.n, 0)::int AS key_running,
+       coalesce(bk.n, 0) AS key_running,
        p.log_limit_bytes AS project_log_limit
 FROM candidates c
 LEFT JOIN by_project bp ON bp.project = c.project
