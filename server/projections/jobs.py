@@ -19,6 +19,7 @@ from ..domain.specs import JobSpec
 from ..store.db import Conn
 from ..store.eventstore import Announce, Change, InlineHook
 from ..store.queries import load_queries
+from ..store.where import Where
 
 QUERIES = load_queries(Path(__file__).with_name("jobs.sql"))
 
@@ -206,18 +207,25 @@ class Cursor(msgspec.Struct, array_like=True, frozen=True):
 async def list_jobs(
     pool: asyncpg.Pool, filt: JobFilter, *, after: Cursor | None, limit: int
 ) -> tuple[list[JobView], Cursor | None]:
-    """A page of jobs, newest first, and the cursor of the next page (None at the end)."""
-    rows = await pool.fetch(
-        QUERIES["list_jobs"],
-        [s.value for s in filt.states] if filt.states else None,
-        filt.project,
-        _encoder.encode(filt.labels).decode() if filt.labels else None,
-        filt.created_after,
-        filt.created_before,
-        after.created_at if after else None,
-        after.id if after else None,
-        limit + 1,
+    """A page of jobs, newest first, and the cursor of the next page (None at the end);
+    the statement has only the filters given (see `store.where`)."""
+    w = Where()
+    if filt.states:
+        w.add("state = ANY({}::text[])", [s.value for s in filt.states])
+    if filt.project is not None:
+        w.add("project = {}::text", filt.project)
+    if filt.labels:
+        w.add("labels @> {}::jsonb", _encoder.encode(filt.labels).decode())
+    if filt.created_after is not None:
+        w.add("created_at >= {}::timestamptz", filt.created_after)
+    if filt.created_before is not None:
+        w.add("created_at < {}::timestamptz", filt.created_before)
+    if after is not None:
+        w.add("(created_at, id) < ({}::timestamptz, {}::uuid)", after.created_at, after.id)
+    sql = (
+        f"SELECT * FROM jobs {w.sql()}\nORDER BY created_at DESC, id DESC\nLIMIT {w.arg(limit + 1)}"
     )
+    rows = await pool.fetch(sql, *w.args)
     views = [view_from_row(r) for r in rows[:limit]]
     more = len(rows) > limit
     return views, (Cursor(views[-1].created_at, views[-1].id) if more else None)

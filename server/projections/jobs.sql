@@ -47,16 +47,3 @@ SELECT * FROM jobs WHERE id = ANY($1::uuid[]);
 SELECT j.* FROM jobs j
 JOIN unnest($1::text[], $2::text[]) AS k(project, key)
   ON j.project = k.project AND j.idempotency_key = k.key;
-
--- name: list_jobs
--- A page of the job list, newest first, after a keyset cursor (created_at, id); every
--- filter is optional (NULL = no filter).
-SELECT * FROM jobs
-WHERE ($1::text[] IS NULL OR state = ANY($1::text[]))
-  AND ($2::text IS NULL OR project = $2::text)
-  AND ($3::jsonb IS NULL OR labels @> $3::jsonb)
-  AND ($4::timestamptz IS NULL OR created_at >= $4::timestamptz)
-  AND ($5::timestamptz IS NULL OR created_at < $5::timestamptz)
-  AND ($6::timestamptz IS NULL OR (created_at, id) < ($6::timestamptz, $7::uuid))
-ORDER BY created_at DESC, id DESC
-LIMIT $8;

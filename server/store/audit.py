@@ -1,9 +1,5 @@
-"""Audit queries over the log: events newest first, filtered.
-
-The statement is assembled from the filters actually given (values are always bound, never
-formatted in), so each combination gets a plan made for it: one catch-all statement with
-`$n IS NULL OR ...` arms ends up with a generic plan that scans the whole log.
-"""
+"""Audit queries over the log: events newest first, filtered; the statement is assembled
+from the filters given (see `where`)."""
 
 from __future__ import annotations
 
@@ -12,6 +8,8 @@ from datetime import datetime
 
 import asyncpg
 import msgspec
+
+from .where import Where
 
 _SELECT = """
 SELECT e.event_id, e.stream_id, e.version, e.position, e.type, e.schema_version, e.data,
@@ -46,43 +44,36 @@ class AuditFilter(msgspec.Struct, kw_only=True):
 
 def audit_statement(f: AuditFilter, limit: int) -> tuple[str, list[object]]:
     """The SQL and its arguments for a page of events matching `f`."""
-    where: list[str] = []
-    args: list[object] = []
-
-    def cond(template: str, value: object) -> None:
-        args.append(value)
-        where.append(template.format(f"${len(args)}"))
-
+    w = Where()
     if f.project is not None:
-        cond("j.project = {}::text", f.project)
+        w.add("j.project = {}::text", f.project)
     if f.actor is not None:
-        cond("e.meta ->> 'actor' = {}::text", f.actor)
+        w.add("e.meta ->> 'actor' = {}::text", f.actor)
     if f.token_id is not None:
-        cond("e.meta ->> 'token_id' = {}::text", f.token_id)
+        w.add("e.meta ->> 'token_id' = {}::text", f.token_id)
     if f.job is not None:
-        cond("e.stream_id = {}::uuid", f.job)
+        w.add("e.stream_id = {}::uuid", f.job)
     if f.types:
-        cond("e.type = ANY({}::text[])", f.types)
+        w.add("e.type = ANY({}::text[])", f.types)
     if f.min_wait is not None:
         # Literal type and the index's expression: the partial index events_waited applies.
-        where.append("e.type = 'JobStarted'")
-        cond(
+        w.literal("e.type = 'JobStarted'")
+        w.add(
             "extract(epoch FROM e.recorded_at - to_timestamp((e.data ->> 'ready_at')::float8))"
             " > {}::numeric",
             f.min_wait,
         )
     if f.reason is not None:
-        where.append("e.type IN ('JobFailed', 'JobRetryScheduled')")  # events_failure_reason
-        cond("e.data ->> 'reason' = {}::text", f.reason)
+        w.literal("e.type IN ('JobFailed', 'JobRetryScheduled')")  # events_failure_reason
+        w.add("e.data ->> 'reason' = {}::text", f.reason)
     if f.since is not None:
-        cond("e.recorded_at >= {}::timestamptz", f.since)
+        w.add("e.recorded_at >= {}::timestamptz", f.since)
     if f.until is not None:
-        cond("e.recorded_at < {}::timestamptz", f.until)
+        w.add("e.recorded_at < {}::timestamptz", f.until)
     if f.before is not None:
-        cond("e.position < {}::bigint", f.before)
-    args.append(limit)
-    sql = _SELECT + (("WHERE " + "\n  AND ".join(where)) if where else "")
-    return sql + f"\nORDER BY e.position DESC\nLIMIT ${len(args)}", args
+        w.add("e.position < {}::bigint", f.before)
+    sql = f"{_SELECT}{w.sql()}\nORDER BY e.position DESC\nLIMIT {w.arg(limit)}"
+    return sql, w.args
 
 
 async def audit(pool: asyncpg.Pool, f: AuditFilter, limit: int) -> list[asyncpg.Record]:
