@@ -113,16 +113,17 @@ class JobService:
                 known = {v.id: jobs_projection.job_of(v) for v in views}
                 done = await self.execute_batch(commands, meta, conn, known)
         except ConcurrencyError:
-            return {i: await self._execute_or_error(i, c, meta) for i, c in commands.items()}
+            return {i: await self.execute_or_error(i, c, meta) for i, c in commands.items()}
         results: dict[uuid.UUID, Job | DomainError] = {j.id: j for j in done}
         for job_id, command in commands.items():
             if job_id not in results:  # refused: decide again to say why
-                results[job_id] = await self._execute_or_error(job_id, command, meta)
+                results[job_id] = await self.execute_or_error(job_id, command, meta)
         return results
 
-    async def _execute_or_error(
+    async def execute_or_error(
         self, job_id: uuid.UUID, command: Command, meta: EventMeta
     ) -> Job | DomainError:
+        """`execute`, with the domain error that refuses the command as its result."""
         try:
             return await self.execute(job_id, command, meta)
         except DomainError as exc:

@@ -80,6 +80,7 @@ class Scheduler:
         self.wake = asyncio.Event()
         #: Set once registered, listening and recovered: from then on jobs get claimed.
         self.ready = asyncio.Event()
+        self._stopping = False
         self._sweep_due = True
         #: Outcomes that end together are recorded in one transaction.
         self._outcomes = GroupCommit(self._record_batch)
@@ -135,6 +136,7 @@ class Scheduler:
                 timeout = await self._round()
                 await _first_of(self.wake, stop, seconds=timeout)
         finally:
+            self._stopping = True
             self._outcomes.close()
             for t in (listen_task, heartbeat_task):
                 if t is not None:
@@ -157,14 +159,12 @@ class Scheduler:
                 await self._sweep()
             while (free := self.config.capacity - len(self.active)) > 0:
                 try:
-                    claimed = await claim(
-                        self.service, self.config.worker_id, self.config.tags, free
-                    )
+                    cycle = await claim(self.service, self.config.worker_id, self.config.tags, free)
                 except ConcurrencyError:
                     continue  # raced with a cancel: claim again on fresh state
-                for c in claimed:
+                for c in cycle.claimed:
                     self._spawn(c.job, log_limit=c.log_limit_bytes)
-                if len(claimed) < free:
+                if len(cycle.claimed) < free:
                     break
             if len(self.active) >= self.config.capacity:
                 return self.config.poll_interval  # full: a job ending wakes us
@@ -256,8 +256,30 @@ class Scheduler:
     async def _record_batch(
         self, batch: list[tuple[uuid.UUID, Command]]
     ) -> list[Job | DomainError]:
-        results = await self.service.execute_many(dict(batch), self.meta)
-        return [results[job_id] for job_id, _ in batch]
+        """Record outcomes that ended together and, in the same transaction, start as many
+        jobs as they leave slots for (they still count against the capacity until then)."""
+        outcomes = dict(batch)
+        free = self.config.capacity - len(self.active) + len(batch)
+        if not self.ready.is_set() or self._stopping:
+            free = 0  # recovering, or going: record only
+        results: dict[uuid.UUID, Job | DomainError | None]
+        try:
+            cycle = await claim(
+                self.service, self.config.worker_id, self.config.tags, free, outcomes
+            )
+        except ConcurrencyError:  # e.g. a cancel request came in: one at a time
+            results = dict(await self.service.execute_many(outcomes, self.meta))
+        else:
+            for c in cycle.claimed:
+                self._spawn(c.job, log_limit=c.log_limit_bytes)
+            results = dict(cycle.recorded)
+        done: list[Job | DomainError] = []
+        for job_id, _ in batch:
+            result = results[job_id]
+            if result is None:  # refused: decide again on its own to say why
+                result = await self.service.execute_or_error(job_id, outcomes[job_id], self.meta)
+            done.append(result)
+        return done
 
     # ---- leases -----------------------------------------------------------------------
 

@@ -12,9 +12,11 @@
 -- read. The quota checks are subqueries on the small running counts, not joins: whatever
 -- the (often stale) statistics of a busy queue say, each branch walks its index in order
 -- and stops at the limit; a join let the planner hash every queued job first.
--- $1 worker tags, $2 default project limit, $3 how many.
+-- $1 worker tags, $2 default project limit, $3 how many, $4 jobs whose outcomes this
+-- transaction records (running still, but their slots are free).
 WITH active AS MATERIALIZED (
-    SELECT project, concurrency_key FROM jobs WHERE state IN ('running', 'cancelling')
+    SELECT project, concurrency_key FROM jobs
+    WHERE state IN ('running', 'cancelling') AND id <> ALL($4::uuid[])
 ), by_project AS MATERIALIZED (
     SELECT project, count(*)::int AS n FROM active GROUP BY project
 ), by_key AS MATERIALIZED (

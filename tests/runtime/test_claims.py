@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from server.domain.events import EventMeta
-from server.domain.jobs import JobState
+from server.domain.jobs import Finish, JobState
 from server.projections import queue
 from server.runtime.claims import claim
 from server.service import JobService
@@ -23,15 +23,39 @@ async def test_jobs_waiting_for_a_later_time_are_passed_over_whatever_their_prio
         await service.submit(spec(priority=9, scheduled_for=later), META)
     due, _ = await service.submit(spec(priority=1, scheduled_for=now - timedelta(seconds=1)), META)
     plain, _ = await service.submit(spec(priority=0), META)
-    claimed = await claim(service, "w1", [], 5)
+    claimed = (await claim(service, "w1", [], 5)).claimed
     assert [c.job.id for c in claimed] == [due.id, plain.id]
     assert all(c.job.state is JobState.RUNNING and c.job.worker_id == "w1" for c in claimed)
-    assert await claim(service, "w1", [], 5) == []
+    assert (await claim(service, "w1", [], 5)).claimed == []
 
 
 async def test_a_claim_hands_over_the_project_log_limit(service: JobService) -> None:
     await queue.set_project_limit(service.pool, "logs", None, log_limit_bytes=1234)
     limited, _ = await service.submit(spec(project="logs"), META)
     default, _ = await service.submit(spec(project="other"), META)
-    claimed = {c.job.id: c.log_limit_bytes for c in await claim(service, "w1", [], 5)}
+    claimed = {c.job.id: c.log_limit_bytes for c in (await claim(service, "w1", [], 5)).claimed}
     assert claimed == {limited.id: 1234, default.id: None}
+
+
+async def test_outcomes_free_their_slots_for_the_claim_in_the_same_transaction(
+    service: JobService,
+) -> None:
+    await queue.set_project_limit(service.pool, "tight", 2)
+    for _ in range(4):
+        await service.submit(spec(project="tight"), META)
+    first = (await claim(service, "w1", [], 5)).claimed
+    assert len(first) == 2  # the project's limit
+    ending = {c.job.id: Finish(exit_code=0) for c in first}
+    queued_one = (await service.submit(spec(project="tight"), META))[0]
+    refused = {queued_one.id: Finish(exit_code=0)}  # never started: refused
+    cycle = await claim(service, "w1", [], 5, {**ending, **refused})
+    assert {i: j.state for i, j in cycle.recorded.items() if j} == dict.fromkeys(
+        ending, JobState.SUCCEEDED
+    )
+    assert cycle.recorded[queued_one.id] is None
+    assert len(cycle.claimed) == 2  # the two slots the outcomes freed, no more
+    txids = await service.pool.fetch(
+        "SELECT DISTINCT txid FROM events WHERE stream_id = ANY($1::uuid[]) AND version > 1",
+        [*ending, *(c.job.id for c in cycle.claimed)],
+    )
+    assert len(txids) == 2  # the first claim, then outcomes and starts together
