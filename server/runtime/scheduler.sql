@@ -22,6 +22,14 @@ WITH active AS MATERIALIZED (
 ), by_key AS MATERIALIZED (
     SELECT concurrency_key, count(*)::int AS n FROM active
     WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key
+), due AS MATERIALIZED (
+    -- In jobs_scheduled's order, so that index is the plan whatever the statistics say;
+    -- at most 10,000: a bigger backlog of due jobs is taken earliest-due first.
+    SELECT id FROM jobs
+    WHERE state = 'queued' AND scheduled_for IS NOT NULL
+      AND scheduled_for <= statement_timestamp()
+    ORDER BY scheduled_for
+    LIMIT 10000
 ), candidates AS (
     (SELECT j.* FROM jobs j
      WHERE j.state = 'queued' AND j.scheduled_for IS NULL
@@ -35,7 +43,8 @@ WITH active AS MATERIALIZED (
      LIMIT $3)
     UNION ALL
     (SELECT j.* FROM jobs j
-     WHERE j.state = 'queued' AND j.scheduled_for <= statement_timestamp()
+     WHERE j.id IN (SELECT id FROM due)
+       AND j.state = 'queued'
        AND j.tags <@ $1::text[]
        AND coalesce((SELECT n FROM by_project b WHERE b.project = j.project), 0)
            < coalesce((SELECT max_running_jobs FROM projects p WHERE p.name = j.project), $2::int)
