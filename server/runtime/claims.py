@@ -91,9 +91,7 @@ async def claim(
     async with service.pool.acquire() as conn:
         # BEGIN and the lock in one round trip; each later statement sees what the previous
         # holder of the lock committed.
-        await conn.execute(
-            f"BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK})"
-        )
+        await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK})")
         try:
             known = {v.id: job_of(v) for v in await get_many(conn, outcomes)} if outcomes else {}
             # The slots of the jobs that end here are free for the candidates' quotas.
