@@ -1,5 +1,6 @@
-"""Group commit: callers that arrive while a batch is being written wait together and go
-into the next one, so concurrent requests share one transaction (and one fsync)."""
+"""Batching of concurrent callers: those that arrive while a batch is in flight wait
+together and go into the next one. For writes it is a group commit (concurrent submits
+share one transaction and one fsync); for reads, one query answers every waiting request."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
-class GroupCommit(Generic[T, R]):
+class Batcher(Generic[T, R]):
     """`await batcher(item)` returns the item's result from `write(batch)`, which gets
     every item waiting (up to `max_batch`) and returns their results in order. If `write`
     raises, every item of that batch raises it. No timer: a lone caller goes at once."""
@@ -28,7 +29,7 @@ class GroupCommit(Generic[T, R]):
         done: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, done))
         if self._writer is None or self._writer.done():
-            self._writer = asyncio.create_task(self._drain(), name="group-commit")
+            self._writer = asyncio.create_task(self._drain(), name="batcher")
         return await done
 
     async def _drain(self) -> None:

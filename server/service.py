@@ -9,7 +9,7 @@ from collections.abc import Callable, Mapping, Sequence
 import asyncpg
 import structlog
 
-from .batching import GroupCommit
+from .batching import Batcher
 from .domain.errors import ConcurrencyError, DomainError, IdempotencyConflict, InvalidInput
 from .domain.events import EventMeta, Recorded
 from .domain.jobs import Command, Job, Submit, decide, fold, validate
@@ -31,7 +31,7 @@ class JobService:
         self.pool = store.pool
         self.max_attempts = max_attempts
         #: Concurrent submits without an idempotency key share one transaction.
-        self._submits = GroupCommit(self._create_group)
+        self._submits = Batcher(self._create_group)
 
     async def load(self, job_id: uuid.UUID) -> Job | None:
         """A job's state, folded from its stream."""

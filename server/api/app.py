@@ -15,7 +15,8 @@ from ..service import JobService
 from ..store.access import token_hash
 from . import audit, errors, jobs, loghub, logs, openapi, projects
 from .auth import ENV_ADMIN_HASH, auth_middleware
-from .context import REQUEST_ID, SERVICE
+from .context import LOOKUPS, REQUEST_ID, SERVICE
+from .lookups import Lookups
 from .ratelimit import SUBMIT_LIMITER, RateDefaults, SubmitLimiter
 from .routes import register
 
@@ -97,6 +98,7 @@ def create_app(
     if admin_token:
         app[ENV_ADMIN_HASH] = token_hash(admin_token)
     app[SERVICE] = service
+    app[LOOKUPS] = Lookups(service.pool)
     app.router.add_get("/healthz", healthz)
     register(app.router, ROUTES)
     openapi.install(app, ROUTES)

@@ -13,8 +13,8 @@ from ..domain.errors import Forbidden, NotFound, Unauthenticated
 from ..domain.events import EventMeta
 from ..projections import jobs as jobs_projection
 from ..projections.jobs import JobView
-from ..store.access import Principal, Role, authenticate, token_hash
-from .context import REQUEST_ID, SERVICE
+from ..store.access import Principal, Role, token_hash
+from .context import LOOKUPS, REQUEST_ID, SERVICE
 from .routes import OPENAPI_PATH
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -49,7 +49,7 @@ async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamR
     if env_hash is not None and hmac.compare_digest(token_hash(token), env_hash):
         principal: Principal | None = _SERVER_ADMIN
     else:
-        principal = await authenticate(request.app[SERVICE].pool, token)
+        principal = await request.app[LOOKUPS].principal(token)
     if principal is None:
         raise Unauthenticated("invalid, expired or revoked token")
     request[PRINCIPAL] = principal

@@ -8,8 +8,10 @@ import msgspec
 from aiohttp import web
 
 from ..service import JobService
+from .lookups import Lookups
 
 SERVICE = web.AppKey("service", JobService)
+LOOKUPS = web.AppKey("lookups", Lookups)
 REQUEST_ID = web.RequestKey("request_id", str)
 
 _encoder = msgspec.json.Encoder()

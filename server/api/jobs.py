@@ -16,11 +16,10 @@ from ..domain.specs import DEFAULT_PROJECT, JobSpec
 from ..domain.timeline import Timeline, timeline
 from ..projections import jobs as jobs_projection
 from ..projections.jobs import Cursor, JobFilter, JobView
-from ..projections.queue import waiting_reasons
 from ..store.access import Role
 from ..store.logs import UsageSample, read_usage_samples
 from .auth import event_meta, job_for, principal
-from .context import SERVICE, decode_body, json_response
+from .context import LOOKUPS, SERVICE, decode_body, json_response
 from .ratelimit import SUBMIT_LIMITER
 from .routes import Query, Route
 
@@ -35,7 +34,7 @@ class JobOut(JobView, kw_only=True):
 
 
 async def job_outs(request: web.Request, views: list[JobView]) -> list[JobOut]:
-    reasons = await waiting_reasons(request.app[SERVICE].pool, views)
+    reasons = await request.app[LOOKUPS].waiting_reasons(views)
     return [JobOut(**msgspec.structs.asdict(v), waiting_reason=reasons.get(v.id)) for v in views]
 
 

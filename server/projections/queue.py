@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -64,24 +64,42 @@ async def set_project_limit(
     return await project_view(pool, name)
 
 
-class _QueueFacts(msgspec.Struct):
+class QueueFacts(msgspec.Struct):
+    """What explains why jobs wait, read at one moment."""
+
     running: list[tuple[str, str | None, int]]
+    #: Limits of the projects asked about that have a row.
     limits: list[tuple[str, int]]
     live_tags: list[list[str]]
+    now: datetime | None = None
 
 
-_facts_decoder = msgspec.json.Decoder(_QueueFacts)
+_facts_decoder = msgspec.json.Decoder(QueueFacts)
+
+
+def projects_waiting(views: Sequence[JobView]) -> set[str]:
+    """The projects of the queued jobs among `views`: what `queue_facts` needs."""
+    return {v.project for v in views if v.state is JobState.QUEUED}
+
+
+async def queue_facts(pool: asyncpg.Pool, projects: Iterable[str]) -> QueueFacts:
+    """One round trip: the time, running counts, the named projects' limits, live tags."""
+    row = await pool.fetchrow(QUERIES["queue_facts"], sorted(projects))
+    assert row is not None
+    return msgspec.structs.replace(_facts_decoder.decode(row["facts"]), now=row["now"])
 
 
 async def waiting_reasons(pool: asyncpg.Pool, views: Sequence[JobView]) -> dict[uuid.UUID, str]:
     """For each queued job among `views`, the first thing that keeps it from starting."""
+    projects = projects_waiting(views)
+    return reasons(await queue_facts(pool, projects), views) if projects else {}
+
+
+def reasons(facts: QueueFacts, views: Sequence[JobView]) -> dict[uuid.UUID, str]:
+    """`waiting_reasons` from facts already read (they must cover the views' projects)."""
     queued = [v for v in views if v.state is JobState.QUEUED]
-    if not queued:
-        return {}
-    row = await pool.fetchrow(QUERIES["queue_facts"], sorted({v.project for v in queued}))
-    assert row is not None
-    now: datetime = row["now"]
-    facts = _facts_decoder.decode(row["facts"])
+    now = facts.now
+    assert now is not None
     limits = dict(facts.limits)
     live_tags = [set(tags) for tags in facts.live_tags]
     by_project: Counter[str] = Counter()

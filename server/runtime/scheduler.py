@@ -16,7 +16,7 @@ import asyncpg
 import msgspec
 import structlog
 
-from ..batching import GroupCommit
+from ..batching import Batcher
 from ..domain.errors import ConcurrencyError, DomainError
 from ..domain.events import EventMeta, FailureReason
 from ..domain.jobs import Command, Fail, Job, JobState
@@ -83,7 +83,7 @@ class Scheduler:
         self._stopping = False
         self._sweep_due = True
         #: Outcomes that end together are recorded in one transaction.
-        self._outcomes = GroupCommit(self._record_batch)
+        self._outcomes = Batcher(self._record_batch)
         self.meta = EventMeta(actor=f"worker:{config.worker_id}")
         self.log = log.bind(worker_id=config.worker_id)
 

@@ -12,6 +12,7 @@ import hashlib
 import hmac
 import secrets
 import uuid
+from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
 
@@ -74,14 +75,28 @@ def token_hash(token: str) -> bytes:
 
 async def authenticate(conn: Conn | asyncpg.Pool, token: str) -> Principal | None:
     """The principal a token stands for, or None when it is unknown, expired or revoked."""
-    digest = token_hash(token)
-    row = await conn.fetchrow(QUERIES["token_by_hash"], digest)
+    [principal] = await authenticate_many(conn, [token])
+    return principal
+
+
+async def authenticate_many(
+    conn: Conn | asyncpg.Pool, tokens: Sequence[str]
+) -> list[Principal | None]:
+    """`authenticate` for several tokens (concurrent requests) in one query."""
+    digests = [token_hash(t) for t in tokens]
+    rows = {bytes(r["hash"]): r for r in await conn.fetch(QUERIES["tokens_by_hash"], digests)}
+    # A write at most once a minute per token, not on every request.
+    stale = {r["token_id"] for r in rows.values() if r["stale_use"]}
+    if stale:
+        await conn.execute(QUERIES["touch_tokens"], list(stale))
+    return [_principal(rows.get(d), d) for d in digests]
+
+
+def _principal(row: asyncpg.Record | None, digest: bytes) -> Principal | None:
     if row is None or not hmac.compare_digest(bytes(row["hash"]), digest):
         return None
     if row["revoked_at"] is not None or row["expired"]:
         return None
-    if row["stale_use"]:  # a write at most once a minute per token, not on every request
-        await conn.execute(QUERIES["touch_token"], row["token_id"])
     if row["service_account_id"] is None:
         return Principal(token_id=row["token_id"], role=Role.ADMIN)
     return Principal(

@@ -1,7 +1,7 @@
 -- Named queries of access control: projects, service accounts, API tokens.
 
--- name: token_by_hash
--- The token with this hash and who holds it, if it is live.
+-- name: tokens_by_hash
+-- The tokens with these hashes and who holds each.
 SELECT t.id AS token_id, t.revoked_at, t.hash,
        t.last_used_at IS NULL OR t.last_used_at < clock_timestamp() - interval '1 minute'
            AS stale_use,
@@ -9,11 +9,11 @@ SELECT t.id AS token_id, t.revoked_at, t.hash,
        s.id AS service_account_id, s.project, s.name, s.role
 FROM api_tokens t
 LEFT JOIN service_accounts s ON s.id = t.service_account_id
-WHERE t.hash = $1;
+WHERE t.hash = ANY($1::bytea[]);
 
--- name: touch_token
--- Remember when a token was last used (the caller does it at most once a minute).
-UPDATE api_tokens SET last_used_at = clock_timestamp() WHERE id = $1;
+-- name: touch_tokens
+-- Remember when tokens were last used (the caller does it at most once a minute).
+UPDATE api_tokens SET last_used_at = clock_timestamp() WHERE id = ANY($1::uuid[]);
 
 -- name: admin_token_count
 -- How many live server-wide admin tokens exist.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import re
 import uuid
 from datetime import UTC, datetime
@@ -102,6 +103,23 @@ async def test_token_flow_end_to_end(client: Client) -> None:
     )
     assert status == 200 and revoked["revoked_at"]
     assert (await call(client, "GET", "/api/v1/jobs", op))[0] == 401  # at once
+
+
+async def test_concurrent_requests_checked_together_each_get_their_own_answer(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    tokens = await project_with_accounts(client, "p1")
+    await pool.execute(
+        "UPDATE api_tokens SET revoked_at = clock_timestamp() WHERE id = "
+        "(SELECT t.id FROM api_tokens t JOIN service_accounts s ON s.id = t.service_account_id "
+        "WHERE s.name = 'admin-bot')"
+    )
+    asked = [tokens["viewer"], tokens["admin"], "jl_unknown", tokens["operator"]] * 5
+    results = await asyncio.gather(*(call(client, "GET", "/api/v1/jobs", t) for t in asked))
+    assert [status for status, _ in results] == [200, 401, 401, 200] * 5
+    # Token use is still remembered, once per token.
+    used = await pool.fetchval("SELECT count(*) FROM api_tokens WHERE last_used_at IS NOT NULL")
+    assert used == 2  # the viewer and the operator; the revoked one is not touched
 
 
 async def test_expired_tokens_are_refused(client: Client, pool: asyncpg.Pool) -> None:

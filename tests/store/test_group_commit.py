@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from server.batching import GroupCommit
+from server.batching import Batcher
 from server.domain.events import EventMeta
 from server.service import JobService
 from tests.factories import spec
@@ -24,7 +24,7 @@ async def test_callers_arriving_during_a_write_share_the_next_one() -> None:
             raise ValueError("unlucky batch")
         return [n * 10 for n in batch]
 
-    group: GroupCommit[int, int] = GroupCommit(write, max_batch=3)
+    group: Batcher[int, int] = Batcher(write, max_batch=3)
     first = asyncio.create_task(group(1))
     await asyncio.sleep(0)  # the first write starts alone
     rest = [asyncio.create_task(group(n)) for n in (2, 3, 4, 13, 5)]

@@ -1,0 +1,47 @@
+"""Reads that every request makes, batched across concurrent requests: while one query is
+in flight the requests arriving meanwhile wait and share the next one. Nothing is cached:
+each request's answer comes from a query that started after it arrived (a revoked token
+is refused as soon as the revocation commits)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+
+import asyncpg
+
+from ..batching import Batcher
+from ..projections import queue
+from ..projections.jobs import JobView
+from ..store import access
+
+
+class Lookups:
+    """Token checks and queue facts for the API, one query per batch of requests."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+        self._principals: Batcher[str, access.Principal | None] = Batcher(self._authenticate)
+        self._facts: Batcher[frozenset[str], queue.QueueFacts] = Batcher(self._queue_facts)
+
+    async def principal(self, token: str) -> access.Principal | None:
+        """`access.authenticate`, batched."""
+        return await self._principals(token)
+
+    async def waiting_reasons(self, views: Sequence[JobView]) -> dict[uuid.UUID, str]:
+        """`queue.waiting_reasons`, with the facts batched."""
+        projects = queue.projects_waiting(views)
+        if not projects:
+            return {}
+        return queue.reasons(await self._facts(frozenset(projects)), views)
+
+    async def _authenticate(self, tokens: list[str]) -> list[access.Principal | None]:
+        return await access.authenticate_many(self.pool, tokens)
+
+    async def _queue_facts(self, wanted: list[frozenset[str]]) -> list[queue.QueueFacts]:
+        facts = await queue.queue_facts(self.pool, frozenset().union(*wanted))
+        return [facts] * len(wanted)
+
+    def close(self) -> None:
+        self._principals.close()
+        self._facts.close()
