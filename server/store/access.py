@@ -85,11 +85,14 @@ async def authenticate_many(
     """`authenticate` for several tokens (concurrent requests) in one query."""
     digests = [token_hash(t) for t in tokens]
     rows = {bytes(r["hash"]): r for r in await conn.fetch(QUERIES["tokens_by_hash"], digests)}
-    # A write at most once a minute per token, not on every request.
-    stale = {r["token_id"] for r in rows.values() if r["stale_use"]}
+    principals = [_principal(rows.get(d), d) for d in digests]
+    # Live tokens' use: a write at most once a minute per token, not on every request.
+    stale = {
+        p.token_id for p, d in zip(principals, digests, strict=True) if p and rows[d]["stale_use"]
+    }
     if stale:
         await conn.execute(QUERIES["touch_tokens"], list(stale))
-    return [_principal(rows.get(d), d) for d in digests]
+    return principals
 
 
 def _principal(row: asyncpg.Record | None, digest: bytes) -> Principal | None:
