@@ -3,7 +3,7 @@
 time over HTTP the job list (first page and a deep cursor page), job detail and audit
 filters; rebuild and verify with the real CLI; report database size per 1,000 jobs.
 
-    .venv/bin/python bench/scale.py [--jobs 250000]
+    .venv/bin/python bench/scale.py [--jobs 340000]
 
 Starts `jobledger serve --no-scheduler` on an embedded PostgreSQL (defaults, fsync on).
 """
@@ -187,7 +187,7 @@ async def sizes(dsn: str, jobs: int) -> dict[str, Any]:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--jobs", type=int, default=250_000, help="jobs to load (~3 events each)")
+    parser.add_argument("--jobs", type=int, default=340_000, help="jobs to load (~3 events each)")
     parser.add_argument("--batch", type=int, default=500, help="jobs per append")
     parser.add_argument("--writers", type=int, default=2, help="concurrent loading batches")
     parser.add_argument("--samples", type=int, default=200, help="timed calls per query")
