@@ -108,6 +108,7 @@ class LogSink:
         self._drained = asyncio.Event()
         self._drained.set()
         self._flusher: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
         self._error: BaseException | None = None
 
     async def start(self, *, fresh: bool = False) -> None:
@@ -140,11 +141,13 @@ class LogSink:
                 f"[jobledger: {self.dropped_lines} lines ({self.dropped_bytes} bytes) dropped: "
                 f"the job's log limit of {self.limits.max_total_bytes} bytes was reached]"
             )
+        # The flusher writes what is left, in order, and ends. Cancelling it instead lost a
+        # batch whose insert was in flight (measured: 5,000 of 200,000 lines, once).
+        self._closing.set()
+        self._has_pending.set()
         if self._flusher is not None:
-            self._flusher.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._flusher
-        while self._pending:
+            await self._flusher
+        while self._pending:  # storing failed in the flusher: one more try, or raise
             await self._write_batch()
 
     def _add(self, stream: Stream, text: str, *, counted: bool = True) -> None:
@@ -167,13 +170,17 @@ class LogSink:
         try:
             while True:
                 await self._has_pending.wait()
-                # Let a burst gather into one batch, unless a batch is already full.
+                if self._closing.is_set() and not self._pending:
+                    return
+                # Let a burst gather into one batch, unless a batch is full or we close.
                 if (
                     len(self._pending) < self.limits.batch_lines
                     and self._pending_bytes < self.limits.batch_bytes
                 ):
-                    await asyncio.sleep(self.limits.flush_interval)
-                await self._write_batch()
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._closing.wait(), self.limits.flush_interval)
+                if self._pending:
+                    await self._write_batch()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the writer must hear of it rather than wait forever
@@ -190,7 +197,7 @@ class LogSink:
             size += len(line.text)
         batch, self._pending = self._pending[:n], self._pending[n:]
         self._pending_bytes -= size
-        if not self._pending:
+        if not self._pending and not self._closing.is_set():
             self._has_pending.clear()
         await append_log_batch(self.pool, self.job_id, self.attempt, batch)
         if self._pending_bytes < self.limits.max_pending_bytes:

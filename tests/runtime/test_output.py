@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import asyncpg
@@ -173,3 +174,23 @@ async def test_a_projects_log_limit_overrides_the_workers(
     assert (await watcher.until(view.id, DONE)).state is JobState.SUCCEEDED
     lines = await read_logs(pool, view.id, limit=10_000)
     assert "limit of 1024 bytes" in lines[-1].text and len(lines) < 2000
+
+
+async def test_closing_while_a_batch_is_being_stored_loses_nothing(
+    service: JobService, pool: asyncpg.Pool
+) -> None:
+    job_id = await job(service)
+    sink = LogSink(pool, job_id, 1, LogLimits(batch_lines=10))  # type: ignore[arg-type]
+    await sink.start()
+    async with pool.acquire() as blocker, blocker.transaction():
+        # Inserts into job_logs wait until this transaction ends: a batch stays in flight.
+        await blocker.execute("LOCK TABLE job_logs IN EXCLUSIVE MODE")
+        await sink.write("stdout", b"".join(b"line %d\n" % n for n in range(1, 36)))
+        await asyncio.sleep(0.2)  # the flusher has sent its first batch
+        closing = asyncio.create_task(sink.close())
+        await asyncio.sleep(0.2)
+        assert not closing.done()  # it waits for the batch in flight
+    await asyncio.wait_for(closing, 10)
+    lines = await read_logs(pool, job_id)  # type: ignore[arg-type]
+    assert [ln.text for ln in lines] == [f"line {n}" for n in range(1, 36)]
+    assert [ln.seq for ln in lines] == list(range(1, 36))
