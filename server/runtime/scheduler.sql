@@ -9,9 +9,10 @@
 -- Two index-ordered branches: jobs without a time (jobs_ready), and jobs whose time has come
 -- (a range of jobs_scheduled, bounded by statement_timestamp(): the volatile
 -- clock_timestamp() cannot bound an index scan), so jobs waiting for a later time are never
--- read. The quota checks are subqueries on the small running counts, not joins: whatever
--- the (often stale) statistics of a busy queue say, each branch walks its index in order
--- and stops at the limit; a join let the planner hash every queued job first.
+-- read. The quota checks look up small materialized sets (the projects at their limit,
+-- the running count per concurrency key), not joins: whatever the (often stale) statistics
+-- of a busy queue say, each branch walks its index in order and stops at the limit; a join
+-- let the planner hash every queued job first.
 -- $1 worker tags, $2 default project limit, $3 how many, $4 jobs whose outcomes this
 -- transaction records (running still, but their slots are free).
 WITH active AS MATERIALIZED (
@@ -22,6 +23,15 @@ WITH active AS MATERIALIZED (
 ), by_key AS MATERIALIZED (
     SELECT concurrency_key, count(*)::int AS n FROM active
     WHERE concurrency_key IS NOT NULL GROUP BY concurrency_key
+), full_projects AS MATERIALIZED (
+    -- Projects at their limit (a project without a row has the default one).
+    SELECT coalesce(array_agg(name), '{}') AS projects FROM (
+        SELECT p.name FROM projects p LEFT JOIN by_project b ON b.project = p.name
+        WHERE coalesce(b.n, 0) >= p.max_running_jobs
+        UNION
+        SELECT b.project FROM by_project b
+        WHERE b.n >= $2::int AND NOT EXISTS (SELECT 1 FROM projects p WHERE p.name = b.project)
+    ) f
 ), due AS MATERIALIZED (
     -- In jobs_scheduled's order, so that index is the plan whatever the statistics say;
     -- at most 10,000: a bigger backlog of due jobs is taken earliest-due first.
@@ -34,11 +44,9 @@ WITH active AS MATERIALIZED (
     (SELECT j.* FROM jobs j
      WHERE j.state = 'queued' AND j.scheduled_for IS NULL
        AND j.tags <@ $1::text[]
-       AND coalesce((SELECT n FROM by_project b WHERE b.project = j.project), 0)
-           < coalesce((SELECT max_running_jobs FROM projects p WHERE p.name = j.project), $2::int)
-       AND (j.concurrency_key IS NULL
-            OR coalesce((SELECT n FROM by_key k WHERE k.concurrency_key = j.concurrency_key), 0)
-               < j.concurrency_limit)
+       AND j.project <> ALL((SELECT projects FROM full_projects)::text[])
+       AND coalesce((SELECT n FROM by_key k WHERE k.concurrency_key = j.concurrency_key), 0)
+           < j.concurrency_limit
      ORDER BY j.priority DESC, j.created_at, j.id
      LIMIT $3)
     UNION ALL
@@ -46,11 +54,9 @@ WITH active AS MATERIALIZED (
      WHERE j.id IN (SELECT id FROM due)
        AND j.state = 'queued'
        AND j.tags <@ $1::text[]
-       AND coalesce((SELECT n FROM by_project b WHERE b.project = j.project), 0)
-           < coalesce((SELECT max_running_jobs FROM projects p WHERE p.name = j.project), $2::int)
-       AND (j.concurrency_key IS NULL
-            OR coalesce((SELECT n FROM by_key k WHERE k.concurrency_key = j.concurrency_key), 0)
-               < j.concurrency_limit)
+       AND j.project <> ALL((SELECT projects FROM full_projects)::text[])
+       AND coalesce((SELECT n FROM by_key k WHERE k.concurrency_key = j.concurrency_key), 0)
+           < j.concurrency_limit
      ORDER BY j.priority DESC, j.scheduled_for, j.created_at, j.id
      LIMIT $3)
 )
