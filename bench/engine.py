@@ -23,7 +23,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
-from harness import ADMIN_TOKEN, IMAGE, ROOT, machine, rss_bytes, server, summary
+from harness import ADMIN_TOKEN, IMAGE, ROOT, die_with_parent, machine, rss_bytes, server, summary
 
 #: The submit workloads' jobs wait for a far-off time, so the drain and pickup workloads
 #: find only their own jobs runnable.
@@ -91,6 +91,7 @@ def start_worker(dsn: str, *args: str) -> subprocess.Popen[bytes]:
          "--database-url", dsn, "--executor", "noop", "--capacity", "10",
          "--worker-id", "bench", *args],
         cwd=ROOT, env={**os.environ, "JOBLEDGER_LOG_FORMAT": "json"},
+        preexec_fn=die_with_parent,
     )  # fmt: skip
 
 

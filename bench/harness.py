@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import os
 import platform
 import secrets
@@ -70,6 +71,15 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def die_with_parent() -> None:
+    """Popen preexec_fn: the child gets SIGTERM when this process dies (Linux), so a bench
+    that is killed or crashes leaves no server (and embedded cluster) behind."""
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
+PR_SET_PDEATHSIG = 1
+
+
 @contextlib.asynccontextmanager
 async def server(*args: str, data_dir: Path | None = None) -> AsyncIterator[Served]:
     """Start `jobledger serve` with `args`; yield it; stop it and remove its data (unless
@@ -88,6 +98,7 @@ async def server(*args: str, data_dir: Path | None = None) -> AsyncIterator[Serv
          "--port", str(port), *args],
         cwd=ROOT, env={**os.environ, "JOBLEDGER_LOG_FORMAT": "json",
                        "JOBLEDGER_ADMIN_TOKEN": ADMIN_TOKEN},
+        preexec_fn=die_with_parent,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
     try:
