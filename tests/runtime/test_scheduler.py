@@ -9,12 +9,16 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
+from server.domain.errors import ConcurrencyError
 from server.domain.events import EventMeta, FailureReason
 from server.domain.jobs import JobState, RequestCancel, Start
 from server.domain.specs import RetryPolicy
 from server.projections import queue
 from server.projections.jobs import JobView
+from server.runtime import claims
+from server.runtime import scheduler as scheduler_module
 from server.runtime.listener import WorkerIdInUse
+from server.runtime.noop import NoopExecutor
 from server.service import JobService
 from tests.factories import spec
 from tests.runtime.conftest import StartScheduler
@@ -250,3 +254,31 @@ async def test_a_worker_id_cannot_be_used_twice_at_once(start_scheduler: StartSc
     first = await start_scheduler()
     with pytest.raises(WorkerIdInUse):
         await start_scheduler(worker_id=first.config.worker_id)
+
+
+async def test_outcomes_are_recorded_when_their_cycle_meets_a_conflict(
+    service: JobService,
+    start_scheduler: StartScheduler,
+    watcher: JobWatcher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The cycle that records outcomes and claims the freed slots conflicts (as with a cancel
+    # request appended meanwhile): the outcomes go in one at a time, the queue still drains.
+    conflicts = 0
+
+    async def conflicting_once(*args: object, **kw: object) -> claims.Cycle:
+        nonlocal conflicts
+        if len(args) > 4 and args[4] and not conflicts:
+            conflicts += 1
+            raise ConcurrencyError("simulated conflict")
+        return await real_claim(*args, **kw)  # type: ignore[arg-type]
+
+    real_claim = claims.claim
+    monkeypatch.setattr(scheduler_module, "claim", conflicting_once)
+    jobs = [await submit(service) for _ in range(6)]
+    await start_scheduler(NoopExecutor(), capacity=2)
+    for job in jobs:
+        assert (await watcher.until(job, DONE, timeout=20)).state is JobState.SUCCEEDED
+    assert conflicts == 1
+    for job in jobs:
+        assert await event_types(service, job) == ["JobSubmitted", "JobStarted", "JobSucceeded"]
