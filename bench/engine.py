@@ -16,14 +16,26 @@ import argparse
 import asyncio
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
+import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import aiohttp
 import asyncpg
+import msgspec
 from harness import ADMIN_TOKEN, IMAGE, ROOT, die_with_parent, machine, rss_bytes, server, summary
+
+from server.domain.events import EventMeta, JobSubmitted, encode_event
+from server.domain.specs import JobSpec
+from server.projections.jobs import QUERIES as JOBS_QUERIES
+from server.service import JobService
+from server.store.db import create_pool
+from server.store.eventstore import EventStore
+from server.store.queries import QUERIES as STORE_QUERIES
 
 #: The submit workloads' jobs wait for a far-off time, so the drain and pickup workloads
 #: find only their own jobs runnable.
@@ -82,6 +94,47 @@ async def submit_batches(
         "batch_size": size,
         "jobs_per_second": round(done / seconds),
         "batch_latency_ms": summary(latencies),
+    }
+
+
+async def batch_floor(dsn: str, size: int = 500, rounds: int = 8) -> dict[str, Any]:
+    """The database's own floor for a batch submit: the two statements of the append (events
+    with their hash chain; the `jobs` rows and the NOTIFY) and the commit, with every
+    argument built beforehand, so no HTTP, decoding or folding is in the figure."""
+    pool = await create_pool(dsn)
+    try:
+        service = JobService(EventStore(pool))
+        spec = JobSpec(
+            image=IMAGE, command=["true"], scheduled_for=datetime(2099, 1, 1, tzinfo=UTC)
+        )
+        [(view, _)] = await service.submit_batch([spec], EventMeta(actor="bench"))
+        data = encode_event(JobSubmitted(spec=spec)).decode()
+        meta = msgspec.json.encode(EventMeta(actor="bench")).decode()
+        times: dict[str, list[float]] = {"events": [], "rows": [], "commit": []}
+        for _ in range(rounds):
+            ids = [uuid.uuid4() for _ in range(size)]
+            rows = msgspec.json.encode([msgspec.structs.replace(view, id=i) for i in ids]).decode()
+            events = (ids, [uuid.uuid4() for _ in ids], [1] * size, ["JobSubmitted"] * size,
+                      [1] * size, [data] * size, [meta] * size)  # fmt: skip
+            async with pool.acquire() as conn:
+                await conn.execute("BEGIN")
+                t0 = time.perf_counter()
+                await conn.fetch(STORE_QUERIES["append_events"], *events)
+                t1 = time.perf_counter()
+                await conn.execute(JOBS_QUERIES["upsert_jobs"], rows, "bench_floor", "{}")
+                t2 = time.perf_counter()
+                await conn.execute("COMMIT")
+                t3 = time.perf_counter()
+            times["events"].append(t1 - t0)
+            times["rows"].append(t2 - t1)
+            times["commit"].append(t3 - t2)
+    finally:
+        await pool.close()
+    medians = {k: statistics.median(v) for k, v in times.items()}
+    return {
+        "jobs_per_batch": size,
+        "statement_ms": {k: round(v * 1000, 2) for k, v in medians.items()},
+        "jobs_per_second": round(size / sum(medians.values())),
     }
 
 
@@ -191,6 +244,7 @@ async def main() -> None:
             (await wal_lsn(conn) - wal0) / batched
         )
         report["server_rss_after_submits_bytes"] = rss_bytes(served.pid)
+        report["database_floor_of_a_batch"] = await batch_floor(served.dsn)
         await submit_batches(http, served.url, args.drain, args.batch_size, RUNNABLE)
         report["drain"] = await drain(conn, served.dsn, args.drain)
         report["pickup"] = await pickup(http, served.url, conn, served.dsn, args.pickup)
@@ -200,7 +254,8 @@ async def main() -> None:
     print(
         f"submit: serial {report['submit_serial']['jobs_per_second']}/s, "
         f"{args.clients} clients {report['submit_concurrent']['jobs_per_second']}/s, "
-        f"batches {report['submit_batch']['jobs_per_second']}/s; drain "
+        f"batches {report['submit_batch']['jobs_per_second']}/s (database floor "
+        f"{report['database_floor_of_a_batch']['jobs_per_second']}/s); drain "
         f"{report['drain']['jobs_per_second']}/s; pickup p50 "
         f"{report['pickup']['queued_to_started_ms']['median']} ms",
         file=sys.stderr,
