@@ -31,7 +31,7 @@ class JobService:
         self.pool = store.pool
         self.max_attempts = max_attempts
         #: Concurrent submits without an idempotency key share one transaction.
-        self._submits = Batcher(self._create_group)
+        self._submits = Batcher(self._create_new)
 
     async def load(self, job_id: uuid.UUID) -> Job | None:
         """A job's state, folded from its stream."""
@@ -138,16 +138,16 @@ class JobService:
         [result] = await self._create([spec], meta, lambda exc, _: exc)
         return result
 
-    async def _create_group(self, group: list[tuple[JobSpec, EventMeta]]) -> list[JobView]:
-        """Create the jobs of concurrent submits (no idempotency keys, already validated) in
-        one transaction, each event with its own request's metadata."""
-        ids = [uuid7() for _ in group]
+    async def _create_new(self, new: list[tuple[JobSpec, EventMeta]]) -> list[JobView]:
+        """Create jobs (validated, keys already looked up) in one transaction, in order, each
+        event with its own request's metadata: concurrent submits, or a batch's new specs."""
+        ids = [uuid7() for _ in new]
         async with self.pool.acquire() as conn, conn.transaction():
             jobs = await self.execute_batch(
-                {i: Submit(spec=spec) for i, (spec, _) in zip(ids, group, strict=True)},
-                group[0][1],
+                {i: Submit(spec=spec) for i, (spec, _) in zip(ids, new, strict=True)},
+                new[0][1],
                 conn,
-                metas={i: meta for i, (_, meta) in zip(ids, group, strict=True)},
+                metas={i: meta for i, (_, meta) in zip(ids, new, strict=True)},
             )
         views = {j.id: jobs_projection.view_of(j) for j in jobs}
         return [views[i] for i in ids]
@@ -206,21 +206,14 @@ class JobService:
                 new_by_key[key] = len(new)
             plan.append(len(new))
             new.append(spec)
-        ids = [uuid7() for _ in new]
-        views: dict[uuid.UUID, JobView] = {}
-        if new:
-            async with self.pool.acquire() as conn, conn.transaction():
-                jobs = await self.execute_batch(
-                    {i: Submit(spec=s) for i, s in zip(ids, new, strict=True)}, meta, conn
-                )
-            views = {j.id: jobs_projection.view_of(j) for j in jobs}
+        created = await self._create_new([(s, meta) for s in new]) if new else []
         out: list[tuple[JobView, bool]] = []
         seen: set[int] = set()
         for item in plan:
             if isinstance(item, JobView):
                 out.append((item, False))
             else:
-                out.append((views[ids[item]], item not in seen))
+                out.append((created[item], item not in seen))
                 seen.add(item)
         return out
 

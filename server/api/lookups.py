@@ -25,7 +25,7 @@ class Lookups:
         self._facts: Batcher[frozenset[str], queue.QueueFacts] = Batcher(self._queue_facts)
 
     async def principal(self, token: str) -> access.Principal | None:
-        """`access.authenticate`, batched."""
+        """The principal a token stands for (None: unknown, expired or revoked), batched."""
         return await self._principals(token)
 
     async def waiting_reasons(self, views: Sequence[JobView]) -> dict[uuid.UUID, str]:
@@ -41,7 +41,3 @@ class Lookups:
     async def _queue_facts(self, wanted: list[frozenset[str]]) -> list[queue.QueueFacts]:
         facts = await queue.queue_facts(self.pool, frozenset().union(*wanted))
         return [facts] * len(wanted)
-
-    def close(self) -> None:
-        self._principals.close()
-        self._facts.close()

@@ -12,7 +12,7 @@ import msgspec
 
 from ..domain.errors import DomainError
 from ..domain.events import EventMeta
-from ..domain.jobs import Command, Job, JobState, Start, decide
+from ..domain.jobs import ACTIVE_STATES, Command, Job, Start, decide
 from ..domain.specs import DEFAULT_MAX_RUNNING_JOBS
 from ..projections.jobs import get_many, job_of, view_from_row
 from ..service import JobService
@@ -23,8 +23,6 @@ QUERIES = load_queries(Path(__file__).with_name("scheduler.sql"))
 #: Advisory lock taken for the length of a claim transaction: quota counts and the
 #: JobStarted events that change them commit before the next scheduler counts.
 CLAIM_LOCK = 0x6A6C_636C  # "jlcl"
-
-RUNNING_STATES = frozenset({JobState.RUNNING, JobState.CANCELLING})
 
 
 class Claimed(msgspec.Struct, frozen=True):
@@ -69,7 +67,7 @@ def _ends(job: Job, outcome: Command) -> bool:
     """Whether an outcome takes a running job out of the running states (an accepted one
     always does: it ends the job or queues a retry)."""
     try:
-        return job.state in RUNNING_STATES and bool(decide(job, outcome))
+        return job.state in ACTIVE_STATES and bool(decide(job, outcome))
     except DomainError:
         return False
 

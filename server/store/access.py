@@ -73,16 +73,11 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def authenticate(conn: Conn | asyncpg.Pool, token: str) -> Principal | None:
-    """The principal a token stands for, or None when it is unknown, expired or revoked."""
-    [principal] = await authenticate_many(conn, [token])
-    return principal
-
-
 async def authenticate_many(
     conn: Conn | asyncpg.Pool, tokens: Sequence[str]
 ) -> list[Principal | None]:
-    """`authenticate` for several tokens (concurrent requests) in one query."""
+    """The principal each token stands for (None when it is unknown, expired or revoked),
+    in one query: the tokens of concurrent requests."""
     digests = [token_hash(t) for t in tokens]
     rows = {bytes(r["hash"]): r for r in await conn.fetch(QUERIES["tokens_by_hash"], digests)}
     principals = [_principal(rows.get(d), d) for d in digests]

@@ -155,13 +155,13 @@ class EventStore:
         datas: list[str] = []
         metas: list[str] = []
         events: list[Event] = []
-        encoded_metas = {id(meta): _encoder.encode(meta).decode()}
+        event_metas: list[EventMeta] = []
         for item in items:
             item_meta = item.meta or meta
-            if id(item_meta) not in encoded_metas:
-                encoded_metas[id(item_meta)] = _encoder.encode(item_meta).decode()
+            encoded_meta = _encoder.encode(item_meta).decode()
             for n, event in enumerate(item.events, start=1):
-                metas.append(encoded_metas[id(item_meta)])
+                metas.append(encoded_meta)
+                event_metas.append(item_meta)
                 stream_ids.append(item.stream_id)
                 event_ids.append(uuid.uuid4())
                 versions.append(item.expected_version + n)
@@ -189,9 +189,10 @@ class EventStore:
                 "stream is not at the expected version", stream_ids=[exc.detail]
             ) from exc
         by_key = {(r["stream_id"], r["version"]): r for r in rows}
-        meta_of = {i.stream_id: i.meta or meta for i in items}
         recorded = []
-        for eid, sid, v, event in zip(event_ids, stream_ids, versions, events, strict=True):
+        for eid, sid, v, event, event_meta in zip(
+            event_ids, stream_ids, versions, events, event_metas, strict=True
+        ):
             row = by_key[(sid, v)]
             recorded.append(
                 Recorded(
@@ -200,7 +201,7 @@ class EventStore:
                     version=v,
                     position=row["position"],
                     event=event,  # type: ignore[arg-type]
-                    meta=meta_of[sid],
+                    meta=event_meta,
                     recorded_at=row["recorded_at"],
                 )
             )
