@@ -73,7 +73,7 @@ def _gone(pid: int) -> bool:
     """Whether `pid` is dead (a zombie waiting for a reaper counts as dead)."""
     try:
         return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except FileNotFoundError:
+    except (FileNotFoundError, ProcessLookupError):  # reaped before or while we read
         return True
 
 
