@@ -134,7 +134,10 @@ async def test_an_undecodable_event_is_reported(pool: asyncpg.Pool, history: Non
 async def test_projection_rows_that_disagree_with_the_log_are_reported(
     pool: asyncpg.Pool, history: None
 ) -> None:
-    changed = await a_stream(pool, 3)
+    # Not a queued one (a retried job has three events too): its state must change below.
+    changed = await pool.fetchval(
+        "SELECT id FROM jobs WHERE version = 3 AND state <> 'queued' ORDER BY id LIMIT 1"
+    )
     removed = await a_stream(pool, 2)
     orphan = uuid.uuid4()
     await pool.execute("UPDATE jobs SET state = 'queued', exit_code = 99 WHERE id = $1", changed)
