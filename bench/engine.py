@@ -29,13 +29,13 @@ import asyncpg
 import msgspec
 from harness import ADMIN_TOKEN, IMAGE, ROOT, die_with_parent, machine, rss_bytes, server, summary
 
-from server.domain.events import EventMeta, JobSubmitted, encode_event
-from server.domain.specs import JobSpec
-from server.projections.jobs import QUERIES as JOBS_QUERIES
-from server.service import JobService
-from server.store.db import create_pool
-from server.store.eventstore import EventStore
-from server.store.queries import QUERIES as STORE_QUERIES
+from jobledger.domain.events import EventMeta, JobSubmitted, encode_event
+from jobledger.domain.specs import JobSpec
+from jobledger.projections.jobs import QUERIES as JOBS_QUERIES
+from jobledger.service import JobService
+from jobledger.store.db import create_pool
+from jobledger.store.eventstore import EventStore
+from jobledger.store.queries import QUERIES as STORE_QUERIES
 
 #: The submit workloads' jobs wait for a far-off time, so the drain and pickup workloads
 #: find only their own jobs runnable.
@@ -140,7 +140,7 @@ async def batch_floor(dsn: str, size: int = 500, rounds: int = 8) -> dict[str, A
 
 def start_worker(dsn: str, *args: str) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
-        [sys.executable, "-m", "server", "--log-level", "warning", "worker",
+        [sys.executable, "-m", "jobledger", "--log-level", "warning", "worker",
          "--database-url", dsn, "--executor", "noop", "--capacity", "10",
          "--worker-id", "bench", *args],
         cwd=ROOT, env={**os.environ, "JOBLEDGER_LOG_FORMAT": "json"},

@@ -20,8 +20,8 @@ from typing import Any, NamedTuple
 
 import aiohttp
 
-from server.commands import DATABASE_NAME
-from server.store.embedded import EmbeddedPostgres
+from jobledger.commands import DATABASE_NAME
+from jobledger.store.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parent.parent
 IMAGE = "jobledger-test:latest"
@@ -94,7 +94,7 @@ async def server(*args: str, data_dir: Path | None = None) -> AsyncIterator[Serv
     data.chmod(0o755)  # as root the embedded cluster runs as `postgres`
     port = 18080 + os.getpid() % 1000
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server", "--log-level", "warning", "serve", "--data-dir", str(data),
+        [sys.executable, "-m", "jobledger", "--log-level", "warning", "serve", "--data-dir", str(data),
          "--port", str(port), *args],
         cwd=ROOT, env={**os.environ, "JOBLEDGER_LOG_FORMAT": "json",
                        "JOBLEDGER_ADMIN_TOKEN": ADMIN_TOKEN},

@@ -25,13 +25,13 @@ from typing import Any
 import aiohttp
 from harness import ADMIN_TOKEN, IMAGE, ROOT, machine, server, summary
 
-from server.domain.events import EventMeta, FailureReason
-from server.domain.jobs import Command, Fail, Finish, RequestCancel, Start, Submit
-from server.domain.specs import JobSpec
-from server.projections.jobs import Cursor
-from server.service import JobService
-from server.store.db import create_pool
-from server.store.eventstore import EventStore
+from jobledger.domain.events import EventMeta, FailureReason
+from jobledger.domain.jobs import Command, Fail, Finish, RequestCancel, Start, Submit
+from jobledger.domain.specs import JobSpec
+from jobledger.projections.jobs import Cursor
+from jobledger.service import JobService
+from jobledger.store.db import create_pool
+from jobledger.store.eventstore import EventStore
 
 PROJECTS = [f"p{n}" for n in range(10)]
 
@@ -159,7 +159,7 @@ async def queries(base: str, dsn: str, samples: int) -> dict[str, Any]:
 def cli(dsn: str, *args: str) -> dict[str, Any]:
     """Run `jobledger replay ...` and return its last JSON line."""
     done = subprocess.run(
-        [sys.executable, "-m", "server", "replay", "--database-url", dsn, *args],
+        [sys.executable, "-m", "jobledger", "replay", "--database-url", dsn, *args],
         cwd=ROOT, capture_output=True, text=True, check=False,
     )  # fmt: skip
     if done.returncode != 0:

@@ -16,12 +16,12 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from server.api.app import create_app
-from server.service import JobService
-from server.store.db import create_pool
-from server.store.embedded import EmbeddedPostgres
-from server.store.eventstore import EventStore
-from server.store.migrate import migrate
+from jobledger.api.app import create_app
+from jobledger.service import JobService
+from jobledger.store.db import create_pool
+from jobledger.store.embedded import EmbeddedPostgres
+from jobledger.store.eventstore import EventStore
+from jobledger.store.migrate import migrate
 from tests.docker_rig import docker_engine, test_image  # noqa: F401
 from tests.watching import watcher  # noqa: F401
 

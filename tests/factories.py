@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 from hypothesis import strategies as st
 
-from server.domain.events import Event, EventMeta, FailureReason, Recorded, Usage
-from server.domain.jobs import (
+from jobledger.domain.events import Event, EventMeta, FailureReason, Recorded, Usage
+from jobledger.domain.jobs import (
     Command,
     ConfirmCancelled,
     Fail,
@@ -20,7 +20,7 @@ from server.domain.jobs import (
     decide,
     evolve,
 )
-from server.domain.specs import JobSpec, RetryPolicy
+from jobledger.domain.specs import JobSpec, RetryPolicy
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 

@@ -7,9 +7,9 @@ import asyncio
 import contextlib
 import random
 
-from server.domain.errors import DomainError
-from server.domain.events import EventMeta, FailureReason
-from server.domain.jobs import (
+from jobledger.domain.errors import DomainError
+from jobledger.domain.events import EventMeta, FailureReason
+from jobledger.domain.jobs import (
     Command,
     ConfirmCancelled,
     Fail,
@@ -17,8 +17,8 @@ from server.domain.jobs import (
     RequestCancel,
     Start,
 )
-from server.domain.specs import RetryPolicy
-from server.service import JobService
+from jobledger.domain.specs import RetryPolicy
+from jobledger.service import JobService
 from tests.factories import spec
 
 META = EventMeta(actor="test")

@@ -10,9 +10,9 @@ from collections.abc import AsyncIterator, Collection
 import asyncpg
 import pytest
 
-from server.projections import jobs as jobs_projection
-from server.projections.jobs import JobView
-from server.store.eventstore import EVENTS_CHANNEL
+from jobledger.projections import jobs as jobs_projection
+from jobledger.projections.jobs import JobView
+from jobledger.store.eventstore import EVENTS_CHANNEL
 
 
 class JobWatcher:

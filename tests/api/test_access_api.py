@@ -13,8 +13,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from server.api.routes import OPENAPI_PATH
-from server.store.logs import LogLine, append_log_batch
+from jobledger.api.routes import OPENAPI_PATH
+from jobledger.store.logs import LogLine, append_log_batch
 
 Client = TestClient[web.Request, web.Application]
 SOME_UUID = "01a2087c-db01-725b-b63a-f89db42493f1"

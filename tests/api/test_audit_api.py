@@ -11,9 +11,9 @@ from urllib.parse import quote
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from server.domain.events import EventMeta, FailureReason
-from server.domain.jobs import Fail, Start
-from server.service import JobService
+from jobledger.domain.events import EventMeta, FailureReason
+from jobledger.domain.jobs import Fail, Start
+from jobledger.service import JobService
 from tests.api.test_access_api import auth, call, project_with_accounts
 
 META = EventMeta(actor="worker:w1")

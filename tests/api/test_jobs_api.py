@@ -11,7 +11,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
-from server.store.logs import UsageSample, append_usage_samples
+from jobledger.store.logs import UsageSample, append_usage_samples
 
 Client = TestClient  # type: ignore[type-arg]
 SOME_MISSING = "01a2087c-db01-725b-b63a-f89db42493f1"

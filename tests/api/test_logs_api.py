@@ -15,12 +15,12 @@ import pytest
 from aiohttp import WSMsgType, web
 from aiohttp.test_utils import TestClient, TestServer
 
-from server.api.app import create_app
-from server.api.loghub import LOG_HUB, LogHub
-from server.domain.events import EventMeta, FailureReason
-from server.domain.jobs import Fail, Finish, RequestCancel, Start
-from server.service import JobService
-from server.store.logs import LogLine, Stream, append_log_batch
+from jobledger.api.app import create_app
+from jobledger.api.loghub import LOG_HUB, LogHub
+from jobledger.domain.events import EventMeta, FailureReason
+from jobledger.domain.jobs import Fail, Finish, RequestCancel, Start
+from jobledger.service import JobService
+from jobledger.store.logs import LogLine, Stream, append_log_batch
 from tests.conftest import ADMIN_TOKEN
 from tests.factories import spec
 

@@ -8,7 +8,7 @@ import msgspec
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from server.api.app import ROUTES
+from jobledger.api.app import ROUTES
 
 Client = TestClient[web.Request, web.Application]
 

@@ -7,7 +7,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from server.domain import events as ev
+from jobledger.domain import events as ev
 from tests.factories import spec
 
 SAMPLES: list[ev.Event] = [

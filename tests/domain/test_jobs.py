@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from server.domain.errors import DomainError, InvalidInput, InvalidTransition, NotFound
-from server.domain.events import FailureReason, JobFailed, JobRetryScheduled
-from server.domain.jobs import (
+from jobledger.domain.errors import DomainError, InvalidInput, InvalidTransition, NotFound
+from jobledger.domain.events import FailureReason, JobFailed, JobRetryScheduled
+from jobledger.domain.jobs import (
     TERMINAL_STATES,
     Command,
     ConfirmCancelled,
@@ -24,7 +24,7 @@ from server.domain.jobs import (
     decide,
     fold,
 )
-from server.domain.specs import RetryPolicy
+from jobledger.domain.specs import RetryPolicy
 from tests.factories import MemoryLog, commands, spec, submits
 
 # How to bring a fresh job into each state.

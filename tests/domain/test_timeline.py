@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from server.domain.jobs import Finish, RequestCancel, Start, Submit
-from server.domain.specs import RetryPolicy
-from server.domain.timeline import timeline
+from jobledger.domain.jobs import Finish, RequestCancel, Start, Submit
+from jobledger.domain.specs import RetryPolicy
+from jobledger.domain.timeline import timeline
 from tests.factories import T0, MemoryLog, spec
 
 

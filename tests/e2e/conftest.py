@@ -38,7 +38,7 @@ def jobledger(*args: str, timeout: float = 120, **kw: object) -> subprocess.Comp
     """Run the CLI to completion."""
     env = {**child_env(), "JOBLEDGER_TOKEN": ADMIN_TOKEN}
     return subprocess.run(
-        [sys.executable, "-m", "server", *args], capture_output=True, text=True,
+        [sys.executable, "-m", "jobledger", *args], capture_output=True, text=True,
         timeout=timeout, cwd=ROOT, env=env, check=False, **kw,  # type: ignore[arg-type]
     )  # fmt: skip
 
@@ -71,7 +71,7 @@ class Server:
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (lives as long as the server)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "serve", "--port", str(self.port), *args],
+            [sys.executable, "-m", "jobledger", "serve", "--port", str(self.port), *args],
             cwd=ROOT, env=child_env(),
             stdout=self.log, stderr=subprocess.STDOUT,
         )  # fmt: skip
@@ -118,7 +118,7 @@ class Worker:
         self.worker_id = worker_id
         self.log = tempfile.TemporaryFile(mode="w+")  # noqa: SIM115 (lives as long as the worker)
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "server", "worker", "--database-url", dsn,
+            [sys.executable, "-m", "jobledger", "worker", "--database-url", dsn,
              "--worker-id", worker_id, "--heartbeat-interval", "0.5", *args],
             cwd=ROOT, env=child_env(),
             stdout=self.log, stderr=subprocess.STDOUT,

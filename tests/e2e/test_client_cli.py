@@ -15,12 +15,12 @@ import aiohttp
 import msgspec
 import pytest
 
-from server import cli
-from server.api.jobs import JobOut
-from server.clientfmt import cut, fit_widths, job_details, jobs_table, outcome, table
-from server.domain.events import FailureReason, Usage
-from server.domain.jobs import Fail, Finish, RequestCancel, Start, Submit
-from server.projections.jobs import view_of
+from jobledger import cli
+from jobledger.api.jobs import JobOut
+from jobledger.clientfmt import cut, fit_widths, job_details, jobs_table, outcome, table
+from jobledger.domain.events import FailureReason, Usage
+from jobledger.domain.jobs import Fail, Finish, RequestCancel, Start, Submit
+from jobledger.projections.jobs import view_of
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.conftest import AUTH, ROOT, Server, child_env, free_port, jobledger
 from tests.e2e.conftest import run_cli as run
@@ -229,7 +229,7 @@ async def test_audit_answers_who_did_what(server: Server) -> None:
 async def test_cancel_a_running_then_a_finished_job(server: Server) -> None:
     url = server.url
     waiter = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "server", "submit", "--url", url, "--token", ADMIN_TOKEN, "--wait",
+        sys.executable, "-m", "jobledger", "submit", "--url", url, "--token", ADMIN_TOKEN, "--wait",
         "busybox:latest", "--", "sleep", "30",
         cwd=ROOT, env=child_env(), stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
@@ -434,7 +434,7 @@ def test_outcome_is_the_commands_own_exit_code_or_1(
 def test_format_time_is_utc() -> None:
     from datetime import timedelta, timezone
 
-    from server.clientfmt import format_time
+    from jobledger.clientfmt import format_time
 
     t = datetime(2030, 1, 1, 2, 0, tzinfo=timezone(timedelta(hours=2)))
     assert format_time(t) == "2030-01-01T00:00:00Z"

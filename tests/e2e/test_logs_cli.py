@@ -10,10 +10,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from server.domain.events import EventMeta
-from server.domain.jobs import Finish, Start
-from server.service import JobService
-from server.store.logs import LogLine, Stream, append_log_batch
+from jobledger.domain.events import EventMeta
+from jobledger.domain.jobs import Finish, Start
+from jobledger.service import JobService
+from jobledger.store.logs import LogLine, Stream, append_log_batch
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e import conftest as e2e
 from tests.e2e.conftest import ROOT, Server, free_port
@@ -72,7 +72,7 @@ class Follower:
     @classmethod
     async def start(cls, url: str, job_id: uuid.UUID, *args: str) -> Follower:
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "server", "logs", "-f", "--url", url, *args, str(job_id),
+            sys.executable, "-m", "jobledger", "logs", "-f", "--url", url, *args, str(job_id),
             cwd=ROOT, env={**e2e.child_env(), "JOBLEDGER_TOKEN": ADMIN_TOKEN},
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip

@@ -86,7 +86,7 @@ def test_tail_prints_new_events_until_interrupted(dsn: str) -> None:
     server = Server("--database-url", dsn, "--no-scheduler")
     call("POST", f"{server.url}/api/v1/jobs", {"image": "busybox"})  # before the tail: not shown
     tail = subprocess.Popen(
-        [sys.executable, "-m", "server", "replay", "--database-url", dsn, "tail"],
+        [sys.executable, "-m", "jobledger", "replay", "--database-url", dsn, "tail"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         env=child_env(),

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from server.store.embedded import EmbeddedPostgres
+from jobledger.store.embedded import EmbeddedPostgres
 from tests.e2e.conftest import AUTH, Server, jobledger
 
 

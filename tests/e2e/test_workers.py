@@ -10,9 +10,9 @@ import uuid
 
 import asyncpg
 
-from server.domain.events import EventMeta, FailureReason
-from server.domain.jobs import JobState
-from server.service import JobService
+from jobledger.domain.events import EventMeta, FailureReason
+from jobledger.domain.jobs import JobState
+from jobledger.service import JobService
 from tests.docker_rig import containers
 from tests.e2e.conftest import Worker
 from tests.factories import spec

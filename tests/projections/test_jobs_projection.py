@@ -8,16 +8,16 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from server.domain.errors import DomainError
-from server.domain.events import EventMeta
-from server.domain.jobs import (
+from jobledger.domain.errors import DomainError
+from jobledger.domain.events import EventMeta
+from jobledger.domain.jobs import (
     Command,
     Submit,
     fold,
 )
-from server.projections import jobs as jobs_projection
-from server.projections.jobs import JobView, view_from_row, view_of
-from server.service import JobService
+from jobledger.projections import jobs as jobs_projection
+from jobledger.projections.jobs import JobView, view_from_row, view_of
+from jobledger.service import JobService
 from tests.factories import commands, submits
 
 META = EventMeta(actor="test")

@@ -11,10 +11,10 @@ import asyncpg
 import msgspec
 import pytest
 
-from server.domain.errors import NotFound
-from server.domain.jobs import Finish, JobState, RequestCancel, Start
-from server.projections.jobs import JobView, view_from_row
-from server.replay.archive import (
+from jobledger.domain.errors import NotFound
+from jobledger.domain.jobs import Finish, JobState, RequestCancel, Start
+from jobledger.projections.jobs import JobView, view_from_row
+from jobledger.replay.archive import (
     ImportRefused,
     export,
     import_lines,
@@ -22,9 +22,9 @@ from server.replay.archive import (
     tail,
     tail_start,
 )
-from server.replay.rebuild import rebuild
-from server.replay.verify import Verifier
-from server.service import JobService
+from jobledger.replay.rebuild import rebuild
+from jobledger.replay.verify import Verifier
+from jobledger.service import JobService
 from tests.factories import spec
 from tests.histories import META, write_mixed_history
 

@@ -9,11 +9,11 @@ import contextlib
 import asyncpg
 import pytest
 
-from server.domain.errors import DomainError
-from server.domain.jobs import JobState, RequestCancel, Start, fold
-from server.projections.jobs import JobView, view_from_row, view_of
-from server.replay.rebuild import rebuild
-from server.service import JobService
+from jobledger.domain.errors import DomainError
+from jobledger.domain.jobs import JobState, RequestCancel, Start, fold
+from jobledger.projections.jobs import JobView, view_from_row, view_of
+from jobledger.replay.rebuild import rebuild
+from jobledger.service import JobService
 from tests.factories import spec
 from tests.histories import META, write_mixed_history
 

@@ -8,11 +8,11 @@ import uuid
 import asyncpg
 import pytest
 
-from server.domain.events import EventMeta, JobCancelRequested, JobQueued, JobSubmitted
-from server.replay.verify import Problem, Verifier
-from server.service import JobService
-from server.store.chain import canonical, link
-from server.store.eventstore import EventStore
+from jobledger.domain.events import EventMeta, JobCancelRequested, JobQueued, JobSubmitted
+from jobledger.replay.verify import Problem, Verifier
+from jobledger.service import JobService
+from jobledger.store.chain import canonical, link
+from jobledger.store.eventstore import EventStore
 from tests.factories import spec
 from tests.histories import write_mixed_history
 

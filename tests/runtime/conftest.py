@@ -8,10 +8,10 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
-from server.runtime.executor import Executor
-from server.runtime.process import ProcessExecutor
-from server.runtime.scheduler import Scheduler, WorkerConfig
-from server.service import JobService
+from jobledger.runtime.executor import Executor
+from jobledger.runtime.process import ProcessExecutor
+from jobledger.runtime.scheduler import Scheduler, WorkerConfig
+from jobledger.service import JobService
 
 StartScheduler = Callable[..., Awaitable[Scheduler]]
 

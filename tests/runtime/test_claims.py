@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from server.domain.events import EventMeta
-from server.domain.jobs import Finish, JobState
-from server.projections import queue
-from server.runtime.claims import claim
-from server.service import JobService
+from jobledger.domain.events import EventMeta
+from jobledger.domain.jobs import Finish, JobState
+from jobledger.projections import queue
+from jobledger.runtime.claims import claim
+from jobledger.service import JobService
 from tests.factories import spec
 
 META = EventMeta(actor="test")

@@ -16,11 +16,11 @@ import aiodocker
 import aiohttp
 import pytest
 
-from server.domain.events import FailureReason
-from server.domain.jobs import ConfirmCancelled, Fail, Finish
-from server.domain.specs import JobSpec, Resources
-from server.runtime.docker import DockerExecutor, container_config, docker_available
-from server.runtime.executor import Outcome, RunRequest
+from jobledger.domain.events import FailureReason
+from jobledger.domain.jobs import ConfirmCancelled, Fail, Finish
+from jobledger.domain.specs import JobSpec, Resources
+from jobledger.runtime.docker import DockerExecutor, container_config, docker_available
+from jobledger.runtime.executor import Outcome, RunRequest
 
 DEADLINE = 15.0  # seconds any wait-for-state helper may take before the test fails
 # Waits for /tmp/go to appear, then exits 5: lets a test decide when the job ends.

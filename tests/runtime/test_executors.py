@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from server.runtime.executors import ExecutorUnavailable, make_executor
-from server.runtime.noop import NoopExecutor
-from server.runtime.process import ProcessExecutor
+from jobledger.runtime.executors import ExecutorUnavailable, make_executor
+from jobledger.runtime.noop import NoopExecutor
+from jobledger.runtime.process import ProcessExecutor
 
 
 async def test_auto_without_docker_falls_back_to_processes_with_a_warning(

@@ -9,14 +9,14 @@ import asyncpg
 import msgspec
 from aiohttp.test_utils import TestClient
 
-from server.domain.events import EventMeta
-from server.domain.jobs import JobState
-from server.domain.specs import Resources
-from server.projections import queue
-from server.runtime.docker import DockerExecutor
-from server.runtime.output import LogLimits, LogSink
-from server.service import JobService
-from server.store.logs import LogLine, read_logs, read_usage_samples
+from jobledger.domain.events import EventMeta
+from jobledger.domain.jobs import JobState
+from jobledger.domain.specs import Resources
+from jobledger.projections import queue
+from jobledger.runtime.docker import DockerExecutor
+from jobledger.runtime.output import LogLimits, LogSink
+from jobledger.service import JobService
+from jobledger.store.logs import LogLine, read_logs, read_usage_samples
 from tests.factories import spec
 from tests.runtime.conftest import StartScheduler
 from tests.watching import JobWatcher

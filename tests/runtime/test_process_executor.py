@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
-from server.domain.events import FailureReason
-from server.domain.jobs import ConfirmCancelled, Finish
-from server.domain.specs import JobSpec
-from server.runtime.executor import Found, Outcome, RunRequest
-from server.runtime.process import ProcessExecutor
+from jobledger.domain.events import FailureReason
+from jobledger.domain.jobs import ConfirmCancelled, Finish
+from jobledger.domain.specs import JobSpec
+from jobledger.runtime.executor import Found, Outcome, RunRequest
+from jobledger.runtime.process import ProcessExecutor
 
 DEADLINE = 10.0
 

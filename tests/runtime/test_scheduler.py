@@ -9,17 +9,17 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
-from server.domain.errors import ConcurrencyError
-from server.domain.events import EventMeta, FailureReason
-from server.domain.jobs import JobState, RequestCancel, Start
-from server.domain.specs import RetryPolicy
-from server.projections import queue
-from server.projections.jobs import JobView
-from server.runtime import claims
-from server.runtime import scheduler as scheduler_module
-from server.runtime.listener import WorkerIdInUse
-from server.runtime.noop import NoopExecutor
-from server.service import JobService
+from jobledger.domain.errors import ConcurrencyError
+from jobledger.domain.events import EventMeta, FailureReason
+from jobledger.domain.jobs import JobState, RequestCancel, Start
+from jobledger.domain.specs import RetryPolicy
+from jobledger.projections import queue
+from jobledger.projections.jobs import JobView
+from jobledger.runtime import claims
+from jobledger.runtime import scheduler as scheduler_module
+from jobledger.runtime.listener import WorkerIdInUse
+from jobledger.runtime.noop import NoopExecutor
+from jobledger.service import JobService
 from tests.factories import spec
 from tests.runtime.conftest import StartScheduler
 from tests.watching import JobWatcher

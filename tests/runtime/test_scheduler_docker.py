@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from server.domain.events import EventMeta, FailureReason
-from server.domain.jobs import JobState, RequestCancel
-from server.runtime.docker import DockerExecutor
-from server.service import JobService
+from jobledger.domain.events import EventMeta, FailureReason
+from jobledger.domain.jobs import JobState, RequestCancel
+from jobledger.runtime.docker import DockerExecutor
+from jobledger.service import JobService
 from tests.docker_rig import containers
 from tests.factories import spec
 from tests.runtime.conftest import StartScheduler

@@ -8,10 +8,10 @@ import asyncpg
 import msgspec
 import pytest
 
-from server.domain.errors import ConcurrencyError
-from server.domain.events import EventMeta, JobQueued
-from server.ids import uuid7
-from server.store.eventstore import MAX_NOTIFIED_CHANGES, AppendItem, EventStore, Notification
+from jobledger.domain.errors import ConcurrencyError
+from jobledger.domain.events import EventMeta, JobQueued
+from jobledger.ids import uuid7
+from jobledger.store.eventstore import MAX_NOTIFIED_CHANGES, AppendItem, EventStore, Notification
 
 META = EventMeta(actor="test", request_id="r1")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from server.domain.events import EventMeta, JobQueued
-from server.ids import uuid7
-from server.store.eventstore import EventStore
+from jobledger.domain.events import EventMeta, JobQueued
+from jobledger.ids import uuid7
+from jobledger.store.eventstore import EventStore
 
 
 @pytest.fixture

@@ -8,9 +8,9 @@ import random
 
 import asyncpg
 
-from server.domain.events import EventMeta, JobQueued, Recorded
-from server.ids import uuid7
-from server.store.eventstore import Announce, Checkpoint, EventStore, LogEntry
+from jobledger.domain.events import EventMeta, JobQueued, Recorded
+from jobledger.ids import uuid7
+from jobledger.store.eventstore import Announce, Checkpoint, EventStore, LogEntry
 
 META = EventMeta(actor="test")
 

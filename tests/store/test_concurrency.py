@@ -7,13 +7,13 @@ import asyncio
 
 import pytest
 
-from server.domain.errors import ConcurrencyError, InvalidTransition
-from server.domain.events import EventMeta, JobQueued
-from server.domain.jobs import Finish, JobState, Start
-from server.ids import uuid7
-from server.projections import jobs as jobs_projection
-from server.service import JobService
-from server.store.eventstore import EventStore
+from jobledger.domain.errors import ConcurrencyError, InvalidTransition
+from jobledger.domain.events import EventMeta, JobQueued
+from jobledger.domain.jobs import Finish, JobState, Start
+from jobledger.ids import uuid7
+from jobledger.projections import jobs as jobs_projection
+from jobledger.service import JobService
+from jobledger.store.eventstore import EventStore
 from tests.factories import spec
 
 META = EventMeta(actor="test")

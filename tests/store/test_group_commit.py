@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from server.batching import Batcher
-from server.domain.events import EventMeta
-from server.service import JobService
+from jobledger.batching import Batcher
+from jobledger.domain.events import EventMeta
+from jobledger.service import JobService
 from tests.factories import spec
 
 

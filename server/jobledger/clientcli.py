@@ -1,5 +1,5 @@
 """The client verbs of `jobledger` (logs, submit, jobs, show, cancel): thin argparse
-front ends over `server.client.Client`, one `configure_*_parser` per verb."""
+front ends over `jobledger.client.Client`, one `configure_*_parser` per verb."""
 
 from __future__ import annotations
 

@@ -14,7 +14,7 @@ _MIGRATION_LOCK = 0x6A6C_6D69  # "jlmi"
 def schema_path() -> Path:
     """schema.sql: packaged next to the code in a wheel, at the repository root in a checkout."""
     here = Path(__file__).resolve().parent.parent
-    for candidate in (here / "schema.sql", here.parent / "schema.sql"):
+    for candidate in (here / "schema.sql", here.parent.parent / "schema.sql"):
         if candidate.is_file():
             return candidate
     raise FileNotFoundError("schema.sql not found next to the package or at the repository root")
