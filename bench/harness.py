@@ -94,8 +94,8 @@ async def server(*args: str, data_dir: Path | None = None) -> AsyncIterator[Serv
     data.chmod(0o755)  # as root the embedded cluster runs as `postgres`
     port = 18080 + os.getpid() % 1000
     proc = subprocess.Popen(
-        [sys.executable, "-m", "jobledger", "--log-level", "warning", "serve", "--data-dir", str(data),
-         "--port", str(port), *args],
+        [sys.executable, "-m", "jobledger", "--log-level", "warning", "serve",
+         "--data-dir", str(data), "--port", str(port), *args],
         cwd=ROOT, env={**os.environ, "JOBLEDGER_LOG_FORMAT": "json",
                        "JOBLEDGER_ADMIN_TOKEN": ADMIN_TOKEN},
         preexec_fn=die_with_parent,

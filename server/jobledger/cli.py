@@ -26,7 +26,7 @@ from .runtime.executors import EXECUTORS, ExecutorUnavailable, make_executor
 from .runtime.listener import WorkerIdInUse
 from .runtime.scheduler import Scheduler, WorkerConfig
 from .service import JobService
-from .store.access import bootstrap_admin_token
+from .store.access import AccessStore
 from .store.db import DatabaseUnavailable, connect
 from .store.embedded import EmbeddedPostgresError
 from .store.migrate import migrate
@@ -139,7 +139,9 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     stop = stop_on_signals()
     async with service_for(args) as (service, dsn):
         admin_token = os.environ.get("JOBLEDGER_ADMIN_TOKEN") or None
-        if admin_token is None and (fresh := await bootstrap_admin_token(service.pool)):
+        if admin_token is None and (
+            fresh := await AccessStore(service.pool).bootstrap_admin_token()
+        ):
             # The only time this secret is shown: only its hash is stored.
             print(
                 f"\njobledger: server admin token (shown once, keep it): {fresh}\n"

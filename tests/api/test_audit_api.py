@@ -81,7 +81,9 @@ async def test_bad_audit_filters(client: Client) -> None:
         ("cursor=abc", "query.cursor"),
         ("cursor=99999999999999999999", "query.cursor"),
         ("since=yesterday", "query.since"),
+        ("until=0001-01-01T00:00:00%2B01:00", "query.until"),
         ("limit=0", "query.limit"),
+        ("limit=1&limit=2", "query.limit"),
     ]:
         resp = await client.get(f"/api/v1/audit?{query}")
         assert resp.status == 400, query

@@ -271,6 +271,22 @@ async def test_undecodable_bodies(
         ("GET", "/api/v1/jobs?project=a&project=b", 400, "query.project"),
         ("GET", "/api/v1/jobs?label=a%3Db%00", 400, "query.label"),
         ("GET", "/api/v1/jobs?project=x%00", 400, "query.project"),
+        # Instants that do not exist in UTC (year 1 east of Greenwich, year 9999 west of it).
+        (
+            "GET",
+            "/api/v1/jobs?created_after=0001-01-01T00:00:00%2B01:00",
+            400,
+            "query.created_after",
+        ),
+        (
+            "GET",
+            "/api/v1/jobs?created_before=9999-12-31T23:59:59-01:00",
+            400,
+            "query.created_before",
+        ),
+        ("GET", "/api/v1/projects/Not_A_Name", 400, "path.project"),
+        ("GET", f"/api/v1/projects/{'a' * 64}", 400, "path.project"),
+        ("DELETE", "/api/v1/projects/default/tokens/nope", 400, "path.token_id"),
         ("GET", "/api/v1/projects/p1/service-accounts/a%00b/tokens", 400, "path.account"),
         ("DELETE", "/api/v1/jobs", 405, None),
         ("GET", "/api/v1/nothing-here", 404, None),

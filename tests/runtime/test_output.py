@@ -12,10 +12,10 @@ from aiohttp.test_utils import TestClient
 from jobledger.domain.events import EventMeta
 from jobledger.domain.jobs import JobState
 from jobledger.domain.specs import Resources
-from jobledger.projections import queue
 from jobledger.runtime.docker import DockerExecutor
 from jobledger.runtime.output import LogLimits, LogSink
 from jobledger.service import JobService
+from jobledger.store.access import AccessStore
 from jobledger.store.logs import LogLine, read_logs, read_usage_samples
 from tests.factories import spec
 from tests.runtime.conftest import StartScheduler
@@ -168,7 +168,7 @@ async def test_past_the_log_limit_lines_are_dropped_and_counted_not_the_job(
 async def test_a_projects_log_limit_overrides_the_workers(
     service: JobService, pool: asyncpg.Pool, start_scheduler: StartScheduler, watcher: JobWatcher
 ) -> None:
-    await queue.set_project_limit(pool, "chatty", None, 1024)
+    await AccessStore(pool).set_limits("chatty", None, 1024)
     await start_scheduler(log_limit_bytes=1_000_000)
     view, _ = await service.submit(spec(command=["seq", "1", "2000"], project="chatty"), META)
     assert (await watcher.until(view.id, DONE)).state is JobState.SUCCEEDED

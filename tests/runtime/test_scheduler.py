@@ -20,6 +20,7 @@ from jobledger.runtime import scheduler as scheduler_module
 from jobledger.runtime.listener import WorkerIdInUse
 from jobledger.runtime.noop import NoopExecutor
 from jobledger.service import JobService
+from jobledger.store.access import AccessStore
 from tests.factories import spec
 from tests.runtime.conftest import StartScheduler
 from tests.watching import JobWatcher
@@ -133,7 +134,7 @@ async def test_scheduled_for_waits_until_then(
 async def test_project_limit_holds_jobs_back_and_releases_them_in_order(
     service: JobService, start_scheduler: StartScheduler, watcher: JobWatcher
 ) -> None:
-    await queue.set_project_limit(service.pool, "etl", 2)
+    await AccessStore(service.pool).set_limits("etl", 2)
     ids = [await submit(service, "sleep", "0.4", project="etl") for _ in range(5)]
     other = await submit(service, "sleep", "0.4", project="web")
     await start_scheduler(capacity=10)
@@ -154,12 +155,12 @@ async def test_project_limit_holds_jobs_back_and_releases_them_in_order(
 async def test_a_paused_project_waits_until_its_limit_is_raised(
     service: JobService, start_scheduler: StartScheduler, watcher: JobWatcher
 ) -> None:
-    await queue.set_project_limit(service.pool, "paused", 0)
+    await AccessStore(service.pool).set_limits("paused", 0)
     await start_scheduler(poll_interval=30)
     job = await submit(service, project="paused")
     view = await watcher.until(job, {"queued"})
     assert "limit is 0" in (await queue.waiting_reasons(service.pool, [view]))[job]
-    await queue.set_project_limit(service.pool, "paused", 1)  # notifies: no poll needed
+    await AccessStore(service.pool).set_limits("paused", 1)  # notifies: no poll needed
     assert (await watcher.until(job, DONE, timeout=10)).state is JobState.SUCCEEDED
 
 

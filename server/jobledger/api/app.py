@@ -11,11 +11,12 @@ from aiohttp import web
 
 from ..domain.errors import DomainError, InvalidInput
 from ..ids import request_id
+from ..projections.reads import JobReads
 from ..service import JobService
-from ..store.access import token_hash
+from ..store.access import AccessStore, token_hash
 from . import audit, errors, jobs, loghub, logs, openapi, projects
 from .auth import ENV_ADMIN_HASH, auth_middleware
-from .context import LOOKUPS, REQUEST_ID, SERVICE
+from .context import ACCESS, LOOKUPS, READS, REQUEST_ID, SERVICE
 from .lookups import Lookups
 from .ratelimit import SUBMIT_LIMITER, RateDefaults, SubmitLimiter
 from .routes import register
@@ -75,8 +76,7 @@ def reject_nul(request: web.Request) -> None:
 
 async def healthz(request: web.Request) -> web.Response:
     """Alive and the database answers."""
-    service = request.app[SERVICE]
-    await service.pool.fetchval("SELECT 1")
+    await request.app[READS].now()
     return web.json_response({"status": "ok"})
 
 
@@ -98,7 +98,9 @@ def create_app(
     if admin_token:
         app[ENV_ADMIN_HASH] = token_hash(admin_token)
     app[SERVICE] = service
-    app[LOOKUPS] = Lookups(service.pool)
+    app[READS] = reads = JobReads(service.store)
+    app[ACCESS] = access = AccessStore(service.pool)
+    app[LOOKUPS] = Lookups(access, reads)
     app.router.add_get("/healthz", healthz)
     register(app.router, ROUTES)
     openapi.install(app, ROUTES)

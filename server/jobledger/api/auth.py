@@ -11,10 +11,9 @@ from aiohttp import web
 
 from ..domain.errors import Forbidden, NotFound, Unauthenticated
 from ..domain.events import EventMeta
-from ..projections import jobs as jobs_projection
 from ..projections.jobs import JobView
 from ..store.access import Principal, Role, token_hash
-from .context import LOOKUPS, REQUEST_ID, SERVICE
+from .context import LOOKUPS, READS, REQUEST_ID
 from .routes import OPENAPI_PATH
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -71,7 +70,7 @@ def require(request: web.Request, project: str, role: Role) -> Principal:
 async def job_for(request: web.Request, job_id: uuid.UUID, role: Role = Role.VIEWER) -> JobView:
     """A job the caller may see (404 otherwise, even if it exists elsewhere), checked for
     `role` (403 when it may see but not do)."""
-    view = await jobs_projection.get(request.app[SERVICE].pool, job_id)
+    view = await request.app[READS].job(job_id)
     if view is None or not principal(request).may(view.project, Role.VIEWER):
         raise NotFound("job not found", job_id=str(job_id))
     require(request, view.project, role)

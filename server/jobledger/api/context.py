@@ -7,10 +7,17 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
+from ..projections.reads import JobReads
 from ..service import JobService
+from ..store.access import AccessStore
 from .lookups import Lookups
 
+#: Commands: submit, cancel.
 SERVICE = web.AppKey("service", JobService)
+#: Reads of jobs, events, logs, audit, project views.
+READS = web.AppKey("reads", JobReads)
+#: Projects, service accounts, tokens.
+ACCESS = web.AppKey("access", AccessStore)
 LOOKUPS = web.AppKey("lookups", Lookups)
 REQUEST_ID = web.RequestKey("request_id", str)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 import msgspec
 from aiohttp import web
@@ -13,13 +13,14 @@ from ..domain.errors import Forbidden, InvalidInput, RateLimited
 from ..domain.events import AnyEvent, EventMeta, Usage
 from ..domain.jobs import JobState, RequestCancel
 from ..domain.specs import DEFAULT_PROJECT, JobSpec
-from ..domain.timeline import Timeline, timeline
+from ..domain.timeline import Timeline
 from ..projections import jobs as jobs_projection
 from ..projections.jobs import Cursor, JobFilter, JobView
 from ..store.access import Role
-from ..store.logs import UsageSample, read_usage_samples
+from ..store.logs import UsageSample
 from .auth import event_meta, job_for, principal
-from .context import LOOKUPS, SERVICE, decode_body, json_response
+from .context import ACCESS, LOOKUPS, READS, SERVICE, decode_body, json_response
+from .params import PATH, QUERY
 from .ratelimit import SUBMIT_LIMITER
 from .routes import Query, Route
 
@@ -66,12 +67,9 @@ class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 
 def job_id_of(request: web.Request) -> uuid.UUID:
-    """The `{id}` path segment as a UUID, or 400 naming it."""
-    raw = request.match_info["id"]
-    try:
-        return uuid.UUID(raw)
-    except ValueError:
-        raise InvalidInput(f"job id {raw!r} is not a UUID", field="path.id") from None
+    """The `{id}` path segment (parsed by the route table)."""
+    job_id: uuid.UUID = request[PATH]["id"]
+    return job_id
 
 
 def _project_of(request: web.Request, spec: JobSpec, field: str = "$.project") -> JobSpec:
@@ -91,7 +89,7 @@ async def _take_rate(request: web.Request, specs: list[JobSpec]) -> None:
         per_project[spec.project] = per_project.get(spec.project, 0) + 1
     limiter = request.app[SUBMIT_LIMITER]
     for project, count in per_project.items():
-        wait = await limiter.retry_after(request.app[SERVICE].pool, project, count)
+        wait = await limiter.retry_after(request.app[ACCESS], project, count)
         if wait is not None:
             raise RateLimited(
                 f"project {project} submits too fast; retry in {wait:.2f} s",
@@ -138,70 +136,25 @@ async def submit_batch(request: web.Request) -> web.Response:
     return json_response(BatchOut(outs, created), status=201 if created else 200)
 
 
-def query_param(request: web.Request, name: str) -> str | None:
-    values = request.query.getall(name, [])
-    if len(values) > 1:
-        raise InvalidInput(f"query parameter {name!r} given more than once", field=f"query.{name}")
-    return values[0] if values else None
-
-
-def page_limit(request: web.Request) -> int:
-    """The `limit` query parameter: 1..MAX_PAGE, DEFAULT_PAGE when absent."""
-    raw = query_param(request, "limit")
-    try:
-        limit = int(raw) if raw is not None else DEFAULT_PAGE
-    except ValueError:
-        raise InvalidInput(f"limit is not an integer: {raw!r}", field="query.limit") from None
-    if not 1 <= limit <= MAX_PAGE:
-        raise InvalidInput(f"limit must be between 1 and {MAX_PAGE}", field="query.limit")
-    return limit
-
-
-def time_param(request: web.Request, name: str) -> datetime | None:
-    raw = query_param(request, name)
-    if raw is None:
-        return None
-    try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise InvalidInput(
-            f"{name} is not an ISO 8601 time: {raw!r}", field=f"query.{name}"
-        ) from None
-    if value.tzinfo is None:
-        raise InvalidInput(f"{name} needs a timezone offset, e.g. {raw}Z", field=f"query.{name}")
-    return value
-
-
-def _filter(request: web.Request) -> JobFilter:
-    states: list[JobState] = []
-    for raw in request.query.getall("state", []):
-        for part in raw.split(","):
-            try:
-                states.append(JobState(part))
-            except ValueError:
-                allowed = ", ".join(s.value for s in JobState)
-                raise InvalidInput(
-                    f"unknown state {part!r}; one of: {allowed}", field="query.state"
-                ) from None
+def _filter(query: dict[str, Any]) -> JobFilter:
     labels: dict[str, str] = {}
-    for raw in request.query.getall("label", []):
-        key, sep, value = raw.partition("=")
-        if not sep or not key:
-            raise InvalidInput(f"label filter must be KEY=VALUE, got {raw!r}", field="query.label")
+    for raw in query["label"]:
+        key, _, value = raw.partition("=")
         labels[key] = value
     return JobFilter(
-        states=states or None,
-        project=query_param(request, "project"),
+        states=[JobState(s) for s in query["state"]] or None,
+        project=query["project"],
         labels=labels or None,
-        created_after=time_param(request, "created_after"),
-        created_before=time_param(request, "created_before"),
+        created_after=query["created_after"],
+        created_before=query["created_before"],
     )
 
 
 async def list_jobs(request: web.Request) -> web.Response:
     """GET /api/v1/jobs: newest first, filtered, keyset-paginated; a service account sees
     its own project's jobs only."""
-    filt = _filter(request)
+    query = request[QUERY]
+    filt = _filter(query)
     who = principal(request)
     if who.project is not None:
         if filt.project not in (None, who.project):
@@ -209,15 +162,11 @@ async def list_jobs(request: web.Request) -> web.Response:
                 f"{who.actor} may not list project {filt.project}", field="query.project"
             )
         filt.project = who.project
-    limit = page_limit(request)
-    raw_cursor = query_param(request, "cursor")
     try:
-        after = Cursor.decode(raw_cursor) if raw_cursor else None
+        after = Cursor.decode(query["cursor"]) if query["cursor"] else None
     except ValueError:
         raise InvalidInput("cursor is not one this server issued", field="query.cursor") from None
-    views, next_cursor = await jobs_projection.list_jobs(
-        request.app[SERVICE].pool, filt, after=after, limit=limit
-    )
+    views, next_cursor = await request.app[READS].jobs(filt, after=after, limit=query["limit"])
     return json_response(
         JobList(
             jobs=await job_outs(request, views),
@@ -237,7 +186,7 @@ async def job_events(request: web.Request) -> web.Response:
     """GET /api/v1/jobs/{id}/events: the job's history, oldest first."""
     job_id = job_id_of(request)
     await job_for(request, job_id)
-    records = await request.app[SERVICE].store.read_stream(job_id)
+    records = await request.app[READS].events(job_id)
     return json_response(
         EventList(
             events=[
@@ -282,9 +231,8 @@ async def job_usage(request: web.Request) -> web.Response:
     """GET /api/v1/jobs/{id}/usage: the samples (CPU % of one core, memory bytes) and the
     summary recorded when the last attempt ended (wall and CPU seconds, peak memory)."""
     job_id = job_id_of(request)
-    pool = request.app[SERVICE].pool
     view = await job_for(request, job_id)
-    samples = await read_usage_samples(pool, job_id)
+    samples = await request.app[READS].usage_samples(job_id)
     return json_response(
         UsageView(job_id=job_id, state=view.state, summary=view.usage, samples=samples)
     )
@@ -295,9 +243,7 @@ async def job_timeline(request: web.Request) -> web.Response:
     seconds spent in each state (a job still going counts until now)."""
     job_id = job_id_of(request)
     await job_for(request, job_id)
-    records = await request.app[SERVICE].store.read_stream(job_id)
-    now = await request.app[SERVICE].pool.fetchval("SELECT clock_timestamp()")
-    return json_response(timeline(records, now))
+    return json_response(await request.app[READS].timeline(job_id))
 
 
 _JOB_ID = "{id}"
@@ -317,7 +263,8 @@ ROUTES = (
               "KEY=VALUE; every one given must match", True),
         Query("created_after", _TIME, "created at or after (with an offset)"),
         Query("created_before", _TIME, "created before (with an offset)"),
-        Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size"),
+        Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size",
+              default=DEFAULT_PAGE),
         Query("cursor", {"type": "string"}, "next_cursor of the previous page"),
     )),
     Route("GET", f"/api/v1/jobs/{_JOB_ID}", get_job, "A job", response=JobOut),

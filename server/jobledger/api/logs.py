@@ -12,17 +12,16 @@ import msgspec
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..domain.errors import InvalidInput
 from ..domain.events import FailureReason
 from ..domain.jobs import TERMINAL_STATES, JobState
-from ..projections import jobs as jobs_projection
-from ..projections.jobs import JobView
+from ..projections.reads import JobReads
 from ..store.db import DatabaseUnavailable
-from ..store.logs import LogLine, last_log_seq, read_logs
+from ..store.logs import LogLine
 from .auth import job_for
-from .context import SERVICE, json_response
+from .context import READS, json_response
 from .jobs import job_id_of
 from .loghub import LOG_HUB, LogHub, Subscription
+from .params import QUERY
 from .routes import Query, Route
 
 log = structlog.get_logger(__name__)
@@ -73,35 +72,13 @@ class EndMessage(msgspec.Struct, tag="end", tag_field="type"):
 LogMessage = LinesMessage | EndMessage
 
 
-def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    values = request.query.getall(name, [])
-    if len(values) > 1:
-        raise InvalidInput(f"query parameter {name!r} given more than once", field=f"query.{name}")
-    if not values:
-        return default
-    try:
-        value = int(values[0])
-    except ValueError:
-        raise InvalidInput(
-            f"{name} is not an integer: {values[0]!r}", field=f"query.{name}"
-        ) from None
-    if not low <= value <= high:
-        raise InvalidInput(f"{name} must be between {low} and {high}", field=f"query.{name}")
-    return value
-
-
-async def _job(request: web.Request, job_id: uuid.UUID) -> JobView:
-    return await job_for(request, job_id)
-
-
 async def get_logs(request: web.Request) -> web.Response:
     """GET /api/v1/jobs/{id}/logs?after=SEQ&limit=N: up to `limit` lines after `after`."""
     job_id = job_id_of(request)
-    after = _int_param(request, "after", 0, 0, MAX_SEQ)
-    limit = _int_param(request, "limit", DEFAULT_PAGE, 1, MAX_PAGE)
+    after, limit = request[QUERY]["after"], request[QUERY]["limit"]
     # State before lines: a terminal state read here guarantees the lines read next are all.
-    view = await _job(request, job_id)
-    lines = await read_logs(request.app[SERVICE].pool, job_id, after, limit)
+    view = await job_for(request, job_id)
+    lines = await request.app[READS].logs(job_id, after, limit)
     return json_response(
         LogPage(lines=lines, next_after=lines[-1].seq if lines else after, state=view.state)
     )
@@ -111,17 +88,17 @@ async def get_logs_text(request: web.Request) -> web.StreamResponse:
     """GET /api/v1/jobs/{id}/logs.txt?after=SEQ: the lines stored so far, as plain text,
     streamed page by page so a huge log costs constant memory."""
     job_id = job_id_of(request)
-    after = _int_param(request, "after", 0, 0, MAX_SEQ)
-    await _job(request, job_id)
-    pool = request.app[SERVICE].pool
+    after = request[QUERY]["after"]
+    await job_for(request, job_id)
+    reads = request.app[READS]
     # "So far": stop at what is stored now, even if a running job keeps printing.
-    upto = await last_log_seq(pool, job_id)
+    upto = await reads.last_log_seq(job_id)
     response = web.StreamResponse(headers={"Content-Type": "text/plain; charset=utf-8"})
     await response.prepare(request)
     cursor = after
     try:
         while cursor < upto:
-            page = await read_logs(pool, job_id, cursor, STREAM_PAGE)
+            page = await reads.logs(job_id, cursor, STREAM_PAGE)
             lines = [ln for ln in page if ln.seq <= upto]
             if not lines:
                 break
@@ -153,8 +130,8 @@ async def follow_logs(request: web.Request) -> web.StreamResponse:
     """GET /api/v1/jobs/{id}/logs/ws?after=SEQ: a WebSocket sending `lines` messages (the
     backlog after `after`, then live lines) and an `end` message once the job is finished."""
     job_id = job_id_of(request)
-    after = _int_param(request, "after", 0, 0, MAX_SEQ)
-    await _job(request, job_id)
+    after = request[QUERY]["after"]
+    await job_for(request, job_id)
     hub = request.app[LOG_HUB]
     if hub.closing:
         raise web.HTTPServiceUnavailable(reason="server shutting down")
@@ -167,7 +144,7 @@ async def follow_logs(request: web.Request) -> web.StreamResponse:
         reader = asyncio.create_task(_read_client(ws, sub), name=f"ws-reader-{job_id}")
         code, why = WSCloseCode.OK, b""
         try:
-            code, why = await _stream(ws, hub, sub, request.app[SERVICE].pool, job_id, after)
+            code, why = await _stream(ws, hub, sub, request.app[READS], job_id, after)
         except _DB_ERRORS as exc:
             log.warning("log stream failed", job_id=str(job_id), error=str(exc))
             # The client resumes after the last line it got, once the database answers.
@@ -198,7 +175,7 @@ async def _stream(
     ws: web.WebSocketResponse,
     hub: LogHub,
     sub: Subscription,
-    pool: asyncpg.Pool,
+    reads: JobReads,
     job_id: uuid.UUID,
     cursor: int,
 ) -> tuple[WSCloseCode, bytes]:
@@ -212,9 +189,9 @@ async def _stream(
             return WSCloseCode.GOING_AWAY, b"server shutting down"
         # State before lines: once a job is terminal all its lines are stored, so an empty
         # read after a terminal state means the log is complete.
-        view = await jobs_projection.get(pool, job_id)
+        view = await reads.job(job_id)
         while True:
-            lines = await read_logs(pool, job_id, cursor, STREAM_PAGE)
+            lines = await reads.logs(job_id, cursor, STREAM_PAGE)
             for frame in _frames(lines):
                 # Awaiting the send is the backpressure: a slow client slows only its reads.
                 await ws.send_frame(_encoder.encode(LinesMessage(frame)), WSMsgType.TEXT)
@@ -233,13 +210,19 @@ async def _stream(
         await sub.wait(SAFETY_RECHECK_SECONDS)
 
 
-_AFTER = Query("after", {"type": "integer", "minimum": 0}, "only lines after this seq")
+_AFTER = Query(
+    "after",
+    {"type": "integer", "minimum": 0, "maximum": MAX_SEQ},
+    "only lines after this seq",
+    default=0,
+)
 
 ROUTES = (
     Route("GET", "/api/v1/jobs/{id}/logs", get_logs, "A page of a job's output",
           response=LogPage, query=(
               _AFTER,
-              Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size"),
+              Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size",
+                    default=DEFAULT_PAGE),
           )),
     Route("GET", "/api/v1/jobs/{id}/logs.txt", get_logs_text, "A job's output as plain text",
           kind="text", query=(_AFTER,)),

@@ -8,19 +8,20 @@ from __future__ import annotations
 import uuid
 from collections.abc import Sequence
 
-import asyncpg
-
 from ..batching import Batcher
 from ..projections import queue
 from ..projections.jobs import JobView
+from ..projections.reads import JobReads
 from ..store import access
+from ..store.access import AccessStore
 
 
 class Lookups:
     """Token checks and queue facts for the API, one query per batch of requests."""
 
-    def __init__(self, pool: asyncpg.Pool) -> None:
-        self.pool = pool
+    def __init__(self, access_store: AccessStore, reads: JobReads) -> None:
+        self.access = access_store
+        self.reads = reads
         self._principals: Batcher[str, access.Principal | None] = Batcher(self._authenticate)
         self._facts: Batcher[frozenset[str], queue.QueueFacts] = Batcher(self._queue_facts)
 
@@ -36,8 +37,8 @@ class Lookups:
         return queue.reasons(await self._facts(frozenset(projects)), views)
 
     async def _authenticate(self, tokens: list[str]) -> list[access.Principal | None]:
-        return await access.authenticate_many(self.pool, tokens)
+        return await self.access.authenticate_many(tokens)
 
     async def _queue_facts(self, wanted: list[frozenset[str]]) -> list[queue.QueueFacts]:
-        facts = await queue.queue_facts(self.pool, frozenset().union(*wanted))
+        facts = await self.reads.queue_facts(frozenset().union(*wanted))
         return [facts] * len(wanted)

@@ -11,18 +11,13 @@ import msgspec
 from aiohttp import web
 
 from .errors import ErrorResponse
+from .params import PATH_PARAMS
 from .routes import OPENAPI_PATH, Route
 
 __all__ = ["OPENAPI_PATH", "document", "openapi_json"]
 
 OPENAPI_DOC = web.AppKey("openapi_doc", bytes)
 _REF = "#/components/schemas/{name}"
-_PATH_PARAMS: dict[str, dict[str, Any]] = {
-    "id": {"type": "string", "format": "uuid"},
-    "token_id": {"type": "string", "format": "uuid"},
-    "project": {"type": "string", "pattern": "^[a-z0-9]([a-z0-9._-]*[a-z0-9])?$"},
-    "account": {"type": "string"},
-}
 _ERRORS = {
     "400": "malformed request or query/path parameter",
     "401": "no token, or an unknown, expired or revoked one",
@@ -56,12 +51,14 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
                 "name": p,
                 "in": "path",
                 "required": True,
-                "schema": _PATH_PARAMS[p],
+                "schema": PATH_PARAMS[p],
             }
             for p in r.path_params
         ]
         for q in r.query:
             schema = {"type": "array", "items": q.schema} if q.repeated else q.schema
+            if q.default is not None:
+                schema = {**schema, "default": q.default}
             params.append({"name": q.name, "in": "query", "required": False, "schema": schema,
                            "description": q.description, "explode": True})  # fmt: skip
         responses: dict[str, Any] = {}

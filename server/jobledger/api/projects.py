@@ -3,26 +3,24 @@ tokens (project admins)."""
 
 from __future__ import annotations
 
-import re
 import uuid
-from datetime import datetime, timedelta
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, TypeVar
 
-import asyncpg
 import msgspec
 from aiohttp import web
 
-from ..domain.errors import Conflict, Forbidden, InvalidInput, NotFound
-from ..domain.specs import DEFAULT_MAX_RUNNING_JOBS, PROJECT_NAME, Name
-from ..projections import queue
-from ..projections.queue import ProjectView
+from ..domain.errors import Forbidden, NotFound
+from ..domain.specs import DEFAULT_MAX_RUNNING_JOBS, Name
+from ..projections.reads import ProjectView
 from ..store import access
 from ..store.access import Role
 from .auth import principal, require
-from .context import SERVICE, decode_body, json_response
+from .context import ACCESS, READS, decode_body, json_response
+from .params import PATH
 from .routes import Route
 
-_NAME = re.compile(PROJECT_NAME)
+T = TypeVar("T")
 MaxRunning = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
 LogLimit = Annotated[int, msgspec.Meta(ge=1024, le=1 << 40)]
 
@@ -102,60 +100,46 @@ class RevokedToken(msgspec.Struct):
     revoked_at: datetime
 
 
-def project_name(request: web.Request) -> str:
-    name = request.match_info["project"]
-    if len(name) > 63 or not _NAME.match(name):
-        raise InvalidInput(f"not a project name: {name!r}", field="path.project")
-    return name
-
-
 async def create_project(request: web.Request) -> web.Response:
     """POST /api/v1/projects: server admin only."""
     who = principal(request)
     if not who.is_server_admin:
         raise Forbidden("only a server admin may create projects")
     new = decode_body(await request.read(), NewProject)
-    pool = request.app[SERVICE].pool
-    try:
-        await pool.execute(
-            access.QUERIES["create_project"],
-            new.name, new.max_running_jobs, new.log_limit_bytes, who.actor,
-        )  # fmt: skip
-    except asyncpg.UniqueViolationError:
-        raise Conflict(f"project {new.name} exists already", field="$.name") from None
-    return json_response(await queue.project_view(pool, new.name), status=201)
+    await request.app[ACCESS].create_project(
+        new.name, new.max_running_jobs, new.log_limit_bytes, who.actor
+    )
+    return json_response(await request.app[READS].project(new.name), status=201)
 
 
 async def list_projects(request: web.Request) -> web.Response:
     """GET /api/v1/projects: every project for a server admin, one's own otherwise."""
-    pool = request.app[SERVICE].pool
-    rows = await pool.fetch(access.QUERIES["list_projects"], principal(request).project)
-    return json_response(ProjectList([await queue.project_view(pool, r["name"]) for r in rows]))
+    return json_response(ProjectList(await request.app[READS].projects(principal(request).project)))
 
 
 async def get_project(request: web.Request) -> web.Response:
     """GET /api/v1/projects/{project}: limits, running and queued counts."""
-    name = project_name(request)
+    name = request[PATH]["project"]
     require(request, name, Role.VIEWER)
-    return json_response(await queue.project_view(request.app[SERVICE].pool, name))
+    return json_response(await request.app[READS].project(name))
 
 
 async def put_limits(request: web.Request) -> web.Response:
     """PUT /api/v1/projects/{project}/limits."""
-    name = project_name(request)
+    name = request[PATH]["project"]
     require(request, name, Role.ADMIN)
     limits = decode_body(await request.read(), ProjectLimits)
-    view = await queue.set_project_limit(
-        request.app[SERVICE].pool, name, limits.max_running_jobs, limits.log_limit_bytes,
-        limits.submit_rate, limits.submit_burst,
+    await request.app[ACCESS].set_limits(
+        name, limits.max_running_jobs, limits.log_limit_bytes, limits.submit_rate,
+        limits.submit_burst,
     )  # fmt: skip
-    return json_response(view)
+    return json_response(await request.app[READS].project(name))
 
 
 async def _existing_project(request: web.Request, role: Role) -> str:
-    name = project_name(request)
+    name: str = request[PATH]["project"]
     require(request, name, role)
-    if not await request.app[SERVICE].pool.fetchval(access.QUERIES["project_exists"], name):
+    if not await request.app[ACCESS].project_exists(name):
         raise NotFound(f"project {name} does not exist", project=name)
     return name
 
@@ -164,32 +148,25 @@ async def create_service_account(request: web.Request) -> web.Response:
     """POST /api/v1/projects/{project}/service-accounts."""
     project = await _existing_project(request, Role.ADMIN)
     new = decode_body(await request.read(), NewServiceAccount)
-    try:
-        row = await request.app[SERVICE].pool.fetchrow(
-            access.QUERIES["create_service_account"],
-            uuid.uuid4(), project, new.name, new.role.value, principal(request).actor,
-        )  # fmt: skip
-    except asyncpg.UniqueViolationError:
-        raise Conflict(f"service account {new.name} exists already", field="$.name") from None
-    assert row is not None
-    return json_response(msgspec.convert(dict(row), ServiceAccount), status=201)
+    account = await request.app[ACCESS].create_service_account(
+        project, new.name, new.role, principal(request).actor
+    )
+    return json_response(_out(account, ServiceAccount), status=201)
 
 
 async def list_service_accounts(request: web.Request) -> web.Response:
     """GET /api/v1/projects/{project}/service-accounts."""
     project = await _existing_project(request, Role.ADMIN)
-    rows = await request.app[SERVICE].pool.fetch(access.QUERIES["list_service_accounts"], project)
-    return json_response(
-        ServiceAccountList([msgspec.convert(dict(r), ServiceAccount) for r in rows])
-    )
+    accounts = await request.app[ACCESS].service_accounts(project)
+    return json_response(ServiceAccountList([_out(a, ServiceAccount) for a in accounts]))
 
 
-async def _service_account(request: web.Request, project: str) -> asyncpg.Record:
-    name = request.match_info["account"]
-    row = await request.app[SERVICE].pool.fetchrow(access.QUERIES["service_account"], project, name)
-    if row is None:
+async def _service_account(request: web.Request, project: str) -> access.ServiceAccount:
+    name = request[PATH]["account"]
+    account = await request.app[ACCESS].service_account(project, name)
+    if account is None:
         raise NotFound(f"no service account {name!r} in project {project}")
-    return row
+    return account
 
 
 async def issue_token(request: web.Request) -> web.Response:
@@ -199,24 +176,18 @@ async def issue_token(request: web.Request) -> web.Response:
     account = await _service_account(request, project)
     body = await request.read()
     new = decode_body(body, NewToken) if body.strip() else NewToken()
-    pool = request.app[SERVICE].pool
-    expires_at = None
-    if new.expires_in_seconds is not None:
-        now: datetime = await pool.fetchval("SELECT clock_timestamp()")
-        expires_at = now + timedelta(seconds=new.expires_in_seconds)
-    token, row = await access.issue_token(
-        pool,
-        service_account_id=account["id"],
+    token, info = await request.app[ACCESS].issue_token(
+        account.id,
         created_by=principal(request).actor,
         description=new.description,
-        expires_at=expires_at,
+        expires_in_seconds=new.expires_in_seconds,
     )
     issued = IssuedToken(
-        id=row["id"],
+        id=info.id,
         token=token,
-        service_account=account["name"],
+        service_account=account.name,
         project=project,
-        expires_at=row["expires_at"],
+        expires_at=info.expires_at,
     )
     return json_response(issued, status=201)
 
@@ -225,24 +196,24 @@ async def list_tokens(request: web.Request) -> web.Response:
     """GET /api/v1/projects/{project}/service-accounts/{account}/tokens (no secrets)."""
     project = await _existing_project(request, Role.ADMIN)
     account = await _service_account(request, project)
-    rows = await request.app[SERVICE].pool.fetch(access.QUERIES["list_tokens"], account["id"])
-    return json_response(TokenList([msgspec.convert(dict(r), TokenInfo) for r in rows]))
+    tokens = await request.app[ACCESS].tokens(account.id)
+    return json_response(TokenList([_out(t, TokenInfo) for t in tokens]))
 
 
 async def revoke_token(request: web.Request) -> web.Response:
     """DELETE /api/v1/projects/{project}/tokens/{token_id}: it stops working at once."""
     project = await _existing_project(request, Role.ADMIN)
-    raw = request.match_info["token_id"]
-    try:
-        token_id = uuid.UUID(raw)
-    except ValueError:
-        raise InvalidInput(f"token id {raw!r} is not a UUID", field="path.token_id") from None
-    row = await request.app[SERVICE].pool.fetchrow(
-        access.QUERIES["revoke_token"], token_id, project
-    )
-    if row is None:
-        raise NotFound("no such token in this project", token_id=raw)
-    return json_response(RevokedToken(row["id"], row["revoked_at"]))
+    token_id = request[PATH]["token_id"]
+    info = await request.app[ACCESS].revoke_token(token_id, project)
+    if info is None:
+        raise NotFound("no such token in this project", token_id=str(token_id))
+    assert info.revoked_at is not None
+    return json_response(RevokedToken(info.id, info.revoked_at))
+
+
+def _out(record: object, wire: type[T]) -> T:
+    """A store record as the wire type of the same fields."""
+    return msgspec.convert(record, wire, from_attributes=True)
 
 
 _BASE = "/api/v1/projects/{project}"

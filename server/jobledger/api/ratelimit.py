@@ -10,10 +10,9 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-import asyncpg
 from aiohttp import web
 
-from ..store import access
+from ..store.access import AccessStore
 
 #: Seconds a project's settings are reused before they are read again.
 SETTINGS_TTL = 2.0
@@ -42,23 +41,23 @@ class SubmitLimiter:
         # project -> (when read, rate, burst)
         self._settings: dict[str, tuple[float, float, int]] = {}
 
-    async def _limits(self, pool: asyncpg.Pool, project: str, now: float) -> tuple[float, int]:
+    async def _limits(self, store: AccessStore, project: str, now: float) -> tuple[float, int]:
         cached = self._settings.get(project)
         if cached is None or now - cached[0] > SETTINGS_TTL:
-            row = await pool.fetchrow(access.QUERIES["project_rate"], project)
+            settings = await store.rate_settings(project)
             rate, burst = self.defaults.rate, self.defaults.burst
-            if row is not None:
-                rate = rate if row["submit_rate"] is None else row["submit_rate"]
-                burst = burst if row["submit_burst"] is None else row["submit_burst"]
+            if settings is not None:
+                rate = rate if settings.submit_rate is None else settings.submit_rate
+                burst = burst if settings.submit_burst is None else settings.submit_burst
             cached = (now, float(rate), int(burst))
             self._settings[project] = cached
         return cached[1], cached[2]
 
-    async def retry_after(self, pool: asyncpg.Pool, project: str, count: int = 1) -> float | None:
+    async def retry_after(self, store: AccessStore, project: str, count: int = 1) -> float | None:
         """Take tokens for `count` submits; None if allowed, else seconds until allowed. A
         batch larger than the burst goes through on a full bucket and leaves it in debt."""
         now = time.monotonic()
-        rate, burst = await self._limits(pool, project, now)
+        rate, burst = await self._limits(store, project, now)
         if rate <= 0:
             return None
         bucket = self._buckets.setdefault(project, _Bucket(tokens=float(burst), at=now))

@@ -10,6 +10,8 @@ from typing import Any, Literal
 
 from aiohttp import web
 
+from .params import PATH, QUERY, parse_path, parse_query
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 #: Where the OpenAPI document is served (without a token).
 OPENAPI_PATH = "/api/v1/openapi.json"
@@ -23,6 +25,8 @@ class Query:
     schema: dict[str, Any]
     description: str
     repeated: bool = False
+    #: The value when it is absent (a repeated one is then []).
+    default: Any = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,17 @@ class Route:
 
 
 def register(router: web.UrlDispatcher, routes: Iterable[Route]) -> None:
-    """Add the routes to an aiohttp router."""
+    """Add the routes to an aiohttp router; each request's query and path parameters are
+    parsed by the route's declarations before its handler runs (`params.QUERY`, `PATH`)."""
+
+    def bind(route: Route) -> Handler:
+        async def handle(request: web.Request) -> web.StreamResponse:
+            request[PATH] = parse_path(request, route)
+            request[QUERY] = parse_query(request, route.query)
+            return await route.handler(request)
+
+        handle.__name__ = route.handler.__name__
+        return handle
+
     for r in routes:
-        router.add_route(r.method, r.path, r.handler)
+        router.add_route(r.method, r.path, bind(r))

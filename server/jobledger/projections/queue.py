@@ -16,52 +16,10 @@ import msgspec
 
 from ..domain.jobs import JobState
 from ..domain.specs import DEFAULT_MAX_RUNNING_JOBS
-from ..store.eventstore import EVENTS_CHANNEL, Notification
 from ..store.queries import load_queries
 from .jobs import JobView
 
 QUERIES = load_queries(Path(__file__).with_name("queue.sql"))
-_LOOK_AGAIN = msgspec.json.encode(Notification(changes=[], more=True)).decode()
-
-
-class ProjectView(msgspec.Struct, kw_only=True):
-    """A project's limit on running jobs and how many run and wait now."""
-
-    name: str
-    max_running_jobs: int
-    #: Output a job of this project may store; None: the worker's limit.
-    log_limit_bytes: int | None = None
-    #: Submits per second allowed (None: the server's default).
-    submit_rate: float | None = None
-    submit_burst: int | None = None
-    running: int
-    queued: int
-
-
-async def project_view(pool: asyncpg.Pool, name: str) -> ProjectView:
-    row = await pool.fetchrow(QUERIES["project_usage"], name, DEFAULT_MAX_RUNNING_JOBS)
-    assert row is not None
-    return ProjectView(name=name, **dict(row))
-
-
-async def set_project_limit(
-    pool: asyncpg.Pool,
-    name: str,
-    max_running_jobs: int | None,
-    log_limit_bytes: int | None = None,
-    submit_rate: float | None = None,
-    submit_burst: int | None = None,
-) -> ProjectView:
-    """Set how many of a project's jobs may run at once (0 pauses the project) and how much
-    output each may store; None leaves a limit as it is."""
-    async with pool.acquire() as conn, conn.transaction():
-        await conn.execute(
-            QUERIES["set_project_limit"], name, max_running_jobs, log_limit_bytes,
-            DEFAULT_MAX_RUNNING_JOBS, submit_rate, submit_burst,
-        )  # fmt: skip
-        # A raised limit frees slots: have every scheduler look again.
-        await conn.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, _LOOK_AGAIN)
-    return await project_view(pool, name)
 
 
 class QueueFacts(msgspec.Struct):

@@ -19,11 +19,15 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-from .db import Conn
+from ..domain.errors import Conflict
+from ..domain.specs import DEFAULT_MAX_RUNNING_JOBS
+from .eventstore import EVENTS_CHANNEL, Notification
 from .queries import load_queries
 
 QUERIES = load_queries(Path(__file__).with_name("access.sql"))
 TOKEN_PREFIX = "jl_"
+#: Tells every scheduler to look at the queue again (e.g. a raised limit frees slots).
+LOOK_AGAIN = msgspec.json.encode(Notification(changes=[], more=True)).decode()
 
 
 class Role(enum.StrEnum):
@@ -73,21 +77,34 @@ def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
 
 
-async def authenticate_many(
-    conn: Conn | asyncpg.Pool, tokens: Sequence[str]
-) -> list[Principal | None]:
-    """The principal each token stands for (None when it is unknown, expired or revoked),
-    in one query: the tokens of concurrent requests."""
-    digests = [token_hash(t) for t in tokens]
-    rows = {bytes(r["hash"]): r for r in await conn.fetch(QUERIES["tokens_by_hash"], digests)}
-    principals = [_principal(rows.get(d), d) for d in digests]
-    # Live tokens' use: a write at most once a minute per token, not on every request.
-    stale = {
-        p.token_id for p, d in zip(principals, digests, strict=True) if p and rows[d]["stale_use"]
-    }
-    if stale:
-        await conn.execute(QUERIES["touch_tokens"], list(stale))
-    return principals
+class ServiceAccount(msgspec.Struct, frozen=True, kw_only=True):
+    """A service account of a project: what its tokens may do there."""
+
+    id: uuid.UUID
+    project: str
+    name: str
+    role: Role
+    created_at: datetime
+    created_by: str
+
+
+class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
+    """An API token as stored: never its secret."""
+
+    id: uuid.UUID
+    description: str | None
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class RateSettings(msgspec.Struct, frozen=True):
+    """A project's submit rate settings (None: the server's default)."""
+
+    submit_rate: float | None
+    submit_burst: int | None
 
 
 def _principal(row: asyncpg.Record | None, digest: bytes) -> Principal | None:
@@ -105,30 +122,127 @@ def _principal(row: asyncpg.Record | None, digest: bytes) -> Principal | None:
     )
 
 
-async def issue_token(
-    conn: Conn | asyncpg.Pool,
-    *,
-    service_account_id: uuid.UUID | None,
-    created_by: str,
-    description: str | None = None,
-    expires_at: datetime | None = None,
-) -> tuple[str, asyncpg.Record]:
-    """Create a token; returns the secret (never stored) and its row."""
-    token = new_token()
-    row = await conn.fetchrow(
-        QUERIES["insert_token"], uuid.uuid4(), service_account_id, token_hash(token),
-        description, created_by, expires_at,
-    )  # fmt: skip
-    assert row is not None
-    return token, row
+def _account(row: asyncpg.Record) -> ServiceAccount:
+    return ServiceAccount(**{**dict(row), "role": Role(row["role"])})
 
 
-async def bootstrap_admin_token(conn: Conn | asyncpg.Pool) -> str | None:
-    """On a database with no server-wide admin token, create one and return it (to be
-    printed once); otherwise None."""
-    if await conn.fetchval(QUERIES["admin_token_count"]):
-        return None
-    token, _ = await issue_token(
-        conn, service_account_id=None, created_by="bootstrap", description="first admin token"
-    )
-    return token
+class AccessStore:
+    """Projects, service accounts and tokens: every read and write of access control."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        self.pool = pool
+
+    async def authenticate_many(self, tokens: Sequence[str]) -> list[Principal | None]:
+        """The principal each token stands for (None when it is unknown, expired or
+        revoked), in one query: the tokens of concurrent requests."""
+        digests = [token_hash(t) for t in tokens]
+        found = await self.pool.fetch(QUERIES["tokens_by_hash"], digests)
+        rows = {bytes(r["hash"]): r for r in found}
+        principals = [_principal(rows.get(d), d) for d in digests]
+        # Live tokens' use: a write at most once a minute per token, not on every request.
+        stale = {
+            p.token_id
+            for p, d in zip(principals, digests, strict=True)
+            if p and rows[d]["stale_use"]
+        }
+        if stale:
+            await self.pool.execute(QUERIES["touch_tokens"], list(stale))
+        return principals
+
+    async def create_project(
+        self, name: str, max_running_jobs: int, log_limit_bytes: int | None, actor: str
+    ) -> None:
+        """Create a project; `Conflict` if the name is taken."""
+        try:
+            await self.pool.execute(
+                QUERIES["create_project"], name, max_running_jobs, log_limit_bytes, actor
+            )
+        except asyncpg.UniqueViolationError:
+            raise Conflict(f"project {name} exists already", field="$.name") from None
+
+    async def project_exists(self, name: str) -> bool:
+        exists: bool = await self.pool.fetchval(QUERIES["project_exists"], name)
+        return exists
+
+    async def set_limits(
+        self,
+        name: str,
+        max_running_jobs: int | None,
+        log_limit_bytes: int | None = None,
+        submit_rate: float | None = None,
+        submit_burst: int | None = None,
+    ) -> None:
+        """Set how many of a project's jobs may run at once (0 pauses the project), how much
+        output each may store and how fast it may submit; None leaves a limit as it is."""
+        async with self.pool.acquire() as conn, conn.transaction():
+            await conn.execute(
+                QUERIES["set_project_limits"], name, max_running_jobs, log_limit_bytes,
+                DEFAULT_MAX_RUNNING_JOBS, submit_rate, submit_burst,
+            )  # fmt: skip
+            # A raised limit frees slots: have every scheduler look again.
+            await conn.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, LOOK_AGAIN)
+
+    async def rate_settings(self, project: str) -> RateSettings | None:
+        """A project's submit rate settings; None for a project without a row."""
+        row = await self.pool.fetchrow(QUERIES["project_rate"], project)
+        return RateSettings(row["submit_rate"], row["submit_burst"]) if row else None
+
+    async def create_service_account(
+        self, project: str, name: str, role: Role, actor: str
+    ) -> ServiceAccount:
+        """Create a service account; `Conflict` if the project has one of that name."""
+        try:
+            row = await self.pool.fetchrow(
+                QUERIES["create_service_account"], uuid.uuid4(), project, name, role.value, actor
+            )
+        except asyncpg.UniqueViolationError:
+            raise Conflict(f"service account {name} exists already", field="$.name") from None
+        assert row is not None
+        return _account(row)
+
+    async def service_accounts(self, project: str) -> list[ServiceAccount]:
+        """A project's service accounts, by name."""
+        rows = await self.pool.fetch(QUERIES["list_service_accounts"], project)
+        return [_account(r) for r in rows]
+
+    async def service_account(self, project: str, name: str) -> ServiceAccount | None:
+        row = await self.pool.fetchrow(QUERIES["service_account"], project, name)
+        return _account(row) if row is not None else None
+
+    async def issue_token(
+        self,
+        service_account_id: uuid.UUID | None,
+        *,
+        created_by: str,
+        description: str | None = None,
+        expires_in_seconds: int | None = None,
+    ) -> tuple[str, TokenInfo]:
+        """Create a token (expiring after `expires_in_seconds` by the database's clock);
+        returns the secret, which is never stored, and the token's record."""
+        token = new_token()
+        row = await self.pool.fetchrow(
+            QUERIES["insert_token"], uuid.uuid4(), service_account_id, token_hash(token),
+            description, created_by, expires_in_seconds,
+        )  # fmt: skip
+        assert row is not None
+        return token, TokenInfo(**dict(row))
+
+    async def tokens(self, service_account_id: uuid.UUID) -> list[TokenInfo]:
+        """A service account's tokens, oldest first."""
+        rows = await self.pool.fetch(QUERIES["list_tokens"], service_account_id)
+        return [TokenInfo(**dict(r)) for r in rows]
+
+    async def revoke_token(self, token_id: uuid.UUID, project: str) -> TokenInfo | None:
+        """Revoke a token of a project (it stops working at once); None if there is none."""
+        row = await self.pool.fetchrow(QUERIES["revoke_token"], token_id, project)
+        return TokenInfo(**dict(row)) if row is not None else None
+
+    async def bootstrap_admin_token(self) -> str | None:
+        """On a database with no server-wide admin token, create one and return it (to be
+        printed once); otherwise None."""
+        if await self.pool.fetchval(QUERIES["admin_token_count"]):
+            return None
+        token, _ = await self.issue_token(
+            None, created_by="bootstrap", description="first admin token"
+        )
+        return token

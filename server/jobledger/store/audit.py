@@ -9,6 +9,8 @@ from datetime import datetime
 import asyncpg
 import msgspec
 
+from ..domain.events import Recorded
+from .eventstore import record_from_row
 from .where import Where
 
 _SELECT = """
@@ -76,7 +78,19 @@ def audit_statement(f: AuditFilter, limit: int) -> tuple[str, list[object]]:
     return sql, w.args
 
 
-async def audit(pool: asyncpg.Pool, f: AuditFilter, limit: int) -> list[asyncpg.Record]:
-    """A page of events matching `f`, newest first (with `project` and `waited` columns)."""
+class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
+    """An event found by an audit query, with the project of its job."""
+
+    record: Recorded
+    project: str
+    #: JobStarted only: seconds the job waited to start since it could have.
+    waited_seconds: float | None = None
+
+
+async def audit(pool: asyncpg.Pool, f: AuditFilter, limit: int) -> list[AuditRecord]:
+    """A page of events matching `f`, newest first."""
     sql, args = audit_statement(f, limit)
-    return await pool.fetch(sql, *args)
+    return [
+        AuditRecord(record=record_from_row(r), project=r["project"], waited_seconds=r["waited"])
+        for r in await pool.fetch(sql, *args)
+    ]
