@@ -17,10 +17,10 @@ from jobledger.projections import queue
 from jobledger.projections.jobs import JobView
 from jobledger.runtime import claims
 from jobledger.runtime import scheduler as scheduler_module
-from jobledger.runtime.listener import WorkerIdInUse
 from jobledger.runtime.noop import NoopExecutor
 from jobledger.service import JobService
 from jobledger.store.access import AccessStore
+from jobledger.store.notifications import WorkerIdInUse
 from tests.factories import spec
 from tests.runtime.conftest import StartScheduler
 from tests.watching import JobWatcher
@@ -73,10 +73,14 @@ async def test_jobs_run_and_their_outcome_is_recorded(
 
 
 async def test_a_lost_notification_only_delays_until_the_next_poll(
-    service: JobService, start_scheduler: StartScheduler, watcher: JobWatcher
+    service: JobService,
+    start_scheduler: StartScheduler,
+    watcher: JobWatcher,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    scheduler = await start_scheduler(poll_interval=0.5)
-    scheduler._on_payload = lambda payload: None  # type: ignore[method-assign]  # deaf
+    # Deaf before it starts: its listener hands every notification to a handler that drops it.
+    monkeypatch.setattr(scheduler_module.Scheduler, "_on_notification", lambda self, note: None)
+    await start_scheduler(poll_interval=0.5)
     job = await submit(service)
     assert (await watcher.until(job, DONE, timeout=10)).state is JobState.SUCCEEDED
 

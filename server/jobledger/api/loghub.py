@@ -15,18 +15,11 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import msgspec
-import structlog
 from aiohttp import web
 
-from ..runtime.listener import Listener
-from ..store.eventstore import EVENTS_CHANNEL, Notification
-from ..store.logs import LOGS_CHANNEL, LogBatchNotice
-
-log = structlog.get_logger(__name__)
-
-_batch_decoder = msgspec.json.Decoder(LogBatchNotice)
-_notification_decoder = msgspec.json.Decoder(Notification)
+from ..store.eventstore import Notification
+from ..store.logs import LogBatchNotice
+from ..store.notifications import EVENTS, LOG_BATCHES, Listener
 
 
 class Subscription:
@@ -66,14 +59,9 @@ class LogHub:
     def start(self) -> None:
         """Open the LISTEN connection in the background (it retries until the database
         answers; followers re-read when it connects)."""
-        self._listener = Listener(
-            self.dsn,
-            LOGS_CHANNEL,
-            self._on_log_batch,
-            self._wake_all,
-            extra_channels={EVENTS_CHANNEL: self._on_job_change},
-            application_name=self.application_name,
-        )
+        self._listener = Listener(self.dsn, self._wake_all, application_name=self.application_name)
+        self._listener.on(LOG_BATCHES, self._on_log_batch)
+        self._listener.on(EVENTS, self._on_job_change)
         self._task = asyncio.create_task(self._listener.run(), name="log-hub-listener")
 
     async def started(self) -> None:
@@ -140,20 +128,10 @@ class LogHub:
             for sub in subs:
                 sub.wake.set()
 
-    def _on_log_batch(self, payload: str) -> None:
-        try:
-            notice = _batch_decoder.decode(payload)
-        except msgspec.DecodeError:
-            log.warning("unreadable log notification", payload=payload[:200])
-            return
+    def _on_log_batch(self, notice: LogBatchNotice) -> None:
         self._wake(notice.job_id)
 
-    def _on_job_change(self, payload: str) -> None:
-        try:
-            note = _notification_decoder.decode(payload)
-        except msgspec.DecodeError:
-            log.warning("unreadable event notification", payload=payload[:200])
-            return
+    def _on_job_change(self, note: Notification) -> None:
         if note.more:  # the list was cut short: any follower's job may be among the rest
             self._wake_all()
             return

@@ -7,7 +7,6 @@ import asyncio
 import uuid
 from collections.abc import Iterator
 
-import asyncpg
 import msgspec
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
@@ -15,7 +14,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from ..domain.events import FailureReason
 from ..domain.jobs import TERMINAL_STATES, JobState
 from ..projections.reads import JobReads
-from ..store.db import DatabaseUnavailable
+from ..store.db import DB_ERRORS
 from ..store.logs import LogLine
 from .auth import job_for
 from .context import READS, json_response
@@ -40,7 +39,6 @@ STREAM_PAGE = 20_000
 #: clients' message size limits (aiohttp's default is 4 MiB) however long the lines are.
 FRAME_BYTES = 256 * 1024
 
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DatabaseUnavailable)
 _encoder = msgspec.json.Encoder()
 
 
@@ -104,7 +102,7 @@ async def get_logs_text(request: web.Request) -> web.StreamResponse:
                 break
             await response.write("".join(f"{ln.text}\n" for ln in lines).encode())
             cursor = lines[-1].seq
-    except _DB_ERRORS as exc:
+    except DB_ERRORS as exc:
         log.warning("log text stream failed", job_id=str(job_id), error=str(exc))
         # The status is sent already: cut the connection so the client sees a truncated
         # body rather than a complete-looking one.
@@ -145,7 +143,7 @@ async def follow_logs(request: web.Request) -> web.StreamResponse:
         code, why = WSCloseCode.OK, b""
         try:
             code, why = await _stream(ws, hub, sub, request.app[READS], job_id, after)
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             log.warning("log stream failed", job_id=str(job_id), error=str(exc))
             # The client resumes after the last line it got, once the database answers.
             code, why = WSCloseCode.TRY_AGAIN_LATER, b"database unavailable"

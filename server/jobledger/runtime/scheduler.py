@@ -12,7 +12,6 @@ import uuid
 from dataclasses import dataclass
 from datetime import timedelta
 
-import asyncpg
 import msgspec
 import structlog
 
@@ -21,11 +20,11 @@ from ..domain.errors import ConcurrencyError, DomainError
 from ..domain.events import EventMeta, FailureReason
 from ..domain.jobs import Command, Fail, Job, JobState
 from ..service import JobService
-from ..store.db import DatabaseUnavailable
+from ..store.db import DB_ERRORS
 from ..store.eventstore import Notification
+from ..store.notifications import EVENTS, Listener
 from .claims import QUERIES, claim
 from .executor import Executor, Found, JobIO, Outcome, RunRequest
-from .listener import Listener
 from .output import LogLimits, LogSink
 from .usage import UsageRecorder
 
@@ -35,8 +34,6 @@ log = structlog.get_logger(__name__)
 _WAKING_STATES = frozenset(
     {JobState.QUEUED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
 )
-_DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DatabaseUnavailable)
-_notification_decoder = msgspec.json.Decoder(Notification)
 
 
 class WorkerConfig(msgspec.Struct, kw_only=True, frozen=True):
@@ -89,11 +86,7 @@ class Scheduler:
 
     # ---- notifications ----------------------------------------------------------------
 
-    def _on_payload(self, payload: str) -> None:
-        try:
-            note = _notification_decoder.decode(payload)
-        except msgspec.DecodeError:
-            return
+    def _on_notification(self, note: Notification) -> None:
         if note.more:
             self._sweep_due = True
             self.wake.set()
@@ -117,13 +110,8 @@ class Scheduler:
             QUERIES["register_worker"], cfg.worker_id, list(cfg.tags), cfg.capacity,
             cfg.lease_seconds, self.executor.name, socket.gethostname(), os.getpid(),
         )  # fmt: skip
-        listener = Listener(
-            self.dsn,
-            self.service.store.channel,
-            self._on_payload,
-            self._on_connect,
-            identity=cfg.worker_id,
-        )
+        listener = Listener(self.dsn, self._on_connect, identity=cfg.worker_id)
+        listener.on(EVENTS.renamed(self.service.store.channel), self._on_notification)
         listen_task = asyncio.create_task(listener.run(), name="listener")
         heartbeat_task: asyncio.Task[None] | None = None
         try:
@@ -146,7 +134,7 @@ class Scheduler:
             for t in tasks:
                 t.cancel()
             await asyncio.gather(*tasks, listen_task, return_exceptions=True)
-            with contextlib.suppress(*_DB_ERRORS):
+            with contextlib.suppress(*DB_ERRORS):
                 await self.pool.execute(QUERIES["worker_stopped"], cfg.worker_id)
             self.log.info("scheduler stopped", left_running=len(tasks))
 
@@ -169,7 +157,7 @@ class Scheduler:
             if len(self.active) >= self.config.capacity:
                 return self.config.poll_interval  # full: a job ending wakes us
             wait: timedelta | None = await self.pool.fetchval(QUERIES["next_scheduled"])
-        except _DB_ERRORS as exc:
+        except DB_ERRORS as exc:
             self.log.warning("scheduler round failed", error=str(exc))
             return self.config.poll_interval
         if wait is not None:
@@ -241,7 +229,7 @@ class Scheduler:
         while True:
             try:
                 result = await self._outcomes((job_id, command))
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 jlog.warning("recording outcome failed, retrying", error=str(exc))
                 await asyncio.sleep(backoff)
                 backoff = min(backoff * 2, 5.0)
@@ -289,7 +277,7 @@ class Scheduler:
             try:
                 await self.pool.execute(QUERIES["heartbeat"], self.config.worker_id)
                 await self._reap()
-            except _DB_ERRORS as exc:
+            except DB_ERRORS as exc:
                 self.log.warning("heartbeat failed", error=str(exc))
 
     async def _reap(self) -> None:

@@ -63,6 +63,17 @@ class DatabaseUnavailable(RuntimeError):
     """The database could not be reached; the message names it (without a password)."""
 
 
+#: What "the database is away" raises: the network (refused, reset), the server (an error,
+#: a shutdown, a terminated backend), the driver (a connection closed under it) or our own
+#: `DatabaseUnavailable`. Code that waits for the database to come back catches these.
+DB_ERRORS: tuple[type[Exception], ...] = (
+    OSError,
+    asyncpg.PostgresError,
+    asyncpg.InterfaceError,
+    DatabaseUnavailable,
+)
+
+
 def redact(dsn: str) -> str:
     """The URL with any password replaced, fit for logs and error messages."""
     return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", dsn)
@@ -81,7 +92,7 @@ async def create_pool(
             dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_reset,
             **kwargs,
         )  # fmt: skip
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DB_ERRORS as exc:
         raise _unavailable(dsn, exc) from exc
     assert pool is not None
     return pool
@@ -91,7 +102,7 @@ async def connect(dsn: str) -> asyncpg.Connection:
     """One connection with the same codecs as the pool's (for LISTEN and tooling)."""
     try:
         conn = await asyncpg.connect(dsn)
-    except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+    except DB_ERRORS as exc:
         raise _unavailable(dsn, exc) from exc
     await _init_connection(conn)
     return conn
