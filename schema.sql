@@ -1,9 +1,22 @@
--- jobledger database schema: the one place tables are defined.
--- Applied idempotently (`jobledger migrate`, and at every `serve` start) under an advisory
--- lock, so every statement here must be safe to run again on an up-to-date database.
+-- jobledger database schema: the whole current schema, in one place.
+-- A fresh (empty) database is created from this file in one transaction, which records the
+-- version it stands for in schema_migrations. An existing database is brought up to date by
+-- the numbered files in server/jobledger/store/migrations/ instead, each applied once
+-- (`jobledger migrate`, and at every `serve`/`worker` start). A schema change is therefore
+-- made twice: as a new migration, and here, with every column at the position the
+-- migration gives it (tests/store/test_migrations.py compares the two with pg_dump).
 
--- The event log: the source of truth (design map I2). One stream per job.
-CREATE TABLE IF NOT EXISTS events (
+-- Which migrations the database has had; its version is the highest.
+CREATE TABLE schema_migrations (
+    version    integer     PRIMARY KEY,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+-- The version this file stands for: the last migration's.
+INSERT INTO schema_migrations (version, name) VALUES (2, '0002_events_stream_type');
+
+-- The event log: the source of truth (design map I2). One stream per aggregate.
+CREATE TABLE events (
     -- Global order of insertion. Not commit order: readers of the whole log go by (txid, position).
     position       bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     event_id       uuid        NOT NULL UNIQUE,
@@ -17,26 +30,85 @@ CREATE TABLE IF NOT EXISTS events (
     recorded_at    timestamptz NOT NULL DEFAULT clock_timestamp(),
     -- The writing transaction: catch-up readers only read below the oldest running one (I5).
     txid           xid8        NOT NULL DEFAULT pg_current_xact_id(),
+    -- Tamper evidence: SHA-256 over the previous event's hash in the stream and this event's
+    -- canonical bytes; set by the events_hash_chain trigger below.
+    hash           bytea,
+    -- The kind of aggregate the stream belongs to (job, and later schedule, workflow run...).
+    stream_type    text        NOT NULL DEFAULT 'job',
     -- Optimistic concurrency (I4): a second writer of the same version fails here.
     CONSTRAINT events_stream_version UNIQUE (stream_id, version)
 );
-CREATE INDEX IF NOT EXISTS events_txid_position ON events (txid, position);
+CREATE INDEX events_txid_position ON events (txid, position);
+-- Audit queries: by actor, and by time, newest first.
+CREATE INDEX events_actor ON events ((meta ->> 'actor'), position DESC);
+CREATE INDEX events_recorded_at ON events (recorded_at);
+-- Audit: failures by reason, and starts by how long the job waited (JobStarted.ready_at),
+-- newest first. Partial: only the events these questions are about.
+CREATE INDEX events_failure_reason ON events ((data ->> 'reason'), position DESC)
+    WHERE type IN ('JobFailed', 'JobRetryScheduled');
+CREATE INDEX events_waited
+    ON events ((extract(epoch FROM recorded_at - to_timestamp((data ->> 'ready_at')::float8))))
+    WHERE type = 'JobStarted';
+-- The planner takes no statistics from a partial index's expression: without these it
+-- guesses a third of the log waited long and walks the whole log newest first instead.
+CREATE STATISTICS events_waited_stats
+    ON (extract(epoch FROM recorded_at - to_timestamp((data ->> 'ready_at')::float8)))
+    FROM events;
 
 -- Append-only in the database itself (I3), not by convention.
-CREATE OR REPLACE FUNCTION events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+CREATE FUNCTION events_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     RAISE EXCEPTION 'the event log is append-only: % on events is not allowed', TG_OP
         USING ERRCODE = 'restrict_violation';
 END
 $$;
-CREATE OR REPLACE TRIGGER events_no_update_delete
+CREATE TRIGGER events_no_update_delete
     BEFORE UPDATE OR DELETE ON events FOR EACH ROW EXECUTE FUNCTION events_append_only();
-CREATE OR REPLACE TRIGGER events_no_truncate
+CREATE TRIGGER events_no_truncate
     BEFORE TRUNCATE ON events FOR EACH STATEMENT EXECUTE FUNCTION events_append_only();
+
+-- Tamper evidence: each event stores a SHA-256 over the previous event's hash in its stream
+-- and its own canonical bytes (server/jobledger/store/chain.py computes the same bytes to
+-- verify). An edit or removal made behind the append-only guard breaks the chain or the
+-- versions; someone able to rewrite every later hash too is caught only by a digest kept
+-- elsewhere (`jobledger replay verify` prints one).
+CREATE FUNCTION events_canonical(e events) RETURNS bytea
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT convert_to(concat_ws(E'\n',
+        e.event_id::text, e.stream_id::text, e.version::text, e.type, e.schema_version::text,
+        (extract(epoch FROM e.recorded_at) * 1000000)::bigint::text,
+        e.data::text, e.meta::text), 'UTF8')
+$$;
+-- Also where an append's expected version is checked (I4): an event after version 1 needs
+-- its predecessor, so a writer that read a stream too far ahead cannot open a hole.
+-- events_canonical's expression is written out here: calling the SQL function per row cost
+-- as much as the rest of the insert.
+CREATE FUNCTION events_chain() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    prev bytea := '\x';
+BEGIN
+    -- Earlier rows of the same INSERT are visible here: append_events inserts in version order.
+    IF NEW.version > 1 THEN
+        SELECT h.hash INTO prev FROM events h
+        WHERE h.stream_id = NEW.stream_id AND h.version = NEW.version - 1;
+        IF NOT FOUND THEN
+            RAISE EXCEPTION 'stream % has no version %', NEW.stream_id, NEW.version - 1
+                USING ERRCODE = 'JL409', DETAIL = NEW.stream_id::text;
+        END IF;
+    END IF;
+    NEW.hash := sha256(coalesce(prev, '\x') || convert_to(concat_ws(E'\n',
+        NEW.event_id::text, NEW.stream_id::text, NEW.version::text, NEW.type,
+        NEW.schema_version::text, (extract(epoch FROM NEW.recorded_at) * 1000000)::bigint::text,
+        NEW.data::text, NEW.meta::text), 'UTF8'));
+    RETURN NEW;
+END
+$$;
+CREATE TRIGGER events_hash_chain
+    BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION events_chain();
 
 -- Inline projection of each job's current state, kept in the append transaction.
 -- Rebuildable from the log at any time (`jobledger replay rebuild`).
-CREATE TABLE IF NOT EXISTS jobs (
+CREATE TABLE jobs (
     id                  uuid        PRIMARY KEY,
     project             text        NOT NULL,
     state               text        NOT NULL,
@@ -66,39 +138,84 @@ CREATE TABLE IF NOT EXISTS jobs (
     last_position       bigint      NOT NULL
 );
 -- One job per idempotency key and project; a second submit finds the first job.
-CREATE UNIQUE INDEX IF NOT EXISTS jobs_idempotency
+CREATE UNIQUE INDEX jobs_idempotency
     ON jobs (project, idempotency_key) WHERE idempotency_key IS NOT NULL;
 -- List views: newest first, optionally by project or state; keyset pagination on (created_at, id).
-CREATE INDEX IF NOT EXISTS jobs_created ON jobs (created_at DESC, id DESC);
-CREATE INDEX IF NOT EXISTS jobs_project_created ON jobs (project, created_at DESC, id DESC);
-CREATE INDEX IF NOT EXISTS jobs_state_created ON jobs (state, created_at DESC, id DESC);
-CREATE INDEX IF NOT EXISTS jobs_labels ON jobs USING gin (labels jsonb_path_ops);
-
--- Columns added after the first release: ADD ... IF NOT EXISTS brings older databases along.
-ALTER TABLE jobs ADD COLUMN IF NOT EXISTS concurrency_limit integer NOT NULL DEFAULT 1;
-
+CREATE INDEX jobs_created ON jobs (created_at DESC, id DESC);
+CREATE INDEX jobs_project_created ON jobs (project, created_at DESC, id DESC);
+CREATE INDEX jobs_state_created ON jobs (state, created_at DESC, id DESC);
+CREATE INDEX jobs_labels ON jobs USING gin (labels jsonb_path_ops);
 -- The scheduler's claim: queued jobs without a time in priority, then submission order (the
--- due ones of those with a time come from jobs_scheduled). Replaces jobs_queue, which held
--- the jobs waiting for a later time too: with many of them a claim read them all.
-DROP INDEX IF EXISTS jobs_queue;
-CREATE INDEX IF NOT EXISTS jobs_ready
+-- due ones of those with a time come from jobs_scheduled).
+CREATE INDEX jobs_ready
     ON jobs (priority DESC, created_at, id) WHERE state = 'queued' AND scheduled_for IS NULL;
+-- The scheduler's next wake-up: the earliest scheduled_for of a queued job, from an index
+-- (a scan of every queued job made each scheduling round slower as the queue grew).
+CREATE INDEX jobs_scheduled ON jobs (scheduled_for)
+    WHERE state = 'queued' AND scheduled_for IS NOT NULL;
 -- Quotas count what runs, per project and per concurrency key; recovery finds a worker's jobs.
-CREATE INDEX IF NOT EXISTS jobs_active
+CREATE INDEX jobs_active
     ON jobs (project, concurrency_key) WHERE state IN ('running', 'cancelling');
-CREATE INDEX IF NOT EXISTS jobs_worker
+CREATE INDEX jobs_worker
     ON jobs (worker_id) WHERE state IN ('running', 'cancelling');
 
--- Per-project settings; a project without a row has the defaults.
-CREATE TABLE IF NOT EXISTS projects (
+-- A projection rebuild in progress (`jobledger replay rebuild`): it fills a shadow table
+-- batch by batch, each batch committing with this checkpoint, so an interrupted rebuild
+-- resumes; the swap into the live table happens in one transaction at the end.
+CREATE TABLE projection_rebuilds (
+    projection   text        PRIMARY KEY,
+    -- Events of transactions from this one on may be missing from the shadow table: the
+    -- swap re-reads their streams.
+    started_xmin xid8        NOT NULL,
+    -- Streams up to this id (in uuid order) are in the shadow table.
+    after_stream uuid,
+    streams      bigint      NOT NULL DEFAULT 0,
+    events       bigint      NOT NULL DEFAULT 0,
+    started_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
+    updated_at   timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+
+-- Access control. Projects own jobs; service accounts belong to a project and carry a
+-- role; API tokens are issued to a service account and stored only as a SHA-256 hash.
+-- A project without a row has the defaults.
+CREATE TABLE projects (
     name             text        PRIMARY KEY,
     max_running_jobs integer     NOT NULL CHECK (max_running_jobs >= 0),
-    updated_at       timestamptz NOT NULL DEFAULT clock_timestamp()
+    updated_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    log_limit_bytes  bigint,
+    created_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
+    created_by       text,
+    -- Submit rate limits (NULL: the server's defaults).
+    submit_rate      real,
+    submit_burst     integer
+);
+
+CREATE TABLE service_accounts (
+    id         uuid        PRIMARY KEY,
+    project    text        NOT NULL,
+    name       text        NOT NULL,
+    role       text        NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
+    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    created_by text        NOT NULL,
+    UNIQUE (project, name)
+);
+
+CREATE TABLE api_tokens (
+    id                 uuid        PRIMARY KEY,
+    -- NULL: a server-wide admin token.
+    service_account_id uuid        REFERENCES service_accounts (id),
+    hash               bytea       NOT NULL UNIQUE,
+    description        text,
+    created_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
+    created_by         text        NOT NULL,
+    expires_at         timestamptz,
+    revoked_at         timestamptz,
+    last_used_at       timestamptz
 );
 
 -- Scheduler/worker processes and their leases: a worker whose heartbeat is older than the
 -- lease has its jobs failed (worker_lost) or retried by another scheduler.
-CREATE TABLE IF NOT EXISTS workers (
+CREATE TABLE workers (
     id           text        PRIMARY KEY,
     tags         text[]      NOT NULL,
     capacity     integer     NOT NULL,
@@ -113,7 +230,7 @@ CREATE TABLE IF NOT EXISTS workers (
 
 -- Job output: high-volume data, not events. Lines are numbered per job (`seq`, from 1,
 -- continuing across attempts) and stored in batches; a batch holds lines first_seq..last_seq.
-CREATE TABLE IF NOT EXISTS job_logs (
+CREATE TABLE job_logs (
     job_id     uuid        NOT NULL,
     first_seq  bigint      NOT NULL,
     last_seq   bigint      NOT NULL,
@@ -127,7 +244,7 @@ CREATE TABLE IF NOT EXISTS job_logs (
 );
 
 -- CPU and memory of a running job over time, one row per sample.
-CREATE TABLE IF NOT EXISTS job_usage_samples (
+CREATE TABLE job_usage_samples (
     job_id       uuid             NOT NULL,
     attempt      integer          NOT NULL,
     sampled_at   timestamptz      NOT NULL,
@@ -135,113 +252,3 @@ CREATE TABLE IF NOT EXISTS job_usage_samples (
     memory_bytes bigint           NOT NULL,
     PRIMARY KEY (job_id, sampled_at)
 );
-
--- Access control. Projects own jobs; service accounts belong to a project and carry a
--- role; API tokens are issued to a service account and stored only as a SHA-256 hash.
-ALTER TABLE projects ADD COLUMN IF NOT EXISTS log_limit_bytes bigint;
-ALTER TABLE projects ADD COLUMN IF NOT EXISTS created_at timestamptz NOT NULL DEFAULT clock_timestamp();
-ALTER TABLE projects ADD COLUMN IF NOT EXISTS created_by text;
-
-CREATE TABLE IF NOT EXISTS service_accounts (
-    id         uuid        PRIMARY KEY,
-    project    text        NOT NULL,
-    name       text        NOT NULL,
-    role       text        NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
-    created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    created_by text        NOT NULL,
-    UNIQUE (project, name)
-);
-
-CREATE TABLE IF NOT EXISTS api_tokens (
-    id                 uuid        PRIMARY KEY,
-    -- NULL: a server-wide admin token.
-    service_account_id uuid        REFERENCES service_accounts (id),
-    hash               bytea       NOT NULL UNIQUE,
-    description        text,
-    created_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
-    created_by         text        NOT NULL,
-    expires_at         timestamptz,
-    revoked_at         timestamptz,
-    last_used_at       timestamptz
-);
--- Submit rate limits per project (NULL: the server's defaults).
-ALTER TABLE projects ADD COLUMN IF NOT EXISTS submit_rate real;
-ALTER TABLE projects ADD COLUMN IF NOT EXISTS submit_burst integer;
-
--- Audit queries: by actor, and by time, newest first.
-CREATE INDEX IF NOT EXISTS events_actor ON events ((meta ->> 'actor'), position DESC);
-CREATE INDEX IF NOT EXISTS events_recorded_at ON events (recorded_at);
-
--- Tamper evidence: each event stores a SHA-256 over the previous event's hash in its stream
--- and its own canonical bytes (server/store/chain.py computes the same bytes to verify).
--- An edit or removal made behind the append-only guard breaks the chain or the versions;
--- someone able to rewrite every later hash too is caught only by a digest kept elsewhere
--- (`jobledger replay verify` prints one).
-ALTER TABLE events ADD COLUMN IF NOT EXISTS hash bytea;
-CREATE OR REPLACE FUNCTION events_canonical(e events) RETURNS bytea
-LANGUAGE sql IMMUTABLE AS $$
-    SELECT convert_to(concat_ws(E'\n',
-        e.event_id::text, e.stream_id::text, e.version::text, e.type, e.schema_version::text,
-        (extract(epoch FROM e.recorded_at) * 1000000)::bigint::text,
-        e.data::text, e.meta::text), 'UTF8')
-$$;
--- Also where an append's expected version is checked (I4): an event after version 1 needs
--- its predecessor, so a writer that read a stream too far ahead cannot open a hole.
--- events_canonical's expression is written out here: calling the SQL function per row cost
--- as much as the rest of the insert.
-CREATE OR REPLACE FUNCTION events_chain() RETURNS trigger LANGUAGE plpgsql AS $$
-DECLARE
-    prev bytea := '\x';
-BEGIN
-    -- Earlier rows of the same INSERT are visible here: append_events inserts in version order.
-    IF NEW.version > 1 THEN
-        SELECT h.hash INTO prev FROM events h
-        WHERE h.stream_id = NEW.stream_id AND h.version = NEW.version - 1;
-        IF NOT FOUND THEN
-            RAISE EXCEPTION 'stream % has no version %', NEW.stream_id, NEW.version - 1
-                USING ERRCODE = 'JL409', DETAIL = NEW.stream_id::text;
-        END IF;
-    END IF;
-    NEW.hash := sha256(coalesce(prev, '\x') || convert_to(concat_ws(E'\n',
-        NEW.event_id::text, NEW.stream_id::text, NEW.version::text, NEW.type,
-        NEW.schema_version::text, (extract(epoch FROM NEW.recorded_at) * 1000000)::bigint::text,
-        NEW.data::text, NEW.meta::text), 'UTF8'));
-    RETURN NEW;
-END
-$$;
-CREATE OR REPLACE TRIGGER events_hash_chain
-    BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION events_chain();
-
--- A projection rebuild in progress (`jobledger replay rebuild`): it fills a shadow table
--- batch by batch, each batch committing with this checkpoint, so an interrupted rebuild
--- resumes; the swap into the live table happens in one transaction at the end.
-CREATE TABLE IF NOT EXISTS projection_rebuilds (
-    projection   text        PRIMARY KEY,
-    -- Events of transactions from this one on may be missing from the shadow table: the
-    -- swap re-reads their streams.
-    started_xmin xid8        NOT NULL,
-    -- Streams up to this id (in uuid order) are in the shadow table.
-    after_stream uuid,
-    streams      bigint      NOT NULL DEFAULT 0,
-    events       bigint      NOT NULL DEFAULT 0,
-    started_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
-    updated_at   timestamptz NOT NULL DEFAULT clock_timestamp()
-);
-
--- Audit: failures by reason, and starts by how long the job waited (JobStarted.ready_at),
--- newest first. Partial: only the events these questions are about.
-CREATE INDEX IF NOT EXISTS events_failure_reason ON events ((data ->> 'reason'), position DESC)
-    WHERE type IN ('JobFailed', 'JobRetryScheduled');
-CREATE INDEX IF NOT EXISTS events_waited
-    ON events ((extract(epoch FROM recorded_at - to_timestamp((data ->> 'ready_at')::float8))))
-    WHERE type = 'JobStarted';
--- The planner takes no statistics from a partial index's expression: without these it
--- guesses a third of the log waited long and walks the whole log newest first instead.
-CREATE STATISTICS IF NOT EXISTS events_waited_stats
-    ON (extract(epoch FROM recorded_at - to_timestamp((data ->> 'ready_at')::float8)))
-    FROM events;
-
--- The scheduler's next wake-up: the earliest scheduled_for of a queued job, from an index
--- (a scan of every queued job made each scheduling round slower as the queue grew).
-CREATE INDEX IF NOT EXISTS jobs_scheduled ON jobs (scheduled_for)
-    WHERE state = 'queued' AND scheduled_for IS NOT NULL;
