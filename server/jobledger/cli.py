@@ -29,7 +29,7 @@ from .service import JobService
 from .store.access import AccessStore
 from .store.db import DatabaseUnavailable, connect
 from .store.embedded import EmbeddedPostgresError
-from .store.migrate import migrate
+from .store.migrate import SchemaError, migrate
 
 log = structlog.get_logger("jobledger")
 
@@ -189,7 +189,9 @@ async def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def configure_migrate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("migrate", help="apply schema.sql to the database (idempotent)")
+    p = sub.add_parser(
+        "migrate", help="create or upgrade the database schema"
+    )
     add_database_args(p)
     p.set_defaults(func=cmd_migrate)
 
@@ -198,10 +200,10 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
     async with database(args) as dsn:
         conn = await connect(dsn)
         try:
-            await migrate(conn)
+            result = await migrate(conn)
         finally:
             await conn.close()
-    print("schema is up to date")
+    print(result)
     return EXIT_OK
 
 
@@ -237,7 +239,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         code: int = asyncio.run(args.func(args))
         return code
-    except (EmbeddedPostgresError, DatabaseUnavailable, asyncpg.PostgresError) as exc:
+    except (EmbeddedPostgresError, DatabaseUnavailable, SchemaError, asyncpg.PostgresError) as exc:
         print(f"jobledger: database error: {exc}", file=sys.stderr)
         return EXIT_DATABASE
     except (OSError, ExecutorUnavailable, WorkerIdInUse) as exc:
