@@ -13,7 +13,7 @@ CREATE TABLE schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The version this file stands for: the last migration's.
-INSERT INTO schema_migrations (version, name) VALUES (2, '0002_events_stream_type');
+INSERT INTO schema_migrations (version, name) VALUES (3, '0003_chain_stream_type');
 
 -- The event log: the source of truth (design map I2). One stream per aggregate.
 CREATE TABLE events (
@@ -77,29 +77,35 @@ LANGUAGE sql IMMUTABLE AS $$
     SELECT convert_to(concat_ws(E'\n',
         e.event_id::text, e.stream_id::text, e.version::text, e.type, e.schema_version::text,
         (extract(epoch FROM e.recorded_at) * 1000000)::bigint::text,
-        e.data::text, e.meta::text), 'UTF8')
+        e.data::text, e.meta::text, nullif(e.stream_type, 'job')), 'UTF8')
 $$;
 -- Also where an append's expected version is checked (I4): an event after version 1 needs
--- its predecessor, so a writer that read a stream too far ahead cannot open a hole.
--- events_canonical's expression is written out here: calling the SQL function per row cost
--- as much as the rest of the insert.
+-- its predecessor, so a writer that read a stream too far ahead cannot open a hole; and
+-- where a stream keeps one kind. events_canonical's expression is written out here: calling
+-- the SQL function per row cost as much as the rest of the insert.
 CREATE FUNCTION events_chain() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
     prev bytea := '\x';
+    prev_type text;
 BEGIN
     -- Earlier rows of the same INSERT are visible here: append_events inserts in version order.
     IF NEW.version > 1 THEN
-        SELECT h.hash INTO prev FROM events h
+        SELECT h.hash, h.stream_type INTO prev, prev_type FROM events h
         WHERE h.stream_id = NEW.stream_id AND h.version = NEW.version - 1;
         IF NOT FOUND THEN
             RAISE EXCEPTION 'stream % has no version %', NEW.stream_id, NEW.version - 1
                 USING ERRCODE = 'JL409', DETAIL = NEW.stream_id::text;
         END IF;
+        IF prev_type <> NEW.stream_type THEN
+            RAISE EXCEPTION 'stream % is a % stream, not %', NEW.stream_id, prev_type,
+                NEW.stream_type USING ERRCODE = 'check_violation';
+        END IF;
     END IF;
+    -- A job event's bytes are what they were before the log had kinds (concat_ws skips NULL).
     NEW.hash := sha256(coalesce(prev, '\x') || convert_to(concat_ws(E'\n',
         NEW.event_id::text, NEW.stream_id::text, NEW.version::text, NEW.type,
         NEW.schema_version::text, (extract(epoch FROM NEW.recorded_at) * 1000000)::bigint::text,
-        NEW.data::text, NEW.meta::text), 'UTF8'));
+        NEW.data::text, NEW.meta::text, nullif(NEW.stream_type, 'job')), 'UTF8'));
     RETURN NEW;
 END
 $$;

@@ -189,9 +189,7 @@ async def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def configure_migrate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser(
-        "migrate", help="create or upgrade the database schema"
-    )
+    p = sub.add_parser("migrate", help="create or upgrade the database schema")
     add_database_args(p)
     p.set_defaults(func=cmd_migrate)
 

@@ -137,7 +137,10 @@ async def cmd_verify(args: argparse.Namespace) -> int:
                 where = (
                     f" v{problem.version} (position {problem.position})" if problem.version else ""
                 )
-                print(f"{problem.kind}: job {problem.job_id}{where}: {problem.detail}")
+                print(
+                    f"{problem.kind}: {problem.stream_type} {problem.stream_id}{where}: "
+                    f"{problem.detail}"
+                )
     report = verifier.report
     if args.json:
         emit(report)

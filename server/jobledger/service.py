@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
 import asyncpg
 import structlog
@@ -12,24 +13,83 @@ import structlog
 from .batching import Batcher
 from .domain.errors import ConcurrencyError, DomainError, IdempotencyConflict, InvalidInput
 from .domain.events import EventMeta, Recorded
-from .domain.jobs import Command, Job, Submit, decide, fold, validate
+from .domain.jobs import JOB, Command, Job, Submit, decide, fold, validate
+from .domain.kinds import Registry
+from .domain.registry import KINDS
 from .domain.specs import JobSpec
 from .ids import uuid7
 from .projections import jobs as jobs_projection
 from .projections.jobs import JobView
 from .store.db import Conn
-from .store.eventstore import AppendItem, EventStore
+from .store.eventstore import AppendItem, EventStore, InlineHook
 
 log = structlog.get_logger(__name__)
 
 
+class StreamService:
+    """Commands on a stream of any registered kind: fold its events, `decide`, append after
+    the version read, and decide again on fresh state when another writer got there first
+    (I4). Each kind's own service builds on it (jobs: `JobService`)."""
+
+    def __init__(
+        self, store: EventStore, *, kinds: Registry = KINDS, max_attempts: int = 50
+    ) -> None:
+        self.store = store
+        self.kinds = kinds
+        self.max_attempts = max_attempts
+
+    async def load(self, kind: str, stream_id: uuid.UUID) -> tuple[Any, int]:
+        """A stream's state and version (None and 0 before its first event)."""
+        records = await self.store.read_stream(stream_id)
+        for rec in records[:1]:
+            if rec.stream_type != kind:
+                raise InvalidInput(
+                    f"stream {stream_id} is a {rec.stream_type} stream, not {kind}",
+                    stream_id=str(stream_id),
+                )
+        version = records[-1].version if records else 0
+        return self.kinds.get(kind).fold(records), version
+
+    async def execute(
+        self,
+        kind: str,
+        stream_id: uuid.UUID,
+        command: Any,
+        meta: EventMeta,
+        *,
+        inline: Callable[[Any], InlineHook] | None = None,
+    ) -> Any:
+        """Apply a command to a stream and return its new state; raises the domain error
+        `decide` raises. `inline(prior state)` gives the append's inline projection."""
+        stream_kind = self.kinds.get(kind)
+        for _ in range(self.max_attempts):
+            state, version = await self.load(kind, stream_id)
+            events = stream_kind.decide(state, command)
+            if not events:
+                return state
+            try:
+                recorded = await self.store.append_many(
+                    [AppendItem(stream_id, version, events, stream_type=kind)],
+                    meta,
+                    inline=inline(state) if inline is not None else None,
+                )
+            except ConcurrencyError:
+                log.debug("append conflict, deciding again", stream_id=str(stream_id))
+                continue
+            return stream_kind.fold(recorded, state)
+        raise ConcurrencyError(
+            f"gave up after {self.max_attempts} conflicting attempts", stream_id=str(stream_id)
+        )
+
+
 class JobService:
-    """The one way commands reach the log."""
+    """The one way commands reach jobs' streams."""
 
     def __init__(self, store: EventStore, *, max_attempts: int = 50) -> None:
         self.store = store
         self.pool = store.pool
         self.max_attempts = max_attempts
+        self.streams = StreamService(store, max_attempts=max_attempts)
         #: Concurrent submits without an idempotency key share one transaction.
         self._submits = Batcher(self._create_new)
 
@@ -40,26 +100,15 @@ class JobService:
     async def execute(self, job_id: uuid.UUID, command: Command, meta: EventMeta) -> Job:
         """Apply a command to a job, retrying `decide` on fresh state after a conflict.
         Raises the domain error `decide` raises (not found, invalid transition)."""
-        for _ in range(self.max_attempts):
-            state = await self.load(job_id)
-            events = decide(state, command)
-            if not events:
-                assert state is not None
-                return state
-            version = state.version if state is not None else 0
-            try:
-                recorded = await self.store.append(
-                    job_id, version, events, meta, inline=jobs_projection.inline({job_id: state})
-                )
-            except ConcurrencyError:
-                log.debug("append conflict, deciding again", job_id=str(job_id))
-                continue
-            job = fold(recorded, state)
-            assert job is not None
-            return job
-        raise ConcurrencyError(
-            f"gave up after {self.max_attempts} conflicting attempts", stream_id=str(job_id)
+        job: Job | None = await self.streams.execute(
+            JOB.name,
+            job_id,
+            command,
+            meta,
+            inline=lambda state: jobs_projection.inline({job_id: state}),
         )
+        assert job is not None
+        return job
 
     async def execute_batch(
         self,

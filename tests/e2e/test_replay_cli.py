@@ -73,7 +73,8 @@ def test_verify_export_import_and_time_travel(dsn: str, other_dsn: str, tmp_path
     problems = [json.loads(line) for line in broken.stdout.splitlines()]
     assert problems[0] == {
         "kind": "projection_differs",
-        "job_id": ids[1],
+        "stream_type": "job",
+        "stream_id": ids[1],
         "detail": "jobs row differs in: state",
     }
     assert problems[-1]["problems"] == 1

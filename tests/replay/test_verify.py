@@ -81,7 +81,7 @@ async def test_an_event_edited_in_place_breaks_its_link(pool: asyncpg.Pool, hist
     )
     problems, _ = await verify(pool)
     chain = [p for p in problems if p.kind == "broken_chain"]
-    assert [(p.job_id, p.version) for p in chain] == [(sid, 4)]
+    assert [(p.stream_id, p.version) for p in chain] == [(sid, 4)]
 
 
 async def test_an_edit_that_rewrites_its_own_hash_breaks_the_next_link(
@@ -102,14 +102,14 @@ async def test_an_edit_that_rewrites_its_own_hash_breaks_the_next_link(
         sid,
     )
     problems, _ = await verify(pool)
-    assert [(p.kind, p.job_id, p.version) for p in problems] == [("broken_chain", sid, 3)]
+    assert [(p.kind, p.stream_id, p.version) for p in problems] == [("broken_chain", sid, 3)]
 
 
 async def test_a_removed_last_event_is_reported(pool: asyncpg.Pool, history: None) -> None:
     sid = await a_stream(pool, 4)
     await behind_the_guard(pool, "DELETE FROM events WHERE stream_id = $1 AND version = 4", sid)
     problems, _ = await verify(pool)
-    assert [(p.kind, p.job_id) for p in problems] == [("events_missing", sid)]
+    assert [(p.kind, p.stream_id) for p in problems] == [("events_missing", sid)]
     assert "version 4" in problems[0].detail
 
 
@@ -117,7 +117,7 @@ async def test_a_removed_middle_event_is_a_version_gap(pool: asyncpg.Pool, histo
     sid = await a_stream(pool, 4)
     await behind_the_guard(pool, "DELETE FROM events WHERE stream_id = $1 AND version = 2", sid)
     problems, _ = await verify(pool)
-    assert [(p.kind, p.job_id, p.version) for p in problems] == [("version_gap", sid, 3)]
+    assert [(p.kind, p.stream_id, p.version) for p in problems] == [("version_gap", sid, 3)]
 
 
 async def test_an_undecodable_event_is_reported(pool: asyncpg.Pool, history: None) -> None:
@@ -126,9 +126,9 @@ async def test_an_undecodable_event_is_reported(pool: asyncpg.Pool, history: Non
         pool, "UPDATE events SET type = 'JobExploded' WHERE stream_id = $1 AND version = 3", sid
     )
     problems, _ = await verify(pool)
-    kinds = {(p.kind, p.version) for p in problems if p.job_id == sid}
+    kinds = {(p.kind, p.version) for p in problems if p.stream_id == sid}
     assert kinds == {("broken_chain", 3), ("undecodable", 3)}
-    assert all(p.job_id == sid for p in problems)
+    assert all(p.stream_id == sid for p in problems)
 
 
 async def test_projection_rows_that_disagree_with_the_log_are_reported(
@@ -151,7 +151,7 @@ async def test_projection_rows_that_disagree_with_the_log_are_reported(
         orphan, changed,
     )  # fmt: skip
     problems, verifier = await verify(pool)
-    found = {(p.kind, p.job_id) for p in problems}
+    found = {(p.kind, p.stream_id) for p in problems}
     assert found == {
         ("projection_differs", changed),
         ("projection_missing", removed),

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import enum
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Union
 
 import msgspec
 
@@ -158,16 +158,47 @@ class Recorded(msgspec.Struct, frozen=True, kw_only=True):
     stream_id: uuid.UUID
     version: int
     position: int
-    event: AnyEvent
+    #: A job event for job streams; another kind's event for streams of that kind.
+    event: Any
     meta: EventMeta
     recorded_at: datetime
+    #: The kind of the stream (see `domain.kinds`).
+    stream_type: str = "job"
 
 
 # (type, from_version) -> function turning the old JSON object into the next version's.
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
 
-_event_decoder = msgspec.json.Decoder(AnyEvent)
+
+class EventCodec:
+    """Reads and writes the events of one kind of stream: a stored event is decoded by its
+    type name into the current schema, older schema versions upcast step by step first."""
+
+    def __init__(
+        self, types: Iterable[type[Event]], upcasters: dict[tuple[str, int], Upcaster]
+    ) -> None:
+        self.types: dict[str, type[Event]] = {cls.__name__: cls for cls in types}
+        #: (type, from_version) -> upcaster; the caller's dict, so it can be added to later.
+        self.upcasters = upcasters
+        union = Union[tuple(self.types.values())]  # noqa: UP007 - built at run time
+        self._decoder: msgspec.json.Decoder[Any] = msgspec.json.Decoder(union)
+        self._union = union
+
+    def decode(self, type_name: str, schema: int, data: str | bytes) -> Any:
+        """Read a stored event, upcasting older schema versions to the current one."""
+        cls = self.types.get(type_name)
+        if cls is None:
+            raise ValueError(f"unknown event type {type_name!r}")
+        if schema == cls.SCHEMA:
+            return self._decoder.decode(data)
+        obj: dict[str, Any] = msgspec.json.decode(data)
+        while schema < cls.SCHEMA:
+            obj = self.upcasters[(type_name, schema)](obj)
+            schema += 1
+        obj["type"] = type_name
+        return msgspec.convert(obj, self._union)
+
+
 _event_encoder = msgspec.json.Encoder()
 
 
@@ -176,16 +207,12 @@ def encode_event(event: Event) -> bytes:
     return _event_encoder.encode(event)
 
 
+UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+#: The codec of job events.
+JOB_EVENTS = EventCodec(EVENT_TYPES.values(), UPCASTERS)
+
+
 def decode_event(type_name: str, schema: int, data: str | bytes) -> AnyEvent:
-    """Read a stored event, upcasting older schema versions to the current one."""
-    cls = EVENT_TYPES.get(type_name)
-    if cls is None:
-        raise ValueError(f"unknown event type {type_name!r}")
-    if schema == cls.SCHEMA:
-        return _event_decoder.decode(data)  # type: ignore[no-any-return]
-    obj: dict[str, Any] = msgspec.json.decode(data)
-    while schema < cls.SCHEMA:
-        obj = UPCASTERS[(type_name, schema)](obj)
-        schema += 1
-    obj["type"] = type_name
-    return msgspec.convert(obj, AnyEvent)  # type: ignore[no-any-return]
+    """Read a stored job event, upcasting older schema versions to the current one."""
+    event: AnyEvent = JOB_EVENTS.decode(type_name, schema, data)
+    return event

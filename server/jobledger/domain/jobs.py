@@ -15,6 +15,7 @@ import msgspec
 
 from .errors import CorruptLog, InvalidInput, InvalidTransition, NotFound
 from .events import (
+    JOB_EVENTS,
     AnyEvent,
     Event,
     FailureReason,
@@ -29,6 +30,7 @@ from .events import (
     Recorded,
     Usage,
 )
+from .kinds import StreamKind
 from .specs import JobSpec
 
 
@@ -363,3 +365,7 @@ def fold(events: Iterable[Recorded], state: Job | None = None) -> Job | None:
     for rec in events:
         state = evolve(state, rec)
     return state
+
+
+#: Jobs as a kind of stream (see `domain.kinds`).
+JOB = StreamKind("job", JOB_EVENTS, evolve, decide)

@@ -27,7 +27,7 @@ import asyncpg
 import msgspec
 import structlog
 
-from ..domain.jobs import Job, evolve
+from ..domain.jobs import JOB, Job, evolve
 from ..projections.jobs import COLUMNS, row_args, view_of
 from ..store.db import Conn
 from ..store.eventstore import record_from_row
@@ -155,12 +155,14 @@ async def rebuild(
         # The next batch is read on a second connection while this one folds and writes.
         async with pool.acquire() as reader:
             with _gc_paused():
-                fetch = asyncio.ensure_future(reader.fetch(QUERIES["stream_batch"], after, batch))
+                fetch = asyncio.ensure_future(
+                    reader.fetch(QUERIES["stream_batch"], after, batch, JOB.name)
+                )
                 try:
                     while rows := await fetch:
                         after = rows[-1]["stream_id"]
                         fetch = asyncio.ensure_future(
-                            reader.fetch(QUERIES["stream_batch"], after, batch)
+                            reader.fetch(QUERIES["stream_batch"], after, batch, JOB.name)
                         )
                         jobs = _fold_streams(rows)
                         await _write_batch(conn, jobs, after, len(rows))

@@ -2,15 +2,17 @@
 
 -- name: stream_batch
 -- The events of the next streams after a stream id (keyset), every column the verifier
--- needs, each stream in version order. A stream is never cut: $2 bounds streams, not rows.
+-- needs, each stream in version order; $3: only streams of that kind (NULL: all). A stream
+-- is never cut: $2 bounds streams, not rows.
 WITH streams AS (
     SELECT DISTINCT stream_id FROM events
-    WHERE $1::uuid IS NULL OR stream_id > $1::uuid
+    WHERE ($1::uuid IS NULL OR stream_id > $1::uuid)
+      AND ($3::text IS NULL OR stream_type = $3::text)
     ORDER BY stream_id
     LIMIT $2
 )
 SELECT e.event_id, e.stream_id, e.version, e.position, e.type, e.schema_version, e.data,
-       e.meta, e.recorded_at, e.hash
+       e.meta, e.recorded_at, e.hash, e.stream_type
 FROM events e JOIN streams s USING (stream_id)
 ORDER BY e.stream_id, e.version;
 
@@ -54,13 +56,14 @@ DELETE FROM projection_rebuilds WHERE projection = $1;
 
 -- name: rebuild_late_streams
 -- Streams written by transactions the batches may not have seen (at or after the start).
-SELECT DISTINCT stream_id FROM events WHERE txid >= $1::bigint::text::xid8;
+SELECT DISTINCT stream_id FROM events
+WHERE txid >= $1::bigint::text::xid8 AND stream_type = 'job';
 
 -- name: export
 -- The log in position order, optionally only one project's jobs (by their JobSubmitted
 -- event: the log answers for itself) and a time range.
 SELECT position, event_id, stream_id, version, type, schema_version, data, meta,
-       recorded_at, hash
+       recorded_at, hash, stream_type
 FROM events
 WHERE ($1::text IS NULL OR stream_id IN (
           SELECT s.stream_id FROM events s
@@ -90,7 +93,8 @@ SELECT setval(pg_get_serial_sequence('events', 'position'), max(position)) FROM 
 
 -- name: stream_until
 -- One stream's events up to a position or a time (time travel).
-SELECT event_id, stream_id, version, position, type, schema_version, data, meta, recorded_at
+SELECT event_id, stream_id, version, position, type, schema_version, data, meta, recorded_at,
+       stream_type
 FROM events
 WHERE stream_id = $1
   AND ($2::bigint IS NULL OR position <= $2::bigint)

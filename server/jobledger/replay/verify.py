@@ -1,8 +1,9 @@
 """`replay verify`: check the log and the projection against each other, in one snapshot.
 
-For every stream: versions run 1, 2, 3... without a hole; every event decodes with the
-current schema (upcasting older versions); the hash chain recomputes; the domain's fold
-succeeds and equals the `jobs` row. Rows of `jobs` without a stream are reported too.
+For every stream, whatever its kind: versions run 1, 2, 3... without a hole; every event
+decodes with its kind's current schema (upcasting older versions); the hash chain
+recomputes; the kind's fold succeeds; and for jobs, the fold equals the `jobs` row. Rows of
+`jobs` without a stream are reported too.
 """
 
 from __future__ import annotations
@@ -10,13 +11,15 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import asyncpg
 import msgspec
 
 from ..domain.errors import DomainError
 from ..domain.events import Recorded
-from ..domain.jobs import Job, evolve
+from ..domain.jobs import JOB
+from ..domain.registry import KINDS
 from ..projections.jobs import COLUMNS, JobView, view_from_row, view_of
 from ..store.chain import canonical, link
 from ..store.eventstore import record_from_row
@@ -29,7 +32,8 @@ class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
     #: version_gap, undecodable, broken_chain, unchained, fold_error, projection_missing,
     #: projection_differs, events_missing, orphan_projection
     kind: str
-    job_id: uuid.UUID
+    stream_type: str
+    stream_id: uuid.UUID
     detail: str
     version: int | None = None
     position: int | None = None
@@ -50,17 +54,20 @@ def _differences(expected: JobView, actual: JobView) -> list[str]:
 class _Stream:
     """The checks of one stream, fed its rows in version order."""
 
-    def __init__(self, stream_id: uuid.UUID) -> None:
+    def __init__(self, stream_id: uuid.UUID, stream_type: str) -> None:
         self.id = stream_id
+        self.type = stream_type
         self.version = 0
         self.hash: bytes | None = None
-        self.job: Job | None = None
+        self.state: Any = None
         self.broken = False  # the fold stopped: a later comparison would only repeat it
         self.problems: list[Problem] = []
 
     def problem(self, kind: str, detail: str, row: asyncpg.Record | None = None) -> None:
         where = {"version": row["version"], "position": row["position"]} if row else {}
-        self.problems.append(Problem(kind=kind, job_id=self.id, detail=detail, **where))
+        self.problems.append(
+            Problem(kind=kind, stream_type=self.type, stream_id=self.id, detail=detail, **where)
+        )
 
     def feed(self, row: asyncpg.Record) -> None:
         version = row["version"]
@@ -77,6 +84,7 @@ class _Stream:
                 event_id=row["event_id"], stream_id=row["stream_id"], version=version,
                 type=row["type"], schema_version=row["schema_version"],
                 recorded_at=row["recorded_at"], data=row["data"], meta=row["meta"],
+                stream_type=row["stream_type"],
             ))  # fmt: skip
             if expected != stored and version == self.version + 1:
                 self.problem(
@@ -91,18 +99,26 @@ class _Stream:
             self.problem("undecodable", f"{row['type']}: {exc}", row)
             self.broken = True
             return
+        if row["stream_type"] != self.type:
+            self.problem(
+                "mixed_kinds", f"a {row['stream_type']} event in a {self.type} stream", row
+            )
+            self.broken = True
         if not self.broken:
             try:
-                self.job = evolve(self.job, rec)
+                self.state = KINDS.get(self.type).evolve(self.state, rec)
             except DomainError as exc:
                 self.problem("fold_error", exc.message, row)
                 self.broken = True
 
     def compare(self, row: asyncpg.Record | None) -> None:
+        """Against the stream's `jobs` row (only job streams have a projection yet)."""
+        if self.type != JOB.name:
+            return
         if row is None:
             self.problem("projection_missing", "no row in jobs for this stream")
             return
-        if self.broken or self.job is None:
+        if self.broken or self.state is None:
             return
         view = view_from_row(row)
         if view.version > self.version:
@@ -112,7 +128,7 @@ class _Stream:
                 f"{self.version}: events removed?",
             )
             return
-        if diff := _differences(view_of(self.job), view):
+        if diff := _differences(view_of(self.state), view):
             self.problem("projection_differs", "jobs row differs in: " + ", ".join(diff))
 
 
@@ -143,12 +159,12 @@ class Verifier:
         ):
             total = await conn.fetchval(QUERIES["log_size"])
             after: uuid.UUID | None = None
-            while rows := await conn.fetch(QUERIES["stream_batch"], after, self.batch):
+            while rows := await conn.fetch(QUERIES["stream_batch"], after, self.batch, None):
                 checked: dict[uuid.UUID, _Stream] = {}
                 for row in rows:
                     sid = row["stream_id"]
                     if sid not in checked:
-                        checked[sid] = _Stream(sid)
+                        checked[sid] = _Stream(sid, row["stream_type"])
                     checked[sid].feed(row)
                 projected = {
                     r["id"]: r for r in await conn.fetch(QUERIES["jobs_by_id"], list(checked))
@@ -166,7 +182,10 @@ class Verifier:
             for row in await conn.fetch(QUERIES["orphan_jobs"]):
                 report.problems += 1
                 yield Problem(
-                    kind="orphan_projection", job_id=row["id"], detail="a jobs row with no events"
+                    kind="orphan_projection",
+                    stream_type=JOB.name,
+                    stream_id=row["id"],
+                    detail="a jobs row with no events",
                 )
         seconds = time.perf_counter() - started
         report.seconds = round(seconds, 3)

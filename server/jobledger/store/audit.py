@@ -15,7 +15,7 @@ from .where import Where
 
 _SELECT = """
 SELECT e.event_id, e.stream_id, e.version, e.position, e.type, e.schema_version, e.data,
-       e.meta, e.recorded_at, j.project, w.waited
+       e.meta, e.recorded_at, e.stream_type, j.project, w.waited
 FROM events e
 JOIN jobs j ON j.id = e.stream_id
 LEFT JOIN LATERAL (

@@ -3,8 +3,9 @@
 
 hash(event) = SHA-256(hash(previous event in the stream, or empty) || canonical(event)),
 where canonical(event) is its event id, stream id, version, type, schema version, recorded
-time (microseconds since the epoch), data and metadata (PostgreSQL's jsonb text), joined
-by newlines and encoded as UTF-8.
+time (microseconds since the epoch), data and metadata (PostgreSQL's jsonb text) and, for a
+stream of another kind than `job`, the kind, joined by newlines and encoded as UTF-8. (Job
+events were chained before the log had kinds; their bytes stay as they were.)
 """
 
 from __future__ import annotations
@@ -27,11 +28,14 @@ def canonical(
     recorded_at: datetime,
     data: str,
     meta: str,
+    stream_type: str = "job",
 ) -> bytes:
     """The bytes an event's hash covers; `data` and `meta` as the jsonb text the database
     returns for them."""
     micros = (recorded_at - _EPOCH) // _MICROSECOND
-    fields = (event_id, stream_id, version, type, schema_version, micros, data, meta)
+    fields = [event_id, stream_id, version, type, schema_version, micros, data, meta]
+    if stream_type != "job":
+        fields.append(stream_type)
     return "\n".join(str(f) for f in fields).encode()
 
 

@@ -13,7 +13,8 @@ import asyncpg
 import msgspec
 
 from ..domain.errors import ConcurrencyError
-from ..domain.events import Event, EventMeta, Recorded, decode_event, encode_event
+from ..domain.events import Event, EventMeta, Recorded, encode_event
+from ..domain.registry import KINDS
 from .db import Conn
 from .queries import QUERIES
 
@@ -70,6 +71,8 @@ class AppendItem(msgspec.Struct, frozen=True):
     expected_version: int
     events: Sequence[Event]
     meta: EventMeta | None = None
+    #: The kind of the stream (`domain.kinds`).
+    stream_type: str = "job"
 
 
 #: Gives the channel and payload of the append's one NOTIFY announcing some changes, for an
@@ -85,15 +88,18 @@ _encoder = msgspec.json.Encoder()
 
 
 def record_from_row(row: asyncpg.Record) -> Recorded:
-    """Decode one `events` row (upcasting old schema versions)."""
+    """Decode one `events` row by its stream's kind (upcasting old schema versions);
+    `ValueError` for an unknown kind or event type."""
+    kind = row["stream_type"]
     return Recorded(
         event_id=row["event_id"],
         stream_id=row["stream_id"],
         version=row["version"],
         position=row["position"],
-        event=decode_event(row["type"], row["schema_version"], row["data"]),
+        event=KINDS.get(kind).decode(row["type"], row["schema_version"], row["data"]),
         meta=_meta_decoder.decode(row["meta"]),
         recorded_at=row["recorded_at"],
+        stream_type=kind,
     )
 
 
@@ -156,6 +162,7 @@ class EventStore:
         metas: list[str] = []
         events: list[Event] = []
         event_metas: list[EventMeta] = []
+        kinds: list[str] = []
         for item in items:
             item_meta = item.meta or meta
             encoded_meta = _encoder.encode(item_meta).decode()
@@ -163,6 +170,7 @@ class EventStore:
                 metas.append(encoded_meta)
                 event_metas.append(item_meta)
                 stream_ids.append(item.stream_id)
+                kinds.append(item.stream_type)
                 event_ids.append(uuid.uuid4())
                 versions.append(item.expected_version + n)
                 types.append(type(event).__name__)
@@ -172,7 +180,7 @@ class EventStore:
         try:
             rows = await conn.fetch(
                 QUERIES["append_events"],
-                stream_ids, event_ids, versions, types, schemas, datas, metas,
+                stream_ids, event_ids, versions, types, schemas, datas, metas, kinds,
             )  # fmt: skip
         except asyncpg.UniqueViolationError as exc:
             if exc.constraint_name != "events_stream_version":
@@ -190,8 +198,8 @@ class EventStore:
             ) from exc
         by_key = {(r["stream_id"], r["version"]): r for r in rows}
         recorded = []
-        for eid, sid, v, event, event_meta in zip(
-            event_ids, stream_ids, versions, events, event_metas, strict=True
+        for eid, sid, v, event, event_meta, kind in zip(
+            event_ids, stream_ids, versions, events, event_metas, kinds, strict=True
         ):
             row = by_key[(sid, v)]
             recorded.append(
@@ -200,9 +208,10 @@ class EventStore:
                     stream_id=sid,
                     version=v,
                     position=row["position"],
-                    event=event,  # type: ignore[arg-type]
+                    event=event,
                     meta=event_meta,
                     recorded_at=row["recorded_at"],
+                    stream_type=kind,
                 )
             )
         announced = False

@@ -1,0 +1,8 @@
+"""The kinds of streams this server knows; a test or an extension may register more."""
+
+from __future__ import annotations
+
+from .jobs import JOB
+from .kinds import Registry
+
+KINDS = Registry([JOB])
