@@ -8,6 +8,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import asyncpg
+import msgspec
 import structlog
 
 from .batching import Batcher
@@ -19,6 +20,7 @@ from .domain.registry import KINDS
 from .domain.specs import JobSpec
 from .ids import uuid7
 from .projections import jobs as jobs_projection
+from .projections import queue
 from .projections.jobs import JobView
 from .store.db import Conn
 from .store.eventstore import AppendItem, EventStore, InlineHook
@@ -82,6 +84,15 @@ class StreamService:
         )
 
 
+class Submitted(msgspec.Struct, frozen=True):
+    """A submitted spec's job, whether this request created it, and why it waits (None: it
+    is not queued), as the admission policy saw it when the job was created."""
+
+    view: JobView
+    created: bool
+    waiting_reason: str | None
+
+
 class JobService:
     """The one way commands reach jobs' streams."""
 
@@ -91,7 +102,9 @@ class JobService:
         self.max_attempts = max_attempts
         self.streams = StreamService(store, max_attempts=max_attempts)
         #: Concurrent submits without an idempotency key share one transaction.
-        self._submits = Batcher(self._create_new)
+        self._submits: Batcher[tuple[JobSpec, EventMeta], tuple[JobView, str | None]] = Batcher(
+            self._create_new
+        )
 
     async def load(self, job_id: uuid.UUID) -> Job | None:
         """A job's state, folded from its stream."""
@@ -181,15 +194,25 @@ class JobService:
     async def submit(self, spec: JobSpec, meta: EventMeta) -> tuple[JobView, bool]:
         """Create a job; with an idempotency key already used in the project, return that
         job instead (created=False), or refuse if it was submitted with another spec."""
+        done = await self.submit_with_reason(spec, meta)
+        return done.view, done.created
+
+    async def submit_with_reason(self, spec: JobSpec, meta: EventMeta) -> Submitted:
+        """`submit`, with why the job waits: what a submit's response shows."""
         if spec.idempotency_key is None:
             validate(Submit(spec=spec))
-            return await self._submits((spec, meta)), True
+            view, reason = await self._submits((spec, meta))
+            return Submitted(view, True, reason)
         [result] = await self._create([spec], meta, lambda exc, _: exc)
         return result
 
-    async def _create_new(self, new: list[tuple[JobSpec, EventMeta]]) -> list[JobView]:
+    async def _create_new(
+        self, new: list[tuple[JobSpec, EventMeta]]
+    ) -> list[tuple[JobView, str | None]]:
         """Create jobs (validated, keys already looked up) in one transaction, in order, each
-        event with its own request's metadata: concurrent submits, or a batch's new specs."""
+        event with its own request's metadata: concurrent submits, or a batch's new specs.
+        Each comes with why it waits, from facts read in that transaction: a read after the
+        commit could fail a request whose jobs exist, and its client would submit again."""
         ids = [uuid7() for _ in new]
         async with self.pool.acquire() as conn, conn.transaction():
             jobs = await self.execute_batch(
@@ -198,14 +221,23 @@ class JobService:
                 conn,
                 metas={i: meta for i, (_, meta) in zip(ids, new, strict=True)},
             )
-        views = {j.id: jobs_projection.view_of(j) for j in jobs}
-        return [views[i] for i in ids]
+            views = {j.id: jobs_projection.view_of(j) for j in jobs}
+            projects = queue.projects_waiting(list(views.values()))
+            facts = await queue.queue_facts(conn, projects) if projects else None
+        reasons = queue.reasons(facts, list(views.values())) if facts is not None else {}
+        return [(views[i], reasons.get(i)) for i in ids]
 
     async def submit_batch(
         self, specs: Sequence[JobSpec], meta: EventMeta
     ) -> list[tuple[JobView, bool]]:
         """Create several jobs in one transaction (all or none), in order, each as `submit`
         does. Errors name the spec: `$.jobs[3].image`."""
+        return [(s.view, s.created) for s in await self.submit_batch_with_reasons(specs, meta)]
+
+    async def submit_batch_with_reasons(
+        self, specs: Sequence[JobSpec], meta: EventMeta
+    ) -> list[Submitted]:
+        """`submit_batch`, with why each job waits: what a batch submit's response shows."""
         return await self._create(specs, meta, _in_batch)
 
     async def _create(
@@ -213,7 +245,7 @@ class JobService:
         specs: Sequence[JobSpec],
         meta: EventMeta,
         locate: Callable[[DomainError, int], DomainError],
-    ) -> list[tuple[JobView, bool]]:
+    ) -> list[Submitted]:
         """`submit` and `submit_batch`; `locate` turns an error about spec n into the
         caller's terms."""
         for n, spec in enumerate(specs):
@@ -235,7 +267,7 @@ class JobService:
         specs: Sequence[JobSpec],
         meta: EventMeta,
         locate: Callable[[DomainError, int], DomainError],
-    ) -> list[tuple[JobView, bool]]:
+    ) -> list[Submitted]:
         keyed = [(s.project, s.idempotency_key) for s in specs if s.idempotency_key is not None]
         existing = await jobs_projection.find_by_idempotency_keys(self.pool, keyed)
         # Each spec's job: one that exists, or the index of a spec to create (a key repeated
@@ -255,14 +287,20 @@ class JobService:
                 new_by_key[key] = len(new)
             plan.append(len(new))
             new.append(spec)
+        # Why the earlier jobs wait is read before anything commits, so that a failed read
+        # leaves nothing behind to submit twice.
+        earlier = await queue.waiting_reasons(
+            self.pool, [item for item in plan if isinstance(item, JobView)]
+        )
         created = await self._create_new([(s, meta) for s in new]) if new else []
-        out: list[tuple[JobView, bool]] = []
+        out: list[Submitted] = []
         seen: set[int] = set()
         for item in plan:
             if isinstance(item, JobView):
-                out.append((item, False))
+                out.append(Submitted(item, False, earlier.get(item.id)))
             else:
-                out.append((created[item], item not in seen))
+                view, reason = created[item]
+                out.append(Submitted(view, item not in seen, reason))
                 seen.add(item)
         return out
 

@@ -16,6 +16,7 @@ from ..domain.specs import DEFAULT_PROJECT, JobSpec
 from ..domain.timeline import Timeline
 from ..projections import jobs as jobs_projection
 from ..projections.jobs import Cursor, JobFilter, JobView
+from ..service import Submitted
 from ..store.access import Role
 from ..store.logs import UsageSample
 from .auth import event_meta, job_for, principal
@@ -37,6 +38,12 @@ class JobOut(JobView, kw_only=True):
 async def job_outs(request: web.Request, views: list[JobView]) -> list[JobOut]:
     reasons = await request.app[LOOKUPS].waiting_reasons(views)
     return [JobOut(**msgspec.structs.asdict(v), waiting_reason=reasons.get(v.id)) for v in views]
+
+
+def submitted_out(done: Submitted) -> JobOut:
+    """A submitted job with the waiting reason its submit's transaction read: no read after
+    the commit, which could fail a request whose job exists."""
+    return JobOut(**msgspec.structs.asdict(done.view), waiting_reason=done.waiting_reason)
 
 
 class JobList(msgspec.Struct):
@@ -102,9 +109,8 @@ async def submit(request: web.Request) -> web.Response:
     idempotency key."""
     spec = _project_of(request, decode_body(await request.read(), JobSpec))
     await _take_rate(request, [spec])
-    view, created = await request.app[SERVICE].submit(spec, event_meta(request))
-    [out] = await job_outs(request, [view])
-    return json_response(out, status=201 if created else 200)
+    done = await request.app[SERVICE].submit_with_reason(spec, event_meta(request))
+    return json_response(submitted_out(done), status=201 if done.created else 200)
 
 
 MAX_BATCH = 1000
@@ -130,9 +136,9 @@ async def submit_batch(request: web.Request) -> web.Response:
     batch = decode_body(await request.read(), BatchIn)
     specs = [_project_of(request, s, f"$.jobs[{n}].project") for n, s in enumerate(batch.jobs)]
     await _take_rate(request, specs)
-    results = await request.app[SERVICE].submit_batch(specs, event_meta(request))
-    outs = await job_outs(request, [view for view, _ in results])
-    created = sum(1 for _, new in results if new)
+    results = await request.app[SERVICE].submit_batch_with_reasons(specs, event_meta(request))
+    created = sum(1 for done in results if done.created)
+    outs = [submitted_out(done) for done in results]
     return json_response(BatchOut(outs, created), status=201 if created else 200)
 
 

@@ -1,1 +1,2 @@
-"""Pure core: event types, the job state machine, specs and errors. No I/O, no clock (I1)."""
+"""Pure core: event types, the job state machine, admission, specs and errors. No I/O, no
+clock (I1)."""

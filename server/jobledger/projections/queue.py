@@ -1,7 +1,8 @@
 """Queue views: project limits and usage, and why a queued job is still waiting.
 
-The waiting reason is worked out when asked, from the current running counts, limits and
-live workers: it describes the present, so it is not an event and not a projection column."""
+The waiting reason is worked out when asked, by the admission policy (`domain.admission`)
+from the current running counts, limits and live workers: it describes the present, so it
+is not an event and not a projection column."""
 
 from __future__ import annotations
 
@@ -14,8 +15,10 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
+from ..domain import admission
 from ..domain.jobs import JobState
 from ..domain.specs import DEFAULT_MAX_RUNNING_JOBS
+from ..store.db import Conn
 from ..store.queries import load_queries
 from .jobs import JobView
 
@@ -40,9 +43,9 @@ def projects_waiting(views: Sequence[JobView]) -> set[str]:
     return {v.project for v in views if v.state is JobState.QUEUED}
 
 
-async def queue_facts(pool: asyncpg.Pool, projects: Iterable[str]) -> QueueFacts:
+async def queue_facts(conn: Conn | asyncpg.Pool, projects: Iterable[str]) -> QueueFacts:
     """One round trip: the time, running counts, the named projects' limits, live tags."""
-    row = await pool.fetchrow(QUERIES["queue_facts"], sorted(projects))
+    row = await conn.fetchrow(QUERIES["queue_facts"], sorted(projects))
     assert row is not None
     return msgspec.structs.replace(_facts_decoder.decode(row["facts"]), now=row["now"])
 
@@ -53,36 +56,44 @@ async def waiting_reasons(pool: asyncpg.Pool, views: Sequence[JobView]) -> dict[
     return reasons(await queue_facts(pool, projects), views) if projects else {}
 
 
-def reasons(facts: QueueFacts, views: Sequence[JobView]) -> dict[uuid.UUID, str]:
-    """`waiting_reasons` from facts already read (they must cover the views' projects)."""
-    queued = [v for v in views if v.state is JobState.QUEUED]
-    now = facts.now
-    assert now is not None
-    limits = dict(facts.limits)
-    live_tags = [set(tags) for tags in facts.live_tags]
+def admission_facts(facts: QueueFacts) -> admission.Facts:
+    """The policy's facts from queue facts: the live workers' tags are the ones that count."""
+    assert facts.now is not None
     by_project: Counter[str] = Counter()
     by_key: Counter[str] = Counter()
     for project, key, n in facts.running:
         by_project[project] += n
         if key is not None:
             by_key[key] += n
-    reasons: dict[uuid.UUID, str] = {}
-    for v in queued:
-        limit = limits.get(v.project, DEFAULT_MAX_RUNNING_JOBS)
-        retry = f"{v.queue_reason}; " if v.queue_reason else ""
-        if v.scheduled_for is not None and v.scheduled_for > now:
-            reasons[v.id] = f"{retry}scheduled for {v.scheduled_for.isoformat()}"
-        elif not any(set(v.tags) <= tags for tags in live_tags):
-            wanted = f" with tags {', '.join(v.tags)}" if v.tags else ""
-            reasons[v.id] = f"no live worker{wanted}"
-        elif by_project[v.project] >= limit:
-            running = by_project[v.project]
-            reasons[v.id] = f"project {v.project} has {running} running jobs, its limit is {limit}"
-        elif v.concurrency_key is not None and by_key[v.concurrency_key] >= v.concurrency_limit:
-            reasons[v.id] = (
-                f"concurrency key {v.concurrency_key!r} has {by_key[v.concurrency_key]} running "
-                f"jobs, its limit is {v.concurrency_limit}"
-            )
-        else:
-            reasons[v.id] = f"{retry}waiting for a free worker slot"
-    return reasons
+    return admission.Facts(
+        now=facts.now,
+        project_running=dict(by_project),
+        key_running=dict(by_key),
+        project_limits=dict(facts.limits),
+        default_project_limit=DEFAULT_MAX_RUNNING_JOBS,
+        worker_tags=[frozenset(tags) for tags in facts.live_tags],
+    )
+
+
+def candidate_of(view: JobView) -> admission.Candidate:
+    """A job as admission sees it."""
+    return admission.Candidate(
+        id=view.id,
+        project=view.project,
+        tags=view.tags,
+        concurrency_key=view.concurrency_key,
+        concurrency_limit=view.concurrency_limit,
+        scheduled_for=view.scheduled_for,
+        queue_reason=view.queue_reason,
+    )
+
+
+def reasons(facts: QueueFacts, views: Sequence[JobView]) -> dict[uuid.UUID, str]:
+    """`waiting_reasons` from facts already read (they must cover the views' projects): what
+    the admission policy says of each queued job."""
+    policy_facts = admission_facts(facts)
+    return {
+        v.id: admission.admit(candidate_of(v), policy_facts).message
+        for v in views
+        if v.state is JobState.QUEUED
+    }

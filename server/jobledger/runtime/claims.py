@@ -1,4 +1,5 @@
-"""Claiming queued jobs: best first, within quotas that every scheduler agrees on."""
+"""Claiming queued jobs: best first, as the admission policy allows, within quotas that every
+scheduler agrees on."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
+from ..domain import admission
 from ..domain.errors import DomainError
 from ..domain.events import EventMeta
 from ..domain.jobs import ACTIVE_STATES, Command, Job, Start, decide
@@ -40,27 +42,35 @@ class Cycle(msgspec.Struct, frozen=True):
     recorded: dict[uuid.UUID, Job | None]
 
 
-def pick(rows: Sequence[asyncpg.Record], n: int) -> list[asyncpg.Record]:
-    """Take up to `n` candidates in order, counting each one taken against its project's
-    and its concurrency key's remaining slots."""
-    project_running: dict[str, int] = {}
-    key_running: dict[str, int] = {}
-    taken: list[asyncpg.Record] = []
-    for r in rows:
-        project = r["project"]
-        running = project_running.setdefault(project, r["project_running"])
-        if running >= r["project_limit"]:
-            continue
-        key = r["concurrency_key"]
-        if key is not None:
-            if key_running.setdefault(key, r["key_running"]) >= r["concurrency_limit"]:
-                continue
-            key_running[key] += 1
-        project_running[project] = running + 1
-        taken.append(r)
-        if len(taken) == n:
-            break
-    return taken
+def _candidate(row: asyncpg.Record) -> admission.Candidate:
+    return admission.Candidate(
+        id=row["id"],
+        project=row["project"],
+        tags=row["tags"],
+        concurrency_key=row["concurrency_key"],
+        concurrency_limit=row["concurrency_limit"],
+        scheduled_for=row["scheduled_for"],
+        queue_reason=row["queue_reason"],
+    )
+
+
+def pick(rows: Sequence[asyncpg.Record], tags: Sequence[str], n: int) -> list[asyncpg.Record]:
+    """Take up to `n` of the prefiltered candidates in order, as the admission policy allows
+    for a worker with `tags`, from the counts, limits and time the rows carry."""
+    if not rows or n <= 0:
+        return []
+    facts = admission.Facts(
+        now=rows[0]["now"],
+        project_running={r["project"]: r["project_running"] for r in rows},
+        key_running={
+            r["concurrency_key"]: r["key_running"] for r in rows if r["concurrency_key"] is not None
+        },
+        project_limits={r["project"]: r["project_limit"] for r in rows},
+        default_project_limit=DEFAULT_MAX_RUNNING_JOBS,
+        worker_tags=[frozenset(tags)],
+    )
+    by_id = {r["id"]: r for r in rows}
+    return [by_id[c.id] for c in admission.pick([_candidate(r) for r in rows], facts, n)]
 
 
 def _ends(job: Job, outcome: Command) -> bool:
@@ -101,7 +111,7 @@ async def claim(
                     QUERIES["claim_candidates"],
                     list(tags), DEFAULT_MAX_RUNNING_JOBS, 4 * n + 8, ending,
                 )  # fmt: skip
-                chosen = {r["id"]: r for r in pick(rows, n)}
+                chosen = {r["id"]: r for r in pick(rows, tags, n)}
             known |= {i: job_of(view_from_row(r)) for i, r in chosen.items()}
             commands: dict[uuid.UUID, Command] = {
                 **outcomes,

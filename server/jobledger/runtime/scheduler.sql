@@ -3,9 +3,11 @@
 -- name: claim_candidates
 -- Queued jobs this worker may start now, best first, as whole `jobs` rows (the claim decides
 -- from them: they are the fold of each stream at `version`, and the append's version check
--- refuses a stale one), with the running counts their quotas are checked against and the
--- project's log limit. Jobs of a project or concurrency key at its limit are filtered out
--- here, so they cannot crowd the page.
+-- refuses a stale one), with the facts the admission policy (domain/admission.py) decides on:
+-- the running counts their quotas are checked against, the limits, the time; and the
+-- project's log limit. This is only the prefilter: it may pass a job the policy refuses,
+-- never hide one it admits. Jobs of a project or concurrency key at its limit are filtered
+-- out here, so they cannot crowd the page.
 -- Two index-ordered branches: jobs without a time (jobs_ready), and jobs whose time has come
 -- (a range of jobs_scheduled, bounded by statement_timestamp(): the volatile
 -- clock_timestamp() cannot bound an index scan), so jobs waiting for a later time are never
@@ -64,7 +66,8 @@ SELECT c.*,
        coalesce(bp.n, 0) AS project_running,
        coalesce(p.max_running_jobs, $2::int) AS project_limit,
        coalesce(bk.n, 0) AS key_running,
-       p.log_limit_bytes AS project_log_limit
+       p.log_limit_bytes AS project_log_limit,
+       statement_timestamp() AS now
 FROM candidates c
 LEFT JOIN by_project bp ON bp.project = c.project
 LEFT JOIN projects p ON p.name = c.project
