@@ -14,13 +14,17 @@ from typing import Any
 
 import aiodocker
 import aiohttp
+import asyncpg
 import pytest
+import structlog.testing
 
 from jobledger.domain.events import FailureReason
 from jobledger.domain.jobs import ConfirmCancelled, Fail, Finish
 from jobledger.domain.specs import JobSpec, Resources
 from jobledger.runtime.docker import DockerExecutor, container_config, docker_available
-from jobledger.runtime.executor import Outcome, RunRequest
+from jobledger.runtime.executor import JobIO, Outcome, RunRequest
+from jobledger.runtime.output import LogSink
+from jobledger.store.logs import read_logs
 
 DEADLINE = 15.0  # seconds any wait-for-state helper may take before the test fails
 # Waits for /tmp/go to appear, then exits 5: lets a test decide when the job ends.
@@ -345,6 +349,33 @@ async def test_adopt_starts_a_container_that_was_only_created(
     assert not found.running
     outcome = await executor.adopt(found, req, asyncio.Event())
     assert outcome.exit_code == 4
+    assert await _job_containers(docker, req) == []
+
+
+async def test_adopting_a_container_that_exited_unwatched_waits_for_no_output(
+    executor: DockerExecutor,
+    docker: aiodocker.Docker,
+    make_request: MakeRequest,
+    worker_id: str,
+    pool: asyncpg.Pool,
+) -> None:
+    # An attach to an exited container never ends: adopt must not open one and then wait
+    # for it to drain (it did, 30 s per container, whenever the worker passed a sink).
+    req = make_request(["sh", "-c", "echo gone; exit 6"])
+    container = await docker.containers.create(
+        container_config(req), name=f"jobledger-{req.job_id}-1"
+    )
+    await container.start()
+    await container.wait()
+    [found] = await executor.find(worker_id)
+    sink = LogSink(pool, req.job_id, req.attempt)
+    await sink.start()
+    with structlog.testing.capture_logs() as logs:
+        outcome = await executor.adopt(found, req, asyncio.Event(), JobIO(sink))
+    await sink.close()
+    assert outcome.exit_code == 6
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == []
+    assert [ln.stream for ln in await read_logs(pool, req.job_id)] == ["system"]
     assert await _job_containers(docker, req) == []
 
 

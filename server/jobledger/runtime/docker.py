@@ -139,22 +139,28 @@ class DockerExecutor:
                 failure=FailureReason.WORKER_LOST,
                 message=f"container {found.ref[:12]} disappeared while no worker watched it",
             )
-        if info["State"]["Status"] == "created":
-            # The previous life died between create and start: finish what it began.
-            try:
-                await container.start()
-            except DockerError as e:
-                bound.warning("container start failed", error=e.message)
-                await self._remove(container, bound)
-                return _start_error(e, began)
-        bound.info("container adopted", running=info["State"]["Running"])
+        status = info["State"]["Status"]
         output = None
         if io is not None and io.logs is not None:
             io.logs.system(
                 "[jobledger: the worker restarted; output printed while it was down is not here]"
             )
-            output = container.attach(stdout=True, stderr=True)
-            await output.__aenter__()
+            # An attach to a container that has exited never ends (measured): attach only to
+            # one that runs, or will once started.
+            if status in ("created", "running"):
+                output = container.attach(stdout=True, stderr=True)
+                await output.__aenter__()
+        if status == "created":
+            # The previous life died between create and start: finish what it began.
+            try:
+                await container.start()
+            except DockerError as e:
+                bound.warning("container start failed", error=e.message)
+                if output is not None:
+                    await output.close()
+                await self._remove(container, bound)
+                return _start_error(e, began)
+        bound.info("container adopted", running=info["State"]["Running"])
         return await self._follow(container, req, cancel, began, bound, io, output)
 
     async def discard(self, found: Found) -> None:
