@@ -280,13 +280,30 @@ async def test_adopt_honours_cancel(
     assert await _job_containers(docker, req) == []
 
 
+async def _client_with_one_connection() -> tuple[aiodocker.Docker, aiohttp.BaseConnector]:
+    """A client of the daemon the executor's own client finds (DOCKER_HOST, the Docker
+    context, else the default socket) whose pool holds a single connection."""
+    default = aiodocker.Docker()
+    try:
+        if isinstance(default.connector, aiohttp.UnixConnector):
+            connector: aiohttp.BaseConnector = aiohttp.UnixConnector(
+                default.connector.path, limit=1
+            )
+        elif not default.docker_host.startswith("https://"):
+            connector = aiohttp.TCPConnector(limit=1)
+        else:  # its TLS settings are not ours to copy
+            pytest.fail(f"no single-connection client for {default.docker_host} (TLS)")
+        return aiodocker.Docker(url=default.docker_host, connector=connector), connector
+    finally:
+        await default.close()
+
+
 async def test_crashed_runs_do_not_leak_connections(
     docker: aiodocker.Docker, make_request: MakeRequest
 ) -> None:
     # With a single pooled connection, one leaked response from an abandoned wait() would
     # hang every later call.
-    connector = aiohttp.UnixConnector("/var/run/docker.sock", limit=1)
-    client = aiodocker.Docker(connector=connector, url="unix://localhost")
+    client, connector = await _client_with_one_connection()
     executor = DockerExecutor(client, pull_policy="never")
     try:
         async with asyncio.timeout(DEADLINE):
