@@ -1,4 +1,5 @@
-"""DockerExecutor against the real engine and the busybox test image."""
+"""What only the DockerExecutor does, against the real engine and the busybox test image;
+what every executor does is in test_executor_contract.py."""
 
 from __future__ import annotations
 
@@ -14,17 +15,18 @@ from typing import Any
 
 import aiodocker
 import aiohttp
+import asyncpg
 import pytest
+import structlog.testing
 
 from jobledger.domain.events import FailureReason
-from jobledger.domain.jobs import ConfirmCancelled, Fail, Finish
 from jobledger.domain.specs import JobSpec, Resources
 from jobledger.runtime.docker import DockerExecutor, container_config, docker_available
-from jobledger.runtime.executor import Outcome, RunRequest
+from jobledger.runtime.executor import JobIO, Outcome, RunRequest
+from jobledger.runtime.output import LogSink
+from jobledger.store.logs import read_logs
 
 DEADLINE = 15.0  # seconds any wait-for-state helper may take before the test fails
-# Waits for /tmp/go to appear, then exits 5: lets a test decide when the job ends.
-UNTIL_GO = ["sh", "-c", "until [ -e /tmp/go ]; do sleep 0.05; done; exit 5"]
 
 MakeRequest = Callable[..., RunRequest]
 
@@ -99,15 +101,8 @@ async def _running(
     raise AssertionError(f"no running container for job {req.job_id}")
 
 
-async def _until_exited(docker: aiodocker.Docker, ref: str) -> None:
-    deadline = time.monotonic() + DEADLINE
-    while (await docker.containers.container(ref).show())["State"]["Status"] != "exited":
-        assert time.monotonic() < deadline, f"container {ref} did not exit"
-        await asyncio.sleep(0.02)
-
-
 async def _release(docker: aiodocker.Docker, ref: str) -> None:
-    """Create /tmp/go in the container, ending an UNTIL_GO command."""
+    """Create /tmp/go in the container, ending a command that waits for it."""
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tar.addfile(tarfile.TarInfo("go"), io.BytesIO(b""))
@@ -132,26 +127,6 @@ async def _orphaned(
     return info
 
 
-async def test_exit_zero_leaves_nothing(
-    executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest
-) -> None:
-    req = make_request(["true"])
-    outcome = await executor.run(req, asyncio.Event())
-    assert outcome.exit_code == 0
-    assert outcome.failure is None and not outcome.cancelled and not outcome.oom_killed
-    assert outcome.usage.wall_seconds > 0
-    assert isinstance(outcome.command(req.attempt), Finish)
-    assert await _job_containers(docker, req) == []
-
-
-async def test_nonzero_exit_code(executor: DockerExecutor, make_request: MakeRequest) -> None:
-    req = make_request(["sh", "-c", "exit 3"])
-    outcome = await executor.run(req, asyncio.Event())
-    assert outcome.exit_code == 3
-    assert outcome.failure is None
-    assert outcome.command(1) == Finish(attempt=1, exit_code=3, usage=outcome.usage)
-
-
 async def test_oom_killed(executor: DockerExecutor, make_request: MakeRequest) -> None:
     # dd allocates its whole 64 MiB block buffer and fills it: over a 32 MiB limit.
     req = make_request(
@@ -161,33 +136,6 @@ async def test_oom_killed(executor: DockerExecutor, make_request: MakeRequest) -
     outcome = await executor.run(req, asyncio.Event())
     assert outcome.oom_killed
     assert outcome.exit_code == 137
-
-
-async def test_timeout_kills_after_grace_when_sigterm_is_ignored(
-    executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest
-) -> None:
-    req = make_request(["sh", "-c", "trap '' TERM; sleep 30"], timeout_seconds=1)
-    outcome = await executor.run(req, asyncio.Event())
-    assert outcome.failure == FailureReason.TIMEOUT
-    assert outcome.exit_code == 137  # SIGKILL: SIGTERM was ignored
-    assert outcome.message == "timed out after 1s"
-    assert isinstance(outcome.command(req.attempt), Fail)
-    assert await _job_containers(docker, req) == []
-
-
-async def test_cancel_stops_gracefully_and_removes(
-    executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest
-) -> None:
-    req = make_request(["sleep", "30"])
-    cancel = asyncio.Event()
-    task = asyncio.create_task(executor.run(req, cancel))
-    await _running(docker, req, task)
-    cancel.set()
-    outcome = await task
-    assert outcome.cancelled
-    assert outcome.exit_code == 143  # SIGTERM reached the command through the init process
-    assert isinstance(outcome.command(req.attempt), ConfirmCancelled)
-    assert await _job_containers(docker, req) == []
 
 
 async def test_missing_image_is_not_pulled_with_policy_never(
@@ -216,16 +164,6 @@ async def test_missing_image_pull_failure_is_a_start_error(
     assert outcome.message.startswith(f"image {image} is not here and pulling it failed: ")
 
 
-async def test_bad_command_is_a_start_error_and_leaves_nothing(
-    executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest
-) -> None:
-    req = make_request(["no-such-command", "arg"])
-    outcome = await executor.run(req, asyncio.Event())
-    assert outcome.failure == FailureReason.START_ERROR
-    assert outcome.message == "exec no-such-command failed: No such file or directory"
-    assert await _job_containers(docker, req) == []
-
-
 async def test_start_failure_is_a_start_error_and_leaves_nothing(
     executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest
 ) -> None:
@@ -234,16 +172,6 @@ async def test_start_failure_is_a_start_error_and_leaves_nothing(
     outcome = await executor.run(req, asyncio.Event())
     assert outcome.failure == FailureReason.START_ERROR
     assert outcome.message is not None and "mkdir /proc/jobledger" in outcome.message
-    assert await _job_containers(docker, req) == []
-
-
-async def test_cancel_before_start_starts_nothing(
-    executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest
-) -> None:
-    cancel = asyncio.Event()
-    cancel.set()
-    req = make_request(["true"])
-    assert await executor.run(req, cancel) == Outcome(cancelled=True)
     assert await _job_containers(docker, req) == []
 
 
@@ -299,42 +227,6 @@ def test_image_default_command_is_kept_when_spec_has_none(make_request: MakeRequ
     assert "WorkingDir" not in container_config(make_request(["true"]))
 
 
-@pytest.mark.parametrize("exits_unwatched", [False, True], ids=["running", "exited"])
-async def test_find_and_adopt_after_crash(
-    executor: DockerExecutor,
-    docker: aiodocker.Docker,
-    make_request: MakeRequest,
-    worker_id: str,
-    exits_unwatched: bool,
-) -> None:
-    req = make_request(UNTIL_GO, attempt=2)
-    info = await _orphaned(executor, docker, req)
-
-    # The container outlived its run task; a restarted worker finds it by its labels.
-    if exits_unwatched:
-        await _release(docker, info["Id"])
-        await _until_exited(docker, info["Id"])
-    restarted = DockerExecutor(pull_policy="never")
-    try:
-        found = await restarted.find(worker_id)
-        assert len(found) == 1
-        assert found[0].job_id == req.job_id
-        assert found[0].attempt == 2
-        assert found[0].ref == info["Id"]
-        assert found[0].running is not exits_unwatched
-
-        adopting = asyncio.create_task(restarted.adopt(found[0], req, asyncio.Event()))
-        if not exits_unwatched:
-            await _release(docker, info["Id"])
-        outcome = await adopting
-    finally:
-        await restarted.close()
-    assert outcome.exit_code == 5
-    assert outcome.failure is None and not outcome.cancelled
-    assert outcome.usage.wall_seconds > 0
-    assert await _job_containers(docker, req) == []
-
-
 async def test_adopt_starts_a_container_that_was_only_created(
     executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest, worker_id: str
 ) -> None:
@@ -345,6 +237,33 @@ async def test_adopt_starts_a_container_that_was_only_created(
     assert not found.running
     outcome = await executor.adopt(found, req, asyncio.Event())
     assert outcome.exit_code == 4
+    assert await _job_containers(docker, req) == []
+
+
+async def test_adopting_a_container_that_exited_unwatched_waits_for_no_output(
+    executor: DockerExecutor,
+    docker: aiodocker.Docker,
+    make_request: MakeRequest,
+    worker_id: str,
+    pool: asyncpg.Pool,
+) -> None:
+    # An attach to an exited container never ends: adopt must not open one and then wait
+    # for it to drain (it did, 30 s per container, whenever the worker passed a sink).
+    req = make_request(["sh", "-c", "echo gone; exit 6"])
+    container = await docker.containers.create(
+        container_config(req), name=f"jobledger-{req.job_id}-1"
+    )
+    await container.start()
+    await container.wait()
+    [found] = await executor.find(worker_id)
+    sink = LogSink(pool, req.job_id, req.attempt)
+    await sink.start()
+    with structlog.testing.capture_logs() as logs:
+        outcome = await executor.adopt(found, req, asyncio.Event(), JobIO(sink))
+    await sink.close()
+    assert outcome.exit_code == 6
+    assert [e["event"] for e in logs if e["log_level"] == "warning"] == []
+    assert [ln.stream for ln in await read_logs(pool, req.job_id)] == ["system"]
     assert await _job_containers(docker, req) == []
 
 
@@ -361,16 +280,22 @@ async def test_adopt_honours_cancel(
     assert await _job_containers(docker, req) == []
 
 
-async def test_discard_kills_and_removes(
-    executor: DockerExecutor, docker: aiodocker.Docker, make_request: MakeRequest, worker_id: str
-) -> None:
-    req = make_request(["sleep", "30"])
-    await _orphaned(executor, docker, req)
-    [found] = await executor.find(worker_id)
-    assert found.running
-    await executor.discard(found)
-    assert await _job_containers(docker, req) == []
-    await executor.discard(found)  # already gone: not an error
+async def _client_with_one_connection() -> tuple[aiodocker.Docker, aiohttp.BaseConnector]:
+    """A client of the daemon the executor's own client finds (DOCKER_HOST, the Docker
+    context, else the default socket) whose pool holds a single connection."""
+    default = aiodocker.Docker()
+    try:
+        if isinstance(default.connector, aiohttp.UnixConnector):
+            connector: aiohttp.BaseConnector = aiohttp.UnixConnector(
+                default.connector.path, limit=1
+            )
+        elif not default.docker_host.startswith("https://"):
+            connector = aiohttp.TCPConnector(limit=1)
+        else:  # its TLS settings are not ours to copy
+            pytest.fail(f"no single-connection client for {default.docker_host} (TLS)")
+        return aiodocker.Docker(url=default.docker_host, connector=connector), connector
+    finally:
+        await default.close()
 
 
 async def test_crashed_runs_do_not_leak_connections(
@@ -378,8 +303,7 @@ async def test_crashed_runs_do_not_leak_connections(
 ) -> None:
     # With a single pooled connection, one leaked response from an abandoned wait() would
     # hang every later call.
-    connector = aiohttp.UnixConnector("/var/run/docker.sock", limit=1)
-    client = aiodocker.Docker(connector=connector, url="unix://localhost")
+    client, connector = await _client_with_one_connection()
     executor = DockerExecutor(client, pull_policy="never")
     try:
         async with asyncio.timeout(DEADLINE):

@@ -20,7 +20,19 @@ from aiodocker.stream import Stream
 from structlog.typing import FilteringBoundLogger
 
 from ..domain.events import FailureReason, Usage
-from .executor import Found, JobIO, Outcome, RunRequest, ended, race_end
+from ..domain.specs import JobSpec
+from .executor import (
+    Attempt,
+    BaseExecutor,
+    Found,
+    JobIO,
+    Outcome,
+    RunRequest,
+    StopReason,
+    ended,
+    follow,
+    start_error,
+)
 from .output import LogSink
 from .usage import CgroupReader
 
@@ -33,14 +45,11 @@ LABEL_ATTEMPT = "jobledger.attempt"
 PullPolicy = Literal["never", "missing"]
 
 _MIB = 1024 * 1024
-_MESSAGE_MAX = 1000
 # With Init, a command that cannot be executed no longer fails start(): the init process
 # (tini) starts, fails to exec it, says so on stderr and exits 127 (not found) or 126.
 _EXEC_FAILED_CODES = (126, 127)
 _EXEC_FAILED = re.compile(r"^\[FATAL tini \(\d+\)\] (exec .* failed: .*)$")
 _EXEC_FAILED_TAIL = 5
-# How long the output stream may lag behind the container's exit.
-_PUMP_DRAIN_SECONDS = 30.0
 # Docker's "never happened" timestamp (StartedAt of a created container, FinishedAt of a
 # running one).
 _ZERO_TIME = "0001-01-01T00:00:00Z"
@@ -61,7 +70,7 @@ async def docker_available(timeout: float = 2.0) -> bool:  # noqa: ASYNC109
     return True
 
 
-class DockerExecutor:
+class DockerExecutor(BaseExecutor):
     """Runs each attempt in its own container, limited to the job's cpu and memory."""
 
     name = "docker"
@@ -74,35 +83,20 @@ class DockerExecutor:
         self._docker = docker if docker is not None else aiodocker.Docker()
         self.pull_policy = pull_policy
 
-    async def run(self, req: RunRequest, cancel: asyncio.Event, io: JobIO | None = None) -> Outcome:
-        """Create, start and follow one container to its end; see `Executor.run`."""
+    async def start(self, req: RunRequest, io: JobIO | None) -> Attempt | Outcome:
+        """Create and start the attempt's container; see `Executor.run`."""
         bound = log.bind(job_id=str(req.job_id), attempt=req.attempt)
         began = time.monotonic()
-        if cancel.is_set():
-            return Outcome(cancelled=True)
         try:
             container = await self._create(req, bound)
         except DockerError as e:
             bound.warning("container create failed", error=e.message)
             return _start_error(e, began)
-        output = None
-        try:
-            if io is not None and io.logs is not None:
-                # Attached before start: the only way to read stdout and stderr apart, and
-                # from the first byte.
-                output = container.attach(stdout=True, stderr=True)
-                await output.__aenter__()
-            await container.start()
-        except DockerError as e:
-            # Failing here (e.g. a workdir the runtime cannot create) leaves a created
-            # container behind.
-            bound.warning("container start failed", container=container.id, error=e.message)
-            if output is not None:
-                await output.close()
-            await self._remove(container, bound)
-            return _start_error(e, began)
+        output = await _start_attached(container, io, bound, began)
+        if isinstance(output, Outcome):
+            return output
         bound.info("container started", container=container.id)
-        return await self._follow(container, req, cancel, began, bound, io, output)
+        return _Container(container, req.spec, bound, began, io, output)
 
     async def find(self, worker_id: str) -> list[Found]:
         """Containers labelled with this worker id, running or not."""
@@ -139,28 +133,27 @@ class DockerExecutor:
                 failure=FailureReason.WORKER_LOST,
                 message=f"container {found.ref[:12]} disappeared while no worker watched it",
             )
-        if info["State"]["Status"] == "created":
-            # The previous life died between create and start: finish what it began.
-            try:
-                await container.start()
-            except DockerError as e:
-                bound.warning("container start failed", error=e.message)
-                await self._remove(container, bound)
-                return _start_error(e, began)
-        bound.info("container adopted", running=info["State"]["Running"])
-        output = None
+        status = info["State"]["Status"]
         if io is not None and io.logs is not None:
             io.logs.system(
                 "[jobledger: the worker restarted; output printed while it was down is not here]"
             )
-            output = container.attach(stdout=True, stderr=True)
-            await output.__aenter__()
-        return await self._follow(container, req, cancel, began, bound, io, output)
+        output = None
+        if status == "created":
+            # The previous life died between create and start: finish what it began.
+            output = await _start_attached(container, io, bound, began)
+            if isinstance(output, Outcome):
+                return output
+        elif status == "running" and io is not None and io.logs is not None:
+            # Not to an exited one: an attach to a container that has exited never ends.
+            output = await _attach(container)
+        bound.info("container adopted", running=info["State"]["Running"])
+        return await follow(_Container(container, req.spec, bound, began, io, output), cancel)
 
     async def discard(self, found: Found) -> None:
         """Kill (if running) and remove a container no live job owns."""
         container = self._docker.containers.container(found.ref)
-        await self._remove(container, log.bind(job_id=str(found.job_id), container=found.ref))
+        await _remove(container, log.bind(job_id=str(found.job_id), container=found.ref))
 
     async def close(self) -> None:
         """Close the Docker client if this executor created it."""
@@ -185,83 +178,74 @@ class DockerExecutor:
             ) from e
         return await self._docker.containers.create(config, name=name)
 
-    async def _follow(
+
+class _Container(Attempt):
+    """A started container, with its output pumped and its usage sampled while it runs.
+    If the task following it is cancelled, the container is left as it is for a restarted
+    worker to adopt."""
+
+    def __init__(
         self,
         container: DockerContainer,
-        req: RunRequest,
-        cancel: asyncio.Event,
-        began: float,
+        spec: JobSpec,
         bound: FilteringBoundLogger,
-        io: JobIO | None = None,
-        output: Stream | None = None,
-    ) -> Outcome:
-        """Pump output and samples while `_wait_end` follows the container."""
-        pump = None
+        began: float,
+        io: JobIO | None,
+        output: Stream | None,
+    ) -> None:
+        super().__init__(spec, bound, began)
+        self.container = container
+        self.output = output
         if output is not None and io is not None and io.logs is not None:
-            pump = asyncio.create_task(_pump(output, io.logs), name=f"pump-{container.id[:12]}")
-        sampler = None
+            self.pumps = [
+                asyncio.create_task(_pump(output, io.logs), name=f"pump-{container.id[:12]}")
+            ]
+        self.sampler = None
         if io is not None and io.usage is not None:
-            sampler = asyncio.create_task(io.usage.follow(CgroupReader(container.id)))
-        try:
-            return await self._wait_end(container, req, cancel, began, bound, pump, sampler)
-        finally:
-            for task in (pump, sampler):
-                if task is not None:
-                    task.cancel()
-            if output is not None:
-                await output.close()
+            self.sampler = asyncio.create_task(io.usage.follow(CgroupReader(container.id)))
 
-    async def _wait_end(
-        self,
-        container: DockerContainer,
-        req: RunRequest,
-        cancel: asyncio.Event,
-        began: float,
-        bound: FilteringBoundLogger,
-        pump: asyncio.Task[None] | None,
-        sampler: asyncio.Task[None] | None,
-    ) -> Outcome:
-        """Wait for exit, cancel or timeout (counted from now); report and remove.
-
-        If the task running this is cancelled, the container is left as it is for a
-        restarted worker to adopt."""
-        spec = req.spec
-        exited = asyncio.ensure_future(container.wait())
+    async def wait(self) -> int | None:
         try:
-            stopped_for = await race_end(exited, cancel, spec.timeout_seconds)
-            if stopped_for is not None:
-                bound.info("stopping container", reason=stopped_for)
-                await self._stop(container, spec.stop_grace_seconds, bound)
-            try:
-                status = await exited
-                wait_code: int | None = status.get("StatusCode")
-            except DockerError as e:
-                # Removed by someone else under our feet; inspect below tells what it can.
-                bound.warning("waiting for container failed", error=e.message)
-                wait_code = None
-        finally:
-            # A cancelled wait() closes its response when collected (measured: no pooled
-            # connection leaks), so cancelling it is safe even when we are cancelled.
-            exited.cancel()
-        if sampler is not None:
-            sampler.cancel()
-        if pump is not None:
-            # The attach stream ends with the container; all its output is then in the sink.
-            try:
-                await asyncio.wait_for(pump, _PUMP_DRAIN_SECONDS)
-            except TimeoutError:
-                bound.warning("output stream did not end after the container exited")
-        exit_code, oom_killed, wall = await self._inspect_end(container, began, bound)
-        exit_code = exit_code if exit_code is not None else wait_code
+            status = await self.container.wait()
+        except DockerError as e:
+            # Removed by someone else under our feet; inspect tells what it can.
+            self.log.warning("waiting for container failed", error=e.message)
+            return None
+        code: int | None = status.get("StatusCode")
+        return code
+
+    async def stop(self, grace: int) -> None:
+        try:
+            # Docker sends SIGTERM (Init forwards it to the command), then SIGKILL after t.
+            await self.container.stop(t=grace)
+        except DockerError as e:
+            if e.status != 404:
+                self.log.warning("stopping container failed, killing it", error=e.message)
+                await self._kill()
+
+    async def exited(self) -> None:
+        if self.sampler is not None:
+            self.sampler.cancel()
+
+    async def release(self) -> None:
+        if self.sampler is not None:
+            self.sampler.cancel()
+        if self.output is not None:
+            await self.output.close()
+
+    async def outcome(self, stopped_for: StopReason | None, exit_code: int | None) -> Outcome:
+        """Read the exit from the container, then remove it."""
+        inspected, oom_killed, wall = await self._inspect_end()
+        exit_code = inspected if inspected is not None else exit_code
         exec_failure = None
         if stopped_for is None and exit_code in _EXEC_FAILED_CODES:
-            exec_failure = await self._exec_failure(container, bound)
-        await self._remove(container, bound)
+            exec_failure = await self._exec_failure()
+        await _remove(self.container, self.log)
         usage = Usage(wall_seconds=wall)
         if exec_failure is not None:
-            bound.warning("command could not be started", error=exec_failure)
+            self.log.warning("command could not be started", error=exec_failure)
             return Outcome(failure=FailureReason.START_ERROR, message=exec_failure, usage=usage)
-        bound.info(
+        self.log.info(
             "container ended",
             exit_code=exit_code,
             oom_killed=oom_killed,
@@ -274,63 +258,78 @@ class DockerExecutor:
                 message="container was removed before its exit code could be read",
                 usage=usage,
             )
-        return ended(stopped_for, spec, exit_code, usage, oom_killed=oom_killed)
+        return ended(stopped_for, self.spec, exit_code, usage, oom_killed=oom_killed)
 
-    async def _stop(
-        self, container: DockerContainer, grace: int, bound: FilteringBoundLogger
-    ) -> None:
+    async def _kill(self) -> None:
         try:
-            # Docker sends SIGTERM (Init forwards it to the command), then SIGKILL after t.
-            await container.stop(t=grace)
-        except DockerError as e:
-            if e.status != 404:
-                bound.warning("stopping container failed, killing it", error=e.message)
-                await self._kill(container, bound)
-
-    async def _kill(self, container: DockerContainer, bound: FilteringBoundLogger) -> None:
-        try:
-            await container.kill()
+            await self.container.kill()
         except DockerError as e:
             if e.status not in (404, 409):  # gone, or not running any more
-                bound.warning("killing container failed", error=e.message)
+                self.log.warning("killing container failed", error=e.message)
 
-    async def _inspect_end(
-        self, container: DockerContainer, began: float, bound: FilteringBoundLogger
-    ) -> tuple[int | None, bool, float]:
+    async def _inspect_end(self) -> tuple[int | None, bool, float]:
         """Exit code, OOM flag and wall seconds of an exited container."""
         try:
-            state = (await container.show())["State"]
+            state = (await self.container.show())["State"]
         except DockerError as e:
-            bound.warning("inspecting ended container failed", error=e.message)
-            return None, False, time.monotonic() - began
+            self.log.warning("inspecting ended container failed", error=e.message)
+            return None, False, time.monotonic() - self.began
         wall = _seconds_between(state.get("StartedAt"), state.get("FinishedAt"))
         return (
             state.get("ExitCode"),
             bool(state.get("OOMKilled")),
-            wall if wall is not None else time.monotonic() - began,
+            wall if wall is not None else time.monotonic() - self.began,
         )
 
-    async def _exec_failure(
-        self, container: DockerContainer, bound: FilteringBoundLogger
-    ) -> str | None:
+    async def _exec_failure(self) -> str | None:
         """The init process's complaint if it could not exec the command, else None."""
         try:
-            lines = await container.log(stderr=True, tail=_EXEC_FAILED_TAIL)
+            lines = await self.container.log(stderr=True, tail=_EXEC_FAILED_TAIL)
         except DockerError as e:
-            bound.warning("reading container logs failed", error=e.message)
+            self.log.warning("reading container logs failed", error=e.message)
             return None
         for line in lines:
             if m := _EXEC_FAILED.match(line):
                 return m.group(1).strip()
         return None
 
-    async def _remove(self, container: DockerContainer, bound: FilteringBoundLogger) -> None:
-        try:
-            await container.delete(force=True)
-        except DockerError as e:
-            # 404: already gone; 409: another removal is in progress.
-            if e.status not in (404, 409):
-                bound.warning("removing container failed", error=e.message)
+
+async def _attach(container: DockerContainer) -> Stream:
+    output = container.attach(stdout=True, stderr=True)
+    await output.__aenter__()
+    return output
+
+
+async def _start_attached(
+    container: DockerContainer, io: JobIO | None, bound: FilteringBoundLogger, began: float
+) -> Stream | Outcome | None:
+    """Start a created container, attached first when there is a sink: its output stream
+    (None without a sink), or the start error, the container then removed."""
+    output = None
+    try:
+        if io is not None and io.logs is not None:
+            # Attached before start: the only way to read stdout and stderr apart, and from
+            # the first byte.
+            output = await _attach(container)
+        await container.start()
+    except DockerError as e:
+        # Failing here (e.g. a workdir the runtime cannot create) leaves a created
+        # container behind.
+        bound.warning("container start failed", container=container.id, error=e.message)
+        if output is not None:
+            await output.close()
+        await _remove(container, bound)
+        return _start_error(e, began)
+    return output
+
+
+async def _remove(container: DockerContainer, bound: FilteringBoundLogger) -> None:
+    try:
+        await container.delete(force=True)
+    except DockerError as e:
+        # 404: already gone; 409: another removal is in progress.
+        if e.status not in (404, 409):
+            bound.warning("removing container failed", error=e.message)
 
 
 async def _pump(output: Stream, sink: LogSink) -> None:
@@ -368,14 +367,7 @@ def container_config(req: RunRequest) -> dict[str, Any]:
 
 
 def _start_error(e: DockerError, began: float) -> Outcome:
-    message = str(e.message).strip()
-    if len(message) > _MESSAGE_MAX:
-        message = message[: _MESSAGE_MAX - 1] + "…"
-    return Outcome(
-        failure=FailureReason.START_ERROR,
-        message=message or f"docker error {e.status}",
-        usage=Usage(wall_seconds=time.monotonic() - began),
-    )
+    return start_error(str(e.message) or f"docker error {e.status}", time.monotonic() - began)
 
 
 def _parse_time(value: str | None) -> datetime | None:

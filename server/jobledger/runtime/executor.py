@@ -3,11 +3,13 @@ job to its end, honouring timeout and cancel, and find what a previous life left
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import uuid
 from typing import Any, Literal, Protocol
 
 import msgspec
+from structlog.typing import FilteringBoundLogger
 
 from ..domain.events import FailureReason, Usage
 from ..domain.jobs import Command, ConfirmCancelled, Fail, Finish
@@ -72,6 +74,10 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
 #: Why an executor stopped an attempt itself.
 StopReason = Literal["cancel", "timeout"]
 
+#: How long an attempt's output may lag behind its exit before we stop waiting for it.
+OUTPUT_DRAIN_SECONDS = 30.0
+_MESSAGE_MAX = 1000
+
 
 async def race_end(
     exited: asyncio.Future[Any], cancel: asyncio.Event, limit: float | None
@@ -109,6 +115,18 @@ def ended(
     return Outcome(exit_code=exit_code, oom_killed=oom_killed, usage=usage)
 
 
+def start_error(message: str, wall_seconds: float = 0.0) -> Outcome:
+    """The outcome of an attempt that could not start, its message cut to a readable size."""
+    message = message.strip()
+    if len(message) > _MESSAGE_MAX:
+        message = message[: _MESSAGE_MAX - 1] + "…"
+    return Outcome(
+        failure=FailureReason.START_ERROR,
+        message=message,
+        usage=Usage(wall_seconds=wall_seconds),
+    )
+
+
 class Found(msgspec.Struct, frozen=True, kw_only=True):
     """Something a previous life of this worker left behind (e.g. a labelled container)."""
 
@@ -119,7 +137,8 @@ class Found(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class Executor(Protocol):
-    """Runs attempts. Implementations: `DockerExecutor`, `ProcessExecutor`."""
+    """Runs attempts. Implementations (on `BaseExecutor`): `DockerExecutor`, `ProcessExecutor`,
+    `NoopExecutor`."""
 
     name: str
 
@@ -149,3 +168,116 @@ class Executor(Protocol):
     async def close(self) -> None:
         """Release connections."""
         ...
+
+
+class Attempt(abc.ABC):
+    """A started attempt as its executor drives it; `follow` takes it from there to its end.
+    A subclass says how to wait for, stop and report it, and puts the tasks that copy its
+    output into the sink in `pumps` (they end when its output does)."""
+
+    def __init__(self, spec: JobSpec, bound: FilteringBoundLogger, began: float) -> None:
+        self.spec = spec
+        self.log = bound
+        self.began = began
+        self.pumps: list[asyncio.Task[None]] = []
+
+    @abc.abstractmethod
+    async def wait(self) -> int | None:
+        """Its exit code once it has exited (None: no longer known)."""
+
+    @abc.abstractmethod
+    async def stop(self, grace: int) -> None:
+        """Ask it to end (SIGTERM), and kill it if it has not after `grace` seconds."""
+
+    @abc.abstractmethod
+    async def outcome(self, stopped_for: StopReason | None, exit_code: int | None) -> Outcome:
+        """How it ended, told once its output is all in the sink; remove what is left of it."""
+
+    async def exited(self) -> None:
+        """Called once it has exited, before its output is drained."""
+        return None
+
+    def abandon(self) -> None:
+        """The task following it is cancelled (the worker is going away)."""
+        return None
+
+    async def release(self) -> None:
+        """Let go of what following it held; called however the following ends."""
+        return None
+
+    async def drain(self) -> None:
+        """Wait, a bounded time, for the pumps to copy the last of its output."""
+        if not self.pumps:
+            return
+        try:
+            await asyncio.wait_for(asyncio.gather(*self.pumps), OUTPUT_DRAIN_SECONDS)
+        except TimeoutError:
+            self.log.warning("output stream did not end after the attempt exited")
+
+
+async def follow(attempt: Attempt, cancel: asyncio.Event) -> Outcome:
+    """Follow a started attempt to its end: its exit, a cancel or its timeout (counted from
+    now), whichever comes first; stop it with grace if we must, drain its output, report.
+    If the task running this is cancelled, the attempt's `abandon` says what becomes of it."""
+    spec = attempt.spec
+    exited = asyncio.ensure_future(attempt.wait())
+    try:
+        try:
+            stopped_for = await race_end(exited, cancel, spec.timeout_seconds)
+            if stopped_for is not None:
+                attempt.log.info("stopping attempt", reason=stopped_for)
+                await attempt.stop(spec.stop_grace_seconds)
+            exit_code = await exited
+        finally:
+            # A cancelled Docker wait() closes its response when collected (measured: no
+            # pooled connection leaks), so cancelling it is safe even when we are cancelled.
+            exited.cancel()
+        await attempt.exited()
+        await attempt.drain()
+    except asyncio.CancelledError:
+        attempt.abandon()
+        raise
+    finally:
+        for pump in attempt.pumps:
+            pump.cancel()
+        await attempt.release()
+    return await attempt.outcome(stopped_for, exit_code)
+
+
+class BaseExecutor(abc.ABC):
+    """What executors share: `run` as cancel-before-start, `start`, then `follow`; and, for
+    one that leaves nothing behind a dying worker, nothing to find, adopt or discard."""
+
+    name: str
+
+    async def run(self, req: RunRequest, cancel: asyncio.Event, io: JobIO | None = None) -> Outcome:
+        """See `Executor.run`."""
+        if cancel.is_set():
+            return Outcome(cancelled=True)
+        started = await self.start(req, io)
+        if isinstance(started, Outcome):  # it could not start, or has already ended
+            return started
+        return await follow(started, cancel)
+
+    @abc.abstractmethod
+    async def start(self, req: RunRequest, io: JobIO | None) -> Attempt | Outcome:
+        """Start the attempt with its output going to `io.logs`, or say why it could not
+        (`start_error`)."""
+
+    async def find(self, worker_id: str) -> list[Found]:
+        """Nothing: what it runs does not outlive its worker."""
+        return []
+
+    async def adopt(
+        self, found: Found, req: RunRequest, cancel: asyncio.Event, io: JobIO | None = None
+    ) -> Outcome:
+        """Unreachable: `find` never returns anything."""
+        raise NotImplementedError(f"the {self.name} executor leaves nothing to adopt")
+
+    async def discard(self, found: Found) -> None:
+        """Nothing to discard."""
+        return None
+
+    async def close(self) -> None:
+        """No connections to release."""
+        return None

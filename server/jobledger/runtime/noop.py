@@ -3,29 +3,13 @@
 
 from __future__ import annotations
 
-import asyncio
-
-from .executor import Found, JobIO, Outcome, RunRequest
+from .executor import Attempt, BaseExecutor, JobIO, Outcome, RunRequest
 
 
-class NoopExecutor:
-    """Completes each attempt immediately; nothing to find, adopt or discard."""
+class NoopExecutor(BaseExecutor):
+    """Completes each attempt as soon as it starts; nothing to find, adopt or discard."""
 
     name = "noop"
 
-    async def run(self, req: RunRequest, cancel: asyncio.Event, io: JobIO | None = None) -> Outcome:
-        return Outcome(cancelled=True) if cancel.is_set() else Outcome(exit_code=0)
-
-    async def find(self, worker_id: str) -> list[Found]:
-        return []
-
-    async def adopt(
-        self, found: Found, req: RunRequest, cancel: asyncio.Event, io: JobIO | None = None
-    ) -> Outcome:
-        raise NotImplementedError("the no-op executor leaves nothing to adopt")
-
-    async def discard(self, found: Found) -> None:
-        return None
-
-    async def close(self) -> None:
-        return None
+    async def start(self, req: RunRequest, io: JobIO | None) -> Attempt | Outcome:
+        return Outcome(exit_code=0)
