@@ -1,0 +1,189 @@
+"""Streams of several kinds: a toy kind registered here takes the path every new kind will
+(named stream ids, tombstone and re-creation, the hash chain, verify, one kind per stream)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import asyncpg
+import msgspec
+import pytest
+
+from jobledger.domain.errors import InvalidInput, InvalidTransition, NotFound
+from jobledger.domain.events import Event, EventCodec, EventMeta, Recorded
+from jobledger.domain.kinds import Registry, StreamKind, named_stream_id
+from jobledger.domain.registry import KINDS
+from jobledger.replay.verify import Verifier
+from jobledger.service import JobService, StreamService
+from jobledger.store.eventstore import AppendItem, EventStore
+from tests.factories import spec
+
+
+class CounterCreated(Event, frozen=True, kw_only=True):
+    project: str
+    name: str
+
+
+class CounterAdded(Event, frozen=True, kw_only=True):
+    by: int
+
+
+class CounterDeleted(Event, frozen=True, kw_only=True):
+    """The tombstone: the name may be created again, continuing the stream."""
+
+
+class Counter(msgspec.Struct, frozen=True, kw_only=True):
+    project: str
+    name: str
+    value: int = 0
+    deleted: bool = False
+    version: int = 0
+
+
+class Create(msgspec.Struct, frozen=True):
+    project: str
+    name: str
+
+
+class Add(msgspec.Struct, frozen=True):
+    by: int
+
+
+class Delete(msgspec.Struct, frozen=True):
+    pass
+
+
+def decide(state: Counter | None, command: object) -> list[Event]:
+    match command:
+        case Create(project=project, name=name):
+            if state is not None and not state.deleted:
+                raise InvalidTransition(f"counter {name} exists")
+            return [CounterCreated(project=project, name=name)]
+    if state is None or state.deleted:
+        raise NotFound("no such counter")
+    match command:
+        case Add(by=by):
+            return [CounterAdded(by=by)]
+        case Delete():
+            return [CounterDeleted()]
+    raise InvalidTransition(f"cannot {type(command).__name__}")
+
+
+def evolve(state: Counter | None, rec: Recorded) -> Counter:
+    match rec.event:
+        case CounterCreated(project=project, name=name):
+            return Counter(project=project, name=name, version=rec.version)
+        case CounterAdded(by=by) if state is not None:
+            return msgspec.structs.replace(state, value=state.value + by, version=rec.version)
+        case CounterDeleted() if state is not None:
+            return msgspec.structs.replace(state, deleted=True, version=rec.version)
+    raise AssertionError(f"unexpected {rec.event!r}")
+
+
+COUNTER = StreamKind(
+    "counter",
+    EventCodec([CounterCreated, CounterAdded, CounterDeleted], {}),
+    evolve,
+    decide,
+    named=True,
+)
+META = EventMeta(actor="test")
+
+
+@pytest.fixture
+def counter_kind() -> Iterator[StreamKind]:
+    KINDS.register(COUNTER)
+    try:
+        yield COUNTER
+    finally:
+        KINDS.unregister(COUNTER.name)
+
+
+def test_named_stream_ids_are_deterministic_and_distinct() -> None:
+    sid = COUNTER.stream_id("p", "n")
+    assert sid == named_stream_id("counter", "p", "n") == COUNTER.stream_id("p", "n")
+    assert len({sid, COUNTER.stream_id("q", "n"), COUNTER.stream_id("p", "m")}) == 3
+    assert named_stream_id("schedule", "p", "n") != sid
+    with pytest.raises(ValueError, match="not named"):
+        KINDS.get("job").stream_id("p", "n")
+
+
+def test_the_registry_refuses_a_kind_twice_and_names_unknown_ones() -> None:
+    registry = Registry([COUNTER])
+    with pytest.raises(ValueError, match="registered already"):
+        registry.register(COUNTER)
+    with pytest.raises(ValueError, match="unknown stream kind 'nope'"):
+        registry.get("nope")
+    assert registry.names() == ["counter"]
+
+
+async def test_a_named_aggregate_is_deleted_by_a_tombstone_and_created_again_on_its_stream(
+    store: EventStore, counter_kind: StreamKind
+) -> None:
+    streams = StreamService(store)
+    sid = counter_kind.stream_id("p", "visits")
+    await streams.execute("counter", sid, Create("p", "visits"), META)
+    await streams.execute("counter", sid, Add(2), META)
+    with pytest.raises(InvalidTransition):
+        await streams.execute("counter", sid, Create("p", "visits"), META)
+    await streams.execute("counter", sid, Delete(), META)
+    with pytest.raises(NotFound):
+        await streams.execute("counter", sid, Add(1), META)
+    again = await streams.execute("counter", sid, Create("p", "visits"), META)
+    assert again == Counter(project="p", name="visits", value=0, version=4)
+
+    records = await store.read_stream(sid)
+    assert [type(r.event).__name__ for r in records] == [
+        "CounterCreated", "CounterAdded", "CounterDeleted", "CounterCreated",
+    ]  # fmt: skip
+    assert {r.stream_type for r in records} == {"counter"}
+    assert COUNTER.fold(records[:2]).value == 2  # the state at any point, from the log alone
+
+
+async def test_verify_checks_every_kind_and_the_chain_covers_the_kind(
+    pool: asyncpg.Pool, store: EventStore, counter_kind: StreamKind
+) -> None:
+    await JobService(store).submit(spec(), META)
+    sid = counter_kind.stream_id("p", "n")
+    streams = StreamService(store)
+    await streams.execute("counter", sid, Create("p", "n"), META)
+    await streams.execute("counter", sid, Add(5), META)
+
+    verifier = Verifier(pool)
+    assert [p async for p in verifier.problems()] == []
+    assert (verifier.report.streams, verifier.report.events) == (2, 3)
+
+    # A kind changed behind the append-only guard no longer matches the chain.
+    async with pool.acquire() as conn, conn.transaction():
+        await conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
+        await conn.execute(
+            "UPDATE events SET stream_type = 'counter2' WHERE stream_id = $1 AND version = 2", sid
+        )
+        await conn.execute("ALTER TABLE events ENABLE TRIGGER events_no_update_delete")
+    kinds = {(p.kind, p.stream_id, p.version) async for p in Verifier(pool).problems()}
+    assert ("broken_chain", sid, 2) in kinds
+
+
+async def test_a_stream_keeps_its_kind(store: EventStore, counter_kind: StreamKind) -> None:
+    view, _ = await JobService(store).submit(spec(), META)
+    with pytest.raises(asyncpg.CheckViolationError, match="is a job stream, not counter"):
+        await store.append_many(
+            [AppendItem(view.id, 1, [CounterAdded(by=1)], stream_type="counter")], META
+        )
+    with pytest.raises(InvalidInput, match="is a job stream, not counter"):
+        await StreamService(store).execute("counter", view.id, Add(1), META)
+    assert len(await store.read_stream(view.id)) == 1
+
+
+async def test_an_event_of_an_unregistered_kind_is_reported_not_guessed(
+    pool: asyncpg.Pool, store: EventStore, counter_kind: StreamKind
+) -> None:
+    sid = uuid.uuid4()
+    await StreamService(store).execute("counter", sid, Create("p", "gone"), META)
+    KINDS.unregister("counter")
+    problems = [p async for p in Verifier(pool).problems()]
+    assert [(p.kind, p.stream_type, p.stream_id) for p in problems] == [
+        ("undecodable", "counter", sid)
+    ]
+    assert "unknown stream kind 'counter'" in problems[0].detail
