@@ -13,7 +13,7 @@ CREATE TABLE schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The version this file stands for: the last migration's.
-INSERT INTO schema_migrations (version, name) VALUES (3, '0003_chain_stream_type');
+INSERT INTO schema_migrations (version, name) VALUES (4, '0004_requeue_reason');
 
 -- The event log: the source of truth (design map I2). One stream per aggregate.
 CREATE TABLE events (
@@ -127,7 +127,7 @@ CREATE TABLE jobs (
     idempotency_key     text,
     submitted_by        text        NOT NULL,
     attempt             integer     NOT NULL,
-    queue_reason        text,
+    requeue_reason      text,
     scheduled_for       timestamptz,
     worker_id           text,
     exit_code           integer,

@@ -27,7 +27,7 @@ candidates = st.builds(
     concurrency_key=st.sampled_from(KEYS),
     concurrency_limit=st.integers(1, 3),
     scheduled_for=st.none() | st.integers(-3, 3).map(lambda s: T0 + timedelta(seconds=s)),
-    queue_reason=st.none() | st.just("retry 1 of 3"),
+    requeue_reason=st.none() | st.just("retry 1 of 3"),
 )
 
 facts = st.builds(
@@ -113,7 +113,7 @@ def test_each_reason_reads_as_the_readme_shows_it() -> None:
     assert admit(job(project="web", concurrency_key="nightly"), f) == Verdict(
         Reason.CONCURRENCY_LIMIT, "concurrency key 'nightly' has 1 running jobs, its limit is 1"
     )
-    ok = admit(job(project="web", tags=["big"], queue_reason="retry 1 of 3"), f)
+    ok = admit(job(project="web", tags=["big"], requeue_reason="retry 1 of 3"), f)
     assert ok.admitted and ok.message == "retry 1 of 3; waiting for a free worker slot"
     assert admit(job(project="web"), world(worker_tags=[])).message == "no live worker"
 

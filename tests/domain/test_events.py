@@ -12,7 +12,7 @@ from tests.factories import spec
 
 SAMPLES: list[ev.Event] = [
     ev.JobSubmitted(spec=spec(env={"A": "1"}, labels={"team": "x"})),
-    ev.JobQueued(attempt=2, reason="waiting for a slot"),
+    ev.JobQueued(attempt=2, requeue_reason="retry 1 of 3"),
     ev.JobStarted(worker_id="w1", attempt=1),
     ev.JobCancelRequested(reason="stop"),
     ev.JobSucceeded(usage=ev.Usage(wall_seconds=1.5, cpu_seconds=0.2, peak_memory_bytes=1024)),
@@ -35,16 +35,24 @@ def test_round_trip(event: ev.Event) -> None:
     assert ev.decode_event(type(event).__name__, event.SCHEMA, data) == event
 
 
-def test_old_schema_versions_are_upcast(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Pretend JobQueued is at schema 2, where v1's `why` became `reason`.
-    def v1_to_v2(obj: dict[str, Any]) -> dict[str, Any]:
-        obj["reason"] = obj.pop("why", None)
+def test_old_schema_versions_are_upcast() -> None:
+    # JobQueued 1 said `reason` for what is now `requeue_reason`.
+    old = b'{"type": "JobQueued", "attempt": 2, "reason": "retry 1 of 3"}'
+    assert ev.decode_event("JobQueued", 1, old) == ev.JobQueued(
+        attempt=2, requeue_reason="retry 1 of 3"
+    )
+
+
+def test_upcasters_chain_one_version_at_a_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pretend JobQueued is at schema 3, where v2's `requeue_reason` was upper-cased.
+    def v2_to_v3(obj: dict[str, Any]) -> dict[str, Any]:
+        obj["requeue_reason"] = obj["requeue_reason"].upper()
         return obj
 
-    monkeypatch.setattr(ev.JobQueued, "SCHEMA", 2)
-    monkeypatch.setitem(ev.UPCASTERS, ("JobQueued", 1), v1_to_v2)
-    old = b'{"type": "JobQueued", "attempt": 1, "why": "slot"}'
-    assert ev.decode_event("JobQueued", 1, old) == ev.JobQueued(attempt=1, reason="slot")
+    monkeypatch.setattr(ev.JobQueued, "SCHEMA", 3)
+    monkeypatch.setitem(ev.UPCASTERS, ("JobQueued", 2), v2_to_v3)
+    old = b'{"type": "JobQueued", "attempt": 1, "reason": "slot"}'
+    assert ev.decode_event("JobQueued", 1, old) == ev.JobQueued(attempt=1, requeue_reason="SLOT")
 
 
 def test_unknown_type_is_refused() -> None:

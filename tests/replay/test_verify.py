@@ -144,7 +144,7 @@ async def test_projection_rows_that_disagree_with_the_log_are_reported(
     await pool.execute("DELETE FROM jobs WHERE id = $1", removed)
     await pool.execute(
         "INSERT INTO jobs SELECT $1, project, state, spec, priority, labels, tags, "
-        "concurrency_key, concurrency_limit, NULL, submitted_by, attempt, queue_reason, "
+        "concurrency_key, concurrency_limit, NULL, submitted_by, attempt, requeue_reason, "
         "scheduled_for, worker_id, exit_code, failure_reason, message, usage, created_at, "
         "updated_at, started_at, finished_at, cancel_requested_at, cancel_requested_by, "
         "version, last_position FROM jobs WHERE id = $2",

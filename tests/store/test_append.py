@@ -35,7 +35,9 @@ async def test_one_notification_per_append_listing_ids_only(store: EventStore, d
     got: asyncio.Queue[str] = asyncio.Queue()
     await conn.add_listener(store.channel, lambda *args: got.put_nowait(args[3]))
     try:
-        small = [AppendItem(uuid7(), 0, [JobQueued(reason="secret text")]) for _ in range(3)]
+        small = [
+            AppendItem(uuid7(), 0, [JobQueued(requeue_reason="secret text")]) for _ in range(3)
+        ]
         await store.append_many(small, META)
         big = [AppendItem(uuid7(), 0, [JobQueued(), JobQueued()]) for _ in range(100)]
         await store.append_many(big, META)

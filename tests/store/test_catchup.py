@@ -31,10 +31,14 @@ async def test_late_commit_is_neither_skipped_nor_duplicated(
     early, late = uuid7(), uuid7()
     gate, inserted = asyncio.Event(), asyncio.Event()
     held = asyncio.create_task(
-        store.append(early, 0, [JobQueued(reason="A")], META, inline=holding(gate, inserted))
+        store.append(
+            early, 0, [JobQueued(requeue_reason="A")], META, inline=holding(gate, inserted)
+        )
     )
     await inserted.wait()  # A has its position and stays uncommitted
-    await store.append(late, 0, [JobQueued(reason="B")], META)  # B: higher position, commits first
+    await store.append(
+        late, 0, [JobQueued(requeue_reason="B")], META
+    )  # B: higher position, commits first
 
     # The hazard is real: by position alone, B is visible past A's hole.
     positions = [r["position"] for r in await pool.fetch("SELECT position FROM events")]
@@ -46,7 +50,7 @@ async def test_late_commit_is_neither_skipped_nor_duplicated(
     gate.set()
     [a] = await held
     page = await store.read_all(checkpoint)
-    delivered = [e.record.event.reason for e in page]  # type: ignore[union-attr]
+    delivered = [e.record.event.requeue_reason for e in page]  # type: ignore[union-attr]
     assert delivered == ["A", "B"]
     assert page[0].record.position == a.position < page[1].record.position
     assert await store.read_all(page[-1].checkpoint) == []  # nothing twice
@@ -63,14 +67,14 @@ async def test_rolled_back_append_leaves_no_event_and_does_not_stall(store: Even
         raise RuntimeError("abort the append")
 
     doomed = asyncio.create_task(
-        store.append(uuid7(), 0, [JobQueued(reason="X")], META, inline=fail_after_insert)
+        store.append(uuid7(), 0, [JobQueued(requeue_reason="X")], META, inline=fail_after_insert)
     )
     await inserted.wait()
-    await store.append(uuid7(), 0, [JobQueued(reason="Y")], META)
+    await store.append(uuid7(), 0, [JobQueued(requeue_reason="Y")], META)
     assert await store.read_all() == []
     gate.set()
     assert isinstance((await asyncio.gather(doomed, return_exceptions=True))[0], RuntimeError)
-    assert [e.record.event.reason for e in await store.read_all()] == ["Y"]  # type: ignore[union-attr]
+    assert [e.record.event.requeue_reason for e in await store.read_all()] == ["Y"]  # type: ignore[union-attr]
 
 
 async def test_subscription_delivers_every_event_once_under_concurrent_writers(
@@ -92,7 +96,11 @@ async def test_subscription_delivers_every_event_once_under_concurrent_writers(
             gate, inserted = asyncio.Event(), asyncio.Event()
             task = asyncio.create_task(
                 store.append(
-                    uuid7(), 0, [JobQueued(reason=f"{n}-{k}")], META, inline=holding(gate, inserted)
+                    uuid7(),
+                    0,
+                    [JobQueued(requeue_reason=f"{n}-{k}")],
+                    META,
+                    inline=holding(gate, inserted),
                 )
             )
             await inserted.wait()
@@ -104,7 +112,7 @@ async def test_subscription_delivers_every_event_once_under_concurrent_writers(
     await asyncio.gather(*(write(n) for n in range(writers)))
     await asyncio.wait_for(consumer, 30)
 
-    reasons = [e.record.event.reason for e in got]  # type: ignore[union-attr]
+    reasons = [e.record.event.requeue_reason for e in got]  # type: ignore[union-attr]
     assert sorted(reasons) == sorted(f"{n}-{k}" for n in range(writers) for k in range(per_writer))
     checkpoints = [e.checkpoint for e in got]
     assert checkpoints == sorted(checkpoints) and len(set(checkpoints)) == total
@@ -113,7 +121,9 @@ async def test_subscription_delivers_every_event_once_under_concurrent_writers(
 async def test_read_all_pages_through_the_whole_log(store: EventStore) -> None:
     streams = [uuid7() for _ in range(5)]
     for s in streams:
-        await store.append(s, 0, [JobQueued(reason="1"), JobQueued(reason="2")], META)
+        await store.append(
+            s, 0, [JobQueued(requeue_reason="1"), JobQueued(requeue_reason="2")], META
+        )
     checkpoint, seen = Checkpoint(), []
     while page := await store.read_all(checkpoint, limit=3):
         seen.extend(page)

@@ -21,7 +21,7 @@ META = EventMeta(actor="test")
 
 async def test_concurrent_appenders_write_every_version_exactly_once(store: EventStore) -> None:
     stream = uuid7()
-    await store.append(stream, 0, [JobQueued(reason="seed")], META)
+    await store.append(stream, 0, [JobQueued(requeue_reason="seed")], META)
     writers, per_writer = 16, 5
     conflicts: list[Exception] = []
 
@@ -30,7 +30,7 @@ async def test_concurrent_appenders_write_every_version_exactly_once(store: Even
         while done < per_writer:
             head = (await store.read_stream(stream))[-1].version
             try:
-                await store.append(stream, head, [JobQueued(reason=f"{n}-{done}")], META)
+                await store.append(stream, head, [JobQueued(requeue_reason=f"{n}-{done}")], META)
                 done += 1
             except ConcurrencyError as exc:
                 conflicts.append(exc)
@@ -39,7 +39,7 @@ async def test_concurrent_appenders_write_every_version_exactly_once(store: Even
 
     events = await store.read_stream(stream)
     assert [e.version for e in events] == list(range(1, writers * per_writer + 2))
-    reasons = [e.event.reason for e in events[1:]]  # type: ignore[union-attr]
+    reasons = [e.event.requeue_reason for e in events[1:]]  # type: ignore[union-attr]
     assert sorted(reasons) == sorted(f"{n}-{k}" for n in range(writers) for k in range(per_writer))
     assert conflicts, "16 writers on one stream should have collided at least once"
     assert all(
@@ -55,7 +55,7 @@ async def test_append_at_a_wrong_version_is_a_conflict_and_writes_nothing(
     stream = uuid7()
     await store.append(stream, 0, [JobQueued(), JobQueued()], META)  # stream at version 2
     with pytest.raises(ConcurrencyError):
-        await store.append(stream, expected, [JobQueued(reason="late")], META)
+        await store.append(stream, expected, [JobQueued(requeue_reason="late")], META)
     assert [e.version for e in await store.read_stream(stream)] == [1, 2]
 
 

@@ -38,7 +38,7 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     concurrency_limit: int = 1
     scheduled_for: datetime | None = None
     #: The stored note of why it went back to the queue, e.g. "retry 1 of 3".
-    queue_reason: str | None = None
+    requeue_reason: str | None = None
 
 
 class Facts(msgspec.Struct, kw_only=True):
@@ -74,7 +74,7 @@ class Verdict(msgspec.Struct, frozen=True):
 
 def admit(job: Candidate, facts: Facts) -> Verdict:
     """Whether `job` may start given `facts`, and if not, the first reason why."""
-    retry = f"{job.queue_reason}; " if job.queue_reason else ""
+    retry = f"{job.requeue_reason}; " if job.requeue_reason else ""
     if job.scheduled_for is not None and job.scheduled_for > facts.now:
         return Verdict(Reason.SCHEDULED, f"{retry}scheduled for {job.scheduled_for.isoformat()}")
     wanted = set(job.tags)

@@ -58,9 +58,11 @@ class JobQueued(Event, frozen=True, kw_only=True):
     """The job waits for a worker; `attempt` counts from 1. Logs written before submits
     became one event have one after each JobSubmitted; nothing records it now."""
 
+    SCHEMA: ClassVar[int] = 2
+
     attempt: int = 1
-    #: Human-readable reason it is waiting, if something more than "in line".
-    reason: str | None = None
+    #: Why it went back to the queue, if something more than "in line" (schema 1: `reason`).
+    requeue_reason: str | None = None
 
 
 class JobStarted(Event, frozen=True, kw_only=True):
@@ -207,7 +209,15 @@ def encode_event(event: Event) -> bytes:
     return _event_encoder.encode(event)
 
 
-UPCASTERS: dict[tuple[str, int], Upcaster] = {}
+def _requeue_reason(obj: dict[str, Any]) -> dict[str, Any]:
+    """JobQueued 1 -> 2: `reason` was renamed `requeue_reason` (not why a job waits now,
+    which is worked out when asked, but why it went back to the queue)."""
+    if "reason" in obj:
+        obj["requeue_reason"] = obj.pop("reason")
+    return obj
+
+
+UPCASTERS: dict[tuple[str, int], Upcaster] = {("JobQueued", 1): _requeue_reason}
 #: The codec of job events.
 JOB_EVENTS = EventCodec(EVENT_TYPES.values(), UPCASTERS)
 

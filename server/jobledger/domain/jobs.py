@@ -67,7 +67,7 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     created_at: datetime
     updated_at: datetime
     attempt: int = 1
-    queue_reason: str | None = None
+    requeue_reason: str | None = None
     #: When it may start: the spec's `scheduled_for`, or the retry time after a failure.
     scheduled_for: datetime | None = None
     worker_id: str | None = None
@@ -288,9 +288,9 @@ def evolve(state: Job | None, rec: Recorded) -> Job:
     at = rec.recorded_at
     common = {"version": rec.version, "last_position": rec.position, "updated_at": at}
     match event:
-        case JobQueued(attempt=attempt, reason=reason):
+        case JobQueued(attempt=attempt, requeue_reason=reason):
             return msgspec.structs.replace(
-                state, **common, state=JobState.QUEUED, attempt=attempt, queue_reason=reason
+                state, **common, state=JobState.QUEUED, attempt=attempt, requeue_reason=reason
             )
         case JobStarted(worker_id=worker, attempt=attempt):
             return msgspec.structs.replace(
@@ -300,7 +300,7 @@ def evolve(state: Job | None, rec: Recorded) -> Job:
                 attempt=attempt,
                 worker_id=worker,
                 started_at=at,
-                queue_reason=None,
+                requeue_reason=None,
                 exit_code=None,
                 failure_reason=None,
                 message=None,
@@ -326,7 +326,7 @@ def evolve(state: Job | None, rec: Recorded) -> Job:
                 **common,
                 state=JobState.QUEUED,
                 attempt=event.attempt,
-                queue_reason=f"retry {event.attempt - 1} of {state.spec.retry.max_retries}",
+                requeue_reason=f"retry {event.attempt - 1} of {state.spec.retry.max_retries}",
                 scheduled_for=at + timedelta(seconds=event.delay_seconds),
                 worker_id=None,
                 exit_code=event.exit_code,

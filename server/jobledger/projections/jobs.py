@@ -39,7 +39,7 @@ class JobView(msgspec.Struct, kw_only=True):
     idempotency_key: str | None
     submitted_by: str
     attempt: int
-    queue_reason: str | None
+    requeue_reason: str | None
     scheduled_for: datetime | None
     worker_id: str | None
     exit_code: int | None
@@ -78,7 +78,7 @@ def view_of(job: Job) -> JobView:
         idempotency_key=spec.idempotency_key,
         submitted_by=job.submitted_by,
         attempt=job.attempt,
-        queue_reason=job.queue_reason,
+        requeue_reason=job.requeue_reason,
         scheduled_for=job.scheduled_for,
         worker_id=job.worker_id,
         exit_code=job.exit_code,

@@ -5,19 +5,19 @@
 WITH written AS (
     INSERT INTO jobs (
         id, project, state, spec, priority, labels, tags, concurrency_key, concurrency_limit,
-        idempotency_key, submitted_by, attempt, queue_reason, scheduled_for, worker_id,
+        idempotency_key, submitted_by, attempt, requeue_reason, scheduled_for, worker_id,
         exit_code, failure_reason, message, usage, created_at, updated_at, started_at,
         finished_at, cancel_requested_at, cancel_requested_by, version, last_position
     )
     SELECT id, project, state, spec, priority, labels, tags, concurrency_key, concurrency_limit,
-           idempotency_key, submitted_by, attempt, queue_reason, scheduled_for, worker_id,
+           idempotency_key, submitted_by, attempt, requeue_reason, scheduled_for, worker_id,
            exit_code, failure_reason, message, usage, created_at, updated_at, started_at,
            finished_at, cancel_requested_at, cancel_requested_by, version, last_position
     FROM jsonb_populate_recordset(NULL::jobs, $1::jsonb)
     ON CONFLICT (id) DO UPDATE SET
         state = EXCLUDED.state,
         attempt = EXCLUDED.attempt,
-        queue_reason = EXCLUDED.queue_reason,
+        requeue_reason = EXCLUDED.requeue_reason,
         scheduled_for = EXCLUDED.scheduled_for,
         worker_id = EXCLUDED.worker_id,
         exit_code = EXCLUDED.exit_code,

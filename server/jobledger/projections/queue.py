@@ -84,7 +84,7 @@ def candidate_of(view: JobView) -> admission.Candidate:
         concurrency_key=view.concurrency_key,
         concurrency_limit=view.concurrency_limit,
         scheduled_for=view.scheduled_for,
-        queue_reason=view.queue_reason,
+        requeue_reason=view.requeue_reason,
     )
 
 

@@ -50,7 +50,7 @@ def _candidate(row: asyncpg.Record) -> admission.Candidate:
         concurrency_key=row["concurrency_key"],
         concurrency_limit=row["concurrency_limit"],
         scheduled_for=row["scheduled_for"],
-        queue_reason=row["queue_reason"],
+        requeue_reason=row["requeue_reason"],
     )
 
 
