@@ -94,8 +94,8 @@ def configure_logs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 async def cmd_logs(args: argparse.Namespace) -> int:
-    from .api.logs import LinesMessage
     from .client import print_lines
+    from .wire import LinesMessage
 
     async def run(client: Client) -> int:
         if args.follow:
@@ -444,8 +444,8 @@ def configure_tokens_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 async def cmd_tokens(args: argparse.Namespace) -> int:
-    from .api.projects import IssuedToken, RevokedToken, TokenList
     from .clientfmt import table
+    from .wire import IssuedToken, RevokedToken, TokenList
 
     base = f"/api/v1/projects/{args.project}"
 

@@ -7,11 +7,10 @@ import shlex
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
-from .api.audit import AuditEvent
-from .api.jobs import JobOut
 from .domain.events import FailureReason
 from .domain.jobs import JobState
 from .exitcodes import EXIT_ERROR, EXIT_OK
+from .wire import JobEvent, JobOut
 
 #: Width the job table is fitted to, so it reads in a 100-column terminal or a code review.
 TABLE_WIDTH = 100
@@ -204,7 +203,7 @@ def outcome(job: JobOut) -> tuple[int, str | None]:
 AUDIT_COLUMNS = ("TIME", "JOB", "TYPE", "ACTOR", "DETAIL")
 
 
-def audit_detail(event: AuditEvent) -> str:
+def audit_detail(event: JobEvent) -> str:
     """The one or two facts of an event worth a glance: reason, exit code, worker, wait."""
     data = event.data
     parts = []
@@ -217,11 +216,17 @@ def audit_detail(event: AuditEvent) -> str:
     return " ".join(parts)
 
 
-def audit_table(events: Sequence[AuditEvent], max_width: int = TABLE_WIDTH) -> str:
+def audit_table(events: Sequence[JobEvent], max_width: int = TABLE_WIDTH) -> str:
     """Audit events as people read them: time, job, type, actor, detail. The detail, last,
     is never cut (a terminal wraps it); the actor is, when the table is too wide."""
     rows = [
-        [format_time(e.recorded_at), str(e.job_id), e.type, e.meta.actor, audit_detail(e)]
+        [
+            format_time(e.recorded_at),
+            str(e.job_id or e.stream_id),
+            e.type,
+            e.meta.actor,
+            audit_detail(e),
+        ]
         for e in events
     ]
     return table(AUDIT_COLUMNS, rows, max_width=max_width, shrink={"ACTOR": 12})

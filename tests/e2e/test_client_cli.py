@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from jobledger import cli
-from jobledger.api.jobs import JobOut
+from jobledger.wire import JobOut
 from jobledger.clientfmt import cut, fit_widths, job_details, jobs_table, outcome, table
 from jobledger.domain.events import FailureReason, Usage
 from jobledger.domain.jobs import Fail, Finish, RequestCancel, Start, Submit

@@ -3,43 +3,19 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 
-import msgspec
 from aiohttp import web
 
 from ..domain.errors import Forbidden, InvalidInput
-from ..domain.events import EVENT_TYPES, AnyEvent, EventMeta, FailureReason
+from ..domain.events import EVENT_TYPES, FailureReason
 from ..store.audit import AuditFilter
 from ..store.audit import audit as audit_events
 from ..store.eventstore import record_from_row
+from ..wire import AuditPage, JobEvent
 from .auth import principal
 from .context import SERVICE, json_response
 from .jobs import MAX_PAGE, page_limit, query_param, time_param
 from .routes import Query, Route
-
-
-class AuditEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One event with the job and project it belongs to."""
-
-    position: int
-    job_id: uuid.UUID
-    project: str
-    version: int
-    type: str
-    recorded_at: datetime
-    data: AnyEvent
-    meta: EventMeta
-    #: JobStarted only: seconds the job waited to start since it could have (queued, or
-    #: its scheduled time or retry delay passed).
-    waited_seconds: float | None = None
-
-
-class AuditPage(msgspec.Struct):
-    """Events newest first; pass `next_cursor` as `cursor` for older ones."""
-
-    events: list[AuditEvent]
-    next_cursor: int | None
 
 
 def number_param(request: web.Request, name: str) -> float | None:
@@ -99,15 +75,18 @@ async def audit(request: web.Request) -> web.Response:
     for row in rows[:limit]:
         rec = record_from_row(row)
         events.append(
-            AuditEvent(
+            JobEvent(
                 position=rec.position,
-                job_id=rec.stream_id,
-                project=row["project"],
+                event_id=rec.event_id,
+                stream_id=rec.stream_id,
                 version=rec.version,
                 type=type(rec.event).__name__,
+                schema_version=rec.event.SCHEMA,
                 recorded_at=rec.recorded_at,
                 data=rec.event,
                 meta=rec.meta,
+                job_id=rec.stream_id,
+                project=row["project"],
                 waited_seconds=row["waited"],
             )
         )

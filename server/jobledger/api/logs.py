@@ -13,12 +13,12 @@ import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
 from ..domain.errors import InvalidInput
-from ..domain.events import FailureReason
-from ..domain.jobs import TERMINAL_STATES, JobState
+from ..domain.jobs import TERMINAL_STATES
 from ..projections import jobs as jobs_projection
 from ..projections.jobs import JobView
 from ..store.db import DatabaseUnavailable
-from ..store.logs import LogLine, last_log_seq, read_logs
+from ..store.logs import last_log_seq, read_logs
+from ..wire import EndMessage, LinesMessage, LogLine, LogPage
 from .auth import job_for
 from .context import SERVICE, json_response
 from .jobs import job_id_of
@@ -43,34 +43,6 @@ FRAME_BYTES = 256 * 1024
 
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, DatabaseUnavailable)
 _encoder = msgspec.json.Encoder()
-
-
-class LogPage(msgspec.Struct):
-    """A page of a job's log; pass `next_after` as `after` for the next one."""
-
-    lines: list[LogLine]
-    next_after: int
-    state: JobState
-
-
-class LinesMessage(msgspec.Struct, tag="lines", tag_field="type"):
-    """WebSocket: consecutive lines, in seq order."""
-
-    lines: list[LogLine]
-
-
-class EndMessage(msgspec.Struct, tag="end", tag_field="type"):
-    """WebSocket: the job is finished and every line up to `last_seq` was sent; the server
-    then closes the socket normally."""
-
-    state: JobState
-    exit_code: int | None
-    failure_reason: FailureReason | None
-    last_seq: int
-
-
-#: What the log WebSocket sends, decodable as one tagged union.
-LogMessage = LinesMessage | EndMessage
 
 
 def _int_param(request: web.Request, name: str, default: int, low: int, high: int) -> int:

@@ -6,100 +6,35 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import datetime, timedelta
-from typing import Annotated
 
 import asyncpg
 import msgspec
 from aiohttp import web
 
 from ..domain.errors import Conflict, Forbidden, InvalidInput, NotFound
-from ..domain.specs import DEFAULT_MAX_RUNNING_JOBS, PROJECT_NAME, Name
+from ..domain.specs import PROJECT_NAME
 from ..projections import queue
-from ..projections.queue import ProjectView
 from ..store import access
-from ..store.access import Role
+from ..wire import (
+    IssuedToken,
+    NewProject,
+    NewServiceAccount,
+    NewToken,
+    ProjectLimits,
+    ProjectList,
+    ProjectView,
+    RevokedToken,
+    Role,
+    ServiceAccount,
+    ServiceAccountList,
+    TokenInfo,
+    TokenList,
+)  # fmt: skip
 from .auth import principal, require
 from .context import SERVICE, decode_body, json_response
 from .routes import Route
 
 _NAME = re.compile(PROJECT_NAME)
-MaxRunning = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
-LogLimit = Annotated[int, msgspec.Meta(ge=1024, le=1 << 40)]
-
-
-class NewProject(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    name: Name
-    max_running_jobs: MaxRunning = DEFAULT_MAX_RUNNING_JOBS
-    log_limit_bytes: LogLimit | None = None
-
-
-class ProjectLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Limits of a project; a field left out stays as it is. 0 running jobs pauses it;
-    a submit rate of 0 means no limit."""
-
-    max_running_jobs: MaxRunning | None = None
-    log_limit_bytes: LogLimit | None = None
-    #: Jobs per second the project may submit (a token bucket per API process).
-    submit_rate: Annotated[float, msgspec.Meta(ge=0, le=1e6)] | None = None
-    #: How many submits may come at once before the rate applies.
-    submit_burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
-
-
-class ProjectList(msgspec.Struct):
-    projects: list[ProjectView]
-
-
-class NewServiceAccount(msgspec.Struct, forbid_unknown_fields=True):
-    name: Name
-    role: Role
-
-
-class ServiceAccount(msgspec.Struct, kw_only=True):
-    id: uuid.UUID
-    project: str
-    name: str
-    role: Role
-    created_at: datetime
-    created_by: str
-
-
-class ServiceAccountList(msgspec.Struct):
-    service_accounts: list[ServiceAccount]
-
-
-class NewToken(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    description: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    #: Lifetime; none: until revoked.
-    expires_in_seconds: Annotated[int, msgspec.Meta(ge=60, le=10 * 365 * 86400)] | None = None
-
-
-class IssuedToken(msgspec.Struct, kw_only=True):
-    """A new token. `token` is shown this once and never again."""
-
-    id: uuid.UUID
-    token: str
-    service_account: str
-    project: str
-    expires_at: datetime | None
-
-
-class TokenInfo(msgspec.Struct, kw_only=True):
-    id: uuid.UUID
-    description: str | None
-    created_at: datetime
-    created_by: str
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
-
-
-class TokenList(msgspec.Struct):
-    tokens: list[TokenInfo]
-
-
-class RevokedToken(msgspec.Struct):
-    id: uuid.UUID
-    revoked_at: datetime
 
 
 def project_name(request: web.Request) -> str:

@@ -18,24 +18,11 @@ from ..domain.jobs import JobState
 from ..domain.specs import DEFAULT_MAX_RUNNING_JOBS
 from ..store.eventstore import EVENTS_CHANNEL, Notification
 from ..store.queries import load_queries
+from ..wire import ProjectView
 from .jobs import JobView
 
 QUERIES = load_queries(Path(__file__).with_name("queue.sql"))
 _LOOK_AGAIN = msgspec.json.encode(Notification(changes=[], more=True)).decode()
-
-
-class ProjectView(msgspec.Struct, kw_only=True):
-    """A project's limit on running jobs and how many run and wait now."""
-
-    name: str
-    max_running_jobs: int
-    #: Output a job of this project may store; None: the worker's limit.
-    log_limit_bytes: int | None = None
-    #: Submits per second allowed (None: the server's default).
-    submit_rate: float | None = None
-    submit_burst: int | None = None
-    running: int
-    queued: int
 
 
 async def project_view(pool: asyncpg.Pool, name: str) -> ProjectView:

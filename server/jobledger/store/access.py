@@ -7,7 +7,6 @@ of hashes is constant-time."""
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import hmac
 import secrets
@@ -19,26 +18,12 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
+from ..wire import Role as Role  # a wire type, importable from here too
 from .db import Conn
 from .queries import load_queries
 
 QUERIES = load_queries(Path(__file__).with_name("access.sql"))
 TOKEN_PREFIX = "jl_"
-
-
-class Role(enum.StrEnum):
-    """What a service account may do in its project; each role includes the ones before."""
-
-    #: Read jobs, logs, usage, events.
-    VIEWER = "viewer"
-    #: And submit and cancel jobs.
-    OPERATOR = "operator"
-    #: And manage the project's service accounts, tokens and limits.
-    ADMIN = "admin"
-
-    def allows(self, needed: Role) -> bool:
-        order = (Role.VIEWER, Role.OPERATOR, Role.ADMIN)
-        return order.index(self) >= order.index(needed)
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
