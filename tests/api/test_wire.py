@@ -41,7 +41,7 @@ async def test_an_event_has_one_shape_in_every_source(client: Client, pool: asyn
         live = [json.loads(await anext(tailed)) for _ in events]
     await tailed.aclose()
 
-    assert len(events) == 3 and [e["type"] for e in events][0] == "JobSubmitted"
+    assert len(events) == 3 and events[0]["type"] == "JobSubmitted"
     assert [common(e) for e in events] == [common(e) for e in reversed(audit)]
     assert [common(e) for e in events] == [common(e) for e in exported]
     assert [common(e) for e in events] == [common(e) for e in live]

@@ -7,10 +7,10 @@ import shlex
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
-from .domain.events import FailureReason
-from .domain.jobs import JobState
-from .exitcodes import EXIT_ERROR, EXIT_OK
-from .wire import JobEvent, JobOut
+from ..domain.events import FailureReason
+from ..domain.jobs import JobState
+from ..exitcodes import EXIT_ERROR, EXIT_OK
+from ..wire import JobEvent, JobOut
 
 #: Width the job table is fitted to, so it reads in a 100-column terminal or a code review.
 TABLE_WIDTH = 100
@@ -18,10 +18,10 @@ GAP = "  "
 ELLIPSIS = "…"
 
 JOB_COLUMNS = ("ID", "STATE", "PROJECT", "IMAGE", "CREATED", "EXIT")
-#: Columns cut when a table is too wide, each down to its minimum width.
-_SHRINK = {"IMAGE": 10, "PROJECT": 7}
-#: An image's informative end is its name and tag: cut it at the front.
-_CUT_FRONT = frozenset({"IMAGE"})
+#: Columns cut when a table is too wide, each down to its minimum width. Never the image:
+#: cut at either end it names another image (a registry, or a tag, lost), so a long one
+#: makes the line longer instead.
+_SHRINK = {"PROJECT": 7}
 _RIGHT = frozenset({"EXIT"})
 
 
@@ -98,7 +98,6 @@ def jobs_table(jobs: Sequence[JobOut], max_width: int = TABLE_WIDTH) -> str:
         [job_row(j) for j in jobs],
         max_width=max_width,
         shrink=_SHRINK,
-        cut_front=_CUT_FRONT,
         right=_RIGHT,
     )
 
