@@ -20,7 +20,7 @@ from typing import Any, NamedTuple
 
 import aiohttp
 
-from jobledger.commands import DATABASE_NAME
+from jobledger.cli.startup import DATABASE_NAME
 from jobledger.store.embedded import EmbeddedPostgres
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -11,10 +11,17 @@ from typing import Any, TypeVar
 import aiohttp
 import msgspec
 
-from .api.audit import AuditEvent, AuditPage
-from .api.jobs import JobList, JobOut
-from .api.logs import EndMessage, LinesMessage, LogMessage, LogPage
-from .store.logs import LogLine
+from .wire import (
+    AuditPage,
+    EndMessage,
+    JobEvent,
+    JobList,
+    JobOut,
+    LinesMessage,
+    LogLine,
+    LogMessage,
+    LogPage,
+)  # fmt: skip
 
 DEFAULT_URL = "http://127.0.0.1:8080"
 #: Seconds between the client's pings on a followed stream (a silent server is dropped).
@@ -165,7 +172,7 @@ class Client:
 
     async def iter_audit(
         self, filters: Sequence[tuple[str, str | int]], page_size: int = MAX_JOBS_PAGE
-    ) -> AsyncIterator[list[AuditEvent]]:
+    ) -> AsyncIterator[list[JobEvent]]:
         """Events matching the audit filters (query parameters), newest first, page by page."""
         cursor: int | None = None
         while True:

@@ -7,3 +7,12 @@ EXIT_ERROR = 1
 EXIT_USAGE = 2
 #: The database is unreachable or failing.
 EXIT_DATABASE = 3
+
+
+class Exit(Exception):
+    """Ends a command with `code`, `message` on stderr."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message

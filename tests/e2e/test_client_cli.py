@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 import urllib.request
 import uuid
@@ -16,11 +17,11 @@ import msgspec
 import pytest
 
 from jobledger import cli
-from jobledger.api.jobs import JobOut
-from jobledger.clientfmt import cut, fit_widths, job_details, jobs_table, outcome, table
+from jobledger.cli.formatting import cut, fit_widths, job_details, jobs_table, outcome, table
 from jobledger.domain.events import FailureReason, Usage
 from jobledger.domain.jobs import Fail, Finish, RequestCancel, Start, Submit
 from jobledger.projections.jobs import view_of
+from jobledger.wire import JobOut
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.conftest import AUTH, ROOT, Server, child_env, free_port, jobledger
 from tests.e2e.conftest import run_cli as run
@@ -282,6 +283,39 @@ async def test_unknown_jobs_and_bad_tokens_are_errors(server: Server) -> None:
     assert good_token[0] == 0, good_token[2]
 
 
+#: Run in a child Python: a client verb, then which server modules it loaded.
+IMPORT_CHECK = """
+import sys
+from jobledger.cli import main
+code = main(sys.argv[1:])
+server = ("asyncpg", "aiohttp.web", "aiodocker", "jobledger.api", "jobledger.store",
+          "jobledger.runtime", "jobledger.projections", "jobledger.service")
+print("loaded:", [m for m in sys.modules if m.startswith(server)], file=sys.stderr)
+sys.exit(code)
+"""
+
+
+async def test_a_client_verb_loads_no_server_module(server: Server) -> None:
+    job_id = await submit(server.url, "--label", "probe=imports", "busybox:latest")
+    done = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-c", IMPORT_CHECK, "jobs", "--label", "probe=imports", "--url",
+         server.url],
+        capture_output=True, text=True, timeout=PATIENCE, cwd=ROOT,
+        env={**child_env(), "JOBLEDGER_TOKEN": ADMIN_TOKEN},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert job_id in done.stdout  # the verb did talk to the server
+    assert done.stderr.splitlines()[-1] == "loaded: []"
+
+
+async def test_url_and_token_before_the_verb(server: Server) -> None:
+    job_id = await submit(server.url, "busybox:latest")
+    code, out, err = await run("--url", server.url, "--token", ADMIN_TOKEN, "show", job_id)
+    assert code == 0, err
+    assert out.startswith("id:") and job_id in out
+
+
 async def test_unreachable_server_is_a_clear_error() -> None:
     url = f"http://127.0.0.1:{free_port()}"
     verbs = [["jobs"], ["show", MISSING], ["submit", "--wait", "busybox"]]
@@ -359,7 +393,7 @@ def test_an_empty_job_table_is_its_header() -> None:
     assert jobs_table([]) == "ID  STATE  PROJECT  IMAGE  CREATED  EXIT\n"
 
 
-def test_jobs_table_reads_in_100_columns() -> None:
+def test_jobs_table_reads_in_100_columns_and_shows_images_whole() -> None:
     long_image = "registry.example.com/some/team/an-image-with-a-long-name:2030.01.01-rc1"
     jobs = [
         a_job(Start(worker_id="w"), Finish(exit_code=3), image=long_image, project="etl"),
@@ -367,13 +401,17 @@ def test_jobs_table_reads_in_100_columns() -> None:
     ]
     text = jobs_table(jobs)
     lines = text.splitlines()
-    assert all(len(line) <= 100 for line in lines), lines
     failed, queued = lines[1].split(), lines[2].split()
     assert failed[:3] == [str(jobs[0].id), "failed", "etl"]
-    assert failed[3].startswith("…") and long_image.endswith(failed[3][1:])  # name:tag kept
+    assert failed[3] == long_image  # never cut: cut, it would name another image
     assert failed[4:] == ["2030-01-01T00:00:01Z", "3"]
-    assert queued[1] == "queued" and queued[2].startswith("a-project") and queued[2].endswith("…")
+    assert queued[1] == "queued" and queued[2].startswith("a-proj") and queued[2].endswith("…")
     assert queued[-1] == "2030-01-01T00:00:01Z"  # no exit code yet
+    # Past the image's own excess, the table fits in 100 columns.
+    excess = max(0, len(long_image) - len("busybox:latest"))
+    assert all(len(line) <= 100 + excess for line in lines), lines
+    short = jobs_table([a_job(image="busybox:latest", project="a-project-with-a-rather-long-name")])
+    assert all(len(line) <= 100 for line in short.splitlines())
 
 
 def test_job_details_shows_set_fields_by_their_api_names() -> None:
@@ -434,7 +472,7 @@ def test_outcome_is_the_commands_own_exit_code_or_1(
 def test_format_time_is_utc() -> None:
     from datetime import timedelta, timezone
 
-    from jobledger.clientfmt import format_time
+    from jobledger.cli.formatting import format_time
 
     t = datetime(2030, 1, 1, 2, 0, tzinfo=timezone(timedelta(hours=2)))
     assert format_time(t) == "2030-01-01T00:00:00Z"

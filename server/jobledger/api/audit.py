@@ -2,43 +2,17 @@
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
-
-import msgspec
 from aiohttp import web
 
 from ..domain.errors import Forbidden
-from ..domain.events import EVENT_TYPES, AnyEvent, EventMeta, FailureReason
+from ..domain.events import EVENT_TYPES, FailureReason
 from ..store.audit import AuditFilter
+from ..wire import AuditPage, event_out
 from .auth import principal
 from .context import READS, json_response
 from .jobs import DEFAULT_PAGE, MAX_PAGE
 from .params import QUERY
 from .routes import Query, Route
-
-
-class AuditEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One event with the job and project it belongs to."""
-
-    position: int
-    job_id: uuid.UUID
-    project: str
-    version: int
-    type: str
-    recorded_at: datetime
-    data: AnyEvent
-    meta: EventMeta
-    #: JobStarted only: seconds the job waited to start since it could have (queued, or
-    #: its scheduled time or retry delay passed).
-    waited_seconds: float | None = None
-
-
-class AuditPage(msgspec.Struct):
-    """Events newest first; pass `next_cursor` as `cursor` for older ones."""
-
-    events: list[AuditEvent]
-    next_cursor: int | None
 
 
 async def audit(request: web.Request) -> web.Response:
@@ -59,16 +33,8 @@ async def audit(request: web.Request) -> web.Response:
     )  # fmt: skip
     found = await request.app[READS].audit(filt, limit + 1)
     events = [
-        AuditEvent(
-            position=a.record.position,
-            job_id=a.record.stream_id,
-            project=a.project,
-            version=a.record.version,
-            type=type(a.record.event).__name__,
-            recorded_at=a.record.recorded_at,
-            data=a.record.event,
-            meta=a.record.meta,
-            waited_seconds=a.waited_seconds,
+        event_out(
+            a.record, job_id=a.record.stream_id, project=a.project, waited_seconds=a.waited_seconds
         )
         for a in found[:limit]
     ]

@@ -10,6 +10,7 @@ import msgspec
 from aiohttp import web
 
 from ..domain import errors as domain
+from ..wire import ErrorBody, ErrorResponse
 
 STATUS: dict[type[domain.DomainError], int] = {
     domain.NotFound: 404,
@@ -37,18 +38,6 @@ _HTTP_CODES = {
 _AT = re.compile(r" - at (?P<key>`key` in )?`(?P<path>\$[^`]*)`$")
 _UNKNOWN = re.compile(r"^Object contains unknown field `(?P<name>[^`]+)`")
 _MISSING = re.compile(r"^Object missing required field `(?P<name>[^`]+)`")
-
-
-class ErrorBody(msgspec.Struct):
-    code: str
-    message: str
-    details: dict[str, Any] = {}
-
-
-class ErrorResponse(msgspec.Struct):
-    """The shape of every error the API returns."""
-
-    error: ErrorBody
 
 
 def error_response(status: int, code: str, message: str, **details: Any) -> web.Response:

@@ -3,22 +3,30 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from ..domain.errors import Forbidden, InvalidInput, RateLimited
-from ..domain.events import AnyEvent, EventMeta, Usage
 from ..domain.jobs import JobState, RequestCancel
 from ..domain.specs import DEFAULT_PROJECT, JobSpec
-from ..domain.timeline import Timeline
 from ..projections import jobs as jobs_projection
 from ..projections.jobs import Cursor, JobFilter, JobView
 from ..service import Submitted
-from ..store.access import Role
-from ..store.logs import UsageSample
+from ..wire import (
+    MAX_BATCH,
+    BatchIn,
+    BatchOut,
+    CancelRequest,
+    EventList,
+    JobList,
+    JobOut,
+    Role,
+    Timeline,
+    UsageView,
+    event_out,
+)  # fmt: skip
 from .auth import event_meta, job_for, principal
 from .context import ACCESS, LOOKUPS, READS, SERVICE, decode_body, json_response
 from .params import PATH, QUERY
@@ -29,48 +37,33 @@ MAX_PAGE = 500
 DEFAULT_PAGE = 50
 
 
-class JobOut(JobView, kw_only=True):
-    """A job as the API shows it: its projection row, and for a queued job what it waits for."""
-
-    waiting_reason: str | None = None
+def job_out(view: JobView, waiting_reason: str | None = None) -> JobOut:
+    """The API's form of a projection row."""
+    return JobOut(
+        id=view.id, project=view.project, state=view.state, spec=view.spec,
+        priority=view.priority, labels=view.labels, tags=view.tags,
+        concurrency_key=view.concurrency_key, concurrency_limit=view.concurrency_limit,
+        idempotency_key=view.idempotency_key, submitted_by=view.submitted_by,
+        attempt=view.attempt, requeue_reason=view.requeue_reason,
+        scheduled_for=view.scheduled_for, worker_id=view.worker_id,
+        exit_code=view.exit_code, failure_reason=view.failure_reason, message=view.message,
+        usage=view.usage, created_at=view.created_at, updated_at=view.updated_at,
+        started_at=view.started_at, finished_at=view.finished_at,
+        cancel_requested_at=view.cancel_requested_at,
+        cancel_requested_by=view.cancel_requested_by, version=view.version,
+        last_position=view.last_position, waiting_reason=waiting_reason,
+    )  # fmt: skip
 
 
 async def job_outs(request: web.Request, views: list[JobView]) -> list[JobOut]:
     reasons = await request.app[LOOKUPS].waiting_reasons(views)
-    return [JobOut(**msgspec.structs.asdict(v), waiting_reason=reasons.get(v.id)) for v in views]
+    return [job_out(v, reasons.get(v.id)) for v in views]
 
 
 def submitted_out(done: Submitted) -> JobOut:
     """A submitted job with the waiting reason its submit's transaction read: no read after
     the commit, which could fail a request whose job exists."""
-    return JobOut(**msgspec.structs.asdict(done.view), waiting_reason=done.waiting_reason)
-
-
-class JobList(msgspec.Struct):
-    """A page of the job list; pass `next_cursor` as `cursor` for the next one."""
-
-    jobs: list[JobOut]
-    next_cursor: str | None
-
-
-class EventView(msgspec.Struct):
-    """One recorded event of a job."""
-
-    event_id: uuid.UUID
-    version: int
-    position: int
-    type: str
-    recorded_at: datetime
-    data: AnyEvent
-    meta: EventMeta
-
-
-class EventList(msgspec.Struct):
-    events: list[EventView]
-
-
-class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
-    reason: str | None = None
+    return job_out(done.view, done.waiting_reason)
 
 
 def job_id_of(request: web.Request) -> uuid.UUID:
@@ -111,23 +104,6 @@ async def submit(request: web.Request) -> web.Response:
     await _take_rate(request, [spec])
     done = await request.app[SERVICE].submit_with_reason(spec, event_meta(request))
     return json_response(submitted_out(done), status=201 if done.created else 200)
-
-
-MAX_BATCH = 1000
-
-
-class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
-    """Specs to submit together: all are created, or none."""
-
-    jobs: Annotated[list[JobSpec], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
-
-
-class BatchOut(msgspec.Struct):
-    """The jobs in the order of the specs (an earlier job for a repeated idempotency key)."""
-
-    jobs: list[JobOut]
-    #: How many of them this request created.
-    created: int
 
 
 async def submit_batch(request: web.Request) -> web.Response:
@@ -193,22 +169,7 @@ async def job_events(request: web.Request) -> web.Response:
     job_id = job_id_of(request)
     await job_for(request, job_id)
     records = await request.app[READS].events(job_id)
-    return json_response(
-        EventList(
-            events=[
-                EventView(
-                    event_id=r.event_id,
-                    version=r.version,
-                    position=r.position,
-                    type=type(r.event).__name__,
-                    recorded_at=r.recorded_at,
-                    data=r.event,
-                    meta=r.meta,
-                )
-                for r in records
-            ]
-        )
-    )
+    return json_response(EventList(events=[event_out(r, job_id=r.stream_id) for r in records]))
 
 
 async def cancel_job(request: web.Request) -> web.Response:
@@ -222,15 +183,6 @@ async def cancel_job(request: web.Request) -> web.Response:
     )
     [out] = await job_outs(request, [jobs_projection.view_of(job)])
     return json_response(out)
-
-
-class UsageView(msgspec.Struct):
-    """A job's CPU/memory samples over time and the usage of its last attempt."""
-
-    job_id: uuid.UUID
-    state: JobState
-    summary: Usage | None
-    samples: list[UsageSample]
 
 
 async def job_usage(request: web.Request) -> web.Response:

@@ -11,11 +11,10 @@ import msgspec
 import structlog
 from aiohttp import WSCloseCode, WSMsgType, web
 
-from ..domain.events import FailureReason
-from ..domain.jobs import TERMINAL_STATES, JobState
+from ..domain.jobs import TERMINAL_STATES
 from ..projections.reads import JobReads
 from ..store.db import DB_ERRORS
-from ..store.logs import LogLine
+from ..wire import EndMessage, LinesMessage, LogLine, LogPage
 from .auth import job_for
 from .context import READS, json_response
 from .jobs import job_id_of
@@ -40,34 +39,6 @@ STREAM_PAGE = 20_000
 FRAME_BYTES = 256 * 1024
 
 _encoder = msgspec.json.Encoder()
-
-
-class LogPage(msgspec.Struct):
-    """A page of a job's log; pass `next_after` as `after` for the next one."""
-
-    lines: list[LogLine]
-    next_after: int
-    state: JobState
-
-
-class LinesMessage(msgspec.Struct, tag="lines", tag_field="type"):
-    """WebSocket: consecutive lines, in seq order."""
-
-    lines: list[LogLine]
-
-
-class EndMessage(msgspec.Struct, tag="end", tag_field="type"):
-    """WebSocket: the job is finished and every line up to `last_seq` was sent; the server
-    then closes the socket normally."""
-
-    state: JobState
-    exit_code: int | None
-    failure_reason: FailureReason | None
-    last_seq: int
-
-
-#: What the log WebSocket sends, decodable as one tagged union.
-LogMessage = LinesMessage | EndMessage
 
 
 async def get_logs(request: web.Request) -> web.Response:

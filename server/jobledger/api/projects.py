@@ -3,101 +3,28 @@ tokens (project admins)."""
 
 from __future__ import annotations
 
-import uuid
-from datetime import datetime
-from typing import Annotated, TypeVar
-
-import msgspec
 from aiohttp import web
 
 from ..domain.errors import Forbidden, NotFound
-from ..domain.specs import DEFAULT_MAX_RUNNING_JOBS, Name
-from ..projections.reads import ProjectView
 from ..store import access
-from ..store.access import Role
+from ..wire import (
+    IssuedToken,
+    NewProject,
+    NewServiceAccount,
+    NewToken,
+    ProjectLimits,
+    ProjectList,
+    ProjectView,
+    RevokedToken,
+    Role,
+    ServiceAccount,
+    ServiceAccountList,
+    TokenList,
+)  # fmt: skip
 from .auth import principal, require
 from .context import ACCESS, READS, decode_body, json_response
 from .params import PATH
 from .routes import Route
-
-T = TypeVar("T")
-MaxRunning = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
-LogLimit = Annotated[int, msgspec.Meta(ge=1024, le=1 << 40)]
-
-
-class NewProject(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    name: Name
-    max_running_jobs: MaxRunning = DEFAULT_MAX_RUNNING_JOBS
-    log_limit_bytes: LogLimit | None = None
-
-
-class ProjectLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """Limits of a project; a field left out stays as it is. 0 running jobs pauses it;
-    a submit rate of 0 means no limit."""
-
-    max_running_jobs: MaxRunning | None = None
-    log_limit_bytes: LogLimit | None = None
-    #: Jobs per second the project may submit (a token bucket per API process).
-    submit_rate: Annotated[float, msgspec.Meta(ge=0, le=1e6)] | None = None
-    #: How many submits may come at once before the rate applies.
-    submit_burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
-
-
-class ProjectList(msgspec.Struct):
-    projects: list[ProjectView]
-
-
-class NewServiceAccount(msgspec.Struct, forbid_unknown_fields=True):
-    name: Name
-    role: Role
-
-
-class ServiceAccount(msgspec.Struct, kw_only=True):
-    id: uuid.UUID
-    project: str
-    name: str
-    role: Role
-    created_at: datetime
-    created_by: str
-
-
-class ServiceAccountList(msgspec.Struct):
-    service_accounts: list[ServiceAccount]
-
-
-class NewToken(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    description: Annotated[str, msgspec.Meta(max_length=200)] | None = None
-    #: Lifetime; none: until revoked.
-    expires_in_seconds: Annotated[int, msgspec.Meta(ge=60, le=10 * 365 * 86400)] | None = None
-
-
-class IssuedToken(msgspec.Struct, kw_only=True):
-    """A new token. `token` is shown this once and never again."""
-
-    id: uuid.UUID
-    token: str
-    service_account: str
-    project: str
-    expires_at: datetime | None
-
-
-class TokenInfo(msgspec.Struct, kw_only=True):
-    id: uuid.UUID
-    description: str | None
-    created_at: datetime
-    created_by: str
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
-
-
-class TokenList(msgspec.Struct):
-    tokens: list[TokenInfo]
-
-
-class RevokedToken(msgspec.Struct):
-    id: uuid.UUID
-    revoked_at: datetime
 
 
 async def create_project(request: web.Request) -> web.Response:
@@ -151,14 +78,14 @@ async def create_service_account(request: web.Request) -> web.Response:
     account = await request.app[ACCESS].create_service_account(
         project, new.name, new.role, principal(request).actor
     )
-    return json_response(_out(account, ServiceAccount), status=201)
+    return json_response(account, status=201)
 
 
 async def list_service_accounts(request: web.Request) -> web.Response:
     """GET /api/v1/projects/{project}/service-accounts."""
     project = await _existing_project(request, Role.ADMIN)
     accounts = await request.app[ACCESS].service_accounts(project)
-    return json_response(ServiceAccountList([_out(a, ServiceAccount) for a in accounts]))
+    return json_response(ServiceAccountList(accounts))
 
 
 async def _service_account(request: web.Request, project: str) -> access.ServiceAccount:
@@ -197,7 +124,7 @@ async def list_tokens(request: web.Request) -> web.Response:
     project = await _existing_project(request, Role.ADMIN)
     account = await _service_account(request, project)
     tokens = await request.app[ACCESS].tokens(account.id)
-    return json_response(TokenList([_out(t, TokenInfo) for t in tokens]))
+    return json_response(TokenList(tokens))
 
 
 async def revoke_token(request: web.Request) -> web.Response:
@@ -209,11 +136,6 @@ async def revoke_token(request: web.Request) -> web.Response:
         raise NotFound("no such token in this project", token_id=str(token_id))
     assert info.revoked_at is not None
     return json_response(RevokedToken(info.id, info.revoked_at))
-
-
-def _out(record: object, wire: type[T]) -> T:
-    """A store record as the wire type of the same fields."""
-    return msgspec.convert(record, wire, from_attributes=True)
 
 
 _BASE = "/api/v1/projects/{project}"

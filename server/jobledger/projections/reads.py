@@ -10,7 +10,6 @@ from datetime import datetime
 from pathlib import Path
 
 import asyncpg
-import msgspec
 
 from ..domain.events import Recorded
 from ..domain.specs import DEFAULT_MAX_RUNNING_JOBS
@@ -21,25 +20,12 @@ from ..store.audit import AuditFilter, AuditRecord
 from ..store.eventstore import EventStore
 from ..store.logs import LogLine, UsageSample
 from ..store.queries import load_queries
+from ..wire import ProjectView
 from . import jobs as jobs_projection
 from . import queue
 from .jobs import Cursor, JobFilter, JobView
 
 QUERIES = load_queries(Path(__file__).with_name("reads.sql"))
-
-
-class ProjectView(msgspec.Struct, kw_only=True):
-    """A project's limits and how many of its jobs run and wait now."""
-
-    name: str
-    max_running_jobs: int
-    #: Output a job of this project may store; None: the worker's limit.
-    log_limit_bytes: int | None = None
-    #: Submits per second allowed (None: the server's default).
-    submit_rate: float | None = None
-    submit_burst: int | None = None
-    running: int
-    queued: int
 
 
 class JobReads:

@@ -16,32 +16,16 @@ from ..domain.jobs import fold
 from ..projections.jobs import JobView, view_of
 from ..store.db import Conn
 from ..store.eventstore import STREAM_BEHIND, Checkpoint, EventStore, record_from_row
+from ..wire import RawEvent
 from . import QUERIES
 
-
-class ExportedEvent(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """One line of an export: an event exactly as the log holds it."""
-
-    position: int
-    event_id: uuid.UUID
-    stream_id: uuid.UUID
-    version: int
-    type: str
-    schema_version: int
-    recorded_at: datetime
-    data: msgspec.Raw
-    meta: msgspec.Raw
-    #: The hash-chain link, hex (absent for events written before chains existed, and in
-    #: `tail` output).
-    hash: str | None = None
-
-
 _line_encoder = msgspec.json.Encoder()
-_line_decoder = msgspec.json.Decoder(ExportedEvent)
+_line_decoder = msgspec.json.Decoder(RawEvent)
 
 
-def exported(row: asyncpg.Record) -> ExportedEvent:
-    return ExportedEvent(
+def exported(row: asyncpg.Record) -> RawEvent:
+    """An export line of an `events` row: the event exactly as the log holds it."""
+    return RawEvent(
         position=row["position"],
         event_id=row["event_id"],
         stream_id=row["stream_id"],
@@ -91,7 +75,7 @@ async def import_lines(pool: asyncpg.Pool, lines: Iterable[bytes], *, batch: int
     async with pool.acquire() as conn, conn.transaction():
         if await conn.fetchval("SELECT EXISTS (SELECT 1 FROM events)"):
             raise ImportRefused("the database already has events: import needs an empty log")
-        pending: list[tuple[int, ExportedEvent]] = []
+        pending: list[tuple[int, RawEvent]] = []
         count = 0
         for number, line in enumerate(lines, start=1):
             if not line.strip():
@@ -105,7 +89,7 @@ async def import_lines(pool: asyncpg.Pool, lines: Iterable[bytes], *, batch: int
     return count
 
 
-def _decode_line(number: int, line: bytes) -> ExportedEvent:
+def _decode_line(number: int, line: bytes) -> RawEvent:
     try:
         event = _line_decoder.decode(line)
         decode_event(event.type, event.schema_version, bytes(event.data))
@@ -115,7 +99,7 @@ def _decode_line(number: int, line: bytes) -> ExportedEvent:
     return event
 
 
-async def _insert(conn: Conn, pending: list[tuple[int, ExportedEvent]]) -> int:
+async def _insert(conn: Conn, pending: list[tuple[int, RawEvent]]) -> int:
     if not pending:
         return 0
     events = [e for _, e in pending]
@@ -150,7 +134,7 @@ async def _insert(conn: Conn, pending: list[tuple[int, ExportedEvent]]) -> int:
     return len(rows)
 
 
-def _out_of_order(number: int, event: ExportedEvent) -> ImportRefused:
+def _out_of_order(number: int, event: RawEvent) -> ImportRefused:
     return ImportRefused(
         f"line {number}: version {event.version} of stream {event.stream_id} does not follow "
         "its previous version (an export filtered by time holds partial streams; import "
@@ -192,7 +176,7 @@ async def tail(pool: asyncpg.Pool, after: Checkpoint) -> AsyncIterator[bytes]:
     """NDJSON lines of every event after a checkpoint, live, gap-safe (I5)."""
     async for entry in EventStore(pool).subscribe(after):
         rec = entry.record
-        line = ExportedEvent(
+        line = RawEvent(
             position=rec.position,
             event_id=rec.event_id,
             stream_id=rec.stream_id,

@@ -158,6 +158,8 @@ class Verifier:
             conn.transaction(isolation="repeatable_read", readonly=True),
         ):
             total = await conn.fetchval(QUERIES["log_size"])
+            if self.progress is not None:
+                self.progress(0, total)  # the start, for the rate
             after: uuid.UUID | None = None
             while rows := await conn.fetch(QUERIES["stream_batch"], after, self.batch, None):
                 checked: dict[uuid.UUID, _Stream] = {}

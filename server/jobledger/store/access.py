@@ -7,13 +7,11 @@ of hashes is constant-time."""
 
 from __future__ import annotations
 
-import enum
 import hashlib
 import hmac
 import secrets
 import uuid
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -21,6 +19,8 @@ import msgspec
 
 from ..domain.errors import Conflict
 from ..domain.specs import DEFAULT_MAX_RUNNING_JOBS
+from ..wire import Role as Role  # a wire type, importable from here too
+from ..wire import ServiceAccount, TokenInfo
 from .eventstore import EVENTS_CHANNEL, Notification
 from .queries import load_queries
 
@@ -28,21 +28,6 @@ QUERIES = load_queries(Path(__file__).with_name("access.sql"))
 TOKEN_PREFIX = "jl_"
 #: Tells every scheduler to look at the queue again (e.g. a raised limit frees slots).
 LOOK_AGAIN = msgspec.json.encode(Notification(changes=[], more=True)).decode()
-
-
-class Role(enum.StrEnum):
-    """What a service account may do in its project; each role includes the ones before."""
-
-    #: Read jobs, logs, usage, events.
-    VIEWER = "viewer"
-    #: And submit and cancel jobs.
-    OPERATOR = "operator"
-    #: And manage the project's service accounts, tokens and limits.
-    ADMIN = "admin"
-
-    def allows(self, needed: Role) -> bool:
-        order = (Role.VIEWER, Role.OPERATOR, Role.ADMIN)
-        return order.index(self) >= order.index(needed)
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,29 +60,6 @@ def new_token() -> str:
 
 def token_hash(token: str) -> bytes:
     return hashlib.sha256(token.encode()).digest()
-
-
-class ServiceAccount(msgspec.Struct, frozen=True, kw_only=True):
-    """A service account of a project: what its tokens may do there."""
-
-    id: uuid.UUID
-    project: str
-    name: str
-    role: Role
-    created_at: datetime
-    created_by: str
-
-
-class TokenInfo(msgspec.Struct, frozen=True, kw_only=True):
-    """An API token as stored: never its secret."""
-
-    id: uuid.UUID
-    description: str | None
-    created_at: datetime
-    created_by: str
-    expires_at: datetime | None
-    revoked_at: datetime | None
-    last_used_at: datetime | None
 
 
 class RateSettings(msgspec.Struct, frozen=True):

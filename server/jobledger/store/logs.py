@@ -10,11 +10,14 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
 
 import asyncpg
 import msgspec
 
+# Lines and samples are wire types, importable from here too.
+from ..wire import LogLine as LogLine
+from ..wire import Stream as Stream
+from ..wire import UsageSample as UsageSample
 from .db import Conn
 from .queries import load_queries
 
@@ -22,19 +25,6 @@ QUERIES = load_queries(Path(__file__).with_name("logs.sql"))
 
 #: Channel announcing new log batches.
 LOGS_CHANNEL = "jobledger_logs"
-
-Stream = Literal["stdout", "stderr", "system"]
-
-
-class LogLine(msgspec.Struct, frozen=True, kw_only=True):
-    """One line of a job's output. `system` lines are jobledger's own (e.g. a dropped-bytes
-    marker). `ts` is when the line was read from the container (the worker's clock)."""
-
-    seq: int
-    stream: Stream
-    ts: datetime
-    text: str
-    attempt: int = 1
 
 
 class LogBatchNotice(msgspec.Struct, frozen=True):
@@ -100,15 +90,6 @@ async def last_log_seq(conn: Conn | asyncpg.Pool, job_id: uuid.UUID) -> int:
     """The highest seq stored for a job; 0 when it has printed nothing yet."""
     value: int = await conn.fetchval(QUERIES["last_log_seq"], job_id)
     return value
-
-
-class UsageSample(msgspec.Struct, frozen=True, kw_only=True):
-    """CPU (percent of one core) and memory of a job at one instant."""
-
-    sampled_at: datetime
-    cpu_percent: float
-    memory_bytes: int
-    attempt: int = 1
 
 
 async def append_usage_samples(

@@ -1,45 +1,28 @@
-"""The client verbs of `jobledger` (logs, submit, jobs, show, cancel): thin argparse
-front ends over `jobledger.client.Client`, one `configure_*_parser` per verb."""
+"""The client verbs of `jobledger` (logs, submit, jobs, audit, show, cancel, tokens): thin
+argparse front ends over `jobledger.client.Client`, one `configure_*_parser` per verb. They
+import the HTTP client, the wire types and the domain, never the server."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import msgspec
 
-from .domain.jobs import JobState
-from .exitcodes import EXIT_ERROR, EXIT_OK
-
-if TYPE_CHECKING:
-    from .client import Client
-
-
-def add_client_args(p: argparse.ArgumentParser) -> None:
-    """`--url` and `--token`, the options of every verb that talks to a server."""
-    from .client import DEFAULT_URL
-
-    g = p.add_argument_group("server")
-    g.add_argument(
-        "--url", default=os.environ.get("JOBLEDGER_URL", DEFAULT_URL),
-        help=f"the server (env JOBLEDGER_URL; default {DEFAULT_URL})",
-    )  # fmt: skip
-    g.add_argument(
-        "--token", default=os.environ.get("JOBLEDGER_TOKEN"),
-        help="API token, sent as `Authorization: Bearer` (env JOBLEDGER_TOKEN, which keeps "
-        "it out of the process list)",
-    )  # fmt: skip
+from ..client import MAX_JOBS_PAGE, Client, ClientError, print_lines
+from ..domain.jobs import JobState
+from ..exitcodes import EXIT_ERROR, EXIT_OK
+from ..wire import IssuedToken, LinesMessage, RevokedToken, TokenList
+from .formatting import audit_table, job_details, jobs_table, outcome, table
+from .options import add_client_args, iso_time, key_value
 
 
 async def with_client(args: argparse.Namespace, action: Callable[[Client], Awaitable[int]]) -> int:
     """Run `action` with a client of the server `args` name; a refused or failed request
     ends it with `jobledger: <message>` on stderr and exit 1."""
-    from .client import Client, ClientError
-
     try:
         async with Client(args.url, token=args.token) as client:
             return await action(client)
@@ -51,14 +34,6 @@ async def with_client(args: argparse.Namespace, action: Callable[[Client], Await
         return EXIT_ERROR
 
 
-def key_value(text: str) -> tuple[str, str]:
-    """`KEY=VALUE` on the command line (an argparse type)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, value
-
-
 def job_states(text: str) -> list[str]:
     """One state or several comma-separated (an argparse type)."""
     states = [s.strip() for s in text.split(",") if s.strip()]
@@ -66,19 +41,6 @@ def job_states(text: str) -> list[str]:
     if not states or any(s not in known for s in states):
         raise argparse.ArgumentTypeError(f"unknown state {text!r}; one of: {', '.join(known)}")
     return states
-
-
-def iso_time(text: str) -> datetime:
-    """An ISO 8601 time with its offset, e.g. 2030-01-01T09:00:00Z (an argparse type)."""
-    try:
-        value = datetime.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
-    if value.tzinfo is None:
-        raise argparse.ArgumentTypeError(
-            f"{text!r} needs a timezone offset, e.g. 2030-01-01T09:00:00Z or +02:00"
-        )
-    return value
 
 
 def configure_logs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -94,9 +56,6 @@ def configure_logs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 async def cmd_logs(args: argparse.Namespace) -> int:
-    from .api.logs import LinesMessage
-    from .client import print_lines
-
     async def run(client: Client) -> int:
         if args.follow:
             async for message in client.follow_logs(args.job_id, after=args.after):
@@ -124,8 +83,12 @@ def _add_submit_options(p: argparse.ArgumentParser) -> None:
     )
     spec.add_argument("--memory-mb", type=int, metavar="MB", help="memory limit (default 512)")
     spec.add_argument(
-        "--timeout", type=int, metavar="SECONDS", help="wall-clock limit (timeout_seconds)"
+        "--timeout-seconds", "--timeout", type=int, metavar="SECONDS", help="wall-clock limit"
     )
+    spec.add_argument(
+        "--stop-grace-seconds", type=int, metavar="SECONDS",
+        help="between the stop signal and the kill, on cancel or timeout (default 10)",
+    )  # fmt: skip
     spec.add_argument(
         "--priority", type=int, metavar="N", help="-1000..1000, higher first (default 0)"
     )
@@ -148,11 +111,22 @@ def _add_submit_options(p: argparse.ArgumentParser) -> None:
     )  # fmt: skip
     spec.add_argument("--idempotency-key", metavar="KEY", help="one job per key and project")
     spec.add_argument(
-        "--retries", type=int, metavar="N", help="attempts more after a failure (max_retries)"
+        "--max-retries", "--retries", type=int, metavar="N",
+        help="attempts more after a failure (retry.max_retries; default 0)",
+    )  # fmt: skip
+    spec.add_argument(
+        "--backoff-seconds", type=float, metavar="SECONDS",
+        help="delay before retry n is this times 2**(n-1) (retry.backoff_seconds; default 10)",
+    )  # fmt: skip
+    spec.add_argument(
+        "--concurrency-key",
+        metavar="KEY",
+        help="jobs sharing a key run --concurrency-limit at once",
     )
     spec.add_argument(
-        "--concurrency-key", metavar="KEY", help="jobs sharing a key do not run at once"
-    )
+        "--concurrency-limit", type=int, metavar="N",
+        help="how many jobs sharing the concurrency key may run at once (default 1)",
+    )  # fmt: skip
     spec.add_argument("--workdir", metavar="DIR", help="absolute working directory")
     out = p.add_argument_group("output")
     out.add_argument(
@@ -211,10 +185,12 @@ def configure_submit_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
     after_image = argparse.ArgumentParser(prog=p.prog, usage=SUBMIT_USAGE, add_help=False)
     _add_submit_options(after_image)
     p.add_argument("image", metavar="IMAGE", help="container image")
-    p.add_argument(
+    command = p.add_argument(
         "job_command", nargs=argparse.REMAINDER, action=_AfterImage, options=after_image,
         metavar="-- CMD ARG", help="the command and its arguments (default: the image's)",
     )  # fmt: skip
+    # argparse counts a REMAINDER positional as required; the command is not.
+    command.required = False
     p.set_defaults(func=cmd_submit)
 
 
@@ -222,29 +198,29 @@ def spec_of(args: argparse.Namespace) -> dict[str, Any]:
     """The job spec (the API's JSON fields) the submit options ask for; what was not given
     is left out, for the server to fill in with its defaults."""
     resources = {"cpu": args.cpu, "memory_mb": args.memory_mb}
+    retry = {"max_retries": args.max_retries, "backoff_seconds": args.backoff_seconds}
     fields: dict[str, Any] = {
         "image": args.image,
         "command": args.job_command,
         "env": dict(args.env),
         "workdir": args.workdir,
         "resources": {k: v for k, v in resources.items() if v is not None},
-        "timeout_seconds": args.timeout,
+        "timeout_seconds": args.timeout_seconds,
+        "stop_grace_seconds": args.stop_grace_seconds,
         "priority": args.priority,
         "labels": dict(args.label),
         "tags": args.tag,
         "project": args.project,
         "scheduled_for": args.scheduled_for,
         "idempotency_key": args.idempotency_key,
-        "retry": {"max_retries": args.retries} if args.retries is not None else None,
+        "retry": {k: v for k, v in retry.items() if v is not None},
         "concurrency_key": args.concurrency_key,
+        "concurrency_limit": args.concurrency_limit,
     }
     return {k: v for k, v in fields.items() if v is not None and v != [] and v != {}}
 
 
 async def cmd_submit(args: argparse.Namespace) -> int:
-    from .client import print_lines
-    from .clientfmt import outcome
-
     wait = args.wait or args.follow
 
     async def run(client: Client) -> int:
@@ -287,9 +263,6 @@ def configure_jobs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 async def cmd_jobs(args: argparse.Namespace) -> int:
-    from .client import MAX_JOBS_PAGE
-    from .clientfmt import jobs_table
-
     states = [s for group in args.state for s in group]
     labels = dict(args.label)
 
@@ -349,8 +322,6 @@ def configure_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 async def cmd_audit(args: argparse.Namespace) -> int:
-    from .clientfmt import audit_table
-
     filters: list[tuple[str, str | int]] = [("type", t) for t in args.type]
     for name in ("project", "actor", "token_id", "job", "reason", "min_wait"):
         if (value := getattr(args, name)) is not None:
@@ -390,8 +361,6 @@ def configure_show_parser(sub: argparse._SubParsersAction[argparse.ArgumentParse
 
 
 async def cmd_show(args: argparse.Namespace) -> int:
-    from .clientfmt import job_details
-
     async def run(client: Client) -> int:
         job = await client.get_job(args.job_id)
         if args.json:
@@ -444,9 +413,6 @@ def configure_tokens_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 async def cmd_tokens(args: argparse.Namespace) -> int:
-    from .api.projects import IssuedToken, RevokedToken, TokenList
-    from .clientfmt import table
-
     base = f"/api/v1/projects/{args.project}"
 
     async def run(client: Client) -> int:

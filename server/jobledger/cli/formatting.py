@@ -7,11 +7,10 @@ import shlex
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
-from .api.audit import AuditEvent
-from .api.jobs import JobOut
-from .domain.events import FailureReason
-from .domain.jobs import JobState
-from .exitcodes import EXIT_ERROR, EXIT_OK
+from ..domain.events import FailureReason
+from ..domain.jobs import JobState
+from ..exitcodes import EXIT_ERROR, EXIT_OK
+from ..wire import JobEvent, JobOut
 
 #: Width the job table is fitted to, so it reads in a 100-column terminal or a code review.
 TABLE_WIDTH = 100
@@ -19,10 +18,10 @@ GAP = "  "
 ELLIPSIS = "…"
 
 JOB_COLUMNS = ("ID", "STATE", "PROJECT", "IMAGE", "CREATED", "EXIT")
-#: Columns cut when a table is too wide, each down to its minimum width.
-_SHRINK = {"IMAGE": 10, "PROJECT": 7}
-#: An image's informative end is its name and tag: cut it at the front.
-_CUT_FRONT = frozenset({"IMAGE"})
+#: Columns cut when a table is too wide, each down to its minimum width. Never the image:
+#: cut at either end it names another image (a registry, or a tag, lost), so a long one
+#: makes the line longer instead.
+_SHRINK = {"PROJECT": 7}
 _RIGHT = frozenset({"EXIT"})
 
 
@@ -99,7 +98,6 @@ def jobs_table(jobs: Sequence[JobOut], max_width: int = TABLE_WIDTH) -> str:
         [job_row(j) for j in jobs],
         max_width=max_width,
         shrink=_SHRINK,
-        cut_front=_CUT_FRONT,
         right=_RIGHT,
     )
 
@@ -121,7 +119,10 @@ def job_fields(job: JobOut) -> list[tuple[str, str]]:
         ("id", job.id),
         ("state", job.state.value),
         ("waiting_reason", job.waiting_reason),
-        ("queue_reason", job.queue_reason if job.queue_reason != job.waiting_reason else None),
+        (
+            "requeue_reason",
+            job.requeue_reason if job.requeue_reason != job.waiting_reason else None,
+        ),
         ("exit_code", job.exit_code),
         ("failure_reason", job.failure_reason.value if job.failure_reason else None),
         ("message", job.message),
@@ -204,7 +205,7 @@ def outcome(job: JobOut) -> tuple[int, str | None]:
 AUDIT_COLUMNS = ("TIME", "JOB", "TYPE", "ACTOR", "DETAIL")
 
 
-def audit_detail(event: AuditEvent) -> str:
+def audit_detail(event: JobEvent) -> str:
     """The one or two facts of an event worth a glance: reason, exit code, worker, wait."""
     data = event.data
     parts = []
@@ -217,11 +218,17 @@ def audit_detail(event: AuditEvent) -> str:
     return " ".join(parts)
 
 
-def audit_table(events: Sequence[AuditEvent], max_width: int = TABLE_WIDTH) -> str:
+def audit_table(events: Sequence[JobEvent], max_width: int = TABLE_WIDTH) -> str:
     """Audit events as people read them: time, job, type, actor, detail. The detail, last,
     is never cut (a terminal wraps it); the actor is, when the table is too wide."""
     rows = [
-        [format_time(e.recorded_at), str(e.job_id), e.type, e.meta.actor, audit_detail(e)]
+        [
+            format_time(e.recorded_at),
+            str(e.job_id or e.stream_id),
+            e.type,
+            e.meta.actor,
+            audit_detail(e),
+        ]
         for e in events
     ]
     return table(AUDIT_COLUMNS, rows, max_width=max_width, shrink={"ACTOR": 12})

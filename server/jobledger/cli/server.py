@@ -1,95 +1,75 @@
-"""`jobledger` command line: one `configure_*_parser` per subcommand."""
+"""`jobledger serve`, `worker` and `migrate`: the server-side verbs. The modules they run on
+(asyncpg, aiohttp.web, runtime, store, api) are imported when one of them runs, never to
+build the parser, so the client verbs do not load the server."""
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import socket
 import sys
+from typing import TYPE_CHECKING
 
-import asyncpg
-import structlog
-from aiohttp import web
+from ..exitcodes import EXIT_OK
+from .options import add_database_args, env_option
 
-from . import clientcli, logs, replaycli
-from .commands import (
-    add_database_args,
-    database,
-    default_data_dir,
-    service_for,
-    stop_on_signals,
-)
-from .domain.errors import DomainError
-from .exitcodes import EXIT_DATABASE, EXIT_ERROR, EXIT_OK
-from .runtime.executors import EXECUTORS, ExecutorUnavailable, make_executor
-from .runtime.listener import WorkerIdInUse
-from .runtime.scheduler import Scheduler, WorkerConfig
-from .service import JobService
-from .store.access import AccessStore
-from .store.db import DatabaseUnavailable, connect
-from .store.embedded import EmbeddedPostgresError
-from .store.migrate import SchemaError, migrate
+if TYPE_CHECKING:
+    import asyncio
 
-log = structlog.get_logger("jobledger")
+    from ..runtime.scheduler import WorkerConfig
+    from ..service import JobService
 
-
-# ---- serve and worker ---------------------------------------------------------------------
-
-
-def _env_float(name: str, default: float) -> float:
-    return float(os.environ.get(name, default))
+#: The executors `--executor` takes (runtime.executors.EXECUTORS, named here so the parser
+#: does not import the runtime; a test keeps the two equal).
+EXECUTORS = ("auto", "docker", "process", "noop")
 
 
 def add_worker_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("scheduler")
-    g.add_argument(
-        "--worker-id",
-        default=os.environ.get("JOBLEDGER_WORKER_ID") or socket.gethostname(),
+    env_option(
+        g, "--worker-id", env="JOBLEDGER_WORKER_ID", default=socket.gethostname(),
         help="stable id of this worker: a restart with the same id adopts its running "
         "containers (default: the host name)",
-    )
-    g.add_argument(
-        "--capacity", type=int, default=int(os.environ.get("JOBLEDGER_CAPACITY", "4")),
+    )  # fmt: skip
+    env_option(
+        g, "--capacity", env="JOBLEDGER_CAPACITY", type=int, default=4,
         help="jobs this worker runs at once",
     )  # fmt: skip
-    g.add_argument(
-        "--tags", default=os.environ.get("JOBLEDGER_TAGS", ""),
+    env_option(
+        g, "--tags", env="JOBLEDGER_TAGS", default="",
         help="comma-separated tags; jobs asking for tags run only on workers having them all",
     )  # fmt: skip
-    g.add_argument(
-        "--executor", choices=EXECUTORS, default=os.environ.get("JOBLEDGER_EXECUTOR", "auto"),
+    env_option(
+        g, "--executor", env="JOBLEDGER_EXECUTOR", choices=EXECUTORS, default="auto",
         help="how jobs run: docker, process (no isolation), noop (benchmarks), auto",
     )  # fmt: skip
-    g.add_argument(
-        "--poll-interval", type=float, default=_env_float("JOBLEDGER_POLL_INTERVAL", 2.0),
+    env_option(
+        g, "--poll-interval", env="JOBLEDGER_POLL_INTERVAL", type=float, default=2.0,
         help="seconds between looks for work when no notification arrives",
     )  # fmt: skip
-    g.add_argument(
-        "--heartbeat-interval", type=float,
-        default=_env_float("JOBLEDGER_HEARTBEAT_INTERVAL", 3.0),
+    env_option(
+        g, "--heartbeat-interval", env="JOBLEDGER_HEARTBEAT_INTERVAL", type=float, default=3.0,
+        help="seconds between the worker's heartbeats",
     )  # fmt: skip
-    g.add_argument(
-        "--lease-seconds", type=float, default=_env_float("JOBLEDGER_LEASE_SECONDS", 15.0),
+    env_option(
+        g, "--lease-seconds", env="JOBLEDGER_LEASE_SECONDS", type=float, default=15.0,
         help="after this long without a heartbeat, other workers fail this worker's jobs",
     )  # fmt: skip
-    _add_output_args(g)
-
-
-def _add_output_args(g: argparse._ArgumentGroup) -> None:
-    g.add_argument(
-        "--sample-interval", type=float, default=_env_float("JOBLEDGER_SAMPLE_INTERVAL", 1.0),
+    env_option(
+        g, "--sample-interval", env="JOBLEDGER_SAMPLE_INTERVAL", type=float, default=1.0,
         help="seconds between CPU/memory samples of a running job",
     )  # fmt: skip
-    g.add_argument(
-        "--log-limit-bytes", type=int,
-        default=int(os.environ.get("JOBLEDGER_LOG_LIMIT_BYTES", str(100 * 1024 * 1024))),
+    env_option(
+        g, "--log-limit-bytes", env="JOBLEDGER_LOG_LIMIT_BYTES", type=int,
+        default=100 * 1024 * 1024,
         help="output a job may store; past it lines are dropped and counted",
     )  # fmt: skip
 
 
 def worker_config(args: argparse.Namespace) -> WorkerConfig:
     """The scheduler settings given on the command line."""
+    from ..runtime.scheduler import WorkerConfig
+
     return WorkerConfig(
         worker_id=args.worker_id,
         capacity=args.capacity,
@@ -106,6 +86,9 @@ async def run_scheduler(
     service: JobService, dsn: str, args: argparse.Namespace, stop: asyncio.Event
 ) -> None:
     """Run one scheduler until `stop`; when the scheduler fails, the process stops too."""
+    from ..runtime.executors import make_executor
+    from ..runtime.scheduler import Scheduler
+
     executor = await make_executor(args.executor)
     try:
         await Scheduler(service, executor, worker_config(args), dsn).run(stop)
@@ -115,17 +98,23 @@ async def run_scheduler(
 
 
 def configure_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    p = sub.add_parser("serve", help="run the HTTP API and a scheduler")
+    p = sub.add_parser(
+        "serve",
+        help="run the HTTP API and a scheduler",
+        description="Run the HTTP API and a scheduler. The server admin token comes from "
+        "JOBLEDGER_ADMIN_TOKEN; unset, one is created and printed once.",
+    )
     add_database_args(p)
-    p.add_argument("--host", default=os.environ.get("JOBLEDGER_HOST", "127.0.0.1"))
-    p.add_argument("--port", type=int, default=int(os.environ.get("JOBLEDGER_PORT", "8080")))
-    p.add_argument("--no-scheduler", action="store_true", help="serve the API only")
-    p.add_argument(
-        "--submit-rate", type=float, default=_env_float("JOBLEDGER_SUBMIT_RATE", 0.0),
+    g = p.add_argument_group("API")
+    env_option(g, "--host", env="JOBLEDGER_HOST", default="127.0.0.1", help="address to listen on")
+    env_option(g, "--port", env="JOBLEDGER_PORT", type=int, default=8080, help="port to listen on")
+    g.add_argument("--no-scheduler", action="store_true", help="serve the API only")
+    env_option(
+        g, "--submit-rate", env="JOBLEDGER_SUBMIT_RATE", type=float, default=0.0,
         help="jobs per second a project may submit unless it sets its own (0: no limit)",
     )  # fmt: skip
-    p.add_argument(
-        "--submit-burst", type=int, default=int(os.environ.get("JOBLEDGER_SUBMIT_BURST", "100")),
+    env_option(
+        g, "--submit-burst", env="JOBLEDGER_SUBMIT_BURST", type=int, default=100,
         help="submits a project may make at once before the rate applies",
     )  # fmt: skip
     add_worker_args(p)
@@ -133,11 +122,18 @@ def configure_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentPars
 
 
 async def cmd_serve(args: argparse.Namespace) -> int:
-    from .api.app import create_app
-    from .api.ratelimit import RateDefaults
+    import structlog
+    from aiohttp import web
 
+    from ..api.app import create_app
+    from ..api.ratelimit import RateDefaults
+    from ..store.access import AccessStore
+    from .startup import default_data_dir, service_for, stop_on_signals
+
+    log = structlog.get_logger("jobledger")
     stop = stop_on_signals()
     async with service_for(args) as (service, dsn):
+        # A secret: read from the environment only, never an option (it would show in `ps`).
         admin_token = os.environ.get("JOBLEDGER_ADMIN_TOKEN") or None
         if admin_token is None and (
             fresh := await AccessStore(service.pool).bootstrap_admin_token()
@@ -179,13 +175,12 @@ def configure_worker_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
+    from .startup import service_for, stop_on_signals
+
     stop = stop_on_signals()
     async with service_for(args) as (service, dsn):
         await run_scheduler(service, dsn, args, stop)
     return EXIT_OK
-
-
-# ---- migrate ------------------------------------------------------------------------------
 
 
 def configure_migrate_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -195,6 +190,10 @@ def configure_migrate_parser(sub: argparse._SubParsersAction[argparse.ArgumentPa
 
 
 async def cmd_migrate(args: argparse.Namespace) -> int:
+    from ..store.db import connect
+    from ..store.migrate import migrate
+    from .startup import database
+
     async with database(args) as dsn:
         conn = await connect(dsn)
         try:
@@ -203,48 +202,3 @@ async def cmd_migrate(args: argparse.Namespace) -> int:
             await conn.close()
     print(result)
     return EXIT_OK
-
-
-# ---- entry point --------------------------------------------------------------------------
-
-
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="jobledger", description=__doc__)
-    parser.add_argument(
-        "--log-format",
-        choices=["auto", "json", "console"],
-        default=os.environ.get("JOBLEDGER_LOG_FORMAT", "auto"),
-    )
-    parser.add_argument("--log-level", default=os.environ.get("JOBLEDGER_LOG_LEVEL", "info"))
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    configure_serve_parser(sub)
-    configure_worker_parser(sub)
-    configure_migrate_parser(sub)
-    replaycli.configure_replay_parser(sub)
-    clientcli.configure_logs_parser(sub)
-    clientcli.configure_submit_parser(sub)
-    clientcli.configure_jobs_parser(sub)
-    clientcli.configure_audit_parser(sub)
-    clientcli.configure_show_parser(sub)
-    clientcli.configure_cancel_parser(sub)
-    clientcli.configure_tokens_parser(sub)
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    logs.configure(args.log_format, args.log_level)
-    try:
-        code: int = asyncio.run(args.func(args))
-        return code
-    except (EmbeddedPostgresError, DatabaseUnavailable, SchemaError, asyncpg.PostgresError) as exc:
-        print(f"jobledger: database error: {exc}", file=sys.stderr)
-        return EXIT_DATABASE
-    except (OSError, ExecutorUnavailable, WorkerIdInUse) as exc:
-        print(f"jobledger: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except DomainError as exc:
-        print(f"jobledger: {exc.message}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return EXIT_ERROR

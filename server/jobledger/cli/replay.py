@@ -1,4 +1,5 @@
-"""`jobledger replay VERB`: tools that read the event log straight from the database."""
+"""`jobledger replay VERB`: tools that read the event log straight from the database. The
+replay and store modules are imported when a verb runs, not to build the parser."""
 
 from __future__ import annotations
 
@@ -8,17 +9,18 @@ import contextlib
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from datetime import datetime
 from typing import TextIO
 
 import msgspec
 
-from .clientcli import iso_time
-from .commands import add_database_args, service_for, stop_on_signals
-from .exitcodes import EXIT_ERROR, EXIT_OK
-from .replay.archive import export, import_lines, job_at, tail, tail_start
-from .replay.rebuild import PROJECTION, rebuild
-from .replay.verify import Verifier
+from ..exitcodes import EXIT_ERROR, EXIT_OK
+from .options import add_database_args, iso_time
+
+#: The projections `rebuild --projection` takes (replay.rebuild.PROJECTION, named here so
+#: the parser does not import the replay tools; a test keeps the two equal).
+PROJECTIONS = ("jobs",)
 
 _json = msgspec.json.Encoder()
 
@@ -30,21 +32,42 @@ def emit(obj: object, out: TextIO | None = None) -> None:
 
 class ProgressLine:
     """Progress on stderr: a bar redrawn in place on a terminal, else a line every few
-    seconds (so logs of a long rebuild show it moving)."""
+    seconds (so logs of a long rebuild show it moving).
 
-    def __init__(self, what: str, stream: TextIO | None = None, every: float = 5.0) -> None:
+    The rate counts from `start()`, or else the first report (verify makes one, of nothing
+    done, when it starts reading), as the tools' summaries do: not from the process's start,
+    which includes the embedded database's."""
+
+    def __init__(
+        self,
+        what: str,
+        stream: TextIO | None = None,
+        every: float = 5.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.what = what
         self.stream = stream or sys.stderr
         self.tty = self.stream.isatty()
         self.every = 0.1 if self.tty else every
-        self.started = self.last = time.monotonic()
+        self.clock = clock
+        self.started: float | None = None
+        self.first_done = 0
+        self.last = 0.0
+
+    def start(self, done: int = 0) -> None:
+        """The work begins now, with `done` events done already."""
+        self.started = self.last = self.clock()
+        self.first_done = done
 
     def __call__(self, done: int, total: int) -> None:
-        now = time.monotonic()
+        if self.started is None:
+            self.start(done)
+            return
+        now = self.clock()
         if now - self.last < self.every and done < total:
             return
         self.last = now
-        rate = done / max(now - self.started, 1e-9)
+        rate = (done - self.first_done) / max(now - self.started, 1e-9)
         share = done / total if total else 1.0
         bar = "#" * int(share * 30)
         text = f"{self.what} [{bar:<30}] {done:,}/{total:,} events, {rate:,.0f} events/s"
@@ -71,7 +94,7 @@ def configure_replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
         "rebuild",
         help="rebuild projections from the log (safe while serving; resumes if interrupted)",
     )
-    rb.add_argument("--projection", choices=[PROJECTION], default=PROJECTION)
+    rb.add_argument("--projection", choices=PROJECTIONS, default=PROJECTIONS[0])
     rb.add_argument(
         "--restart", action="store_true", help="discard an interrupted rebuild's progress"
     )
@@ -114,22 +137,23 @@ def configure_replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 async def cmd_rebuild(args: argparse.Namespace) -> int:
-    bar = ProgressLine("rebuild")
+    from ..replay.rebuild import rebuild
+    from .startup import service_for
+
     async with service_for(args, min_size=1, max_size=2) as (service, _):
-        report = await rebuild(
-            service.pool,
-            batch=args.batch,
-            restart=args.restart,
-            progress=bar,
-        )
+        bar = ProgressLine("rebuild")
+        bar.start()
+        report = await rebuild(service.pool, batch=args.batch, restart=args.restart, progress=bar)
     emit(report)
     return EXIT_OK
 
 
 async def cmd_verify(args: argparse.Namespace) -> int:
-    bar = ProgressLine("verify")
+    from ..replay.verify import Verifier
+    from .startup import service_for
+
     async with service_for(args, min_size=1, max_size=2) as (service, _):
-        verifier = Verifier(service.pool, progress=bar)
+        verifier = Verifier(service.pool, progress=ProgressLine("verify"))
         async for problem in verifier.problems():
             if args.json:
                 emit(problem)
@@ -153,6 +177,9 @@ async def cmd_verify(args: argparse.Namespace) -> int:
 
 
 async def cmd_job(args: argparse.Namespace) -> int:
+    from ..replay.archive import job_at
+    from .startup import service_for
+
     position = args.at if isinstance(args.at, int) else None
     at = args.at if isinstance(args.at, datetime) else None
     async with service_for(args, min_size=1, max_size=2) as (service, _):
@@ -161,6 +188,9 @@ async def cmd_job(args: argparse.Namespace) -> int:
 
 
 async def cmd_export(args: argparse.Namespace) -> int:
+    from ..replay.archive import export
+    from .startup import service_for
+
     lines = 0
     with args.output as out:
         async with service_for(args, min_size=1, max_size=2) as (service, _):
@@ -174,16 +204,25 @@ async def cmd_export(args: argparse.Namespace) -> int:
 
 
 async def cmd_import(args: argparse.Namespace) -> int:
+    from ..replay.archive import import_lines
+    from ..replay.rebuild import rebuild
+    from .startup import service_for
+
     with args.input as source:
         async with service_for(args, min_size=1, max_size=2) as (service, _):
             count = await import_lines(service.pool, source)
             print(f"imported {count:,} events; rebuilding projections", file=sys.stderr)
-            report = await rebuild(service.pool, restart=True, progress=ProgressLine("rebuild"))
+            bar = ProgressLine("rebuild")
+            bar.start()
+            report = await rebuild(service.pool, restart=True, progress=bar)
     emit(report)
     return EXIT_OK
 
 
 async def cmd_tail(args: argparse.Namespace) -> int:
+    from ..replay.archive import tail, tail_start
+    from .startup import service_for, stop_on_signals
+
     stop = stop_on_signals()
     async with service_for(args, min_size=2, max_size=3) as (service, _):
         after = await tail_start(service.pool, from_start=args.from_start)

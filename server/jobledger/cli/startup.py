@@ -1,5 +1,5 @@
-"""What the server-side commands share: the database they open (`--database-url`, or the
-embedded cluster) and how they stop."""
+"""How the server-side verbs start and stop: the database they open (`--database-url`, or
+the embedded cluster), the job service on it, and the signals that end them."""
 
 from __future__ import annotations
 
@@ -8,43 +8,27 @@ import asyncio
 import contextlib
 import os
 import signal
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
-from .service import JobService
-from .store.db import connect, create_pool
-from .store.embedded import EmbeddedPostgres
-from .store.eventstore import EventStore
-from .store.migrate import migrate
+from ..exitcodes import EXIT_DATABASE, EXIT_ERROR, Exit
+from ..service import JobService
+from ..store.db import DatabaseUnavailable, connect, create_pool
+from ..store.embedded import EmbeddedPostgres, EmbeddedPostgresError
+from ..store.eventstore import EventStore
+from ..store.migrate import migrate
 
 DATABASE_NAME = "jobledger"
 
 
 def default_data_dir() -> Path:
-    """Where the embedded database lives unless told otherwise."""
-    if env := os.environ.get("JOBLEDGER_DATA_DIR"):
-        return Path(env)
+    """Where the embedded database lives unless `--data-dir` (JOBLEDGER_DATA_DIR) says."""
     if os.geteuid() == 0:
         # Root's home is closed to the `postgres` user the cluster must run as.
         return Path("/var/lib/jobledger")
     base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
     return Path(base) / "jobledger"
-
-
-def add_database_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--database-url",
-        default=os.environ.get("DATABASE_URL"),
-        help="PostgreSQL URL (env DATABASE_URL); without it an embedded cluster is used",
-    )
-    p.add_argument(
-        "--data-dir",
-        type=Path,
-        default=None,
-        help="directory of the embedded cluster (env JOBLEDGER_DATA_DIR; default "
-        "~/.local/share/jobledger, or /var/lib/jobledger as root)",
-    )
 
 
 @contextlib.asynccontextmanager
@@ -97,3 +81,21 @@ def stop_on_signals() -> asyncio.Event:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     return stop
+
+
+@contextlib.contextmanager
+def server_errors() -> Iterator[None]:
+    """The failures of a server-side verb as the CLI reports them: the database (exit 3),
+    Docker asked for and absent, a worker id in use (exit 1)."""
+    import asyncpg
+
+    from ..runtime.executors import ExecutorUnavailable
+    from ..store.migrate import SchemaError
+    from ..store.notifications import WorkerIdInUse
+
+    try:
+        yield
+    except (EmbeddedPostgresError, DatabaseUnavailable, SchemaError, asyncpg.PostgresError) as exc:
+        raise Exit(EXIT_DATABASE, f"database error: {exc}") from exc
+    except (ExecutorUnavailable, WorkerIdInUse) as exc:
+        raise Exit(EXIT_ERROR, str(exc)) from exc

@@ -1,0 +1,350 @@
+"""Everything that crosses HTTP or the CLI, as msgspec structs: what the API sends and takes,
+what the client decodes, what `replay export`/`tail` write.
+
+Pure types: this module imports msgspec and `domain/` only, never asyncpg or aiohttp, so the
+HTTP client and the CLI's client verbs load it without loading the server."""
+
+from __future__ import annotations
+
+import enum
+import uuid
+from datetime import datetime
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+import msgspec
+
+from .domain.events import AnyEvent, EventMeta, FailureReason, Recorded, Usage
+from .domain.jobs import JobState
+from .domain.specs import DEFAULT_MAX_RUNNING_JOBS, JobSpec, Name
+
+# The timeline route answers with the domain's own structs.
+from .domain.timeline import Timeline as Timeline
+from .domain.timeline import Transition as Transition
+
+# ---- jobs ---------------------------------------------------------------------------------
+
+
+class JobOut(msgspec.Struct, kw_only=True):
+    """A job as the API shows it: where it stands, what was asked for, when things happened,
+    and for a queued job what it waits for now."""
+
+    id: uuid.UUID
+    project: str
+    state: JobState
+    spec: JobSpec
+    priority: int
+    labels: dict[str, str]
+    tags: list[str]
+    concurrency_key: str | None
+    concurrency_limit: int
+    idempotency_key: str | None
+    submitted_by: str
+    attempt: int
+    #: Why the job went back to the queue (e.g. a retry), as recorded.
+    requeue_reason: str | None
+    scheduled_for: datetime | None
+    worker_id: str | None
+    exit_code: int | None
+    failure_reason: FailureReason | None
+    message: str | None
+    usage: Usage | None
+    created_at: datetime
+    updated_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+    cancel_requested_at: datetime | None
+    cancel_requested_by: str | None
+    #: The job's stream version and the log position of its last event.
+    version: int
+    last_position: int
+    #: What a queued job waits for now (worked out when read, never stored).
+    waiting_reason: str | None = None
+
+
+class JobList(msgspec.Struct):
+    """A page of the job list; pass `next_cursor` as `cursor` for the next one."""
+
+    jobs: list[JobOut]
+    next_cursor: str | None
+
+
+#: Most specs one batch submit takes.
+MAX_BATCH = 1000
+
+
+class BatchIn(msgspec.Struct, forbid_unknown_fields=True):
+    """Specs to submit together: all are created, or none."""
+
+    jobs: Annotated[list[JobSpec], msgspec.Meta(min_length=1, max_length=MAX_BATCH)]
+
+
+class BatchOut(msgspec.Struct):
+    """The jobs in the order of the specs (an earlier job for a repeated idempotency key)."""
+
+    jobs: list[JobOut]
+    #: How many of them this request created.
+    created: int
+
+
+class CancelRequest(msgspec.Struct, forbid_unknown_fields=True):
+    reason: str | None = None
+
+
+class UsageSample(msgspec.Struct, frozen=True, kw_only=True):
+    """CPU (percent of one core) and memory of a job at one instant."""
+
+    sampled_at: datetime
+    cpu_percent: float
+    memory_bytes: int
+    attempt: int = 1
+
+
+class UsageView(msgspec.Struct):
+    """A job's CPU/memory samples over time and the usage of its last attempt."""
+
+    job_id: uuid.UUID
+    state: JobState
+    summary: Usage | None
+    samples: list[UsageSample]
+
+
+# ---- events -------------------------------------------------------------------------------
+
+#: An event's data and metadata: typed (`AnyEvent`, `EventMeta`) where the API answers, raw
+#: JSON exactly as the log holds it in an export.
+D = TypeVar("D")
+M = TypeVar("M")
+
+
+class EventOut(msgspec.Struct, Generic[D, M], kw_only=True, omit_defaults=True):
+    """One event of the log, the one shape of `/jobs/{id}/events`, `/audit`, `replay export`
+    and `replay tail`. `data` holds the event in schema `schema_version` with its `type` tag;
+    what a source does not know is left out."""
+
+    position: int
+    event_id: uuid.UUID
+    #: The kind of the stream (job, ...) and its id.
+    stream_type: str = "job"
+    stream_id: uuid.UUID
+    version: int
+    type: str
+    schema_version: int
+    recorded_at: datetime
+    data: D
+    meta: M
+    #: The job the event is about (where the answer is about jobs: events, audit).
+    job_id: uuid.UUID | None = None
+    #: The job's project, where known (audit).
+    project: str | None = None
+    #: Audit, JobStarted only: seconds the job waited to start since it could have (queued,
+    #: or its scheduled time or retry delay passed).
+    waited_seconds: float | None = None
+    #: The hash-chain link, hex (export only; absent for events written before chains).
+    hash: str | None = None
+
+
+#: An event as the API sends it: data and metadata decoded.
+JobEvent = EventOut[AnyEvent, EventMeta]
+
+
+def event_out(rec: Recorded, **extra: Any) -> JobEvent:
+    """The wire form of a recorded event; `extra` sets the fields a source knows more of
+    (job_id, project, waited_seconds)."""
+    return JobEvent(
+        position=rec.position,
+        event_id=rec.event_id,
+        stream_type=rec.stream_type,
+        stream_id=rec.stream_id,
+        version=rec.version,
+        type=type(rec.event).__name__,
+        schema_version=rec.event.SCHEMA,
+        recorded_at=rec.recorded_at,
+        data=rec.event,
+        meta=rec.meta,
+        **extra,
+    )
+
+
+#: An event as an export holds it: data and metadata byte for byte as stored.
+RawEvent = EventOut[msgspec.Raw, msgspec.Raw]
+
+
+class EventList(msgspec.Struct):
+    events: list[JobEvent]
+
+
+class AuditPage(msgspec.Struct):
+    """Events newest first; pass `next_cursor` as `cursor` for older ones."""
+
+    events: list[JobEvent]
+    next_cursor: int | None
+
+
+# ---- logs ---------------------------------------------------------------------------------
+
+Stream = Literal["stdout", "stderr", "system"]
+
+
+class LogLine(msgspec.Struct, frozen=True, kw_only=True):
+    """One line of a job's output. `system` lines are jobledger's own (e.g. a dropped-bytes
+    marker). `ts` is when the line was read from the container (the worker's clock)."""
+
+    seq: int
+    stream: Stream
+    ts: datetime
+    text: str
+    attempt: int = 1
+
+
+class LogPage(msgspec.Struct):
+    """A page of a job's log; pass `next_after` as `after` for the next one."""
+
+    lines: list[LogLine]
+    next_after: int
+    state: JobState
+
+
+class LinesMessage(msgspec.Struct, tag="lines", tag_field="type"):
+    """WebSocket: consecutive lines, in seq order."""
+
+    lines: list[LogLine]
+
+
+class EndMessage(msgspec.Struct, tag="end", tag_field="type"):
+    """WebSocket: the job is finished and every line up to `last_seq` was sent; the server
+    then closes the socket normally."""
+
+    state: JobState
+    exit_code: int | None
+    failure_reason: FailureReason | None
+    last_seq: int
+
+
+#: What the log WebSocket sends, decodable as one tagged union.
+LogMessage = LinesMessage | EndMessage
+
+
+# ---- projects, service accounts, tokens ---------------------------------------------------
+
+
+class Role(enum.StrEnum):
+    """What a service account may do in its project; each role includes the ones before."""
+
+    #: Read jobs, logs, usage, events.
+    VIEWER = "viewer"
+    #: And submit and cancel jobs.
+    OPERATOR = "operator"
+    #: And manage the project's service accounts, tokens and limits.
+    ADMIN = "admin"
+
+    def allows(self, needed: Role) -> bool:
+        order = (Role.VIEWER, Role.OPERATOR, Role.ADMIN)
+        return order.index(self) >= order.index(needed)
+
+
+MaxRunning = Annotated[int, msgspec.Meta(ge=0, le=100_000)]
+LogLimit = Annotated[int, msgspec.Meta(ge=1024, le=1 << 40)]
+
+
+class NewProject(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    name: Name
+    max_running_jobs: MaxRunning = DEFAULT_MAX_RUNNING_JOBS
+    log_limit_bytes: LogLimit | None = None
+
+
+class ProjectLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """Limits of a project; a field left out stays as it is. 0 running jobs pauses it;
+    a submit rate of 0 means no limit."""
+
+    max_running_jobs: MaxRunning | None = None
+    log_limit_bytes: LogLimit | None = None
+    #: Jobs per second the project may submit (a token bucket per API process).
+    submit_rate: Annotated[float, msgspec.Meta(ge=0, le=1e6)] | None = None
+    #: How many submits may come at once before the rate applies.
+    submit_burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+
+
+class ProjectView(msgspec.Struct, kw_only=True):
+    """A project's limit on running jobs and how many run and wait now."""
+
+    name: str
+    max_running_jobs: int
+    #: Output a job of this project may store; None: the worker's limit.
+    log_limit_bytes: int | None = None
+    #: Submits per second allowed (None: the server's default).
+    submit_rate: float | None = None
+    submit_burst: int | None = None
+    running: int
+    queued: int
+
+
+class ProjectList(msgspec.Struct):
+    projects: list[ProjectView]
+
+
+class NewServiceAccount(msgspec.Struct, forbid_unknown_fields=True):
+    name: Name
+    role: Role
+
+
+class ServiceAccount(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    project: str
+    name: str
+    role: Role
+    created_at: datetime
+    created_by: str
+
+
+class ServiceAccountList(msgspec.Struct):
+    service_accounts: list[ServiceAccount]
+
+
+class NewToken(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    description: Annotated[str, msgspec.Meta(max_length=200)] | None = None
+    #: Lifetime; none: until revoked.
+    expires_in_seconds: Annotated[int, msgspec.Meta(ge=60, le=10 * 365 * 86400)] | None = None
+
+
+class IssuedToken(msgspec.Struct, kw_only=True):
+    """A new token. `token` is shown this once and never again."""
+
+    id: uuid.UUID
+    token: str
+    service_account: str
+    project: str
+    expires_at: datetime | None
+
+
+class TokenInfo(msgspec.Struct, kw_only=True):
+    id: uuid.UUID
+    description: str | None
+    created_at: datetime
+    created_by: str
+    expires_at: datetime | None
+    revoked_at: datetime | None
+    last_used_at: datetime | None
+
+
+class TokenList(msgspec.Struct):
+    tokens: list[TokenInfo]
+
+
+class RevokedToken(msgspec.Struct):
+    id: uuid.UUID
+    revoked_at: datetime
+
+
+# ---- errors -------------------------------------------------------------------------------
+
+
+class ErrorBody(msgspec.Struct):
+    code: str
+    message: str
+    details: dict[str, Any] = {}
+
+
+class ErrorResponse(msgspec.Struct):
+    """The shape of every error the API returns."""
+
+    error: ErrorBody
