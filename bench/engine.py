@@ -115,7 +115,7 @@ async def batch_floor(dsn: str, size: int = 500, rounds: int = 8) -> dict[str, A
             ids = [uuid.uuid4() for _ in range(size)]
             rows = msgspec.json.encode([msgspec.structs.replace(view, id=i) for i in ids]).decode()
             events = (ids, [uuid.uuid4() for _ in ids], [1] * size, ["JobSubmitted"] * size,
-                      [1] * size, [data] * size, [meta] * size)  # fmt: skip
+                      [1] * size, [data] * size, [meta] * size, ["job"] * size)  # fmt: skip
             async with pool.acquire() as conn:
                 await conn.execute("BEGIN")
                 t0 = time.perf_counter()
