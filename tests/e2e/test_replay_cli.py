@@ -45,9 +45,15 @@ def test_verify_export_import_and_time_travel(dsn: str, other_dsn: str, tmp_path
     # Time travel: before the cancel the job was queued; at its last event, cancelled.
     history = jobledger("replay", "--database-url", dsn, "job", ids[0], "--at", "1")
     assert history.returncode == 0, history.stderr
-    assert json.loads(history.stdout)["job"]["state"] == "queued"
+    shown = json.loads(history.stdout)
+    assert (shown["stream_type"], shown["stream_id"]) == ("job", ids[0])
+    assert shown["state"]["state"] == "queued"
+    same = jobledger("replay", "--database-url", dsn, "show", "job", ids[0], "--at", "1")
+    assert json.loads(same.stdout) == shown
+    unknown = jobledger("replay", "--database-url", dsn, "show", "nope", ids[0])
+    assert unknown.returncode == 2 and "invalid choice: 'nope'" in unknown.stderr
     now = json.loads(jobledger("replay", "--database-url", dsn, "job", ids[0]).stdout)
-    assert now["job"]["state"] == "cancelled"
+    assert now["state"]["state"] == "cancelled"
     assert (
         jobledger("replay", "--database-url", dsn, "job", ids[0], "--at", "yesterday").returncode
         == 2

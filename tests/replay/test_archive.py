@@ -18,7 +18,7 @@ from jobledger.replay.archive import (
     ImportRefused,
     export,
     import_lines,
-    job_at,
+    stream_at,
     tail,
     tail_start,
 )
@@ -145,23 +145,23 @@ async def test_time_travel_shows_every_historic_state(service: JobService) -> No
     )
     states = []
     for row in rows:
-        by_position = await job_at(service.pool, view.id, position=row["position"])
-        by_time = await job_at(service.pool, view.id, at=row["recorded_at"])
+        by_position = await stream_at(service.pool, "job", view.id, position=row["position"])
+        by_time = await stream_at(service.pool, "job", view.id, at=row["recorded_at"])
         assert by_position == by_time
         assert by_position.as_of_position == row["position"]
-        states.append(by_position.job.state)
+        states.append(by_position.state.state)
     assert states == [
         JobState.QUEUED,  # JobSubmitted
         JobState.RUNNING,
         JobState.CANCELLING,
         JobState.CANCELLED,  # ended after a cancel request: recorded as cancelled
     ]
-    now = await job_at(service.pool, view.id)
-    assert now.job == view_from_row(await service.pool.fetchrow("SELECT * FROM jobs"))
+    now = await stream_at(service.pool, "job", view.id)
+    assert now.state == view_from_row(await service.pool.fetchrow("SELECT * FROM jobs"))
     with pytest.raises(NotFound):
-        await job_at(service.pool, view.id, position=rows[0]["position"] - 1)
+        await stream_at(service.pool, "job", view.id, position=rows[0]["position"] - 1)
     with pytest.raises(NotFound):
-        await job_at(service.pool, uuid.uuid4())
+        await stream_at(service.pool, "job", uuid.uuid4())
 
 
 async def test_tail_follows_new_events_only_unless_from_start(service: JobService) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import uuid
 from collections.abc import Iterator
 
@@ -14,9 +15,11 @@ from jobledger.domain.errors import InvalidInput, InvalidTransition, NotFound
 from jobledger.domain.events import Event, EventCodec, EventMeta, Recorded
 from jobledger.domain.kinds import Registry, StreamKind, named_stream_id
 from jobledger.domain.registry import KINDS
+from jobledger.replay.archive import export, import_lines, stream_at
 from jobledger.replay.verify import Verifier
 from jobledger.service import JobService, StreamService
 from jobledger.store.eventstore import AppendItem, EventStore
+from tests.api.test_jobs_api import Client
 from tests.factories import spec
 
 
@@ -187,3 +190,42 @@ async def test_an_event_of_an_unregistered_kind_is_reported_not_guessed(
         ("undecodable", "counter", sid)
     ]
     assert "unknown stream kind 'counter'" in problems[0].detail
+
+
+async def test_time_travel_export_import_and_audit_go_through_the_kind(
+    pool: asyncpg.Pool,
+    other_pool: asyncpg.Pool,
+    store: EventStore,
+    client: Client,
+    counter_kind: StreamKind,
+) -> None:
+    job, _ = await JobService(store).submit(spec(), META)
+    sid = counter_kind.stream_id("p", "n")
+    streams = StreamService(store)
+    for command in (Create("p", "n"), Add(2), Add(3)):
+        await streams.execute("counter", sid, command, META)
+    positions = [r.position for r in await store.read_stream(sid)]
+
+    then = await stream_at(pool, "counter", sid, position=positions[1])
+    assert (then.stream_type, then.as_of_position, then.state.value) == ("counter", positions[1], 2)
+    assert (await stream_at(pool, "counter", sid)).state.value == 5
+    with pytest.raises(NotFound):
+        await stream_at(pool, "job", sid)  # a counter's stream is no job
+
+    lines = [line async for line in export(pool)]
+    assert [json.loads(line)["stream_type"] for line in lines] == ["job"] + ["counter"] * 3
+    assert await import_lines(other_pool, lines) == 4
+    assert [p async for p in Verifier(other_pool).problems()] != []  # no jobs rows yet
+    copied = await EventStore(other_pool).read_stream(sid)
+    assert [(r.stream_type, r.event) for r in copied] == [
+        (r.stream_type, r.event) for r in await store.read_stream(sid)
+    ]
+    assert (await stream_at(other_pool, "counter", sid)).state.value == 5
+
+    page = await (await client.get("/api/v1/audit?stream_type=counter")).json()
+    assert [(e["stream_type"], e["stream_id"], e["type"]) for e in page["events"]] == [
+        ("counter", str(sid), t) for t in ("CounterAdded", "CounterAdded", "CounterCreated")
+    ]
+    assert all("job_id" not in e and "project" not in e for e in page["events"])
+    jobs_only = await (await client.get("/api/v1/audit?stream_type=job")).json()
+    assert [e["stream_id"] for e in jobs_only["events"]] == [str(job.id)]

@@ -27,14 +27,17 @@ async def audit(request: web.Request) -> web.Response:
         project = who.project
     limit = q["limit"]
     filt = AuditFilter(
-        project=project, actor=q["actor"], token_id=q["token_id"], job=q["job"],
+        project=project, stream_type=q["stream_type"], actor=q["actor"], token_id=q["token_id"], job=q["job"],
         types=q["type"] or None, since=q["since"], until=q["until"], before=q["cursor"],
         reason=q["reason"], min_wait=q["min_wait"],
     )  # fmt: skip
     found = await request.app[READS].audit(filt, limit + 1)
     events = [
         event_out(
-            a.record, job_id=a.record.stream_id, project=a.project, waited_seconds=a.waited_seconds
+            a.record,
+            job_id=a.record.stream_id if a.record.stream_type == "job" else None,
+            project=a.project,
+            waited_seconds=a.waited_seconds,
         )
         for a in found[:limit]
     ]
@@ -47,6 +50,7 @@ ROUTES = (
     Route("GET", "/api/v1/audit", audit, "Events, newest first, filtered", response=AuditPage,
           query=(
               Query("project", {"type": "string"}, "only this project's jobs"),
+              Query("stream_type", {"type": "string"}, "only streams of this kind (job, ...)"),
               Query("actor", {"type": "string"}, "who acted: project/account, admin, worker:ID"),
               Query("token_id", {"type": "string"}, "with which token"),
               Query("job", {"type": "string", "format": "uuid"}, "one job's events"),

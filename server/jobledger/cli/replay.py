@@ -15,12 +15,15 @@ from typing import TextIO
 
 import msgspec
 
+from ..domain.registry import KINDS
 from ..exitcodes import EXIT_ERROR, EXIT_OK
 from .options import add_database_args, iso_time
 
 #: The projections `rebuild --projection` takes (replay.rebuild.PROJECTION, named here so
 #: the parser does not import the replay tools; a test keeps the two equal).
 PROJECTIONS = ("jobs",)
+#: The kinds of streams `show` takes (the domain's registry: pure, cheap to import).
+STREAM_KINDS = tuple(KINDS.names())
 
 _json = msgspec.json.Encoder()
 
@@ -109,12 +112,17 @@ def configure_replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
     vf.add_argument("--json", action="store_true", help="problems as JSON lines")
     vf.set_defaults(func=cmd_verify)
 
-    jb = verbs.add_parser("job", help="one job as it stood at a point in the log (time travel)")
-    jb.add_argument("job_id", type=uuid.UUID, metavar="JOB")
-    at = jb.add_mutually_exclusive_group()
-    at.add_argument("--at", type=point_in_log, metavar="POSITION|TIME",
-                    help="a log position, or an ISO 8601 time (default: now)")  # fmt: skip
-    jb.set_defaults(func=cmd_job)
+    sh = verbs.add_parser(
+        "show", help="one stream of any kind as it stood at a point in the log (time travel)"
+    )
+    sh.add_argument("kind", choices=STREAM_KINDS, metavar="KIND", help=", ".join(STREAM_KINDS))
+    sh.add_argument("stream_id", type=uuid.UUID, metavar="ID")
+    _add_at(sh)
+    sh.set_defaults(func=cmd_show)
+    jb = verbs.add_parser("job", help="one job as it stood at a point in the log (show job)")
+    jb.add_argument("stream_id", type=uuid.UUID, metavar="JOB")
+    _add_at(jb)
+    jb.set_defaults(func=cmd_show, kind="job")
 
     ex = verbs.add_parser("export", help="write the log as NDJSON, one event per line")
     ex.add_argument("--project", help="only this project's jobs")
@@ -176,14 +184,19 @@ async def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_ERROR if report.problems else EXIT_OK
 
 
-async def cmd_job(args: argparse.Namespace) -> int:
-    from ..replay.archive import job_at
+def _add_at(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--at", type=point_in_log, metavar="POSITION|TIME",
+                   help="a log position, or an ISO 8601 time (default: now)")  # fmt: skip
+
+
+async def cmd_show(args: argparse.Namespace) -> int:
+    from ..replay.archive import stream_at
     from .startup import service_for
 
     position = args.at if isinstance(args.at, int) else None
     at = args.at if isinstance(args.at, datetime) else None
     async with service_for(args, min_size=1, max_size=2) as (service, _):
-        emit(await job_at(service.pool, args.job_id, position=position, at=at))
+        emit(await stream_at(service.pool, args.kind, args.stream_id, position=position, at=at))
     return EXIT_OK
 
 

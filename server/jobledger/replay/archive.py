@@ -1,19 +1,21 @@
-"""The log as NDJSON (`replay export` / `replay import`), a job as of a point in the log
-(`replay job --at`), and the log followed live (`replay tail`)."""
+"""The log as NDJSON (`replay export` / `replay import`), a stream as of a point in the log
+(`replay show KIND ID --at`, `replay job`), and the log followed live (`replay tail`)."""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator, Iterable
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import msgspec
 
 from ..domain.errors import InvalidInput, NotFound
-from ..domain.events import decode_event, encode_event
-from ..domain.jobs import fold
-from ..projections.jobs import JobView, view_of
+from ..domain.events import encode_event
+from ..domain.jobs import JOB
+from ..domain.registry import KINDS
+from ..projections.jobs import view_of
 from ..store.db import Conn
 from ..store.eventstore import STREAM_BEHIND, Checkpoint, EventStore, record_from_row
 from ..wire import RawEvent
@@ -28,6 +30,7 @@ def exported(row: asyncpg.Record) -> RawEvent:
     return RawEvent(
         position=row["position"],
         event_id=row["event_id"],
+        stream_type=row["stream_type"],
         stream_id=row["stream_id"],
         version=row["version"],
         type=row["type"],
@@ -92,7 +95,7 @@ async def import_lines(pool: asyncpg.Pool, lines: Iterable[bytes], *, batch: int
 def _decode_line(number: int, line: bytes) -> RawEvent:
     try:
         event = _line_decoder.decode(line)
-        decode_event(event.type, event.schema_version, bytes(event.data))
+        KINDS.get(event.stream_type).decode(event.type, event.schema_version, bytes(event.data))
         msgspec.json.decode(bytes(event.meta))
     except (ValueError, KeyError, msgspec.DecodeError) as exc:
         raise ImportRefused(f"line {number}: not an exported event: {exc}") from None
@@ -115,11 +118,14 @@ async def _insert(conn: Conn, pending: list[tuple[int, RawEvent]]) -> int:
         [e.stream_id for e in events], [e.version for e in events], [e.type for e in events],
         [e.schema_version for e in events], [bytes(e.data).decode() for e in events],
         [bytes(e.meta).decode() for e in events], [e.recorded_at for e in events],
+        [e.stream_type for e in events],
     )  # fmt: skip
     try:
         rows = await conn.fetch(QUERIES["import_events"], *columns)
     except asyncpg.UniqueViolationError as exc:
         raise ImportRefused(f"duplicate event in the input: {exc.detail}") from None
+    except asyncpg.CheckViolationError as exc:  # a stream's events of two kinds
+        raise ImportRefused(f"mixed kinds in one stream: {exc.message}") from None
     except asyncpg.PostgresError as exc:
         if exc.sqlstate != STREAM_BEHIND:
             raise
@@ -142,27 +148,42 @@ def _out_of_order(number: int, event: RawEvent) -> ImportRefused:
     )
 
 
-class JobAsOf(msgspec.Struct, kw_only=True):
-    """A job as the API would have shown it at a point in the log."""
+class StreamAsOf(msgspec.Struct, kw_only=True):
+    """A stream's state as it stood at a point in the log (a job: as the API would have
+    shown its row)."""
 
+    stream_type: str
+    stream_id: uuid.UUID
     as_of_position: int
     as_of_time: datetime
-    job: JobView
+    state: Any
 
 
-async def job_at(
+async def stream_at(
     pool: asyncpg.Pool,
-    job_id: uuid.UUID,
+    kind: str,
+    stream_id: uuid.UUID,
     *,
     position: int | None = None,
     at: datetime | None = None,
-) -> JobAsOf:
-    """The state of one job after its last event at or before a position or a time."""
-    rows = await pool.fetch(QUERIES["stream_until"], job_id, position, at)
-    job = fold([record_from_row(r) for r in rows])
-    if job is None:
-        raise NotFound(f"job {job_id} did not exist at that point", job_id=str(job_id))
-    return JobAsOf(as_of_position=job.last_position, as_of_time=job.updated_at, job=view_of(job))
+) -> StreamAsOf:
+    """The state of one stream after its last event at or before a position or a time,
+    folded by its kind."""
+    stream_kind = KINDS.get(kind)
+    records = [
+        record_from_row(r)
+        for r in await pool.fetch(QUERIES["stream_until"], stream_id, position, at)
+    ]
+    if not records or records[0].stream_type != kind:
+        raise NotFound(f"{kind} {stream_id} did not exist at that point", stream_id=str(stream_id))
+    state = stream_kind.fold(records)
+    return StreamAsOf(
+        stream_type=kind,
+        stream_id=stream_id,
+        as_of_position=records[-1].position,
+        as_of_time=records[-1].recorded_at,
+        state=view_of(state) if kind == JOB.name else state,
+    )
 
 
 async def tail_start(pool: asyncpg.Pool, *, from_start: bool = False) -> Checkpoint:
@@ -179,6 +200,7 @@ async def tail(pool: asyncpg.Pool, after: Checkpoint) -> AsyncIterator[bytes]:
         line = RawEvent(
             position=rec.position,
             event_id=rec.event_id,
+            stream_type=rec.stream_type,
             stream_id=rec.stream_id,
             version=rec.version,
             type=type(rec.event).__name__,

@@ -76,14 +76,14 @@ ORDER BY position;
 -- Insert exported events with their positions, ids and times. As in append_events, the
 -- hash-chain trigger refuses an event whose predecessor is missing (SQLSTATE JL409).
 INSERT INTO events (position, event_id, stream_id, version, type, schema_version, data, meta,
-                    recorded_at)
+                    recorded_at, stream_type)
 OVERRIDING SYSTEM VALUE
 SELECT e.position, e.event_id, e.stream_id, e.version, e.type, e.schema_version, e.data,
-       e.meta, e.recorded_at
+       e.meta, e.recorded_at, e.stream_type
 FROM unnest($1::bigint[], $2::uuid[], $3::uuid[], $4::int[], $5::text[], $6::smallint[],
-            $7::jsonb[], $8::jsonb[], $9::timestamptz[])
+            $7::jsonb[], $8::jsonb[], $9::timestamptz[], $10::text[])
     WITH ORDINALITY AS e(position, event_id, stream_id, version, type, schema_version, data,
-                         meta, recorded_at, n)
+                         meta, recorded_at, stream_type, n)
 ORDER BY e.n
 RETURNING position, hash;
 

@@ -17,7 +17,7 @@ _SELECT = """
 SELECT e.event_id, e.stream_id, e.version, e.position, e.type, e.schema_version, e.data,
        e.meta, e.recorded_at, e.stream_type, j.project, w.waited
 FROM events e
-JOIN jobs j ON j.id = e.stream_id
+LEFT JOIN jobs j ON j.id = e.stream_id
 LEFT JOIN LATERAL (
     SELECT CASE WHEN e.type = 'JobStarted' THEN
         extract(epoch FROM e.recorded_at - to_timestamp((e.data ->> 'ready_at')::float8))::float8
@@ -30,6 +30,8 @@ class AuditFilter(msgspec.Struct, kw_only=True):
     """What to select; None (or empty) means any."""
 
     project: str | None = None
+    #: Only streams of this kind (job, ...).
+    stream_type: str | None = None
     actor: str | None = None
     token_id: str | None = None
     job: uuid.UUID | None = None
@@ -49,6 +51,8 @@ def audit_statement(f: AuditFilter, limit: int) -> tuple[str, list[object]]:
     w = Where()
     if f.project is not None:
         w.add("j.project = {}::text", f.project)
+    if f.stream_type is not None:
+        w.add("e.stream_type = {}::text", f.stream_type)
     if f.actor is not None:
         w.add("e.meta ->> 'actor' = {}::text", f.actor)
     if f.token_id is not None:
@@ -82,7 +86,8 @@ class AuditRecord(msgspec.Struct, frozen=True, kw_only=True):
     """An event found by an audit query, with the project of its job."""
 
     record: Recorded
-    project: str
+    #: The project of a job's event (None for streams of other kinds).
+    project: str | None
     #: JobStarted only: seconds the job waited to start since it could have.
     waited_seconds: float | None = None
 
