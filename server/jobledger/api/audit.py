@@ -27,8 +27,9 @@ async def audit(request: web.Request) -> web.Response:
         project = who.project
     limit = q["limit"]
     filt = AuditFilter(
-        project=project, stream_type=q["stream_type"], actor=q["actor"], token_id=q["token_id"], job=q["job"],
-        types=q["type"] or None, since=q["since"], until=q["until"], before=q["cursor"],
+        project=project, stream_type=q["stream_type"], actor=q["actor"],
+        token_id=q["token_id"], job=q["job"], types=q["type"] or None, since=q["since"],
+        until=q["until"], before=q["cursor"],
         reason=q["reason"], min_wait=q["min_wait"],
     )  # fmt: skip
     found = await request.app[READS].audit(filt, limit + 1)

@@ -12,13 +12,12 @@ import asyncpg
 import msgspec
 
 from ..domain.errors import InvalidInput, NotFound
-from ..domain.events import encode_event
 from ..domain.jobs import JOB
 from ..domain.registry import KINDS
 from ..projections.jobs import view_of
 from ..store.db import Conn
 from ..store.eventstore import STREAM_BEHIND, Checkpoint, EventStore, record_from_row
-from ..wire import RawEvent
+from ..wire import RawEvent, event_out
 from . import QUERIES
 
 _line_encoder = msgspec.json.Encoder()
@@ -196,17 +195,5 @@ async def tail_start(pool: asyncpg.Pool, *, from_start: bool = False) -> Checkpo
 async def tail(pool: asyncpg.Pool, after: Checkpoint) -> AsyncIterator[bytes]:
     """NDJSON lines of every event after a checkpoint, live, gap-safe (I5)."""
     async for entry in EventStore(pool).subscribe(after):
-        rec = entry.record
-        line = RawEvent(
-            position=rec.position,
-            event_id=rec.event_id,
-            stream_type=rec.stream_type,
-            stream_id=rec.stream_id,
-            version=rec.version,
-            type=type(rec.event).__name__,
-            schema_version=rec.event.SCHEMA,
-            recorded_at=rec.recorded_at,
-            data=msgspec.Raw(encode_event(rec.event)),
-            meta=msgspec.Raw(_line_encoder.encode(rec.meta)),
-        )
-        yield _line_encoder.encode(line) + b"\n"
+        # The same line an export has for it, but for the hash (the reader has none).
+        yield _line_encoder.encode(event_out(entry.record)) + b"\n"
