@@ -13,7 +13,7 @@ CREATE TABLE schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The version this file stands for: the last migration's.
-INSERT INTO schema_migrations (version, name) VALUES (4, '0004_requeue_reason');
+INSERT INTO schema_migrations (version, name) VALUES (5, '0005_executor_status');
 
 -- The event log: the source of truth (design map I2). One stream per aggregate.
 CREATE TABLE events (
@@ -231,7 +231,10 @@ CREATE TABLE workers (
     pid          integer     NOT NULL,
     started_at   timestamptz NOT NULL DEFAULT clock_timestamp(),
     heartbeat_at timestamptz NOT NULL DEFAULT clock_timestamp(),
-    stopped_at   timestamptz
+    stopped_at   timestamptz,
+    -- NULL while its executor answers; else what the executor said last (the worker claims
+    -- nothing meanwhile).
+    executor_error text
 );
 
 -- Job output: high-volume data, not events. Lines are numbered per job (`seq`, from 1,

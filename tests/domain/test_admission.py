@@ -38,6 +38,7 @@ facts = st.builds(
     project_limits=st.dictionaries(st.sampled_from(PROJECTS), st.integers(0, 3)),
     default_project_limit=st.integers(0, 3),
     worker_tags=st.lists(tag_sets, max_size=3),
+    unavailable_worker_tags=st.lists(tag_sets, max_size=2),
 )
 
 queues = st.lists(candidates, max_size=25, unique_by=lambda c: c.id)
@@ -71,6 +72,7 @@ def started(f: Facts, jobs: list[Candidate]) -> Facts:
         project_limits=f.project_limits,
         default_project_limit=f.default_project_limit,
         worker_tags=f.worker_tags,
+        unavailable_worker_tags=f.unavailable_worker_tags,
     )
 
 
@@ -82,7 +84,13 @@ def truthful(verdict: Verdict, c: Candidate, f: Facts) -> bool:
         case Reason.SCHEDULED:
             return c.scheduled_for is not None and c.scheduled_for > f.now
         case Reason.NO_WORKER:
-            return not any(set(c.tags) <= tags for tags in f.worker_tags)
+            return not any(set(c.tags) <= tags for tags in f.worker_tags) and not any(
+                set(c.tags) <= tags for tags in f.unavailable_worker_tags
+            )
+        case Reason.EXECUTOR_UNAVAILABLE:
+            return not any(set(c.tags) <= tags for tags in f.worker_tags) and any(
+                set(c.tags) <= tags for tags in f.unavailable_worker_tags
+            )
         case Reason.PROJECT_LIMIT:
             return f.project_running.get(c.project, 0) >= f.project_limit(c.project)
         case Reason.CONCURRENCY_LIMIT:
@@ -116,6 +124,18 @@ def test_each_reason_reads_as_the_readme_shows_it() -> None:
     ok = admit(job(project="web", tags=["big"], requeue_reason="retry 1 of 3"), f)
     assert ok.admitted and ok.message == "retry 1 of 3; waiting for a free worker slot"
     assert admit(job(project="web"), world(worker_tags=[])).message == "no live worker"
+    down = world(worker_tags=[], unavailable_worker_tags=[frozenset({"gpu"})])
+    assert admit(job(project="web", tags=["gpu"]), down) == Verdict(
+        Reason.EXECUTOR_UNAVAILABLE,
+        "executor unavailable: no live worker with tags gpu has an executor that answers "
+        "(e.g. its Docker engine is down)",
+    )
+    assert admit(job(project="web", tags=["big"]), down).reason is Reason.NO_WORKER
+
+
+def test_a_worker_whose_executor_answers_takes_precedence_over_one_that_does_not() -> None:
+    f = world(worker_tags=[frozenset()], unavailable_worker_tags=[frozenset()])
+    assert admit(job(project="web"), f).admitted
 
 
 def test_a_project_without_a_limit_of_its_own_has_the_default() -> None:

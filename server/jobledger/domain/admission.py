@@ -22,6 +22,9 @@ class Reason(enum.StrEnum):
     SCHEDULED = "scheduled"
     #: No worker that could take it (a live one, or the claiming one) has all its tags.
     NO_WORKER = "no_worker"
+    #: Live workers have its tags, but the executor of each of them does not answer (e.g.
+    #: its Docker engine is down): it starts once one answers again.
+    EXECUTOR_UNAVAILABLE = "executor_unavailable"
     #: Its project runs as many jobs as the project's limit allows.
     PROJECT_LIMIT = "project_limit"
     #: Its concurrency key runs as many jobs as the job's `concurrency_limit` allows.
@@ -54,6 +57,8 @@ class Facts(msgspec.Struct, kw_only=True):
     #: The tag sets of the workers that could take the job: the live ones, or for a claim
     #: the claiming worker's alone.
     worker_tags: Sequence[frozenset[str]]
+    #: The tag sets of live workers whose executor does not answer: they take nothing.
+    unavailable_worker_tags: Sequence[frozenset[str]] = ()
 
     def project_limit(self, project: str) -> int:
         """How many of the project's jobs may run at once."""
@@ -80,6 +85,12 @@ def admit(job: Candidate, facts: Facts) -> Verdict:
     wanted = set(job.tags)
     if not any(wanted <= tags for tags in facts.worker_tags):
         with_tags = f" with tags {', '.join(job.tags)}" if job.tags else ""
+        if any(wanted <= tags for tags in facts.unavailable_worker_tags):
+            return Verdict(
+                Reason.EXECUTOR_UNAVAILABLE,
+                f"executor unavailable: no live worker{with_tags} has an executor "
+                "that answers (e.g. its Docker engine is down)",
+            )
         return Verdict(Reason.NO_WORKER, f"no live worker{with_tags}")
     running = facts.project_running.get(job.project, 0)
     limit = facts.project_limit(job.project)

@@ -32,6 +32,8 @@ class QueueFacts(msgspec.Struct):
     #: Limits of the projects asked about that have a row.
     limits: list[tuple[str, int]]
     live_tags: list[list[str]]
+    #: Tags of live workers whose executor does not answer (they claim nothing).
+    unavailable_tags: list[list[str]] = []
     now: datetime | None = None
 
 
@@ -44,7 +46,8 @@ def projects_waiting(views: Sequence[JobView]) -> set[str]:
 
 
 async def queue_facts(conn: Conn | asyncpg.Pool, projects: Iterable[str]) -> QueueFacts:
-    """One round trip: the time, running counts, the named projects' limits, live tags."""
+    """One round trip: the time, running counts, the named projects' limits, the tags of
+    live workers (those whose executor answers, and those whose executor does not)."""
     row = await conn.fetchrow(QUERIES["queue_facts"], sorted(projects))
     assert row is not None
     return msgspec.structs.replace(_facts_decoder.decode(row["facts"]), now=row["now"])
@@ -72,6 +75,7 @@ def admission_facts(facts: QueueFacts) -> admission.Facts:
         project_limits=dict(facts.limits),
         default_project_limit=DEFAULT_MAX_RUNNING_JOBS,
         worker_tags=[frozenset(tags) for tags in facts.live_tags],
+        unavailable_worker_tags=[frozenset(tags) for tags in facts.unavailable_tags],
     )
 
 
