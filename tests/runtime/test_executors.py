@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import structlog
 
 from jobledger.runtime.executors import ExecutorUnavailable, make_executor
 from jobledger.runtime.noop import NoopExecutor
@@ -10,13 +11,16 @@ from jobledger.runtime.process import ProcessExecutor
 
 
 async def test_auto_without_docker_falls_back_to_processes_with_a_warning(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     monkeypatch.setenv("DOCKER_HOST", "unix:///nonexistent/docker.sock")
-    executor = await make_executor("auto")
+    with structlog.testing.capture_logs() as logs:
+        executor = await make_executor("auto")
     assert isinstance(executor, ProcessExecutor)
-    captured = capsys.readouterr()
-    assert "NO DOCKER ENGINE" in captured.out + captured.err
+    assert any("NO DOCKER ENGINE" in e["event"] for e in logs)
+    chosen = [e for e in logs if e["event"] == "executor chosen"]
+    assert chosen == [{"event": "executor chosen", "log_level": "info", "asked": "auto",
+                       "executor": "process"}]  # fmt: skip
     with pytest.raises(ExecutorUnavailable, match="Docker engine does not answer"):
         await make_executor("docker")
 
@@ -24,8 +28,14 @@ async def test_auto_without_docker_falls_back_to_processes_with_a_warning(
 async def test_explicit_kinds(docker_engine: None) -> None:
     assert isinstance(await make_executor("process"), ProcessExecutor)
     assert isinstance(await make_executor("noop"), NoopExecutor)
-    docker = await make_executor("docker")
+    with structlog.testing.capture_logs() as logs:
+        docker = await make_executor("auto")
     try:
         assert docker.name == "docker"
     finally:
         await docker.close()
+    # Which executor `auto` picked, and which engine it talks to.
+    (chosen,) = [e for e in logs if e["event"] == "executor chosen"]
+    assert chosen["asked"] == "auto" and chosen["executor"] == "docker"
+    assert chosen["engine"].startswith("Docker Engine ") and "(API 1." in chosen["engine"]
+    assert chosen["docker_host"].startswith(("unix://", "tcp://", "http"))

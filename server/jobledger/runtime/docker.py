@@ -24,6 +24,7 @@ from ..domain.specs import JobSpec
 from .executor import (
     Attempt,
     BaseExecutor,
+    EngineUnavailable,
     Found,
     JobIO,
     Outcome,
@@ -53,6 +54,15 @@ _EXEC_FAILED_TAIL = 5
 # Docker's "never happened" timestamp (StartedAt of a created container, FinishedAt of a
 # running one).
 _ZERO_TIME = "0001-01-01T00:00:00Z"
+#: aiodocker's status for "cannot connect to the Docker engine".
+_NO_CONNECTION = 900
+#: How long the engine may take to answer a ping before it counts as not answering.
+_PING_SECONDS = 2.0
+#: How often a follower that lost the engine asks whether it is back.
+_ENGINE_POLL_SECONDS = 0.5
+#: What talking to an engine that went away raises (besides a DockerError of status 900):
+#: a response cut mid-read, a timeout.
+_CONNECTION_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
 
 
 async def docker_available(timeout: float = 2.0) -> bool:  # noqa: ASYNC109
@@ -70,6 +80,33 @@ async def docker_available(timeout: float = 2.0) -> bool:  # noqa: ASYNC109
     return True
 
 
+async def _answers(docker: aiodocker.Docker) -> bool:
+    """Whether the engine behind a client answers now (its version: a cheap call)."""
+    try:
+        async with asyncio.timeout(_PING_SECONDS):
+            await docker.version()
+    except (DockerError, *_CONNECTION_ERRORS):
+        return False
+    return True
+
+
+async def _engine_fault(docker: aiodocker.Docker, e: DockerError) -> bool:
+    """Whether an error is the engine's, not the job's: no connection, or a 5xx from an
+    engine that then does not answer a ping (a 5xx from one that does, e.g. a runtime that
+    cannot set up the job's workdir, is the job's)."""
+    if e.status == _NO_CONNECTION:
+        return True
+    return e.status >= 500 and not await _answers(docker)
+
+
+async def _engine_back(docker: aiodocker.Docker) -> None:
+    """Wait until the engine answers again."""
+    while True:
+        if await _answers(docker):
+            return
+        await asyncio.sleep(_ENGINE_POLL_SECONDS)
+
+
 class DockerExecutor(BaseExecutor):
     """Runs each attempt in its own container, limited to the job's cpu and memory."""
 
@@ -84,23 +121,54 @@ class DockerExecutor(BaseExecutor):
         self.pull_policy = pull_policy
 
     async def start(self, req: RunRequest, io: JobIO | None) -> Attempt | Outcome:
-        """Create and start the attempt's container; see `Executor.run`."""
+        """Create and start the attempt's container; see `Executor.run`. Raises
+        `EngineUnavailable` if the engine does not answer: then nothing ran, and a later try
+        of the same attempt picks up the container this one may have created."""
         bound = log.bind(job_id=str(req.job_id), attempt=req.attempt)
         began = time.monotonic()
         try:
-            container = await self._create(req, bound)
+            container, status = await self._create(req, bound)
         except DockerError as e:
+            if await _engine_fault(self._docker, e):
+                raise EngineUnavailable(f"docker: {e.message}") from e
             bound.warning("container create failed", error=e.message)
             return _start_error(e, began)
-        output = await _start_attached(container, io, bound, began)
-        if isinstance(output, Outcome):
-            return output
-        bound.info("container started", container=container.id)
-        return _Container(container, req.spec, bound, began, io, output)
+        except _CONNECTION_ERRORS as e:
+            raise EngineUnavailable(f"docker: {e!r}") from e
+        output = None
+        if status == "created":
+            output = await _start_attached(self._docker, container, io, bound, began)
+            if isinstance(output, Outcome):
+                return output
+            bound.info("container started", container=container.id)
+        elif status == "running" and io is not None and io.logs is not None:
+            # An earlier try started it but lost the answer: follow it, never start it twice.
+            output = await _attach(container)
+        return _Container(self._docker, container, req.spec, bound, began, io, output)
+
+    async def available(self) -> bool:
+        """Whether the Docker engine answers a ping."""
+        return await _answers(self._docker)
+
+    async def describe(self) -> dict[str, str]:
+        """The engine this executor talks to: where, which version."""
+        version = await self._docker.version()
+        return {
+            "executor": self.name,
+            "docker_host": str(self._docker.docker_host),
+            "engine": f"Docker Engine {version.get('Version')} (API {version.get('ApiVersion')})",
+        }
+
+    async def find_any(self) -> list[Found]:
+        """Containers labelled with any job id, of any worker."""
+        return await self._labelled(LABEL_JOB)
 
     async def find(self, worker_id: str) -> list[Found]:
         """Containers labelled with this worker id, running or not."""
-        filters = json.dumps({"label": [f"{LABEL_WORKER}={worker_id}"]})
+        return await self._labelled(f"{LABEL_WORKER}={worker_id}")
+
+    async def _labelled(self, label: str) -> list[Found]:
+        filters = json.dumps({"label": [label]})
         containers = await self._docker.containers.list(all=True, filters=filters)
         found = []
         for c in containers:
@@ -125,7 +193,11 @@ class DockerExecutor(BaseExecutor):
         container = self._docker.containers.container(found.ref)
         try:
             info = await container.show()
+        except _CONNECTION_ERRORS as e:
+            raise EngineUnavailable(f"docker: {e!r}") from e
         except DockerError as e:
+            if e.status == _NO_CONNECTION:
+                raise EngineUnavailable(f"docker: {e.message}") from e
             if e.status != 404:
                 raise
             bound.warning("adopted container is gone")
@@ -141,14 +213,15 @@ class DockerExecutor(BaseExecutor):
         output = None
         if status == "created":
             # The previous life died between create and start: finish what it began.
-            output = await _start_attached(container, io, bound, began)
+            output = await _start_attached(self._docker, container, io, bound, began)
             if isinstance(output, Outcome):
                 return output
         elif status == "running" and io is not None and io.logs is not None:
             # Not to an exited one: an attach to a container that has exited never ends.
             output = await _attach(container)
         bound.info("container adopted", running=info["State"]["Running"])
-        return await follow(_Container(container, req.spec, bound, began, io, output), cancel)
+        attempt = _Container(self._docker, container, req.spec, bound, began, io, output)
+        return await follow(attempt, cancel, io)
 
     async def discard(self, found: Found) -> None:
         """Kill (if running) and remove a container no live job owns."""
@@ -160,12 +233,21 @@ class DockerExecutor(BaseExecutor):
         if self._owns_client:
             await self._docker.close()
 
-    async def _create(self, req: RunRequest, bound: FilteringBoundLogger) -> DockerContainer:
+    async def _create(
+        self, req: RunRequest, bound: FilteringBoundLogger
+    ) -> tuple[DockerContainer, str]:
+        """The attempt's container and its status: `created` if made here, or the status of
+        the one an earlier try of this attempt made (the name is the attempt's)."""
         config = container_config(req)
         name = f"jobledger-{req.job_id}-{req.attempt}"
         try:
-            return await self._docker.containers.create(config, name=name)
+            return await self._docker.containers.create(config, name=name), "created"
         except DockerError as e:
+            if e.status == 409:
+                existing = self._docker.containers.container(name)
+                status: str = (await existing.show())["State"]["Status"]
+                bound.info("container of an earlier try is there", status=status)
+                return existing, status
             if e.status != 404 or self.pull_policy != "missing":
                 raise
         bound.info("pulling image", image=req.spec.image)
@@ -176,7 +258,7 @@ class DockerExecutor(BaseExecutor):
             raise DockerError(
                 e.status, f"image {req.spec.image} is not here and pulling it failed: {e.message}"
             ) from e
-        return await self._docker.containers.create(config, name=name)
+        return await self._docker.containers.create(config, name=name), "created"
 
 
 class _Container(Attempt):
@@ -186,6 +268,7 @@ class _Container(Attempt):
 
     def __init__(
         self,
+        docker: aiodocker.Docker,
         container: DockerContainer,
         spec: JobSpec,
         bound: FilteringBoundLogger,
@@ -194,7 +277,9 @@ class _Container(Attempt):
         output: Stream | None,
     ) -> None:
         super().__init__(spec, bound, began)
+        self.docker = docker
         self.container = container
+        self.io = io
         self.output = output
         if output is not None and io is not None and io.logs is not None:
             self.pumps = [
@@ -205,14 +290,45 @@ class _Container(Attempt):
             self.sampler = asyncio.create_task(io.usage.follow(CgroupReader(container.id)))
 
     async def wait(self) -> int | None:
+        """Its exit code; across a restart of the engine too (with live-restore its
+        containers keep running, and this follows them again once it answers)."""
+        while True:
+            try:
+                status = await self.container.wait()
+            except DockerError as e:
+                if e.status != _NO_CONNECTION:
+                    # Removed by someone else under our feet; inspect tells what it can.
+                    self.log.warning("waiting for container failed", error=e.message)
+                    return None
+                error = e.message
+            except _CONNECTION_ERRORS as e:
+                error = repr(e)
+            else:
+                code: int | None = status.get("StatusCode")
+                return code
+            self.log.warning("lost the Docker engine; waiting for it to come back", error=error)
+            await _engine_back(self.docker)
+            self.log.info("the Docker engine is back")
+            await self._resume_output()
+
+    async def _resume_output(self) -> None:
+        """Attach again after the engine came back, if the container still runs: the old
+        stream ended with the engine."""
+        if self.io is None or self.io.logs is None:
+            return
         try:
-            status = await self.container.wait()
-        except DockerError as e:
-            # Removed by someone else under our feet; inspect tells what it can.
-            self.log.warning("waiting for container failed", error=e.message)
-            return None
-        code: int | None = status.get("StatusCode")
-        return code
+            running = (await self.container.show())["State"]["Running"]
+        except (DockerError, *_CONNECTION_ERRORS):
+            return  # the wait that follows tells what became of it
+        if not running:
+            return
+        if self.output is not None:
+            await self.output.close()
+        self.io.logs.system(
+            "[jobledger: the Docker engine restarted; output printed while it was away is not here]"
+        )
+        self.output = await _attach(self.container)
+        self.pumps.append(asyncio.create_task(_pump(self.output, self.io.logs), name="pump-again"))
 
     async def stop(self, grace: int) -> None:
         try:
@@ -234,13 +350,12 @@ class _Container(Attempt):
             await self.output.close()
 
     async def outcome(self, stopped_for: StopReason | None, exit_code: int | None) -> Outcome:
-        """Read the exit from the container, then remove it."""
+        """Read the exit from the container (removed only once it is recorded: `remove`)."""
         inspected, oom_killed, wall = await self._inspect_end()
         exit_code = inspected if inspected is not None else exit_code
         exec_failure = None
         if stopped_for is None and exit_code in _EXEC_FAILED_CODES:
             exec_failure = await self._exec_failure()
-        await _remove(self.container, self.log)
         usage = Usage(wall_seconds=wall)
         if exec_failure is not None:
             self.log.warning("command could not be started", error=exec_failure)
@@ -260,6 +375,9 @@ class _Container(Attempt):
             )
         return ended(stopped_for, self.spec, exit_code, usage, oom_killed=oom_killed)
 
+    async def remove(self) -> None:
+        await _remove(self.container, self.log)
+
     async def _kill(self) -> None:
         try:
             await self.container.kill()
@@ -270,11 +388,14 @@ class _Container(Attempt):
     async def _inspect_end(self) -> tuple[int | None, bool, float]:
         """Exit code, OOM flag and wall seconds of an exited container."""
         try:
-            state = (await self.container.show())["State"]
-        except DockerError as e:
-            self.log.warning("inspecting ended container failed", error=e.message)
+            info = await self.container.show()
+        except (DockerError, *_CONNECTION_ERRORS) as e:
+            self.log.warning("inspecting ended container failed", error=str(e))
             return None, False, time.monotonic() - self.began
-        wall = _seconds_between(state.get("StartedAt"), state.get("FinishedAt"))
+        state = info["State"]
+        # From its creation, not StartedAt: its cgroup (whose CPU time is the usage's
+        # cpu_seconds) exists, and runs the runtime's set-up, before Docker calls it started.
+        wall = _seconds_between(info.get("Created"), state.get("FinishedAt"))
         return (
             state.get("ExitCode"),
             bool(state.get("OOMKilled")),
@@ -301,10 +422,15 @@ async def _attach(container: DockerContainer) -> Stream:
 
 
 async def _start_attached(
-    container: DockerContainer, io: JobIO | None, bound: FilteringBoundLogger, began: float
+    docker: aiodocker.Docker,
+    container: DockerContainer,
+    io: JobIO | None,
+    bound: FilteringBoundLogger,
+    began: float,
 ) -> Stream | Outcome | None:
     """Start a created container, attached first when there is a sink: its output stream
-    (None without a sink), or the start error, the container then removed."""
+    (None without a sink), or the start error, the container then removed. Raises
+    `EngineUnavailable` if the engine does not answer (the container is left for a retry)."""
     output = None
     try:
         if io is not None and io.logs is not None:
@@ -312,7 +438,15 @@ async def _start_attached(
             # the first byte.
             output = await _attach(container)
         await container.start()
+    except _CONNECTION_ERRORS as e:
+        if output is not None:
+            await output.close()
+        raise EngineUnavailable(f"docker: {e!r}") from e
     except DockerError as e:
+        if await _engine_fault(docker, e):
+            if output is not None:
+                await output.close()
+            raise EngineUnavailable(f"docker: {e.message}") from e
         # Failing here (e.g. a workdir the runtime cannot create) leaves a created
         # container behind.
         bound.warning("container start failed", container=container.id, error=e.message)
@@ -333,9 +467,13 @@ async def _remove(container: DockerContainer, bound: FilteringBoundLogger) -> No
 
 
 async def _pump(output: Stream, sink: LogSink) -> None:
-    """Copy a container's attached output into the sink until the stream ends."""
-    while (msg := await output.read_out()) is not None:
-        await sink.write("stderr" if msg.stream == 2 else "stdout", msg.data)
+    """Copy a container's attached output into the sink until the stream ends (with the
+    engine too: `wait` attaches again once it is back)."""
+    try:
+        while (msg := await output.read_out()) is not None:
+            await sink.write("stderr" if msg.stream == 2 else "stdout", msg.data)
+    except _CONNECTION_ERRORS as e:
+        log.warning("container output stream cut", error=repr(e))
 
 
 def container_config(req: RunRequest) -> dict[str, Any]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import abc
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
 
 import msgspec
@@ -20,11 +21,25 @@ from .usage import UsageRecorder
 
 class JobIO:
     """Where an attempt's output and CPU/memory samples go; a part left None is discarded.
-    The scheduler owns both: it starts the sink before the run and closes it after."""
+    The scheduler owns both: it starts the sink before the run and closes it after.
+    `record`, if given, is called with the outcome before what is left of the attempt (its
+    container) is removed: a worker that dies in between leaves an outcome recorded, not an
+    exit code lost."""
 
-    def __init__(self, logs: LogSink | None = None, usage: UsageRecorder | None = None) -> None:
+    def __init__(
+        self,
+        logs: LogSink | None = None,
+        usage: UsageRecorder | None = None,
+        record: Callable[[Outcome], Awaitable[None]] | None = None,
+    ) -> None:
         self.logs = logs
         self.usage = usage
+        self.record = record
+
+
+class EngineUnavailable(Exception):
+    """The engine the executor drives (e.g. the Docker daemon) does not answer: not the job's
+    fault, so it is not charged to the job. Try again once `available` says it answers."""
 
 
 class RunRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -169,6 +184,18 @@ class Executor(Protocol):
         """Release connections."""
         ...
 
+    async def available(self) -> bool:
+        """Whether the engine it drives answers now (a worker claims nothing while not)."""
+        ...
+
+    async def describe(self) -> dict[str, str]:
+        """What it runs on, for the startup log (e.g. the Docker engine's version)."""
+        ...
+
+    async def find_any(self) -> list[Found]:
+        """What the engine holds of any worker's attempts (for the reconcile loop)."""
+        ...
+
 
 class Attempt(abc.ABC):
     """A started attempt as its executor drives it; `follow` takes it from there to its end.
@@ -191,7 +218,11 @@ class Attempt(abc.ABC):
 
     @abc.abstractmethod
     async def outcome(self, stopped_for: StopReason | None, exit_code: int | None) -> Outcome:
-        """How it ended, told once its output is all in the sink; remove what is left of it."""
+        """How it ended, told once its output is all in the sink."""
+
+    async def remove(self) -> None:
+        """Remove what is left of it, once its outcome is recorded."""
+        return None
 
     async def exited(self) -> None:
         """Called once it has exited, before its output is drained."""
@@ -215,9 +246,10 @@ class Attempt(abc.ABC):
             self.log.warning("output stream did not end after the attempt exited")
 
 
-async def follow(attempt: Attempt, cancel: asyncio.Event) -> Outcome:
+async def follow(attempt: Attempt, cancel: asyncio.Event, io: JobIO | None = None) -> Outcome:
     """Follow a started attempt to its end: its exit, a cancel or its timeout (counted from
-    now), whichever comes first; stop it with grace if we must, drain its output, report.
+    now), whichever comes first; stop it with grace if we must, drain its output, report
+    (to `io.record` too, before removing what is left of it).
     If the task running this is cancelled, the attempt's `abandon` says what becomes of it."""
     spec = attempt.spec
     exited = asyncio.ensure_future(attempt.wait())
@@ -241,7 +273,11 @@ async def follow(attempt: Attempt, cancel: asyncio.Event) -> Outcome:
         for pump in attempt.pumps:
             pump.cancel()
         await attempt.release()
-    return await attempt.outcome(stopped_for, exit_code)
+    outcome = await attempt.outcome(stopped_for, exit_code)
+    if io is not None and io.record is not None:
+        await io.record(outcome)
+    await attempt.remove()
+    return outcome
 
 
 class BaseExecutor(abc.ABC):
@@ -257,7 +293,7 @@ class BaseExecutor(abc.ABC):
         started = await self.start(req, io)
         if isinstance(started, Outcome):  # it could not start, or has already ended
             return started
-        return await follow(started, cancel)
+        return await follow(started, cancel, io)
 
     @abc.abstractmethod
     async def start(self, req: RunRequest, io: JobIO | None) -> Attempt | Outcome:
@@ -281,3 +317,15 @@ class BaseExecutor(abc.ABC):
     async def close(self) -> None:
         """No connections to release."""
         return None
+
+    async def available(self) -> bool:
+        """Always: it needs no engine."""
+        return True
+
+    async def describe(self) -> dict[str, str]:
+        """Its name only."""
+        return {"executor": self.name}
+
+    async def find_any(self) -> list[Found]:
+        """Nothing: what it runs does not outlive its worker."""
+        return []

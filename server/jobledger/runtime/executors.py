@@ -19,7 +19,18 @@ class ExecutorUnavailable(RuntimeError):
 
 
 async def make_executor(kind: str) -> Executor:
-    """An executor of the given kind, ready to run jobs."""
+    """An executor of the given kind, ready to run jobs; the log says which one `kind`
+    chose and what it runs on (for Docker: the engine's address and version)."""
+    executor = await _choose(kind)
+    try:
+        about = await executor.describe()
+    except Exception as exc:  # only a log line: the scheduler finds out soon enough
+        about = {"executor": executor.name, "describe_error": repr(exc)}
+    log.info("executor chosen", asked=kind, **about)
+    return executor
+
+
+async def _choose(kind: str) -> Executor:
     if kind == "noop":
         return NoopExecutor()
     if kind == "process":

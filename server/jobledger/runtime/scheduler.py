@@ -1,6 +1,8 @@
 """The scheduler of one worker process: claims queued jobs when woken (NOTIFY) or every
 poll interval, runs each on the executor, records how it ended, renews its lease, fails the
-jobs of workers whose lease expired, and on start adopts what its previous life left."""
+jobs of workers whose lease expired, and on start adopts what its previous life left. It
+claims only while its executor answers, and removes what the executor holds of jobs that
+have ended (reconcile)."""
 
 from __future__ import annotations
 
@@ -24,7 +26,7 @@ from ..store.db import DB_ERRORS
 from ..store.eventstore import Notification
 from ..store.notifications import EVENTS, Listener
 from .claims import QUERIES, claim
-from .executor import Executor, Found, JobIO, Outcome, RunRequest
+from .executor import EngineUnavailable, Executor, Found, JobIO, Outcome, RunRequest
 from .output import LogLimits, LogSink
 from .usage import UsageRecorder
 
@@ -53,6 +55,10 @@ class WorkerConfig(msgspec.Struct, kw_only=True, frozen=True):
     sample_interval: float = 1.0
     #: Output a job may store; past it lines are dropped and a marker says how many.
     log_limit_bytes: int = 100 * 1024 * 1024
+    #: How often to ask whether the executor (e.g. the Docker engine) answers.
+    executor_check_interval: float = 1.0
+    #: How often to remove what the executor holds of jobs that have ended.
+    reconcile_interval: float = 30.0
 
 
 @dataclass
@@ -79,6 +85,10 @@ class Scheduler:
         self.ready = asyncio.Event()
         self._stopping = False
         self._sweep_due = True
+        #: Set while the executor answers: only then does this worker claim.
+        self.executor_up = asyncio.Event()
+        #: Whether the workers table says what `executor_up` says.
+        self._executor_status_stored = False
         #: Outcomes that end together are recorded in one transaction.
         self._outcomes = Batcher(self._record_batch)
         self.meta = EventMeta(actor=f"worker:{config.worker_id}")
@@ -106,18 +116,27 @@ class Scheduler:
     async def run(self, stop: asyncio.Event) -> None:
         """Register, listen, recover, then claim and run jobs until `stop` is set."""
         cfg = self.config
+        if await self.executor.available():
+            self.executor_up.set()
         await self.pool.execute(
             QUERIES["register_worker"], cfg.worker_id, list(cfg.tags), cfg.capacity,
             cfg.lease_seconds, self.executor.name, socket.gethostname(), os.getpid(),
         )  # fmt: skip
+        # Registered as answering: if it does not, the watch says so before any claim.
+        self._executor_status_stored = self.executor_up.is_set()
         listener = Listener(self.dsn, self._on_connect, identity=cfg.worker_id)
         listener.on(EVENTS.renamed(self.service.store.channel), self._on_notification)
         listen_task = asyncio.create_task(listener.run(), name="listener")
         heartbeat_task: asyncio.Task[None] | None = None
+        executor_tasks: list[asyncio.Task[None]] = []
         try:
             await listener.started()
             await self._recover()
             heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
+            executor_tasks = [
+                asyncio.create_task(self._watch_executor(), name="watch-executor"),
+                asyncio.create_task(self._reconcile_loop(), name="reconcile"),
+            ]
             self.ready.set()
             self.log.info("scheduler running", capacity=cfg.capacity, tags=cfg.tags)
             while not stop.is_set():
@@ -126,7 +145,7 @@ class Scheduler:
         finally:
             self._stopping = True
             self._outcomes.close()
-            for t in (listen_task, heartbeat_task):
+            for t in (listen_task, heartbeat_task, *executor_tasks):
                 if t is not None:
                     t.cancel()
             # Leave containers running: the next life of this worker adopts them (I8).
@@ -145,7 +164,10 @@ class Scheduler:
             if self._sweep_due:
                 self._sweep_due = False
                 await self._sweep()
-            while (free := self.config.capacity - len(self.active)) > 0:
+            # While the executor does not answer, its jobs stay queued (and say why).
+            while (
+                self.executor_up.is_set() and (free := self.config.capacity - len(self.active)) > 0
+            ):
                 try:
                     cycle = await claim(self.service, self.config.worker_id, self.config.tags, free)
                 except ConcurrencyError:
@@ -190,6 +212,20 @@ class Scheduler:
         )
         jlog = self.log.bind(job_id=str(job.id), attempt=job.attempt)
         usage = UsageRecorder(self.pool, job.id, job.attempt, self.config.sample_interval)
+        recorded = False
+
+        async def record(outcome: Outcome) -> None:
+            nonlocal recorded
+            # Every line is stored before the outcome is: a log reader that sees the
+            # terminal state has seen all the output.
+            await sink.close()
+            if usage.peak_memory or usage.cpu_seconds:
+                outcome = msgspec.structs.replace(
+                    outcome, usage=usage.summary(outcome.usage.wall_seconds)
+                )
+            await self._record(job.id, outcome.command(job.attempt), jlog)
+            recorded = True
+
         try:
             try:
                 limits = LogLimits(max_total_bytes=log_limit or self.config.log_limit_bytes)
@@ -197,14 +233,10 @@ class Scheduler:
                 # Only a worker running an attempt writes its lines: a first attempt just
                 # claimed has none, and numbers from 0 without asking.
                 await sink.start(fresh=found is None and job.attempt == 1)
-                io = JobIO(sink, usage)
-                if found is not None:
-                    outcome = await self.executor.adopt(found, req, cancel, io)
-                else:
-                    outcome = await self.executor.run(req, cancel, io)
-                # Every line is stored before the outcome is: a log reader that sees the
-                # terminal state has seen all the output.
-                await sink.close()
+                # The executor records the outcome (`record`) before it removes what is
+                # left of the attempt, so a worker dying in between loses nothing.
+                io = JobIO(sink, usage, record)
+                outcome = await self._run_or_adopt(req, cancel, io, found, jlog)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the executor's own fault, not the job's
@@ -212,14 +244,33 @@ class Scheduler:
                 outcome = Outcome(
                     failure=FailureReason.WORKER_LOST, message=f"executor error: {exc}"
                 )
-            if usage.peak_memory or usage.cpu_seconds:
-                outcome = msgspec.structs.replace(
-                    outcome, usage=usage.summary(outcome.usage.wall_seconds)
-                )
-            await self._record(job.id, outcome.command(job.attempt), jlog)
+            if not recorded:  # it ended without reaching `record` (e.g. it never started)
+                await record(outcome)
         finally:
             self.active.pop(job.id, None)
             self.wake.set()
+
+    async def _run_or_adopt(
+        self,
+        req: RunRequest,
+        cancel: asyncio.Event,
+        io: JobIO,
+        found: Found | None,
+        jlog: structlog.BoundLogger,
+    ) -> Outcome:
+        """Run (or adopt) the attempt; while the executor's engine does not answer, wait for
+        it and try again: that is not the job's fault, so it is not charged to the job."""
+        while True:
+            try:
+                if found is not None:
+                    return await self.executor.adopt(found, req, cancel, io)
+                return await self.executor.run(req, cancel, io)
+            except EngineUnavailable as exc:
+                jlog.warning("executor unavailable; the attempt waits for it", error=str(exc))
+                self._executor_changed(False)
+            await _first_of(self.executor_up, cancel, seconds=3600)
+            if cancel.is_set() and not self.executor_up.is_set():
+                return Outcome(cancelled=True)
 
     async def _record(
         self, job_id: uuid.UUID, command: Command, jlog: structlog.BoundLogger
@@ -248,8 +299,8 @@ class Scheduler:
         jobs as they leave slots for (they still count against the capacity until then)."""
         outcomes = dict(batch)
         free = self.config.capacity - len(self.active) + len(batch)
-        if not self.ready.is_set() or self._stopping:
-            free = 0  # recovering, or going: record only
+        if not self.ready.is_set() or self._stopping or not self.executor_up.is_set():
+            free = 0  # recovering, going, or the executor does not answer: record only
         results: dict[uuid.UUID, Job | DomainError | None]
         try:
             cycle = await claim(
@@ -268,6 +319,74 @@ class Scheduler:
                 result = await self.service.execute_or_error(job_id, outcomes[job_id], self.meta)
             done.append(result)
         return done
+
+    # ---- the executor ---------------------------------------------------------------
+
+    def _executor_error(self) -> str | None:
+        if self.executor_up.is_set():
+            return None
+        return f"the {self.executor.name} executor does not answer"
+
+    def _executor_changed(self, up: bool) -> None:
+        if up == self.executor_up.is_set():
+            return
+        self._executor_status_stored = False
+        if up:
+            self.log.info("executor answers again; claiming", executor=self.executor.name)
+            self.executor_up.set()
+            self.wake.set()
+        else:
+            self.log.warning(
+                "executor does not answer; claiming nothing", executor=self.executor.name
+            )
+            self.executor_up.clear()
+
+    async def _watch_executor(self) -> None:
+        """Ask the executor whether it answers; keep the workers table saying so (the waiting
+        reason of the jobs only this worker could run reads it)."""
+        while True:
+            self._executor_changed(await self.executor.available())
+            if not self._executor_status_stored:
+                try:
+                    await self.pool.execute(
+                        QUERIES["executor_status"], self.config.worker_id, self._executor_error()
+                    )
+                    self._executor_status_stored = True
+                except DB_ERRORS as exc:
+                    self.log.warning("storing the executor's status failed", error=str(exc))
+            await asyncio.sleep(self.config.executor_check_interval)
+
+    async def _reconcile_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.config.reconcile_interval)
+            if not self.executor_up.is_set():
+                continue
+            try:
+                await self._reconcile()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the loop must outlive any one failed round
+                self.log.warning("reconcile failed", error=repr(exc))
+
+    async def _reconcile(self) -> None:
+        """Remove what the executor holds (of any worker) for jobs that have ended: left
+        behind when a removal failed, or a worker died between recording and removing."""
+        found = [
+            f
+            for f in await self.executor.find_any()
+            if (a := self.active.get(f.job_id)) is None or a.attempt != f.attempt
+        ]
+        if not found:
+            return
+        ended = {
+            r["id"] for r in await self.pool.fetch(QUERIES["ended_jobs"], [f.job_id for f in found])
+        }
+        for f in found:
+            if f.job_id in ended:
+                await self.executor.discard(f)
+                self.log.info(
+                    "removed the leftover of an ended job", job_id=str(f.job_id), ref=f.ref
+                )
 
     # ---- leases -----------------------------------------------------------------------
 

@@ -81,14 +81,23 @@ SELECT min(scheduled_for) - statement_timestamp() AS wait
 FROM jobs WHERE state = 'queued' AND scheduled_for > statement_timestamp();
 
 -- name: register_worker
--- A worker (re)starts: fresh lease, no stop time.
+-- A worker (re)starts: fresh lease, no stop time, its executor taken to answer until it says
+-- otherwise (executor_status).
 INSERT INTO workers (id, tags, capacity, lease_seconds, executor, hostname, pid)
 VALUES ($1, $2, $3, $4, $5, $6, $7)
 ON CONFLICT (id) DO UPDATE SET
     tags = EXCLUDED.tags, capacity = EXCLUDED.capacity, lease_seconds = EXCLUDED.lease_seconds,
-    executor = EXCLUDED.executor,
+    executor = EXCLUDED.executor, executor_error = NULL,
     hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, started_at = clock_timestamp(),
     heartbeat_at = clock_timestamp(), stopped_at = NULL;
+
+-- name: executor_status
+-- Whether a worker's executor answers (NULL) or what is wrong with it.
+UPDATE workers SET executor_error = $2 WHERE id = $1;
+
+-- name: ended_jobs
+-- Which of these jobs have ended (jobs unknown here are not: they may be another install's).
+SELECT id FROM jobs WHERE id = ANY($1::uuid[]) AND state IN ('succeeded', 'failed', 'cancelled');
 
 -- name: heartbeat
 -- Renew a worker's lease.
