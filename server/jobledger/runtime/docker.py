@@ -113,12 +113,20 @@ class DockerExecutor(BaseExecutor):
     name = "docker"
 
     def __init__(
-        self, docker: aiodocker.Docker | None = None, *, pull_policy: PullPolicy = "missing"
+        self,
+        docker: aiodocker.Docker | None = None,
+        *,
+        pull_policy: PullPolicy = "missing",
+        network_mode: str | None = None,
     ) -> None:
+        """`docker`: a client of the engine to use (default: DOCKER_HOST's, or the local
+        socket); `network_mode`: the containers' HostConfig.NetworkMode (default: the
+        engine's, its bridge)."""
         # aiodocker.Docker() opens an aiohttp session: construct this inside a running loop.
         self._owns_client = docker is None
         self._docker = docker if docker is not None else aiodocker.Docker()
         self.pull_policy = pull_policy
+        self.network_mode = network_mode
 
     async def start(self, req: RunRequest, io: JobIO | None) -> Attempt | Outcome:
         """Create and start the attempt's container; see `Executor.run`. Raises
@@ -238,7 +246,7 @@ class DockerExecutor(BaseExecutor):
     ) -> tuple[DockerContainer, str]:
         """The attempt's container and its status: `created` if made here, or the status of
         the one an earlier try of this attempt made (the name is the attempt's)."""
-        config = container_config(req)
+        config = container_config(req, self.network_mode)
         name = f"jobledger-{req.job_id}-{req.attempt}"
         try:
             return await self._docker.containers.create(config, name=name), "created"
@@ -476,7 +484,7 @@ async def _pump(output: Stream, sink: LogSink) -> None:
         log.warning("container output stream cut", error=repr(e))
 
 
-def container_config(req: RunRequest) -> dict[str, Any]:
+def container_config(req: RunRequest, network_mode: str | None = None) -> dict[str, Any]:
     """The Docker Engine create-container body for one attempt."""
     spec = req.spec
     memory = spec.resources.memory_mb * _MIB
@@ -497,6 +505,8 @@ def container_config(req: RunRequest) -> dict[str, Any]:
             "Init": True,
         },
     }
+    if network_mode is not None:
+        config["HostConfig"]["NetworkMode"] = network_mode
     if spec.command:
         config["Cmd"] = list(spec.command)
     if spec.workdir:
