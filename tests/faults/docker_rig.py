@@ -59,7 +59,11 @@ class OwnDocker:
         )
 
     def _start(self) -> None:
+        # NOTE from the lead: in a network namespace of its own. A dockerd started with
+        # --bridge=none on the host deletes the host's docker0 at start, which breaks
+        # every container start of the machine's main daemon (and of every other test run).
         args = [
+            "unshare", "--net", "--",
             "dockerd", "-H", self.url,
             "--data-root", str(self.root / "data"), "--exec-root", str(self.root / "exec"),
             "--pidfile", str(self.pidfile), "--bridge=none", "--iptables=false",

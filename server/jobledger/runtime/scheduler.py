@@ -32,6 +32,9 @@ from .usage import UsageRecorder
 
 log = structlog.get_logger(__name__)
 
+#: How often an attempt that met an unavailable executor asks whether it answers again.
+_ENGINE_RETRY_SECONDS = 1.0
+
 #: Changes that may let this worker start something: new work, or a slot freed.
 _WAKING_STATES = frozenset(
     {JobState.QUEUED, JobState.SUCCEEDED, JobState.FAILED, JobState.CANCELLED}
@@ -212,13 +215,15 @@ class Scheduler:
         )
         jlog = self.log.bind(job_id=str(job.id), attempt=job.attempt)
         usage = UsageRecorder(self.pool, job.id, job.attempt, self.config.sample_interval)
-        recorded = False
+        recorded = sink_closed = False
 
         async def record(outcome: Outcome) -> None:
-            nonlocal recorded
+            nonlocal recorded, sink_closed
             # Every line is stored before the outcome is: a log reader that sees the
             # terminal state has seen all the output.
-            await sink.close()
+            if not sink_closed:
+                sink_closed = True
+                await sink.close()
             if usage.peak_memory or usage.cpu_seconds:
                 outcome = msgspec.structs.replace(
                     outcome, usage=usage.summary(outcome.usage.wall_seconds)
@@ -268,9 +273,13 @@ class Scheduler:
             except EngineUnavailable as exc:
                 jlog.warning("executor unavailable; the attempt waits for it", error=str(exc))
                 self._executor_changed(False)
-            await _first_of(self.executor_up, cancel, seconds=3600)
-            if cancel.is_set() and not self.executor_up.is_set():
-                return Outcome(cancelled=True)
+            # Asking on its own too: the attempt need not wait for the next watch round.
+            while not self.executor_up.is_set():
+                await _first_of(self.executor_up, cancel, seconds=_ENGINE_RETRY_SECONDS)
+                if cancel.is_set() and not self.executor_up.is_set():
+                    return Outcome(cancelled=True)
+                if await self.executor.available():
+                    self._executor_changed(True)
 
     async def _record(
         self, job_id: uuid.UUID, command: Command, jlog: structlog.BoundLogger
