@@ -134,25 +134,35 @@ class DockerExecutor(BaseExecutor):
         of the same attempt picks up the container this one may have created."""
         bound = log.bind(job_id=str(req.job_id), attempt=req.attempt)
         began = time.monotonic()
-        try:
-            container, status = await self._create(req, bound)
-        except DockerError as e:
-            if await _engine_fault(self._docker, e):
-                raise EngineUnavailable(f"docker: {e.message}") from e
-            bound.warning("container create failed", error=e.message)
-            return _start_error(e, began)
-        except _CONNECTION_ERRORS as e:
-            raise EngineUnavailable(f"docker: {e!r}") from e
-        output = None
-        if status == "created":
-            output = await _start_attached(self._docker, container, io, bound, began)
-            if isinstance(output, Outcome):
-                return output
-            bound.info("container started", container=container.id)
-        elif status == "running" and io is not None and io.logs is not None:
-            # An earlier try started it but lost the answer: follow it, never start it twice.
-            output = await _attach(container)
-        return _Container(self._docker, container, req.spec, bound, began, io, output)
+        afresh = False
+        while True:
+            try:
+                container, earlier = await self._create(req, bound)
+            except DockerError as e:
+                if await _engine_fault(self._docker, e):
+                    raise EngineUnavailable(f"docker: {e.message}") from e
+                bound.warning("container create failed", error=e.message)
+                return _start_error(e, began)
+            except _CONNECTION_ERRORS as e:
+                raise EngineUnavailable(f"docker: {e!r}") from e
+            output = None
+            if earlier in (None, "created"):
+                output = await _start_attached(self._docker, container, io, bound, began)
+                if isinstance(output, Outcome):
+                    if earlier is not None and not afresh:
+                        # The engine went away during an earlier try's start, which may have
+                        # left the runtime half set up ("task already exists"): that
+                        # container is removed now; begin again from a new one, once.
+                        bound.info("the earlier try's container would not start; anew")
+                        afresh = True
+                        continue
+                    return output
+                bound.info("container started", container=container.id)
+            elif earlier == "running" and io is not None and io.logs is not None:
+                # An earlier try started it but lost the answer: follow it, never start it
+                # twice.
+                output = await _attach(container)
+            return _Container(self._docker, container, req.spec, bound, began, io, output)
 
     async def available(self) -> bool:
         """Whether the Docker engine answers a ping."""
@@ -243,13 +253,13 @@ class DockerExecutor(BaseExecutor):
 
     async def _create(
         self, req: RunRequest, bound: FilteringBoundLogger
-    ) -> tuple[DockerContainer, str]:
-        """The attempt's container and its status: `created` if made here, or the status of
-        the one an earlier try of this attempt made (the name is the attempt's)."""
+    ) -> tuple[DockerContainer, str | None]:
+        """The attempt's container, and None if made here, else the status of the one an
+        earlier try of this attempt made (the name is the attempt's)."""
         config = container_config(req, self.network_mode)
         name = f"jobledger-{req.job_id}-{req.attempt}"
         try:
-            return await self._docker.containers.create(config, name=name), "created"
+            return await self._docker.containers.create(config, name=name), None
         except DockerError as e:
             if e.status == 409:
                 existing = self._docker.containers.container(name)
@@ -266,7 +276,7 @@ class DockerExecutor(BaseExecutor):
             raise DockerError(
                 e.status, f"image {req.spec.image} is not here and pulling it failed: {e.message}"
             ) from e
-        return await self._docker.containers.create(config, name=name), "created"
+        return await self._docker.containers.create(config, name=name), None
 
 
 class _Container(Attempt):
