@@ -8,6 +8,7 @@ import json
 import re
 import time
 import uuid
+from collections import Counter
 from datetime import datetime
 from typing import Any, Literal
 
@@ -60,6 +61,10 @@ _NO_CONNECTION = 900
 _PING_SECONDS = 2.0
 #: How often a follower that lost the engine asks whether it is back.
 _ENGINE_POLL_SECONDS = 0.5
+#: How many times an attempt is tried again after a 5xx from an engine that still answers
+#: (a daemon shutting down answers for seconds while failing creates and starts) before the
+#: error counts as the job's (e.g. a runtime that cannot set up its workdir).
+_ENGINE_TROUBLE_TRIES = 5
 #: What talking to an engine that went away raises (besides a DockerError of status 900):
 #: a response cut mid-read, a timeout.
 _CONNECTION_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
@@ -90,15 +95,6 @@ async def _answers(docker: aiodocker.Docker) -> bool:
     return True
 
 
-async def _engine_fault(docker: aiodocker.Docker, e: DockerError) -> bool:
-    """Whether an error is the engine's, not the job's: no connection, or a 5xx from an
-    engine that then does not answer a ping (a 5xx from one that does, e.g. a runtime that
-    cannot set up the job's workdir, is the job's)."""
-    if e.status == _NO_CONNECTION:
-        return True
-    return e.status >= 500 and not await _answers(docker)
-
-
 async def _engine_back(docker: aiodocker.Docker) -> None:
     """Wait until the engine answers again."""
     while True:
@@ -127,6 +123,8 @@ class DockerExecutor(BaseExecutor):
         self._docker = docker if docker is not None else aiodocker.Docker()
         self.pull_policy = pull_policy
         self.network_mode = network_mode
+        #: 5xx answers met so far per (job, attempt) still trying to start.
+        self._troubles: Counter[tuple[uuid.UUID, int]] = Counter()
 
     async def start(self, req: RunRequest, io: JobIO | None) -> Attempt | Outcome:
         """Create and start the attempt's container; see `Executor.run`. Raises
@@ -134,35 +132,57 @@ class DockerExecutor(BaseExecutor):
         of the same attempt picks up the container this one may have created."""
         bound = log.bind(job_id=str(req.job_id), attempt=req.attempt)
         began = time.monotonic()
-        afresh = False
-        while True:
+        key = (req.job_id, req.attempt)
+        try:
+            container, earlier = await self._create(req, bound)
+        except DockerError as e:
+            # A pull the registry refused is the job's image's problem, whatever the status.
+            if e.status == _NO_CONNECTION or (
+                not isinstance(e, _PullFailed) and await self._engine_fault(e, key)
+            ):
+                raise EngineUnavailable(f"docker: {e.message}") from e
+            bound.warning("container create failed", error=e.message)
+            self._troubles.pop(key, None)
+            return _start_error(e, began)
+        except _CONNECTION_ERRORS as e:
+            raise EngineUnavailable(f"docker: {e!r}") from e
+        output = None
+        if earlier in (None, "created"):
             try:
-                container, earlier = await self._create(req, bound)
-            except DockerError as e:
-                if await _engine_fault(self._docker, e):
-                    raise EngineUnavailable(f"docker: {e.message}") from e
-                bound.warning("container create failed", error=e.message)
-                return _start_error(e, began)
+                output = await _start_attached(container, io)
             except _CONNECTION_ERRORS as e:
+                # The container is left for the next try to find by its name.
                 raise EngineUnavailable(f"docker: {e!r}") from e
-            output = None
-            if earlier in (None, "created"):
-                output = await _start_attached(self._docker, container, io, bound, began)
-                if isinstance(output, Outcome):
-                    if earlier is not None and not afresh:
-                        # The engine went away during an earlier try's start, which may have
-                        # left the runtime half set up ("task already exists"): that
-                        # container is removed now; begin again from a new one, once.
-                        bound.info("the earlier try's container would not start; anew")
-                        afresh = True
-                        continue
-                    return output
-                bound.info("container started", container=container.id)
-            elif earlier == "running" and io is not None and io.logs is not None:
-                # An earlier try started it but lost the answer: follow it, never start it
-                # twice.
-                output = await _attach(container)
-            return _Container(self._docker, container, req.spec, bound, began, io, output)
+            except DockerError as e:
+                engine = await self._engine_fault(e, key)
+                if e.status != _NO_CONNECTION:
+                    # Left half set up by the runtime ("task already exists" after the
+                    # engine went away mid-start), or the job's error: not to be reused.
+                    await _remove(container, bound)
+                if engine:
+                    raise EngineUnavailable(f"docker: {e.message}") from e
+                bound.warning("container start failed", container=container.id, error=e.message)
+                self._troubles.pop(key, None)
+                return _start_error(e, began)
+            bound.info("container started", container=container.id)
+        elif earlier == "running" and io is not None and io.logs is not None:
+            # An earlier try started it but lost the answer: follow it, never start it twice.
+            output = await _attach(container)
+        self._troubles.pop(key, None)
+        return _Container(self._docker, container, req.spec, bound, began, io, output)
+
+    async def _engine_fault(self, e: DockerError, key: tuple[uuid.UUID, int]) -> bool:
+        """Whether an error at create/start is the engine's, not the job's: no connection,
+        a 5xx from an engine that then does not answer, or one of the first 5xx answers of a
+        daemon that still answers (while shutting down, it does for seconds)."""
+        if e.status == _NO_CONNECTION:
+            return True
+        if e.status < 500:
+            return False
+        if not await _answers(self._docker):
+            return True
+        self._troubles[key] += 1
+        return self._troubles[key] <= _ENGINE_TROUBLE_TRIES
 
     async def available(self) -> bool:
         """Whether the Docker engine answers a ping."""
@@ -231,9 +251,16 @@ class DockerExecutor(BaseExecutor):
         output = None
         if status == "created":
             # The previous life died between create and start: finish what it began.
-            output = await _start_attached(self._docker, container, io, bound, began)
-            if isinstance(output, Outcome):
-                return output
+            try:
+                output = await _start_attached(container, io)
+            except _CONNECTION_ERRORS as e:
+                raise EngineUnavailable(f"docker: {e!r}") from e
+            except DockerError as e:
+                if e.status == _NO_CONNECTION:
+                    raise EngineUnavailable(f"docker: {e.message}") from e
+                bound.warning("container start failed", error=e.message)
+                await _remove(container, bound)
+                return _start_error(e, began)
         elif status == "running" and io is not None and io.logs is not None:
             # Not to an exited one: an attach to a container that has exited never ends.
             output = await _attach(container)
@@ -273,10 +300,14 @@ class DockerExecutor(BaseExecutor):
             await self._docker.images.pull(req.spec.image)
         except DockerError as e:
             # The registry's error alone (often a DNS failure) does not say which image.
-            raise DockerError(
+            raise _PullFailed(
                 e.status, f"image {req.spec.image} is not here and pulling it failed: {e.message}"
             ) from e
         return await self._docker.containers.create(config, name=name), None
+
+
+class _PullFailed(DockerError):
+    """The job's image is not here and could not be pulled."""
 
 
 class _Container(Attempt):
@@ -439,16 +470,10 @@ async def _attach(container: DockerContainer) -> Stream:
     return output
 
 
-async def _start_attached(
-    docker: aiodocker.Docker,
-    container: DockerContainer,
-    io: JobIO | None,
-    bound: FilteringBoundLogger,
-    began: float,
-) -> Stream | Outcome | None:
+async def _start_attached(container: DockerContainer, io: JobIO | None) -> Stream | None:
     """Start a created container, attached first when there is a sink: its output stream
-    (None without a sink), or the start error, the container then removed. Raises
-    `EngineUnavailable` if the engine does not answer (the container is left for a retry)."""
+    (None without a sink). What start raises is raised, the stream closed; failing here
+    (e.g. a workdir the runtime cannot create) leaves the created container behind."""
     output = None
     try:
         if io is not None and io.logs is not None:
@@ -456,22 +481,10 @@ async def _start_attached(
             # the first byte.
             output = await _attach(container)
         await container.start()
-    except _CONNECTION_ERRORS as e:
+    except BaseException:
         if output is not None:
             await output.close()
-        raise EngineUnavailable(f"docker: {e!r}") from e
-    except DockerError as e:
-        if await _engine_fault(docker, e):
-            if output is not None:
-                await output.close()
-            raise EngineUnavailable(f"docker: {e.message}") from e
-        # Failing here (e.g. a workdir the runtime cannot create) leaves a created
-        # container behind.
-        bound.warning("container start failed", container=container.id, error=e.message)
-        if output is not None:
-            await output.close()
-        await _remove(container, bound)
-        return _start_error(e, began)
+        raise
     return output
 
 

@@ -162,7 +162,9 @@ class Executor(Protocol):
         it, before returning) and samples to `io.usage`. Enforce `spec.timeout_seconds` (stop with
         `spec.stop_grace_seconds` of grace, then kill: failure=timeout). When `cancel` is set,
         stop the same way and return `cancelled=True`. Leave nothing behind (remove the
-        container). Never raise for the job's own problems: report them in the Outcome."""
+        container). Never raise for the job's own problems: report them in the Outcome.
+        Raise `EngineUnavailable` if the engine does not answer before the attempt started
+        (the caller tries again once it answers)."""
         ...
 
     async def find(self, worker_id: str) -> list[Found]:
