@@ -1,0 +1,136 @@
+"""Database connection loss and restarts: the scheduler, the lease loop, the jobs' own tasks
+and the API carry on when PostgreSQL cuts connections or restarts, and nothing ends stuck,
+lost, run twice or answered with a 5xx other than 503 + Retry-After."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import asyncpg
+import pytest
+
+from jobledger.domain.events import EventMeta
+from jobledger.runtime.executor import Executor
+from jobledger.runtime.noop import NoopExecutor
+from jobledger.runtime.scheduler import Scheduler, WorkerConfig
+from jobledger.service import JobService
+from jobledger.store.db import DB_ERRORS, create_pool
+from jobledger.store.eventstore import EventStore
+from tests.factories import spec
+from tests.faults.conftest import OwnPostgres
+
+META = EventMeta(actor="test")
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+@pytest.fixture
+async def fault_service(own_pg: OwnPostgres) -> AsyncIterator[JobService]:
+    """A job service on the test's own cluster."""
+    pool = await create_pool(own_pg.dsn, min_size=1, max_size=10)
+    try:
+        yield JobService(EventStore(pool))
+    finally:
+        await pool.close()
+
+
+StartScheduler = Callable[..., Awaitable[Scheduler]]
+
+
+@pytest.fixture
+async def start_scheduler(
+    fault_service: JobService, own_pg: OwnPostgres
+) -> AsyncIterator[StartScheduler]:
+    """Schedulers in this process on the test's own cluster, stopped at the end."""
+    running: list[tuple[asyncio.Event, asyncio.Task[None], Executor]] = []
+
+    async def start(executor: Executor | None = None, **config: object) -> Scheduler:
+        executor = executor or NoopExecutor()
+        settings: dict[str, object] = {
+            "worker_id": f"w-{uuid.uuid4().hex[:8]}",
+            "poll_interval": 1.0,
+            "heartbeat_interval": 0.5,
+            "lease_seconds": 5.0,
+        }
+        settings.update(config)
+        scheduler = Scheduler(fault_service, executor, WorkerConfig(**settings), own_pg.dsn)  # type: ignore[arg-type]
+        stop = asyncio.Event()
+        task = asyncio.create_task(scheduler.run(stop))
+        running.append((stop, task, executor))
+        async with asyncio.timeout(30):
+            while not scheduler.ready.is_set():
+                if task.done():
+                    task.result()
+                await asyncio.sleep(0.05)
+        return scheduler
+
+    yield start
+    for stop, _, _ in running:
+        stop.set()
+    results = await asyncio.gather(*(t for _, t, _ in running), return_exceptions=True)
+    for _, _, executor in running:
+        await executor.close()
+    for r in results:
+        if isinstance(r, BaseException):
+            raise r
+
+
+async def _query(own_pg: OwnPostgres, sql: str, *args: object) -> list[asyncpg.Record]:
+    """A query on a connection of its own, retried while the database is away."""
+    async with asyncio.timeout(30):
+        while True:
+            try:
+                conn = await asyncpg.connect(own_pg.dsn)
+                try:
+                    return await conn.fetch(sql, *args)
+                finally:
+                    await conn.close()
+            except DB_ERRORS:
+                await asyncio.sleep(0.1)
+
+
+async def _states(own_pg: OwnPostgres) -> dict[str, int]:
+    rows = await _query(own_pg, "SELECT state, count(*) AS n FROM jobs GROUP BY state")
+    return {r["state"]: r["n"] for r in rows}
+
+
+async def _until_all_ended(own_pg: OwnPostgres, total: int, seconds: float) -> dict[str, int]:
+    """The jobs' states once all `total` have ended; fails after `seconds` without it."""
+    states: dict[str, int] = {}
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(seconds):
+            while sum(states.get(s, 0) for s in TERMINAL) < total:
+                await asyncio.sleep(0.2)
+                states = await _states(own_pg)
+    return states
+
+
+async def _event_counts(own_pg: OwnPostgres) -> dict[tuple[str, ...], int]:
+    """How many streams have each sequence of event types."""
+    rows = await _query(
+        own_pg,
+        "SELECT array_agg(type ORDER BY version) AS types FROM events GROUP BY stream_id",
+    )
+    counts: dict[tuple[str, ...], int] = {}
+    for r in rows:
+        key = tuple(r["types"])
+        counts[key] = counts.get(key, 0) + 1
+    return counts
+
+
+async def test_a_worker_drains_its_queue_while_its_connections_are_cut(
+    own_pg: OwnPostgres, fault_service: JobService, start_scheduler: StartScheduler
+) -> None:
+    total = 300
+    for _ in range(total // 100):
+        await fault_service.submit_batch([spec() for _ in range(100)], META)
+    await start_scheduler(capacity=10)
+    for _ in range(6):
+        # Cut every connection (the pool's and the listener's) while jobs start and end.
+        await asyncio.sleep(0.15)
+        await own_pg.terminate()
+    states = await _until_all_ended(own_pg, total, 30)
+    assert states == {"succeeded": total}
+    assert await _event_counts(own_pg) == {("JobSubmitted", "JobStarted", "JobSucceeded"): total}
