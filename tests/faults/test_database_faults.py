@@ -15,6 +15,7 @@ import pytest
 from jobledger.domain.events import EventMeta
 from jobledger.runtime.executor import Executor
 from jobledger.runtime.noop import NoopExecutor
+from jobledger.runtime.process import ProcessExecutor
 from jobledger.runtime.scheduler import Scheduler, WorkerConfig
 from jobledger.service import JobService
 from jobledger.store.db import DB_ERRORS, create_pool
@@ -134,3 +135,29 @@ async def test_a_worker_drains_its_queue_while_its_connections_are_cut(
     states = await _until_all_ended(own_pg, total, 30)
     assert states == {"succeeded": total}
     assert await _event_counts(own_pg) == {("JobSubmitted", "JobStarted", "JobSucceeded"): total}
+
+
+async def test_jobs_run_on_across_a_restart_longer_than_the_lease(
+    own_pg: OwnPostgres, fault_service: JobService, start_scheduler: StartScheduler
+) -> None:
+    # Worker `b` runs the jobs; worker `a` reaps often. The database is down for longer than
+    # b's lease, so b's heartbeat is stale when it returns: that outage is not b's fault,
+    # and its jobs, whose commands go on, must end as they end, not as worker_lost.
+    b = await start_scheduler(
+        ProcessExecutor(), tags=["b"], heartbeat_interval=1.0, lease_seconds=3.0
+    )
+    await start_scheduler(heartbeat_interval=0.2, lease_seconds=3.0)
+    jobs = [
+        (await fault_service.submit(spec(command=["sleep", "6"], tags=["b"]), META))[0].id
+        for _ in range(2)
+    ]
+    async with asyncio.timeout(10):
+        while (await _states(own_pg)).get("running", 0) < len(jobs):
+            await asyncio.sleep(0.1)
+    await own_pg.restart(down_seconds=4.0)
+    states = await _until_all_ended(own_pg, len(jobs), 20)
+    assert states == {"succeeded": len(jobs)}
+    rows = await _query(
+        own_pg, "SELECT worker_id, attempt FROM jobs WHERE id = ANY($1::uuid[])", jobs
+    )
+    assert {(r["worker_id"], r["attempt"]) for r in rows} == {(b.config.worker_id, 1)}
