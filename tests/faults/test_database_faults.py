@@ -11,6 +11,9 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from jobledger.api.app import create_app
 
 from jobledger.domain.events import EventMeta
 from jobledger.runtime.executor import Executor
@@ -20,6 +23,7 @@ from jobledger.runtime.scheduler import Scheduler, WorkerConfig
 from jobledger.service import JobService
 from jobledger.store.db import DB_ERRORS, create_pool
 from jobledger.store.eventstore import EventStore
+from tests.conftest import ADMIN_TOKEN
 from tests.factories import spec
 from tests.faults.conftest import OwnPostgres
 
@@ -161,3 +165,58 @@ async def test_jobs_run_on_across_a_restart_longer_than_the_lease(
         own_pg, "SELECT worker_id, attempt FROM jobs WHERE id = ANY($1::uuid[])", jobs
     )
     assert {(r["worker_id"], r["attempt"]) for r in rows} == {(b.config.worker_id, 1)}
+
+
+async def test_submits_through_restarts_get_a_truthful_2xx_or_a_503(
+    own_pg: OwnPostgres, fault_service: JobService
+) -> None:
+    app = create_app(fault_service, own_pg.dsn, admin_token=ADMIN_TOKEN)
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    answers: dict[str, tuple[int, str | None, dict[str, object]]] = {}
+    done = asyncio.Event()
+
+    async def client_loop(client: TestClient, who: int) -> None:  # type: ignore[type-arg]
+        n = 0
+        while not done.is_set():
+            n += 1
+            tag = f"c{who}-{n}"
+            body = {"image": "busybox", "command": ["true"], "labels": {"n": tag}}
+            r = await client.post("/api/v1/jobs", json=body)
+            answers[tag] = (r.status, r.headers.get("Retry-After"), await r.json())
+            if r.status == 503:
+                await asyncio.sleep(0.05)
+
+    async with TestClient(TestServer(app), headers=headers) as client:
+        clients = [asyncio.create_task(client_loop(client, i)) for i in range(8)]
+        await asyncio.sleep(0.5)
+        await own_pg.terminate()
+        await asyncio.sleep(0.3)
+        await own_pg.restart(down_seconds=0.5)
+        await asyncio.sleep(0.5)
+        await own_pg.terminate()
+        await asyncio.sleep(0.3)
+        done.set()
+        await asyncio.gather(*clients)
+
+        # While the database is away: /healthz and the API say 503 with Retry-After.
+        await own_pg.stop()
+        health = await client.get("/healthz")
+        assert health.status == 503 and health.headers["Retry-After"]
+        r = await client.post("/api/v1/jobs", json={"image": "busybox"})
+        assert r.status == 503 and r.headers["Retry-After"]
+        assert (await r.json())["error"]["code"] == "unavailable"
+        await own_pg.start()
+        async with asyncio.timeout(10):
+            while (await client.get("/healthz")).status != 200:
+                await asyncio.sleep(0.1)
+        assert (await client.post("/api/v1/jobs", json={"image": "busybox"})).status == 201
+
+    statuses = {status for status, _, _ in answers.values()}
+    assert statuses <= {201, 503}, statuses
+    assert 201 in statuses and 503 in statuses  # the faults did hit requests
+    assert all(retry for status, retry, _ in answers.values() if status == 503)
+    rows = await _query(own_pg, "SELECT id, labels->>'n' AS n FROM jobs WHERE labels ? 'n'")
+    existing = {r["n"]: str(r["id"]) for r in rows}
+    created = {tag: body["id"] for tag, (status, _, body) in answers.items() if status == 201}
+    # Every 201 names a job that exists, and every job that exists got its 201.
+    assert created == existing

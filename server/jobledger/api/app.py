@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -14,6 +15,7 @@ from ..ids import request_id
 from ..projections.reads import JobReads
 from ..service import JobService
 from ..store.access import AccessStore, token_hash
+from ..store.db import DB_ERRORS, unavailable
 from . import audit, errors, jobs, loghub, logs, openapi, projects
 from .auth import ENV_ADMIN_HASH, auth_middleware
 from .context import ACCESS, LOOKUPS, READS, REQUEST_ID, SERVICE
@@ -25,6 +27,9 @@ log = structlog.get_logger("jobledger.api")
 
 #: Largest request body accepted; a job spec is a few KiB.
 MAX_BODY_BYTES = 1024 * 1024
+
+#: How long /healthz waits for the database before saying it is away.
+HEALTH_TIMEOUT_SECONDS = 3.0
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -49,6 +54,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if exc.status < 400:
                 raise
             response = errors.from_http(exc)
+        except DB_ERRORS as exc:
+            if not unavailable(exc):  # the database refused the query: a bug of ours
+                log.exception("unhandled error", method=request.method, path=request.path)
+                response = errors.error_response(500, "internal", "internal server error")
+            else:
+                log.warning(
+                    "database unavailable", method=request.method, path=request.path,
+                    error=f"{type(exc).__name__}: {exc}",
+                )  # fmt: skip
+                response = errors.unavailable()
         except Exception:
             log.exception("unhandled error", method=request.method, path=request.path)
             response = errors.error_response(500, "internal", "internal server error")
@@ -75,8 +90,12 @@ def reject_nul(request: web.Request) -> None:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    """Alive and the database answers."""
-    await request.app[READS].now()
+    """Alive and the database answers (503 with `Retry-After` while it does not)."""
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+            await request.app[READS].now()
+    except (*DB_ERRORS, TimeoutError) as exc:
+        return errors.unavailable(f"the database does not answer: {type(exc).__name__}")
     return web.json_response({"status": "ok"})
 
 

@@ -10,6 +10,7 @@ import msgspec
 from aiohttp import web
 
 from ..domain import errors as domain
+from ..store.db import RETRY_AFTER_SECONDS
 from ..wire import ErrorBody, ErrorResponse
 
 STATUS: dict[type[domain.DomainError], int] = {
@@ -52,6 +53,14 @@ def from_domain(exc: domain.DomainError) -> web.Response:
     response = error_response(status, exc.code, exc.message, **exc.details)
     if "retry_after" in exc.details:
         response.headers["Retry-After"] = str(max(1, math.ceil(exc.details["retry_after"])))
+    return response
+
+
+def unavailable(message: str = "the database is unavailable; retry later") -> web.Response:
+    """503 with `Retry-After`: the database is away or busy, nothing was done (or, for a
+    request that writes, what was done is what a retry with its idempotency key finds)."""
+    response = error_response(503, "unavailable", message, retry_after=RETRY_AFTER_SECONDS)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 
