@@ -14,7 +14,6 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from jobledger.api.app import create_app
-
 from jobledger.domain.events import EventMeta
 from jobledger.runtime.executor import Executor
 from jobledger.runtime.noop import NoopExecutor
