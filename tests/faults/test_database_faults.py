@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import asyncpg
 import pytest
+from aiohttp import ClientSession
 from aiohttp.test_utils import TestClient, TestServer
 
 from jobledger.api.app import create_app
@@ -23,6 +24,7 @@ from jobledger.service import JobService
 from jobledger.store.db import DB_ERRORS, create_pool
 from jobledger.store.eventstore import EventStore
 from tests.conftest import ADMIN_TOKEN
+from tests.e2e.conftest import AUTH, Server
 from tests.factories import spec
 from tests.faults.conftest import OwnPostgres
 
@@ -219,3 +221,62 @@ async def test_submits_through_restarts_get_a_truthful_2xx_or_a_503(
     created = {tag: body["id"] for tag, (status, _, body) in answers.items() if status == 201}
     # Every 201 names a job that exists, and every job that exists got its 201.
     assert created == existing
+
+
+async def test_serve_stays_up_through_restarts_and_its_running_job_succeeds(
+    own_pg: OwnPostgres,
+) -> None:
+    server = await asyncio.to_thread(
+        Server, "--database-url", own_pg.dsn, "--executor", "process",
+        "--heartbeat-interval", "0.5", "--lease-seconds", "3", "--poll-interval", "1",
+    )  # fmt: skip
+    try:
+        async with ClientSession(server.url, headers=AUTH) as http:
+            r = await http.post("/api/v1/jobs", json={"image": "x", "command": ["sleep", "3"]})
+            assert r.status == 201, await r.text()
+            job = (await r.json())["id"]
+            async with asyncio.timeout(10):
+                while (await (await http.get(f"/api/v1/jobs/{job}")).json())["state"] != "running":
+                    await asyncio.sleep(0.1)
+            statuses: list[int] = []
+            done = asyncio.Event()
+
+            async def submit_loop() -> None:
+                while not done.is_set():
+                    r = await http.post("/api/v1/jobs", json={"image": "x", "command": ["true"]})
+                    statuses.append(r.status)
+                    if r.status == 503:
+                        assert r.headers["Retry-After"]
+                        await asyncio.sleep(0.05)
+
+            load = [asyncio.create_task(submit_loop()) for _ in range(4)]
+            for _ in range(3):
+                await asyncio.sleep(0.3)
+                await own_pg.terminate()
+            await own_pg.restart(down_seconds=1.0)
+            await asyncio.sleep(0.3)
+            await own_pg.terminate()
+            await own_pg.restart()
+            await asyncio.sleep(0.3)
+            done.set()
+            await asyncio.gather(*load)
+            assert set(statuses) <= {201, 503} and 201 in statuses, statuses
+            assert server.proc.poll() is None, server.output()
+            async with asyncio.timeout(20):
+                while True:
+                    r = await http.get(f"/api/v1/jobs/{job}")
+                    assert r.status in (200, 503), await r.text()
+                    if r.status == 200 and (view := await r.json())["state"] in TERMINAL:
+                        break
+                    await asyncio.sleep(0.2)
+            assert view["state"] == "succeeded", view
+            assert view["attempt"] == 1
+            states = await _until_all_ended(own_pg, statuses.count(201) + 1, 20)
+            assert states == {"succeeded": statuses.count(201) + 1}
+            assert (await http.get("/healthz")).status == 200
+        assert server.proc.poll() is None, server.output()
+        assert await asyncio.to_thread(server.stop) == 0, server.output()
+    finally:
+        if server.proc.poll() is None:
+            server.proc.kill()
+            await asyncio.to_thread(server.proc.wait, 30)
