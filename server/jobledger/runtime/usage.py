@@ -105,7 +105,7 @@ class UsageRecorder:
             try:
                 await append_usage_samples(self.pool, self.job_id, self.attempt, [sample])
             except DB_ERRORS as exc:  # the database is away: this sample is lost, not the job
-                log.warning("storing a usage sample failed", job_id=str(self.job_id), error=str(exc))
+                log.warning("usage sample not stored", job_id=str(self.job_id), error=str(exc))
             last, last_at = now, at
             await asyncio.sleep(self.interval)
 
