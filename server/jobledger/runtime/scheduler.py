@@ -89,8 +89,10 @@ class Scheduler:
         self._stopping = False
         self._sweep_due = True
         self._next_sweep = 0.0
-        #: Claim transactions in flight: a job they started is not ours to run yet.
+        #: Claim transactions in flight, and begun so far: a job a claim started is not the
+        #: sweep's to take up.
         self._claiming = 0
+        self._claims_begun = 0
         #: Attempts this process started (the newest few thousand): never run one twice.
         self._ran: dict[tuple[uuid.UUID, int], None] = {}
         #: Since when (monotonic) every heartbeat has reached the database; None after a
@@ -185,6 +187,7 @@ class Scheduler:
                 await self._sweep()
             while (free := self.config.capacity - len(self.active)) > 0:
                 self._claiming += 1
+                self._claims_begun += 1
                 try:
                     cycle = await claim(self.service, self.config.worker_id, self.config.tags, free)
                     for c in cycle.claimed:
@@ -211,8 +214,12 @@ class Scheduler:
         up jobs held here that no task runs. A claim whose connection was cut while it
         committed may have committed unseen: its jobs never ran, so run them now; a job
         whose attempt did run here but whose task ended without recording it is failed."""
-        quiet = self._claiming == 0  # no claim may commit jobs we have not spawned yet
+        # Take up nothing if a claim ran meanwhile: it may have committed jobs it has not
+        # spawned yet.
+        begun = self._claims_begun
+        quiet = self._claiming == 0
         rows = await self.pool.fetch(QUERIES["my_active_jobs"], self.config.worker_id)
+        quiet = quiet and self._claims_begun == begun
         for r in rows:
             job_id, attempt = r["id"], r["attempt"]
             if (a := self.active.get(job_id)) is not None:
@@ -245,6 +252,9 @@ class Scheduler:
     # ---- one job ----------------------------------------------------------------------
 
     def _spawn(self, job: Job, found: Found | None = None, *, log_limit: int | None) -> None:
+        if job.id in self.active:  # never two tasks for one job
+            self.log.warning("job already running here", job_id=str(job.id))
+            return
         self._ran[(job.id, job.attempt)] = None
         while len(self._ran) > 10_000:
             del self._ran[next(iter(self._ran))]
@@ -319,6 +329,7 @@ class Scheduler:
             free = 0  # recovering, or going: record only
         results: dict[uuid.UUID, Job | DomainError | None]
         self._claiming += 1
+        self._claims_begun += 1
         try:
             cycle = await claim(
                 self.service, self.config.worker_id, self.config.tags, free, outcomes
