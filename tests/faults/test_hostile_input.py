@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import uuid
+from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
@@ -353,3 +354,74 @@ async def test_401_names_the_scheme_and_405_the_methods(client: Client) -> None:
     assert {m.strip() for m in resp.headers["Allow"].split(",")} >= {"GET", "POST"}
     resp = await client.patch(f"/api/v1/jobs/{uuid.uuid4()}")
     assert resp.status == 405 and "GET" in resp.headers["Allow"]
+
+
+def rss_bytes(pid: int) -> int:
+    """A process's resident memory, as the kernel counts it."""
+    for line in open(f"/proc/{pid}/status").read().splitlines():  # noqa: SIM115
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS")
+
+
+#: Clients replaying one job's log at once, and the log: 10 MiB in 1 KiB lines.
+REPLAYS = 20
+LOG_LINES, LINE_BYTES, BATCH_LINES = 10_000, 1024, 500
+
+
+async def test_concurrent_replays_of_a_long_log_hold_bounded_memory(
+    dsn: str, pool: asyncpg.Pool
+) -> None:
+    """20 WebSocket clients replay one job's 10 MiB log and stop reading after the first
+    message: each client's stream waits with one page in hand. The server's memory grows by
+    a bounded amount per client, not by the log's size per client (about 12 MiB each when a
+    page was 20,000 lines whatever their size)."""
+    import aiohttp
+
+    from jobledger.store.logs import LogLine as Line
+    from jobledger.store.logs import append_log_batch
+    from tests.e2e.conftest import AUTH, Server
+
+    server = await asyncio.to_thread(Server, "--database-url", dsn, "--no-scheduler")
+    try:
+        async with aiohttp.ClientSession(headers=AUTH) as http:
+            async with http.post(f"{server.url}/api/v1/jobs", json={"image": "x"}) as resp:
+                job_id = uuid.UUID((await resp.json())["id"])
+            now = datetime.now(UTC)
+            for first in range(1, LOG_LINES + 1, BATCH_LINES):
+                lines = [
+                    Line(
+                        seq=s,
+                        stream="stdout",
+                        ts=now,
+                        text=f"{s:08d}".ljust(LINE_BYTES, "x"),
+                        attempt=1,
+                    )
+                    for s in range(first, first + BATCH_LINES)
+                ]
+                await append_log_batch(pool, job_id, 1, lines)
+            url = f"{server.url}/api/v1/jobs/{job_id}/logs/ws"
+            # Warm up: one replay to the end, so the baseline has what any replay loads.
+            async with http.ws_connect(url) as ws:
+                last = 0
+                while last < LOG_LINES:
+                    msg = json.loads((await ws.receive()).data)
+                    last = msg["lines"][-1]["seq"]
+            before = rss_bytes(server.proc.pid)
+            sockets = [await http.ws_connect(url) for _ in range(REPLAYS)]
+            firsts = []
+            for ws in sockets:
+                first = json.loads((await ws.receive()).data)["lines"]
+                assert first[0]["seq"] == 1
+                firsts.append(first[-1]["seq"])
+            await asyncio.sleep(1.0)  # let every stream fill its socket and wait there
+            held = rss_bytes(server.proc.pid) - before
+            for ws, last in zip(sockets, firsts, strict=True):  # each gets all, in order
+                while last < LOG_LINES:
+                    msg = json.loads((await ws.receive()).data)
+                    assert msg["lines"][0]["seq"] == last + 1
+                    last = msg["lines"][-1]["seq"]
+                await ws.close()
+        assert held < REPLAYS * 5 * 1024 * 1024, f"{held / 2**20:.0f} MiB for {REPLAYS} replays"
+    finally:
+        await asyncio.to_thread(server.stop)
