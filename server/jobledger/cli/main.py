@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     logconfig.configure(args.log_format, level)
     try:
         code = asyncio.run(run(args))
-        sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        if not sys.stdout.closed:  # (a verb may close it, e.g. an export to stdout)
+            sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
         return code
     except BrokenPipeError:
         # The reader went away (`jobledger audit --json | head -1`): nothing more to say to
