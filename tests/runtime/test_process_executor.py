@@ -4,6 +4,7 @@ does is in test_executor_contract.py."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -11,7 +12,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -167,6 +168,16 @@ async def until_none_marked(worker_id: str) -> None:
         await asyncio.sleep(0.02)
 
 
+@pytest.fixture
+def wid() -> Iterator[str]:
+    """A worker id of the test's own; whatever carries its mark at the end is killed."""
+    worker_id = f"w-{uuid.uuid4().hex[:12]}"
+    yield worker_id
+    for pid in marked(worker_id):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+
+
 def request(found_job: uuid.UUID, worker_id: str, command: list[str]) -> RunRequest:
     spec = JobSpec(image="ignored", command=command)
     return RunRequest(job_id=found_job, attempt=1, worker_id=worker_id, spec=spec)
@@ -185,67 +196,63 @@ async def test_a_live_worker_finds_nothing_of_its_own_and_settling_forgets(
 
 
 async def test_the_exit_code_of_a_command_whose_worker_died_before_recording_it_is_kept(
-    state_dir: Path,
+    state_dir: Path, wid: str
 ) -> None:
     command = ["sh", "-c", "exit 5"]
-    past = PastLife(state_dir, "w-ended", command, "ended")
+    past = PastLife(state_dir, wid, command, "ended")
     assert await asyncio.to_thread(past.proc.wait, 30) == -signal.SIGKILL
     restarted = ProcessExecutor(state_dir)
-    [found] = await restarted.find("w-ended")
+    [found] = await restarted.find(wid)
     assert (found.job_id, found.attempt, found.running) == (past.job_id, 1, False)
-    req = request(past.job_id, "w-ended", command)
+    req = request(past.job_id, wid, command)
     outcome = await restarted.adopt(found, req, asyncio.Event())
     assert outcome.command(1) == Finish(attempt=1, exit_code=5, usage=outcome.usage)
     await restarted.settled(req)
-    assert await restarted.find("w-ended") == []
+    assert await restarted.find(wid) == []
 
 
-async def test_an_attempt_dies_with_its_worker(state_dir: Path) -> None:
+async def test_an_attempt_dies_with_its_worker(state_dir: Path, wid: str) -> None:
     # The shell's children are not its leader: the warden kills them.
     command = ["sh", "-c", "sleep 300 & sleep 300 & wait"]
-    past = PastLife(state_dir, "w-killed", command, "killed")
+    past = PastLife(state_dir, wid, command, "killed")
     await asyncio.to_thread(past.started)
     deadline = time.monotonic() + 10
-    while len(marked("w-killed")) < 3:
+    while len(marked(wid)) < 3:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
     await asyncio.to_thread(past.die)
-    await until_none_marked("w-killed")
+    await until_none_marked(wid)
     restarted = ProcessExecutor(state_dir)
-    [found] = await restarted.find("w-killed")
+    [found] = await restarted.find(wid)
     assert not found.running
-    outcome = await restarted.adopt(
-        found, request(past.job_id, "w-killed", command), asyncio.Event()
-    )
+    outcome = await restarted.adopt(found, request(past.job_id, wid, command), asyncio.Event())
     assert outcome.failure == FailureReason.WORKER_LOST
     assert outcome.message is not None and "found it gone" in outcome.message
 
 
 async def test_a_next_life_kills_survivors_before_it_reports_the_attempt_lost(
-    state_dir: Path,
+    state_dir: Path, wid: str
 ) -> None:
     # With its warden killed too, only the leader dies with the worker (death signal):
     # its child survives until the next life finds and kills it.
     command = ["sh", "-c", "sleep 300 & wait"]
-    past = PastLife(state_dir, "w-survivor", command, "killed-with-warden")
+    past = PastLife(state_dir, wid, command, "killed-with-warden")
     leader = await asyncio.to_thread(past.started)
     deadline = time.monotonic() + 10
-    while len(marked("w-survivor")) < 2:
+    while len(marked(wid)) < 2:
         assert time.monotonic() < deadline
         await asyncio.sleep(0.02)
     await asyncio.to_thread(past.die)
     deadline = time.monotonic() + 10
-    while leader in marked("w-survivor"):
+    while leader in marked(wid):
         assert time.monotonic() < deadline, "the leader outlived its worker"
         await asyncio.sleep(0.02)
-    [survivor] = marked("w-survivor")
+    [survivor] = marked(wid)
     restarted = ProcessExecutor(state_dir)
-    [found] = await restarted.find("w-survivor")
+    [found] = await restarted.find(wid)
     assert found.running
-    outcome = await restarted.adopt(
-        found, request(past.job_id, "w-survivor", command), asyncio.Event()
-    )
-    assert marked("w-survivor") == []  # gone before the outcome (and any retry) is known
+    outcome = await restarted.adopt(found, request(past.job_id, wid, command), asyncio.Event())
+    assert marked(wid) == []  # gone before the outcome (and any retry) is known
     assert outcome.failure == FailureReason.WORKER_LOST
     assert outcome.message is not None and "killed it" in outcome.message
     await restarted.discard(found)  # settled some other way: not an error

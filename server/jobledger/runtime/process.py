@@ -156,6 +156,7 @@ class ProcessExecutor(BaseExecutor):
         self._wardens: dict[str, _Warden] = {}
         self._boot_id = procwatch.boot_id()
         self._owner = (os.getpid(), procwatch.start_ticks(os.getpid()) or 0)
+        self._die_with_parent = _die_with_parent_fn()
 
     def _dir(self, worker_id: str) -> Path:
         return self.state_dir / "processes" / urllib.parse.quote(worker_id, safe="")
@@ -194,7 +195,7 @@ class ProcessExecutor(BaseExecutor):
                 stdout=out,
                 stderr=out,
                 start_new_session=True,
-                preexec_fn=_die_with_parent_fn(),  # type: ignore[arg-type]
+                preexec_fn=self._die_with_parent,  # type: ignore[arg-type]
             )
         except OSError as e:
             # filename tells whether the executable or the workdir is the problem.

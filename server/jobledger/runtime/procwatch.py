@@ -25,10 +25,11 @@ from pathlib import Path
 _PROC = Path("/proc")
 
 
-def _stat(pid: int) -> tuple[str, int, int] | None:
+def _stat(pid: int | str) -> tuple[str, int, int] | None:
     """(state, session, start ticks) of a process, or None if there is none."""
     try:
-        data = (_PROC / str(pid) / "stat").read_bytes()
+        with open(f"/proc/{pid}/stat", "rb", buffering=0) as f:
+            data = f.read()
     except OSError:
         return None
     # The command name (field 2) may hold spaces and parentheses: count from the last ')'.
@@ -60,13 +61,10 @@ def members(leader: int, started: int) -> list[int]:
     """The live processes of the attempt whose leader is `leader`, started at `started`
     (the leader itself if it still runs, and what it started that stayed in its session)."""
     found = []
-    for entry in _PROC.iterdir():
-        if not entry.name.isdigit():
-            continue
-        pid = int(entry.name)
-        st = _stat(pid)
+    for name in os.listdir(_PROC):  # plain os calls: this runs at every attempt's end
+        st = _stat(name) if name.isdigit() else None
         if st is not None and st[1] == leader and st[2] >= started and st[0] not in "ZX":
-            found.append(pid)
+            found.append(int(name))
     return sorted(found)
 
 
