@@ -105,7 +105,7 @@ class JobService:
         self.streams = StreamService(store, max_attempts=max_attempts)
         #: Concurrent submits without an idempotency key share one transaction.
         self._submits: Batcher[tuple[JobSpec, EventMeta], tuple[JobView, str | None]] = Batcher(
-            self._create_new
+            self._create_new, split=_rolled_back
         )
 
     async def load(self, job_id: uuid.UUID) -> Job | None:
@@ -353,6 +353,15 @@ class JobService:
                 out.append(Submitted(view, item not in seen, reason))
                 seen.add(item)
         return out
+
+
+def _rolled_back(exc: BaseException) -> bool:
+    """Whether a failed group commit surely left nothing behind, so its submits may be
+    tried again apart (one bad submit must not fail the others): the database refused a
+    statement. A lost connection may have lost the answer to a commit that happened."""
+    return isinstance(exc, asyncpg.PostgresError) and not isinstance(
+        exc, asyncpg.PostgresConnectionError | asyncpg.OperatorInterventionError
+    )
 
 
 def _key_conflict(view: JobView | None) -> IdempotencyConflict:

@@ -18,7 +18,7 @@ from ..store.access import AccessStore, token_hash
 from ..store.db import DB_ERRORS, unavailable
 from . import audit, errors, jobs, loghub, logs, openapi, projects
 from .auth import ENV_ADMIN_HASH, auth_middleware
-from .context import ACCESS, LOOKUPS, READS, REQUEST_ID, SERVICE
+from .context import ACCESS, LOOKUPS, READS, REQUEST_ID, SERVICE, client_id
 from .lookups import Lookups
 from .ratelimit import SUBMIT_LIMITER, RateDefaults, SubmitLimiter
 from .routes import register
@@ -37,7 +37,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind a request id to logs, log the request, and turn every error into one JSON shape."""
-    rid = request.headers.get("X-Request-Id") or request_id()
+    rid = client_id(request, "X-Request-Id") or request_id()
     request[REQUEST_ID] = rid
     started = time.perf_counter()
     with structlog.contextvars.bound_contextvars(request_id=rid):
@@ -89,6 +89,13 @@ def reject_nul(request: web.Request) -> None:
                 )
 
 
+async def _request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Streamed answers (logs.txt, the WebSocket upgrade) send their headers before the
+    middleware sees them: every answer gets its request id as it is prepared."""
+    if REQUEST_ID in request:
+        response.headers.setdefault("X-Request-Id", request[REQUEST_ID])
+
+
 async def healthz(request: web.Request) -> web.Response:
     """Alive and the database answers (503 with `Retry-After` while it does not)."""
     try:
@@ -120,6 +127,7 @@ def create_app(
     app[READS] = reads = JobReads(service.store)
     app[ACCESS] = access = AccessStore(service.pool)
     app[LOOKUPS] = Lookups(access, reads)
+    app.on_response_prepare.append(_request_id_header)
     app.router.add_get("/healthz", healthz)
     register(app.router, ROUTES)
     openapi.install(app, ROUTES)

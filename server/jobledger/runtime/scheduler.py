@@ -302,6 +302,7 @@ class Scheduler:
                     outcome, usage=usage.summary(outcome.usage.wall_seconds)
                 )
             await self._record(job.id, outcome.command(job.attempt), jlog)
+            await self.executor.settled(req)
         finally:
             self.active.pop(job.id, None)
             self.wake.set()

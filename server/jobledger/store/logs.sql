@@ -17,6 +17,21 @@ WHERE job_id = $1 AND last_seq > $2
 ORDER BY first_seq
 LIMIT $3;
 
+-- name: read_log_batches_bounded
+-- Like read_log_batches, but only as many batches as start within $4 bytes of text (at
+-- least one): what a reader with a memory budget fetches.
+SELECT first_seq, last_seq, attempt, lines
+FROM (
+    SELECT first_seq, last_seq, attempt, lines, bytes,
+           sum(bytes) OVER (ORDER BY first_seq) AS upto
+    FROM job_logs
+    WHERE job_id = $1 AND last_seq > $2
+    ORDER BY first_seq
+    LIMIT $3
+) b
+WHERE upto - bytes < $4
+ORDER BY first_seq;
+
 -- name: last_log_seq
 -- The highest line number stored for a job (0 when none).
 SELECT coalesce(max(last_seq), 0) FROM job_logs WHERE job_id = $1;
