@@ -13,7 +13,7 @@ CREATE TABLE schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The version this file stands for: the last migration's.
-INSERT INTO schema_migrations (version, name) VALUES (5, '0005_default_project');
+INSERT INTO schema_migrations (version, name) VALUES (6, '0006_job_correlation');
 
 -- The event log: the source of truth (design map I2). One stream per aggregate.
 CREATE TABLE events (
@@ -141,7 +141,11 @@ CREATE TABLE jobs (
     cancel_requested_at timestamptz,
     cancel_requested_by text,
     version             integer     NOT NULL,
-    last_position       bigint      NOT NULL
+    last_position       bigint      NOT NULL,
+    -- Metadata the job's later events carry (I6), from its events: the JobSubmitted's
+    -- correlation id, and the event that queued or started the current attempt.
+    correlation_id      text,
+    cause_event_id      uuid
 );
 -- One job per idempotency key and project; a second submit finds the first job.
 CREATE UNIQUE INDEX jobs_idempotency
