@@ -62,9 +62,11 @@ class StreamService:
         meta: EventMeta,
         *,
         inline: Callable[[Any], InlineHook] | None = None,
+        follow: Callable[[EventMeta, Any], EventMeta] | None = None,
     ) -> Any:
         """Apply a command to a stream and return its new state; raises the domain error
-        `decide` raises. `inline(prior state)` gives the append's inline projection."""
+        `decide` raises. `inline(prior state)` gives the append's inline projection;
+        `follow(meta, prior state)` the events' metadata, if it depends on the state."""
         stream_kind = self.kinds.get(kind)
         for _ in range(self.max_attempts):
             state, version = await self.load(kind, stream_id)
@@ -74,7 +76,7 @@ class StreamService:
             try:
                 recorded = await self.store.append_many(
                     [AppendItem(stream_id, version, events, stream_type=kind)],
-                    meta,
+                    follow(meta, state) if follow is not None else meta,
                     inline=inline(state) if inline is not None else None,
                 )
             except ConcurrencyError:
@@ -121,6 +123,7 @@ class JobService:
             command,
             meta,
             inline=lambda state: jobs_projection.inline({job_id: state}),
+            follow=following,
         )
         assert job is not None
         return job
@@ -138,7 +141,8 @@ class JobService:
         are left out; a concurrent append to any of them raises `ConcurrencyError` and the
         caller's transaction rolls back. `known` states (e.g. `jobs` rows just read) are
         decided on without reading their streams; a stale one fails the version check.
-        `metas` gives some jobs' events their own metadata (requests grouped together)."""
+        `metas` gives some jobs' events their own metadata (requests grouped together);
+        without, a job's events follow from its state as `following` says."""
         known = known or {}
         metas = metas or {}
         # A submit creates its stream: nothing to read for it.
@@ -154,9 +158,8 @@ class JobService:
                 log.info("command refused in batch", job_id=str(job_id), reason=exc.message)
                 continue
             priors[job_id] = state
-            items.append(
-                AppendItem(job_id, state.version if state else 0, events, metas.get(job_id))
-            )
+            own = metas.get(job_id) or following(meta, state)
+            items.append(AppendItem(job_id, state.version if state else 0, events, own))
         recorded = await self.store.append_many(
             items, meta, inline=jobs_projection.inline(priors), conn=conn
         )
@@ -353,6 +356,17 @@ class JobService:
                 out.append(Submitted(view, item not in seen, reason))
                 seen.add(item)
         return out
+
+
+def following(meta: EventMeta, job: Job | None) -> EventMeta:
+    """The metadata of a job's events (I6). A request's own (it has a correlation id: see
+    `api.auth.event_meta`) stands as it is. Anything else, a worker's start or outcome, the
+    lease reaper's failure, follows from the job's earlier events: it carries the job's
+    correlation id and names as its cause the event that queued or started the attempt."""
+    if meta.correlation_id is not None or job is None:
+        return meta
+    cause = str(job.cause_event_id) if job.cause_event_id is not None else meta.causation_id
+    return msgspec.structs.replace(meta, correlation_id=job.correlation_id, causation_id=cause)
 
 
 def _rolled_back(exc: BaseException) -> bool:

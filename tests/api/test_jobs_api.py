@@ -76,7 +76,17 @@ async def test_events_carry_actor_and_request_id(client: Client) -> None:
     events = (await (await client.get(f"/api/v1/jobs/{job['id']}/events")).json())["events"]
     assert [e["type"] for e in events] == ["JobSubmitted"]
     assert [e["version"] for e in events] == [1]
-    assert all(e["meta"] == {"actor": "admin", "request_id": "req-42"} for e in events)
+    # Without X-Correlation-Id, the request is its own correlation (and the events' cause).
+    assert all(
+        e["meta"]
+        == {
+            "actor": "admin",
+            "request_id": "req-42",
+            "correlation_id": "req-42",
+            "causation_id": "req-42",
+        }
+        for e in events
+    )
     assert events[0]["data"]["spec"]["image"] == "busybox"
 
 
