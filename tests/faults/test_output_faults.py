@@ -139,11 +139,12 @@ async def test_output_beyond_the_pipe_buffer_waits_for_the_database_and_then_flo
     assert len(lines) == 70000 and {(ln.stream, ln.text) for ln in lines} == {("stdout", line)}
 
 
-#: Numbered lines on stdout (o1, o2, ...) and stderr (e1, e2, ...), paced.
-def numbered(first: int, last: int) -> str:
+def numbered(first: int, last: int, burst: int = 50) -> str:
+    """A script printing numbered lines on stdout (o1, o2, ...) and stderr (e1, e2, ...),
+    pausing 20 ms every `burst` lines."""
     return (
         f"i={first - 1}; while [ $i -lt {last} ]; do i=$((i+1)); echo o$i; echo e$i >&2; "
-        "if [ $((i % 50)) = 0 ]; then sleep 0.02; fi; done"
+        f"if [ $((i % {burst})) = 0 ]; then sleep 0.02; fi; done"
     )
 
 
@@ -192,7 +193,7 @@ async def test_sigterm_to_serve_stores_every_line_printed_before_it(
     server = Server("--database-url", own_pg.dsn, "--executor", "docker", "--worker-id", worker_id)
     try:
         view, _ = await service.submit(
-            spec(image=test_image, command=["sh", "-c", numbered(1, 10**6)]), META
+            spec(image=test_image, command=["sh", "-c", numbered(1, 10**7, burst=1000)]), META
         )
         await until_stored(service.pool, view.id, 500)
         container = await container_of(view.id)

@@ -41,6 +41,9 @@ _STREAMS: dict[int, Stream] = {1: "stdout", 2: "stderr"}
 #: until the last entry read is among them.
 _TAIL_FIRST = 64
 _TAIL_MAX = 1 << 16
+#: A read of less than this waits `_GATHER_SECONDS` for more before it is parsed.
+_GATHER_BYTES = 16 * 1024
+_GATHER_SECONDS = 0.002
 #: How long a reading told to stop may wait for the engine to send nothing older.
 _IDLE_SECONDS = 0.3
 _UNREADABLE = (DockerError, aiohttp.ClientError, OSError)
@@ -216,6 +219,12 @@ class ContainerOutput:
                 self._waiting_since = None
             if not chunk:
                 return
+            if len(chunk) < _GATHER_BYTES:
+                # The engine sends each entry on its own: a short pause lets a burst gather
+                # and be read in one go rather than one wake-up per line (3x the CPU).
+                await asyncio.sleep(_GATHER_SECONDS)
+                with contextlib.suppress(aiohttp.ClientPayloadError):  # the next read ends it
+                    chunk += response.content.read_nowait()
             buf += chunk
             pos = 0
             while len(buf) - pos >= _HEADER.size:
