@@ -13,7 +13,7 @@ CREATE TABLE schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The version this file stands for: the last migration's.
-INSERT INTO schema_migrations (version, name) VALUES (4, '0004_requeue_reason');
+INSERT INTO schema_migrations (version, name) VALUES (5, '0005_default_project');
 
 -- The event log: the source of truth (design map I2). One stream per aggregate.
 CREATE TABLE events (
@@ -195,6 +195,9 @@ CREATE TABLE projects (
     submit_rate      real,
     submit_burst     integer
 );
+
+-- `default` exists from the first start (an unknown project is "not found" everywhere).
+INSERT INTO projects (name, max_running_jobs, created_by) VALUES ('default', 10, 'jobledger');
 
 CREATE TABLE service_accounts (
     id         uuid        PRIMARY KEY,

@@ -3,6 +3,8 @@ re-run `decide` on fresh state when another writer got there first (I4)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -22,7 +24,7 @@ from .ids import uuid7
 from .projections import jobs as jobs_projection
 from .projections import queue
 from .projections.jobs import JobView
-from .store.db import Conn
+from .store.db import DB_ERRORS, Conn
 from .store.eventstore import AppendItem, EventStore, InlineHook
 
 log = structlog.get_logger(__name__)
@@ -103,7 +105,7 @@ class JobService:
         self.streams = StreamService(store, max_attempts=max_attempts)
         #: Concurrent submits without an idempotency key share one transaction.
         self._submits: Batcher[tuple[JobSpec, EventMeta], tuple[JobView, str | None]] = Batcher(
-            self._create_new
+            self._create_new, split=_rolled_back
         )
 
     async def load(self, job_id: uuid.UUID) -> Job | None:
@@ -214,18 +216,66 @@ class JobService:
         Each comes with why it waits, from facts read in that transaction: a read after the
         commit could fail a request whose jobs exist, and its client would submit again."""
         ids = [uuid7() for _ in new]
-        async with self.pool.acquire() as conn, conn.transaction():
-            jobs = await self.execute_batch(
-                {i: Submit(spec=spec) for i, (spec, _) in zip(ids, new, strict=True)},
-                new[0][1],
-                conn,
-                metas={i: meta for i, (_, meta) in zip(ids, new, strict=True)},
-            )
-            views = {j.id: jobs_projection.view_of(j) for j in jobs}
-            projects = queue.projects_waiting(list(views.values()))
-            facts = await queue.queue_facts(conn, projects) if projects else None
+        committed = False
+        conn = await self.pool.acquire()
+        try:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                jobs = await self.execute_batch(
+                    {i: Submit(spec=spec) for i, (spec, _) in zip(ids, new, strict=True)},
+                    new[0][1],
+                    conn,
+                    metas={i: meta for i, (_, meta) in zip(ids, new, strict=True)},
+                )
+                views = {j.id: jobs_projection.view_of(j) for j in jobs}
+                projects = queue.projects_waiting(list(views.values()))
+                facts = await queue.queue_facts(conn, projects) if projects else None
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await tx.rollback()
+                raise
+            try:
+                await tx.commit()
+            except DB_ERRORS as exc:
+                # The answer to COMMIT was lost, not necessarily the commit: the response
+                # must say whether the jobs exist, so ask the database (raises if not).
+                await self._confirm_commit(ids, exc)
+            committed = True
+        finally:
+            try:
+                await self.pool.release(conn)
+            except DB_ERRORS:
+                if not committed:
+                    raise
+                # Nothing after the commit may fail a request whose jobs exist.
+                log.warning("releasing a connection after a commit failed", exc_info=True)
         reasons = queue.reasons(facts, list(views.values())) if facts is not None else {}
         return [(views[i], reasons.get(i)) for i in ids]
+
+    async def _confirm_commit(
+        self, ids: Sequence[uuid.UUID], exc: BaseException, seconds: float = 10.0
+    ) -> None:
+        """Return if the jobs of a transaction whose COMMIT raised `exc` exist; raise `exc`
+        if they do not, or if the database cannot say within `seconds`. The connection that
+        sent COMMIT was cut (a terminated backend, a restart): its transaction either
+        committed or never will, and another connection sees which."""
+        backoff = 0.1
+        try:
+            async with asyncio.timeout(seconds):
+                while True:
+                    try:
+                        found = len(await jobs_projection.get_many(self.pool, ids))
+                        break
+                    except DB_ERRORS:
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, 1.0)
+        except TimeoutError:
+            log.warning("submit outcome unknown: the database did not answer", jobs=len(ids))
+            raise exc from None
+        if found != len(ids):
+            raise exc
+        log.info("submit committed though its COMMIT's answer was lost", jobs=len(ids))
 
     async def submit_batch(
         self, specs: Sequence[JobSpec], meta: EventMeta
@@ -303,6 +353,15 @@ class JobService:
                 out.append(Submitted(view, item not in seen, reason))
                 seen.add(item)
         return out
+
+
+def _rolled_back(exc: BaseException) -> bool:
+    """Whether a failed group commit surely left nothing behind, so its submits may be
+    tried again apart (one bad submit must not fail the others): the database refused a
+    statement. A lost connection may have lost the answer to a commit that happened."""
+    return isinstance(exc, asyncpg.PostgresError) and not isinstance(
+        exc, asyncpg.PostgresConnectionError | asyncpg.OperatorInterventionError
+    )
 
 
 def _key_conflict(view: JobView | None) -> IdempotencyConflict:

@@ -37,6 +37,11 @@ FULL_SPEC: dict[str, Any] = {
 
 
 async def submit(client: Client, body: Any, status: int = 201) -> dict[str, Any]:
+    """Submit as the server admin; a project the spec names is created first (an unknown
+    project is a 404: see tests/api/test_access_api.py)."""
+    if isinstance(body, dict) and isinstance(body.get("project"), str):
+        made = await client.post("/api/v1/projects", json={"name": body["project"]})
+        assert made.status in (201, 409, 422), await made.text()
     resp = await client.post("/api/v1/jobs", json=body)
     assert resp.status == status, await resp.text()
     return await resp.json()  # type: ignore[no-any-return]

@@ -75,24 +75,44 @@ async def append_log_batch(
 
 
 async def read_logs(
-    conn: Conn | asyncpg.Pool, job_id: uuid.UUID, after: int = 0, limit: int = 1000
+    conn: Conn | asyncpg.Pool,
+    job_id: uuid.UUID,
+    after: int = 0,
+    limit: int = 1000,
+    max_bytes: int | None = None,
 ) -> list[LogLine]:
-    """Up to `limit` lines of a job after seq `after`, in order."""
+    """Up to `limit` lines of a job after seq `after`, in order; with `max_bytes`, also
+    no more lines than reach that many bytes of text (at least one), and only the batches
+    they are in are fetched: a reader's memory stays bounded however long the lines."""
     out: list[LogLine] = []
     cursor = after
-    while len(out) < limit:
-        rows = await conn.fetch(QUERIES["read_log_batches"], job_id, cursor, _BATCHES_PER_READ)
+    size = 0
+    full = False
+    while not full:
+        if max_bytes is None:
+            rows = await conn.fetch(QUERIES["read_log_batches"], job_id, cursor, _BATCHES_PER_READ)
+        else:
+            rows = await conn.fetch(
+                QUERIES["read_log_batches_bounded"], job_id, cursor, _BATCHES_PER_READ,
+                max_bytes - size,
+            )  # fmt: skip
         for row in rows:
-            if len(out) >= limit:
-                break  # decoding the rest of the fetched batches would be wasted
             for s in _batch_decoder.decode(row["lines"]):
-                if s.seq > cursor and len(out) < limit:
-                    out.append(
-                        LogLine(
-                            seq=s.seq, stream=s.stream, ts=s.ts, text=s.text, attempt=row["attempt"]
-                        )
+                if s.seq <= cursor:
+                    continue
+                out.append(
+                    LogLine(
+                        seq=s.seq, stream=s.stream, ts=s.ts, text=s.text, attempt=row["attempt"]
                     )
-        if len(rows) < _BATCHES_PER_READ or not out:
+                )
+                size += len(s.text)
+                if len(out) >= limit or (max_bytes is not None and size >= max_bytes):
+                    full = True
+                    break
+            if full:
+                break  # decoding the rest of the fetched batches would be wasted
+        # A bounded read may have been cut by the budget, not the log's end: read on.
+        if full or not rows or not out or (max_bytes is None and len(rows) < _BATCHES_PER_READ):
             break
         cursor = out[-1].seq
     return out

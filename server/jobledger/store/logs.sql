@@ -27,6 +27,21 @@ WHERE job_id = $1 AND last_seq > $2
 ORDER BY first_seq
 LIMIT $3;
 
+-- name: read_log_batches_bounded
+-- Like read_log_batches, but only as many batches as start within $4 bytes of text (at
+-- least one): what a reader with a memory budget fetches.
+SELECT first_seq, last_seq, attempt, lines
+FROM (
+    SELECT first_seq, last_seq, attempt, lines, bytes,
+           sum(bytes) OVER (ORDER BY first_seq) AS upto
+    FROM job_logs
+    WHERE job_id = $1 AND last_seq > $2
+    ORDER BY first_seq
+    LIMIT $3
+) b
+WHERE upto - bytes < $4
+ORDER BY first_seq;
+
 -- name: last_attempt_batches
 -- Batches of one attempt of a job before a seq, newest first (to find its last lines).
 SELECT first_seq, lines
