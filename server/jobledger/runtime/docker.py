@@ -16,12 +16,13 @@ import aiohttp
 import structlog
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
-from aiodocker.stream import Stream
 from structlog.typing import FilteringBoundLogger
 
 from ..domain.events import FailureReason, Usage
 from ..domain.specs import JobSpec
+from .dockerlogs import ContainerOutput
 from .executor import (
+    OUTPUT_DRAIN_SECONDS,
     Attempt,
     BaseExecutor,
     Found,
@@ -33,7 +34,7 @@ from .executor import (
     follow,
     start_error,
 )
-from .output import LogSink
+from .output import SHUTDOWN_SECONDS
 from .usage import CgroupReader
 
 log = structlog.get_logger(__name__)
@@ -92,11 +93,11 @@ class DockerExecutor(BaseExecutor):
         except DockerError as e:
             bound.warning("container create failed", error=e.message)
             return _start_error(e, began)
-        output = await _start_attached(container, io, bound, began)
-        if isinstance(output, Outcome):
-            return output
+        failed = await _start(container, bound, began)
+        if failed is not None:
+            return failed
         bound.info("container started", container=container.id)
-        return _Container(container, req.spec, bound, began, io, output)
+        return _Container(container, req.spec, bound, began, io)
 
     async def find(self, worker_id: str) -> list[Found]:
         """Containers labelled with this worker id, running or not."""
@@ -133,22 +134,16 @@ class DockerExecutor(BaseExecutor):
                 failure=FailureReason.WORKER_LOST,
                 message=f"container {found.ref[:12]} disappeared while no worker watched it",
             )
-        status = info["State"]["Status"]
-        if io is not None and io.logs is not None:
-            io.logs.system(
-                "[jobledger: the worker restarted; output printed while it was down is not here]"
-            )
-        output = None
-        if status == "created":
+        if info["State"]["Status"] == "created":
             # The previous life died between create and start: finish what it began.
-            output = await _start_attached(container, io, bound, began)
-            if isinstance(output, Outcome):
-                return output
-        elif status == "running" and io is not None and io.logs is not None:
-            # Not to an exited one: an attach to a container that has exited never ends.
-            output = await _attach(container)
+            failed = await _start(container, bound, began)
+            if failed is not None:
+                return failed
+        # Docker kept what the container printed while no worker read it: read on from the
+        # last line stored, which the sink skips with everything before it.
+        since = await io.logs.resume() if io is not None and io.logs is not None else None
         bound.info("container adopted", running=info["State"]["Running"])
-        return await follow(_Container(container, req.spec, bound, began, io, output), cancel)
+        return await follow(_Container(container, req.spec, bound, began, io, since), cancel)
 
     async def discard(self, found: Found) -> None:
         """Kill (if running) and remove a container no live job owns."""
@@ -180,9 +175,9 @@ class DockerExecutor(BaseExecutor):
 
 
 class _Container(Attempt):
-    """A started container, with its output pumped and its usage sampled while it runs.
+    """A started container, with its output copied and its usage sampled while it runs.
     If the task following it is cancelled, the container is left as it is for a restarted
-    worker to adopt."""
+    worker to adopt, its output copied up to that moment."""
 
     def __init__(
         self,
@@ -191,15 +186,14 @@ class _Container(Attempt):
         bound: FilteringBoundLogger,
         began: float,
         io: JobIO | None,
-        output: Stream | None,
+        since: datetime | None = None,
     ) -> None:
         super().__init__(spec, bound, began)
         self.container = container
-        self.output = output
-        if output is not None and io is not None and io.logs is not None:
-            self.pumps = [
-                asyncio.create_task(_pump(output, io.logs), name=f"pump-{container.id[:12]}")
-            ]
+        self.output = None
+        if io is not None and io.logs is not None:
+            self.output = ContainerOutput(container.docker, container.id, io.logs, bound)
+            self.output.start(since)
         self.sampler = None
         if io is not None and io.usage is not None:
             self.sampler = asyncio.create_task(io.usage.follow(CgroupReader(container.id)))
@@ -227,11 +221,21 @@ class _Container(Attempt):
         if self.sampler is not None:
             self.sampler.cancel()
 
+    async def drain(self) -> None:
+        if self.output is not None and not await self.output.wait(OUTPUT_DRAIN_SECONDS):
+            self.log.warning("output stream did not end after the attempt exited")
+
+    def abandon(self) -> None:
+        if self.output is not None:
+            self.output.stop_soon()
+
     async def release(self) -> None:
         if self.sampler is not None:
             self.sampler.cancel()
         if self.output is not None:
-            await self.output.close()
+            # After abandon: what was printed until then is read first, so a worker going
+            # away stores it (SIGTERM) rather than leave it to its next life.
+            await self.output.close(SHUTDOWN_SECONDS)
 
     async def outcome(self, stopped_for: StopReason | None, exit_code: int | None) -> Outcome:
         """Read the exit from the container, then remove it."""
@@ -294,33 +298,20 @@ class _Container(Attempt):
         return None
 
 
-async def _attach(container: DockerContainer) -> Stream:
-    output = container.attach(stdout=True, stderr=True)
-    await output.__aenter__()
-    return output
-
-
-async def _start_attached(
-    container: DockerContainer, io: JobIO | None, bound: FilteringBoundLogger, began: float
-) -> Stream | Outcome | None:
-    """Start a created container, attached first when there is a sink: its output stream
-    (None without a sink), or the start error, the container then removed."""
-    output = None
+async def _start(
+    container: DockerContainer, bound: FilteringBoundLogger, began: float
+) -> Outcome | None:
+    """Start a created container; the start error if it failed, the container then removed.
+    (Its output is read from Docker's log afterwards, from the first line.)"""
     try:
-        if io is not None and io.logs is not None:
-            # Attached before start: the only way to read stdout and stderr apart, and from
-            # the first byte.
-            output = await _attach(container)
         await container.start()
     except DockerError as e:
         # Failing here (e.g. a workdir the runtime cannot create) leaves a created
         # container behind.
         bound.warning("container start failed", container=container.id, error=e.message)
-        if output is not None:
-            await output.close()
         await _remove(container, bound)
         return _start_error(e, began)
-    return output
+    return None
 
 
 async def _remove(container: DockerContainer, bound: FilteringBoundLogger) -> None:
@@ -330,12 +321,6 @@ async def _remove(container: DockerContainer, bound: FilteringBoundLogger) -> No
         # 404: already gone; 409: another removal is in progress.
         if e.status not in (404, 409):
             bound.warning("removing container failed", error=e.message)
-
-
-async def _pump(output: Stream, sink: LogSink) -> None:
-    """Copy a container's attached output into the sink until the stream ends."""
-    while (msg := await output.read_out()) is not None:
-        await sink.write("stderr" if msg.stream == 2 else "stdout", msg.data)
 
 
 def container_config(req: RunRequest) -> dict[str, Any]:

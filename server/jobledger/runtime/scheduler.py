@@ -32,7 +32,7 @@ from ..store.eventstore import Notification
 from ..store.notifications import EVENTS, Listener, WorkerIdInUse
 from .claims import QUERIES, claim
 from .executor import Executor, Found, JobIO, Outcome, RunRequest
-from .output import LogLimits, LogSink
+from .output import SHUTDOWN_SECONDS, LogLimits, LogSink
 from .usage import UsageRecorder
 
 log = structlog.get_logger(__name__)
@@ -274,10 +274,10 @@ class Scheduler:
         )
         jlog = self.log.bind(job_id=str(job.id), attempt=job.attempt)
         usage = UsageRecorder(self.pool, job.id, job.attempt, self.config.sample_interval)
+        limits = LogLimits(max_total_bytes=log_limit or self.config.log_limit_bytes)
+        sink = LogSink(self.pool, job.id, job.attempt, limits)
         try:
             try:
-                limits = LogLimits(max_total_bytes=log_limit or self.config.log_limit_bytes)
-                sink = LogSink(self.pool, job.id, job.attempt, limits)
                 # Only a worker running an attempt writes its lines: a first attempt just
                 # claimed has none, and numbers from 0 without asking.
                 fresh = found is None and job.attempt == 1
@@ -291,9 +291,13 @@ class Scheduler:
                 # terminal state has seen all the output.
                 await sink.close()
             except asyncio.CancelledError:
+                # The worker is going away: the lines read so far are stored before the pool
+                # closes; the next life of this worker reads the rest when it adopts the job.
+                await sink.shutdown(SHUTDOWN_SECONDS)
                 raise
             except Exception as exc:  # the executor's own fault, not the job's
                 jlog.exception("executor failed")
+                await sink.shutdown(SHUTDOWN_SECONDS)
                 outcome = Outcome(
                     failure=FailureReason.WORKER_LOST, message=f"executor error: {exc}"
                 )
