@@ -13,7 +13,7 @@ CREATE TABLE schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The version this file stands for: the last migration's.
-INSERT INTO schema_migrations (version, name) VALUES (5, '0005_executor_status');
+INSERT INTO schema_migrations (version, name) VALUES (8, '0008_executor_status');
 
 -- The event log: the source of truth (design map I2). One stream per aggregate.
 CREATE TABLE events (
@@ -39,12 +39,12 @@ CREATE TABLE events (
     CONSTRAINT events_stream_version UNIQUE (stream_id, version)
 );
 CREATE INDEX events_txid_position ON events (txid, position);
--- Audit queries: by actor, and by time, newest first.
-CREATE INDEX events_actor ON events ((meta ->> 'actor'), position DESC);
+-- Audit queries: by actor, and by time, newest first (in commit order: txid, position).
+CREATE INDEX events_actor ON events ((meta ->> 'actor'), txid DESC, position DESC);
 CREATE INDEX events_recorded_at ON events (recorded_at);
 -- Audit: failures by reason, and starts by how long the job waited (JobStarted.ready_at),
 -- newest first. Partial: only the events these questions are about.
-CREATE INDEX events_failure_reason ON events ((data ->> 'reason'), position DESC)
+CREATE INDEX events_failure_reason ON events ((data ->> 'reason'), txid DESC, position DESC)
     WHERE type IN ('JobFailed', 'JobRetryScheduled');
 CREATE INDEX events_waited
     ON events ((extract(epoch FROM recorded_at - to_timestamp((data ->> 'ready_at')::float8))))
@@ -141,7 +141,11 @@ CREATE TABLE jobs (
     cancel_requested_at timestamptz,
     cancel_requested_by text,
     version             integer     NOT NULL,
-    last_position       bigint      NOT NULL
+    last_position       bigint      NOT NULL,
+    -- Metadata the job's later events carry (I6), from its events: the JobSubmitted's
+    -- correlation id, and the event that queued or started the current attempt.
+    correlation_id      text,
+    cause_event_id      uuid
 );
 -- One job per idempotency key and project; a second submit finds the first job.
 CREATE UNIQUE INDEX jobs_idempotency
@@ -195,6 +199,9 @@ CREATE TABLE projects (
     submit_rate      real,
     submit_burst     integer
 );
+
+-- `default` exists from the first start (an unknown project is "not found" everywhere).
+INSERT INTO projects (name, max_running_jobs, created_by) VALUES ('default', 10, 'jobledger');
 
 CREATE TABLE service_accounts (
     id         uuid        PRIMARY KEY,

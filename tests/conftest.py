@@ -30,6 +30,10 @@ TEMPLATE = "jobledger_template"
 ADMIN_TOKEN = "jl_test_admin_token_for_the_suite_only"
 _db_numbers = itertools.count()
 
+# Process attempt records of the suite's workers (and of their `jobledger worker` children,
+# which inherit it) go to a directory of the run's own, not the machine's state directory.
+os.environ.setdefault("JOBLEDGER_STATE_DIR", tempfile.mkdtemp(prefix="jobledger-state-"))
+
 # Durability buys nothing in a throwaway cluster and costs seconds per test run.
 FAST_SETTINGS = {
     "fsync": "off",

@@ -12,16 +12,32 @@ T = TypeVar("T")
 R = TypeVar("R")
 
 
+def _always(exc: BaseException) -> bool:
+    return True
+
+
 class Batcher(Generic[T, R]):
     """`await batcher(item)` returns the item's result from `write(batch)`, which gets
-    every item waiting (up to `max_batch`) and returns their results in order. If `write`
-    raises, every item of that batch raises it. No timer: a lone caller goes at once."""
+    every item waiting (up to `max_batch`) and returns their results in order. No timer: a
+    lone caller goes at once.
+
+    One bad item must never fail the others: if `write` raises for a batch of several
+    items and `split(exc)` says the batch left nothing behind (a read; a transaction the
+    database rolled back), the batch is split in halves and each half written again, down
+    to the item at fault, which alone gets the error. Otherwise (e.g. a connection lost at
+    commit: whether it committed is unknown, so writing again could write twice) every
+    item of the batch gets the error."""
 
     def __init__(
-        self, write: Callable[[list[T]], Awaitable[Sequence[R]]], *, max_batch: int = 500
+        self,
+        write: Callable[[list[T]], Awaitable[Sequence[R]]],
+        *,
+        max_batch: int = 500,
+        split: Callable[[BaseException], bool] = _always,
     ) -> None:
         self._write = write
         self._max_batch = max_batch
+        self._split = split
         self._waiting: list[tuple[T, asyncio.Future[R]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -36,21 +52,30 @@ class Batcher(Generic[T, R]):
         while self._waiting:
             batch = self._waiting[: self._max_batch]
             del self._waiting[: self._max_batch]
-            futures = [f for _, f in batch]
             try:
-                results = await self._write([item for item, _ in batch])
+                await self._settle(batch)
             except asyncio.CancelledError:
-                for f in futures:
+                for _, f in batch:
                     f.cancel()
                 raise
-            except Exception as exc:
-                for f in futures:
-                    if not f.done():
-                        f.set_exception(exc)
-                continue
-            for f, result in zip(futures, results, strict=True):
+
+    async def _settle(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        """Write a batch and resolve its futures; on an error, split it (see the class)."""
+        try:
+            results = await self._write([item for item, _ in batch])
+        except Exception as exc:
+            if len(batch) > 1 and self._split(exc):
+                half = len(batch) // 2
+                await self._settle(batch[:half])
+                await self._settle(batch[half:])
+                return
+            for _, f in batch:
                 if not f.done():
-                    f.set_result(result)
+                    f.set_exception(exc)
+            return
+        for (_, f), result in zip(batch, results, strict=True):
+            if not f.done():
+                f.set_result(result)
 
     def close(self) -> None:
         """Stop writing; callers still waiting are cancelled."""

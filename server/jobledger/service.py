@@ -3,6 +3,8 @@ re-run `decide` on fresh state when another writer got there first (I4)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -22,7 +24,7 @@ from .ids import uuid7
 from .projections import jobs as jobs_projection
 from .projections import queue
 from .projections.jobs import JobView
-from .store.db import Conn
+from .store.db import DB_ERRORS, Conn
 from .store.eventstore import AppendItem, EventStore, InlineHook
 
 log = structlog.get_logger(__name__)
@@ -60,9 +62,11 @@ class StreamService:
         meta: EventMeta,
         *,
         inline: Callable[[Any], InlineHook] | None = None,
+        follow: Callable[[EventMeta, Any], EventMeta] | None = None,
     ) -> Any:
         """Apply a command to a stream and return its new state; raises the domain error
-        `decide` raises. `inline(prior state)` gives the append's inline projection."""
+        `decide` raises. `inline(prior state)` gives the append's inline projection;
+        `follow(meta, prior state)` the events' metadata, if it depends on the state."""
         stream_kind = self.kinds.get(kind)
         for _ in range(self.max_attempts):
             state, version = await self.load(kind, stream_id)
@@ -72,7 +76,7 @@ class StreamService:
             try:
                 recorded = await self.store.append_many(
                     [AppendItem(stream_id, version, events, stream_type=kind)],
-                    meta,
+                    follow(meta, state) if follow is not None else meta,
                     inline=inline(state) if inline is not None else None,
                 )
             except ConcurrencyError:
@@ -103,7 +107,7 @@ class JobService:
         self.streams = StreamService(store, max_attempts=max_attempts)
         #: Concurrent submits without an idempotency key share one transaction.
         self._submits: Batcher[tuple[JobSpec, EventMeta], tuple[JobView, str | None]] = Batcher(
-            self._create_new
+            self._create_new, split=_rolled_back
         )
 
     async def load(self, job_id: uuid.UUID) -> Job | None:
@@ -119,6 +123,7 @@ class JobService:
             command,
             meta,
             inline=lambda state: jobs_projection.inline({job_id: state}),
+            follow=following,
         )
         assert job is not None
         return job
@@ -136,7 +141,8 @@ class JobService:
         are left out; a concurrent append to any of them raises `ConcurrencyError` and the
         caller's transaction rolls back. `known` states (e.g. `jobs` rows just read) are
         decided on without reading their streams; a stale one fails the version check.
-        `metas` gives some jobs' events their own metadata (requests grouped together)."""
+        `metas` gives some jobs' events their own metadata (requests grouped together);
+        without, a job's events follow from its state as `following` says."""
         known = known or {}
         metas = metas or {}
         # A submit creates its stream: nothing to read for it.
@@ -152,9 +158,8 @@ class JobService:
                 log.info("command refused in batch", job_id=str(job_id), reason=exc.message)
                 continue
             priors[job_id] = state
-            items.append(
-                AppendItem(job_id, state.version if state else 0, events, metas.get(job_id))
-            )
+            own = metas.get(job_id) or following(meta, state)
+            items.append(AppendItem(job_id, state.version if state else 0, events, own))
         recorded = await self.store.append_many(
             items, meta, inline=jobs_projection.inline(priors), conn=conn
         )
@@ -214,18 +219,66 @@ class JobService:
         Each comes with why it waits, from facts read in that transaction: a read after the
         commit could fail a request whose jobs exist, and its client would submit again."""
         ids = [uuid7() for _ in new]
-        async with self.pool.acquire() as conn, conn.transaction():
-            jobs = await self.execute_batch(
-                {i: Submit(spec=spec) for i, (spec, _) in zip(ids, new, strict=True)},
-                new[0][1],
-                conn,
-                metas={i: meta for i, (_, meta) in zip(ids, new, strict=True)},
-            )
-            views = {j.id: jobs_projection.view_of(j) for j in jobs}
-            projects = queue.projects_waiting(list(views.values()))
-            facts = await queue.queue_facts(conn, projects) if projects else None
+        committed = False
+        conn = await self.pool.acquire()
+        try:
+            tx = conn.transaction()
+            await tx.start()
+            try:
+                jobs = await self.execute_batch(
+                    {i: Submit(spec=spec) for i, (spec, _) in zip(ids, new, strict=True)},
+                    new[0][1],
+                    conn,
+                    metas={i: meta for i, (_, meta) in zip(ids, new, strict=True)},
+                )
+                views = {j.id: jobs_projection.view_of(j) for j in jobs}
+                projects = queue.projects_waiting(list(views.values()))
+                facts = await queue.queue_facts(conn, projects) if projects else None
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await tx.rollback()
+                raise
+            try:
+                await tx.commit()
+            except DB_ERRORS as exc:
+                # The answer to COMMIT was lost, not necessarily the commit: the response
+                # must say whether the jobs exist, so ask the database (raises if not).
+                await self._confirm_commit(ids, exc)
+            committed = True
+        finally:
+            try:
+                await self.pool.release(conn)
+            except DB_ERRORS:
+                if not committed:
+                    raise
+                # Nothing after the commit may fail a request whose jobs exist.
+                log.warning("releasing a connection after a commit failed", exc_info=True)
         reasons = queue.reasons(facts, list(views.values())) if facts is not None else {}
         return [(views[i], reasons.get(i)) for i in ids]
+
+    async def _confirm_commit(
+        self, ids: Sequence[uuid.UUID], exc: BaseException, seconds: float = 10.0
+    ) -> None:
+        """Return if the jobs of a transaction whose COMMIT raised `exc` exist; raise `exc`
+        if they do not, or if the database cannot say within `seconds`. The connection that
+        sent COMMIT was cut (a terminated backend, a restart): its transaction either
+        committed or never will, and another connection sees which."""
+        backoff = 0.1
+        try:
+            async with asyncio.timeout(seconds):
+                while True:
+                    try:
+                        found = len(await jobs_projection.get_many(self.pool, ids))
+                        break
+                    except DB_ERRORS:
+                        await asyncio.sleep(backoff)
+                        backoff = min(backoff * 2, 1.0)
+        except TimeoutError:
+            log.warning("submit outcome unknown: the database did not answer", jobs=len(ids))
+            raise exc from None
+        if found != len(ids):
+            raise exc
+        log.info("submit committed though its COMMIT's answer was lost", jobs=len(ids))
 
     async def submit_batch(
         self, specs: Sequence[JobSpec], meta: EventMeta
@@ -303,6 +356,26 @@ class JobService:
                 out.append(Submitted(view, item not in seen, reason))
                 seen.add(item)
         return out
+
+
+def following(meta: EventMeta, job: Job | None) -> EventMeta:
+    """The metadata of a job's events (I6). A request's own (it has a correlation id: see
+    `api.auth.event_meta`) stands as it is. Anything else, a worker's start or outcome, the
+    lease reaper's failure, follows from the job's earlier events: it carries the job's
+    correlation id and names as its cause the event that queued or started the attempt."""
+    if meta.correlation_id is not None or job is None:
+        return meta
+    cause = str(job.cause_event_id) if job.cause_event_id is not None else meta.causation_id
+    return msgspec.structs.replace(meta, correlation_id=job.correlation_id, causation_id=cause)
+
+
+def _rolled_back(exc: BaseException) -> bool:
+    """Whether a failed group commit surely left nothing behind, so its submits may be
+    tried again apart (one bad submit must not fail the others): the database refused a
+    statement. A lost connection may have lost the answer to a commit that happened."""
+    return isinstance(exc, asyncpg.PostgresError) and not isinstance(
+        exc, asyncpg.PostgresConnectionError | asyncpg.OperatorInterventionError
+    )
 
 
 def _key_conflict(view: JobView | None) -> IdempotencyConflict:

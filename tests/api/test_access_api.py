@@ -15,6 +15,7 @@ from aiohttp.test_utils import TestClient
 
 from jobledger.api.routes import OPENAPI_PATH
 from jobledger.store.logs import LogLine, append_log_batch
+from tests.conftest import ADMIN_TOKEN
 
 Client = TestClient[web.Request, web.Application]
 SOME_UUID = "01a2087c-db01-725b-b63a-f89db42493f1"
@@ -297,3 +298,44 @@ async def test_submits_beyond_a_projects_rate_get_429_with_retry_after(
     )  # nothing written
     other = await client.post("/api/v1/jobs", json={"image": "b", "project": "p2"})
     assert other.status == 201  # another project has its own bucket
+
+
+async def test_an_unknown_project_is_not_found_everywhere(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    """One rule: a project that does not exist is a 404 to every route that names it, and
+    `default` exists from the first start."""
+    listed = await (await client.get("/api/v1/projects")).json()
+    assert "default" in [p["name"] for p in listed["projects"]]
+    assert (await client.get("/api/v1/projects/default")).status == 200
+    before = await pool.fetchval(
+        "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM projects)"
+    )
+    for method, path, body in [
+        ("POST", "/api/v1/jobs", {"image": "b", "project": "ghost"}),
+        (
+            "POST",
+            "/api/v1/jobs:batch",
+            {"jobs": [{"image": "b"}, {"image": "b", "project": "ghost"}]},
+        ),
+        ("GET", "/api/v1/projects/ghost", None),
+        ("PUT", "/api/v1/projects/ghost/limits", {"max_running_jobs": 3}),
+        ("POST", "/api/v1/projects/ghost/service-accounts", {"name": "bot", "role": "viewer"}),
+        ("GET", "/api/v1/projects/ghost/service-accounts", None),
+    ]:
+        status, answer = await call(client, method, path, ADMIN_TOKEN, body)
+        assert status == 404, (method, path, answer)
+        assert answer["error"]["code"] == "not_found"
+    after = await pool.fetchval(
+        "SELECT (SELECT count(*) FROM events) + (SELECT count(*) FROM projects)"
+    )
+    assert after == before
+    assert "ghost" not in [
+        p["name"] for p in (await (await client.get("/api/v1/projects")).json())["projects"]
+    ]
+    # Once created, it is there for all of them.
+    assert (await client.post("/api/v1/projects", json={"name": "ghost"})).status == 201
+    status, _ = await call(
+        client, "POST", "/api/v1/jobs", ADMIN_TOKEN, {"image": "b", "project": "ghost"}
+    )
+    assert status == 201

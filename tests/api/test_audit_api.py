@@ -11,19 +11,22 @@ from urllib.parse import quote
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
-from jobledger.domain.events import EventMeta, FailureReason
+from jobledger.domain.events import EventMeta, FailureReason, JobQueued
 from jobledger.domain.jobs import Fail, Start
+from jobledger.ids import uuid7
 from jobledger.service import JobService
 from tests.api.test_access_api import auth, call, project_with_accounts
+from tests.store.test_catchup import holding
 
 META = EventMeta(actor="worker:w1")
 
 Client = TestClient[web.Request, web.Application]
 
 
-async def pages(client: Client, query: str, token: str | None = None) -> list[dict[str, Any]]:
+async def pages(
+    client: Client, query: str, token: str | None = None, cursor: int | None = None
+) -> list[dict[str, Any]]:
     events: list[dict[str, Any]] = []
-    cursor = None
     while True:
         url = f"/api/v1/audit?limit=3{query}" + (f"&cursor={cursor}" if cursor else "")
         headers = auth(token) if token else None
@@ -133,3 +136,42 @@ async def test_bad_reason_and_wait_filters(client: Client) -> None:
         resp = await client.get(f"/api/v1/audit?{query}")
         assert resp.status == 400, query
         assert (await resp.json())["error"]["details"]["field"] == field
+
+
+async def test_an_event_that_commits_late_is_paged_exactly_once(
+    client: Client, service: JobService
+) -> None:
+    """Newest-first paging by position alone skipped it: an append that took its position
+    before a later one but committed after the first page was read sat above the cursor,
+    and below what a reader looking again from the top had already seen."""
+    store = service.store
+    older = [await store.append(uuid7(), 0, [JobQueued()], META) for _ in range(5)]
+    gate, inserted = asyncio.Event(), asyncio.Event()
+    held = asyncio.create_task(
+        store.append(uuid7(), 0, [JobQueued()], META, inline=holding(gate, inserted))
+    )
+    await inserted.wait()  # the late append has its position and stays uncommitted
+    [newer] = await store.append(uuid7(), 0, [JobQueued()], META)
+
+    def positions(page: dict[str, Any]) -> list[int]:
+        return [e["position"] for e in page["events"]]
+
+    # A reader pages through everything; the held append commits after its first page.
+    first = await (await client.get("/api/v1/audit?limit=2")).json()
+    gate.set()
+    [late] = await held
+    walked = positions(first) + [
+        e["position"] for e in await pages(client, "", cursor=first["next_cursor"])
+    ]
+    # Then it looks again from the top, down to the newest event it had seen.
+    fresh: list[int] = []
+    for position in [e["position"] for e in await pages(client, "")]:
+        if position == walked[0]:
+            break
+        fresh.append(position)
+    seen = fresh + walked
+    expected = [r.position for r in (*(r for [r] in older), late, newer)]
+    assert sorted(seen) == sorted(expected)  # each once: none skipped, none twice
+    # Pages and cursors of the usual kind still work: an unknown cursor gives nothing.
+    resp = await client.get(f"/api/v1/audit?cursor={max(expected) + 1000}")
+    assert resp.status == 200 and (await resp.json())["events"] == []

@@ -37,6 +37,11 @@ FULL_SPEC: dict[str, Any] = {
 
 
 async def submit(client: Client, body: Any, status: int = 201) -> dict[str, Any]:
+    """Submit as the server admin; a project the spec names is created first (an unknown
+    project is a 404: see tests/api/test_access_api.py)."""
+    if isinstance(body, dict) and isinstance(body.get("project"), str):
+        made = await client.post("/api/v1/projects", json={"name": body["project"]})
+        assert made.status in (201, 409, 422), await made.text()
     resp = await client.post("/api/v1/jobs", json=body)
     assert resp.status == status, await resp.text()
     return await resp.json()  # type: ignore[no-any-return]
@@ -71,7 +76,17 @@ async def test_events_carry_actor_and_request_id(client: Client) -> None:
     events = (await (await client.get(f"/api/v1/jobs/{job['id']}/events")).json())["events"]
     assert [e["type"] for e in events] == ["JobSubmitted"]
     assert [e["version"] for e in events] == [1]
-    assert all(e["meta"] == {"actor": "admin", "request_id": "req-42"} for e in events)
+    # Without X-Correlation-Id, the request is its own correlation (and the events' cause).
+    assert all(
+        e["meta"]
+        == {
+            "actor": "admin",
+            "request_id": "req-42",
+            "correlation_id": "req-42",
+            "causation_id": "req-42",
+        }
+        for e in events
+    )
     assert events[0]["data"]["spec"]["image"] == "busybox"
 
 

@@ -124,8 +124,19 @@ async def test_submit_follow_prints_the_jobs_output(server: Server) -> None:
 # ---- jobs and show ------------------------------------------------------------------------
 
 
+def create_project(url: str, name: str) -> None:
+    """As the server admin (a submit to an unknown project is a 404)."""
+    req = urllib.request.Request(
+        f"{url}/api/v1/projects", data=json.dumps({"name": name}).encode(), method="POST",
+        headers={**AUTH, "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(req) as resp:
+        assert resp.status == 201
+
+
 async def test_jobs_lists_filters_and_pages(server: Server) -> None:
     url = server.url
+    await asyncio.to_thread(create_project, url, "etl")
     a, b, c = await asyncio.gather(
         submit(url, "--wait", "--label", "team=a", "busybox:latest", "--", "true"),
         submit(url, "--label", "team=b", "busybox:latest", "--", "sh", "-c", "exit 2"),
@@ -512,3 +523,27 @@ def test_tokens_create_list_revoke(dsn: str) -> None:
         assert unknown.returncode == 1 and "no service account" in unknown.stderr
     finally:
         server.stop()
+
+
+def to_a_closed_pipe(*args: str) -> tuple[int, bytes]:
+    """Run the CLI with a stdout whose reader has gone before anything is written."""
+    env = {**child_env(), "JOBLEDGER_TOKEN": ADMIN_TOKEN}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "jobledger", *args], cwd=ROOT, env=env,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    proc.stdout.close()
+    _, err = proc.communicate(timeout=PATIENCE)
+    return proc.returncode, err
+
+
+async def test_a_closed_stdout_ends_the_cli_quietly(server: Server) -> None:
+    """`jobledger jobs --all | head -1`, `jobledger audit --json | head -1`: the reader has
+    gone before the answer is printed; the verb ends with 0 and says nothing."""
+    for _ in range(3):
+        await submit(server.url, "busybox:latest", "--", "true")
+    for verb in (["jobs", "--all"], ["audit", "--json"]):
+        code, err = await asyncio.to_thread(to_a_closed_pipe, *verb, "--url", server.url)
+        assert code == 0, err
+        assert b"Broken pipe" not in err and b"Errno 32" not in err, err

@@ -48,6 +48,36 @@ def test_embedded_database_survives_restart_and_stops_with_the_server(data_dir: 
     assert '"event": "jobledger serving"' in log and "initialising" not in log
 
 
+def test_two_servers_on_one_data_directory_keep_the_cluster_up_for_each_other(
+    data_dir: Path,
+) -> None:
+    """The first to exit used to stop PostgreSQL under the second, which then answered 500
+    forever; the cluster now stops with the last process that uses it, and a `replay` verb
+    beside a server never stops it."""
+    cluster = EmbeddedPostgres(data_dir / "pg")
+    first = Server("--data-dir", str(data_dir), "--no-scheduler")
+    second = Server("--data-dir", str(data_dir), "--no-scheduler")
+    status, job = call("POST", f"{first.url}/api/v1/jobs", {"image": "busybox"})
+    assert status == 201
+    assert first.stop(signal.SIGTERM) == 0
+    assert cluster.running
+    status, detail = call("GET", f"{second.url}/api/v1/jobs/{job['id']}")
+    assert status == 200 and detail["id"] == job["id"]
+
+    verified = jobledger("replay", "--data-dir", str(data_dir), "verify")
+    assert verified.returncode == 0, verified.stderr
+    assert cluster.running
+    status, _ = call("POST", f"{second.url}/api/v1/jobs", {"image": "busybox"})
+    assert status == 201
+    assert second.stop(signal.SIGTERM) == 0
+    assert not cluster.running  # the last one out stopped it
+
+    # Alone, a replay verb starts the cluster for itself and stops it again.
+    verified = jobledger("replay", "--data-dir", str(data_dir), "verify")
+    assert verified.returncode == 0, verified.stderr
+    assert not cluster.running
+
+
 def test_migrate_is_idempotent_and_rebuild_reports_counts(dsn: str) -> None:
     for _ in range(2):
         done = jobledger("migrate", "--database-url", dsn)

@@ -427,7 +427,8 @@ class TestProcessExecutor(ExecutorContract):
 
     test_adopted_run_records_its_real_exit_code_and_output = not_applicable(
         "a process dies with its worker (test_a_dying_worker_leaves_only_what_find_reports): "
-        "there is nothing to adopt"
+        "there is no run to follow; a next life only records an exit code its previous life "
+        "learned, or kills what survived (test_process_executor.py)"
     )
 
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 
 import asyncpg
 import msgspec
+import pytest
 from aiohttp.test_utils import TestClient
 
 from jobledger.domain.events import EventMeta
@@ -16,7 +18,13 @@ from jobledger.runtime.docker import DockerExecutor
 from jobledger.runtime.output import LogLimits, LogSink
 from jobledger.service import JobService
 from jobledger.store.access import AccessStore
-from jobledger.store.logs import LogLine, read_logs, read_usage_samples
+from jobledger.store.logs import (
+    LogConflict,
+    LogLine,
+    append_log_batch,
+    read_logs,
+    read_usage_samples,
+)
 from tests.factories import spec
 from tests.runtime.conftest import StartScheduler
 from tests.watching import JobWatcher
@@ -194,3 +202,30 @@ async def test_closing_while_a_batch_is_being_stored_loses_nothing(
     lines = await read_logs(pool, job_id)  # type: ignore[arg-type]
     assert [ln.text for ln in lines] == [f"line {n}" for n in range(1, 36)]
     assert [ln.seq for ln in lines] == list(range(1, 36))
+
+
+async def test_whole_lines_empty_writes_and_empty_lines(
+    service: JobService, pool: asyncpg.Pool
+) -> None:
+    job_id = await job(service)
+    sink = LogSink(pool, job_id, 1)  # type: ignore[arg-type]
+    await sink.start()
+    for data in (b"one\n", b"", b"\n", b"two\r\n", b"th", b"", b"ree\n"):
+        await sink.write("stdout", data)
+    await sink.close()
+    lines = await read_logs(pool, job_id)  # type: ignore[arg-type]
+    assert [ln.text for ln in lines] == ["one", "", "two", "three"]
+
+
+async def test_storing_a_batch_again_is_harmless_and_a_clash_is_an_error(
+    service: JobService, pool: asyncpg.Pool
+) -> None:
+    # A retry after the reply to a committed insert was lost sends the same batch again.
+    job_id = await job(service)
+    batch = [LogLine(seq=n, stream="stdout", ts=datetime.now(UTC), text=f"l{n}", attempt=1)
+             for n in (1, 2)]  # fmt: skip
+    await append_log_batch(pool, job_id, 1, batch)  # type: ignore[arg-type]
+    await append_log_batch(pool, job_id, 1, batch)  # type: ignore[arg-type]
+    assert [ln.text for ln in await read_logs(pool, job_id)] == ["l1", "l2"]  # type: ignore[arg-type]
+    with pytest.raises(LogConflict):
+        await append_log_batch(pool, job_id, 2, batch[:1])  # type: ignore[arg-type]

@@ -7,6 +7,7 @@ import uuid
 from datetime import timedelta
 
 import asyncpg
+import msgspec
 import pytest
 
 from jobledger.domain.errors import ConcurrencyError
@@ -20,6 +21,7 @@ from jobledger.runtime import scheduler as scheduler_module
 from jobledger.runtime.noop import NoopExecutor
 from jobledger.service import JobService
 from jobledger.store.access import AccessStore
+from jobledger.store.eventstore import Notification
 from jobledger.store.notifications import WorkerIdInUse
 from tests.factories import spec
 from tests.runtime.conftest import StartScheduler
@@ -83,6 +85,28 @@ async def test_a_lost_notification_only_delays_until_the_next_poll(
     await start_scheduler(poll_interval=0.5)
     job = await submit(service)
     assert (await watcher.until(job, DONE, timeout=10)).state is JobState.SUCCEEDED
+
+
+async def test_a_lost_cancel_notification_only_delays_the_cancel(
+    service: JobService,
+    start_scheduler: StartScheduler,
+    watcher: JobWatcher,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # I7 for cancels: the scheduler hears new work but never a cancel request; its periodic
+    # sweep of the jobs it holds finds the request and stops the job.
+    hear = scheduler_module.Scheduler._on_notification
+
+    def deaf_to_cancels(self: scheduler_module.Scheduler, note: Notification) -> None:
+        changes = [c for c in note.changes if c.state != JobState.CANCELLING]
+        hear(self, msgspec.structs.replace(note, changes=changes))
+
+    monkeypatch.setattr(scheduler_module.Scheduler, "_on_notification", deaf_to_cancels)
+    await start_scheduler(poll_interval=0.5)
+    job = await submit(service, "sleep", "60", stop_grace_seconds=1)
+    await watcher.until(job, {"running"})
+    await service.execute(job, RequestCancel(reason="enough"), EventMeta(actor="alice"))
+    assert (await watcher.until(job, DONE, timeout=15)).state is JobState.CANCELLED
 
 
 async def test_a_dropped_listen_connection_comes_back(

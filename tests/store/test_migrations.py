@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import itertools
 import os
+import uuid
 from collections.abc import AsyncIterator
 
 import asyncpg
@@ -25,7 +26,7 @@ DEADLINE = 30
 FILL = """
 INSERT INTO events (event_id, stream_id, version, type, data, meta) VALUES
     ('00000000-0000-7000-8000-000000000001', '00000000-0000-7000-8000-0000000000a1', 1,
-     'JobSubmitted', '{"image": "busybox"}', '{"actor": "alice"}'),
+     'JobSubmitted', '{"image": "busybox"}', '{"actor": "alice", "correlation_id": "c-1"}'),
     ('00000000-0000-7000-8000-000000000002', '00000000-0000-7000-8000-0000000000a2', 1,
      'JobSubmitted', '{"image": "alpine"}', '{"actor": "bob"}'),
     ('00000000-0000-7000-8000-000000000003', '00000000-0000-7000-8000-0000000000a2', 2,
@@ -120,6 +121,9 @@ async def test_baseline_upgraded_through_every_migration_equals_schema_sql(
         assert [e.pop("stream_type") for e in after["events"]] == ["job"] * 3
         for job in before["jobs"]:  # 0004 renamed the column, the values stay
             job["requeue_reason"] = job.pop("queue_reason")
+            # 0006 took the job's correlation and its attempt's cause from its events.
+            job["correlation_id"] = "c-1"
+            job["cause_event_id"] = uuid.UUID("00000000-0000-7000-8000-000000000001")
         assert after == before
         recorded = await conn.fetch("SELECT version, name FROM schema_migrations ORDER BY 1")
         assert [tuple(r) for r in recorded] == [(m.version, m.name) for m in migrations()]

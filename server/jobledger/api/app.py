@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
@@ -14,9 +15,10 @@ from ..ids import request_id
 from ..projections.reads import JobReads
 from ..service import JobService
 from ..store.access import AccessStore, token_hash
+from ..store.db import DB_ERRORS, unavailable
 from . import audit, errors, jobs, loghub, logs, openapi, projects
 from .auth import ENV_ADMIN_HASH, auth_middleware
-from .context import ACCESS, LOOKUPS, READS, REQUEST_ID, SERVICE
+from .context import ACCESS, LOOKUPS, READS, REQUEST_ID, SERVICE, client_id
 from .lookups import Lookups
 from .ratelimit import SUBMIT_LIMITER, RateDefaults, SubmitLimiter
 from .routes import register
@@ -26,13 +28,16 @@ log = structlog.get_logger("jobledger.api")
 #: Largest request body accepted; a job spec is a few KiB.
 MAX_BODY_BYTES = 1024 * 1024
 
+#: How long /healthz waits for the database before saying it is away.
+HEALTH_TIMEOUT_SECONDS = 3.0
+
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 @web.middleware
 async def error_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     """Bind a request id to logs, log the request, and turn every error into one JSON shape."""
-    rid = request.headers.get("X-Request-Id") or request_id()
+    rid = client_id(request, "X-Request-Id") or request_id()
     request[REQUEST_ID] = rid
     started = time.perf_counter()
     with structlog.contextvars.bound_contextvars(request_id=rid):
@@ -49,6 +54,16 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
             if exc.status < 400:
                 raise
             response = errors.from_http(exc)
+        except DB_ERRORS as exc:
+            if not unavailable(exc):  # the database refused the query: a bug of ours
+                log.exception("unhandled error", method=request.method, path=request.path)
+                response = errors.error_response(500, "internal", "internal server error")
+            else:
+                log.warning(
+                    "database unavailable", method=request.method, path=request.path,
+                    error=f"{type(exc).__name__}: {exc}",
+                )  # fmt: skip
+                response = errors.unavailable()
         except Exception:
             log.exception("unhandled error", method=request.method, path=request.path)
             response = errors.error_response(500, "internal", "internal server error")
@@ -74,9 +89,20 @@ def reject_nul(request: web.Request) -> None:
                 )
 
 
+async def _request_id_header(request: web.Request, response: web.StreamResponse) -> None:
+    """Streamed answers (logs.txt, the WebSocket upgrade) send their headers before the
+    middleware sees them: every answer gets its request id as it is prepared."""
+    if REQUEST_ID in request:
+        response.headers.setdefault("X-Request-Id", request[REQUEST_ID])
+
+
 async def healthz(request: web.Request) -> web.Response:
-    """Alive and the database answers."""
-    await request.app[READS].now()
+    """Alive and the database answers (503 with `Retry-After` while it does not)."""
+    try:
+        async with asyncio.timeout(HEALTH_TIMEOUT_SECONDS):
+            await request.app[READS].now()
+    except (*DB_ERRORS, TimeoutError) as exc:
+        return errors.unavailable(f"the database does not answer: {type(exc).__name__}")
     return web.json_response({"status": "ok"})
 
 
@@ -101,6 +127,7 @@ def create_app(
     app[READS] = reads = JobReads(service.store)
     app[ACCESS] = access = AccessStore(service.pool)
     app[LOOKUPS] = Lookups(access, reads)
+    app.on_response_prepare.append(_request_id_header)
     app.router.add_get("/healthz", healthz)
     register(app.router, ROUTES)
     openapi.install(app, ROUTES)

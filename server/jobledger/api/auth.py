@@ -13,7 +13,7 @@ from ..domain.errors import Forbidden, NotFound, Unauthenticated
 from ..domain.events import EventMeta
 from ..projections.jobs import JobView
 from ..store.access import Principal, Role, token_hash
-from .context import LOOKUPS, READS, REQUEST_ID
+from .context import LOOKUPS, READS, REQUEST_ID, client_id
 from .routes import OPENAPI_PATH
 
 PRINCIPAL = web.RequestKey("principal", Principal)
@@ -79,10 +79,15 @@ async def job_for(request: web.Request, job_id: uuid.UUID, role: Role = Role.VIE
 
 def event_meta(request: web.Request) -> EventMeta:
     """Who is acting, with which token, under which request, for the events this request
-    appends (I6)."""
+    appends (I6). The request causes them; they belong to the client's `X-Correlation-Id`
+    if it sent a usable one, else to the request itself. A job's later events (a worker's
+    start and outcome) carry the correlation id of its submit (see `service.following`)."""
     who = principal(request)
+    rid = request[REQUEST_ID]
     return EventMeta(
         actor=who.actor,
         token_id=str(who.token_id) if who.token_id else None,
-        request_id=request[REQUEST_ID],
+        request_id=rid,
+        correlation_id=client_id(request, "X-Correlation-Id") or rid,
+        causation_id=rid,
     )

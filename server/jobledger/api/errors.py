@@ -10,6 +10,7 @@ import msgspec
 from aiohttp import web
 
 from ..domain import errors as domain
+from ..store.db import RETRY_AFTER_SECONDS
 from ..wire import ErrorBody, ErrorResponse
 
 STATUS: dict[type[domain.DomainError], int] = {
@@ -50,8 +51,18 @@ def error_response(status: int, code: str, message: str, **details: Any) -> web.
 def from_domain(exc: domain.DomainError) -> web.Response:
     status = next((s for cls, s in STATUS.items() if isinstance(exc, cls)), 500)
     response = error_response(status, exc.code, exc.message, **exc.details)
+    if status == 401:  # RFC 9110: a 401 names the scheme it wants
+        response.headers["WWW-Authenticate"] = 'Bearer realm="jobledger"'
     if "retry_after" in exc.details:
         response.headers["Retry-After"] = str(max(1, math.ceil(exc.details["retry_after"])))
+    return response
+
+
+def unavailable(message: str = "the database is unavailable; retry later") -> web.Response:
+    """503 with `Retry-After`: the database is away or busy, nothing was done (or, for a
+    request that writes, what was done is what a retry with its idempotency key finds)."""
+    response = error_response(503, "unavailable", message, retry_after=RETRY_AFTER_SECONDS)
+    response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
     return response
 
 
@@ -69,4 +80,7 @@ def from_validation(exc: msgspec.ValidationError) -> web.Response:
 
 def from_http(exc: web.HTTPException) -> web.Response:
     code = _HTTP_CODES.get(exc.status, "http_error")
-    return error_response(exc.status, code, exc.reason)
+    response = error_response(exc.status, code, exc.reason)
+    if "Allow" in exc.headers:  # a 405 says which methods the path takes
+        response.headers["Allow"] = exc.headers["Allow"]
+    return response

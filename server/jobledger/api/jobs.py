@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
-from ..domain.errors import Forbidden, InvalidInput, RateLimited
+from ..domain.errors import Forbidden, InvalidInput, NotFound, RateLimited
 from ..domain.jobs import JobState, RequestCancel
 from ..domain.specs import DEFAULT_PROJECT, JobSpec
 from ..projections import jobs as jobs_projection
@@ -84,8 +85,14 @@ def _project_of(request: web.Request, spec: JobSpec, field: str = "$.project") -
 
 
 async def _take_rate(request: web.Request, specs: list[JobSpec]) -> None:
+    """Refuse a submit to a project that does not exist (404) or that submits too fast."""
     per_project: dict[str, int] = {}
-    for spec in specs:
+    for n, spec in enumerate(specs):
+        if spec.project not in per_project and not await request.app[LOOKUPS].project_exists(
+            spec.project
+        ):
+            field = "$.project" if len(specs) == 1 else f"$.jobs[{n}].project"
+            raise NotFound(f"project {spec.project} does not exist", field=field)
         per_project[spec.project] = per_project.get(spec.project, 0) + 1
     limiter = request.app[SUBMIT_LIMITER]
     for project, count in per_project.items():
@@ -146,7 +153,9 @@ async def list_jobs(request: web.Request) -> web.Response:
         filt.project = who.project
     try:
         after = Cursor.decode(query["cursor"]) if query["cursor"] else None
-    except ValueError:
+        if after is not None:
+            after.created_at.astimezone(UTC)  # a forged time may not exist in UTC
+    except (ValueError, OverflowError):
         raise InvalidInput("cursor is not one this server issued", field="query.cursor") from None
     views, next_cursor = await request.app[READS].jobs(filt, after=after, limit=query["limit"])
     return json_response(

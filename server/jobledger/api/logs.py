@@ -32,8 +32,10 @@ MAX_SEQ = 2**63 - 1
 HEARTBEAT_SECONDS = 20.0
 #: A follower re-checks this often even without a notification (one may be lost).
 SAFETY_RECHECK_SECONDS = 5.0
-#: Lines read from the database at once while streaming (bounds memory per follower).
+#: Lines read from the database at once while streaming, and their most text in bytes:
+#: together they bound the memory each follower holds, however long the log or its lines.
 STREAM_PAGE = 20_000
+STREAM_PAGE_BYTES = 1024 * 1024
 #: A `lines` frame is cut after about this many bytes of text, so frames stay far below
 #: clients' message size limits (aiohttp's default is 4 MiB) however long the lines are.
 FRAME_BYTES = 256 * 1024
@@ -67,7 +69,7 @@ async def get_logs_text(request: web.Request) -> web.StreamResponse:
     cursor = after
     try:
         while cursor < upto:
-            page = await reads.logs(job_id, cursor, STREAM_PAGE)
+            page = await reads.logs(job_id, cursor, STREAM_PAGE, STREAM_PAGE_BYTES)
             lines = [ln for ln in page if ln.seq <= upto]
             if not lines:
                 break
@@ -160,12 +162,12 @@ async def _stream(
         # read after a terminal state means the log is complete.
         view = await reads.job(job_id)
         while True:
-            lines = await reads.logs(job_id, cursor, STREAM_PAGE)
+            lines = await reads.logs(job_id, cursor, STREAM_PAGE, STREAM_PAGE_BYTES)
             for frame in _frames(lines):
                 # Awaiting the send is the backpressure: a slow client slows only its reads.
                 await ws.send_frame(_encoder.encode(LinesMessage(frame)), WSMsgType.TEXT)
                 cursor = frame[-1].seq
-            if len(lines) < STREAM_PAGE or ws.closed:
+            if not lines or ws.closed:
                 break
         if view is not None and view.state in TERMINAL_STATES and not ws.closed:
             end = EndMessage(

@@ -24,10 +24,22 @@ class Lookups:
         self.reads = reads
         self._principals: Batcher[str, access.Principal | None] = Batcher(self._authenticate)
         self._facts: Batcher[frozenset[str], queue.QueueFacts] = Batcher(self._queue_facts)
+        self._projects: Batcher[str, bool] = Batcher(self._project_exists)
+        #: Projects known to exist: none is ever deleted, so once seen, always true.
+        self._known_projects: set[str] = set()
 
     async def principal(self, token: str) -> access.Principal | None:
         """The principal a token stands for (None: unknown, expired or revoked), batched."""
         return await self._principals(token)
+
+    async def project_exists(self, name: str) -> bool:
+        """Whether a project exists; batched, and asked once per project that does."""
+        if name in self._known_projects:
+            return True
+        exists = await self._projects(name)
+        if exists:
+            self._known_projects.add(name)
+        return exists
 
     async def waiting_reasons(self, views: Sequence[JobView]) -> dict[uuid.UUID, str]:
         """`queue.waiting_reasons`, with the facts batched."""
@@ -38,6 +50,10 @@ class Lookups:
 
     async def _authenticate(self, tokens: list[str]) -> list[access.Principal | None]:
         return await self.access.authenticate_many(tokens)
+
+    async def _project_exists(self, names: list[str]) -> list[bool]:
+        found = await self.access.existing_projects(sorted(set(names)))
+        return [n in found for n in names]
 
     async def _queue_facts(self, wanted: list[frozenset[str]]) -> list[queue.QueueFacts]:
         facts = await self.reads.queue_facts(frozenset().union(*wanted))

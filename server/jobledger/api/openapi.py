@@ -25,6 +25,7 @@ _ERRORS = {
     "404": "no such thing (or it belongs to another project)",
     "409": "conflict with the current state",
     "422": "a body field of the wrong type, out of range or unknown",
+    "503": "the database is unavailable: retry after `Retry-After` seconds",
 }
 
 

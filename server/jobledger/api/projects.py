@@ -22,7 +22,7 @@ from ..wire import (
     TokenList,
 )  # fmt: skip
 from .auth import principal, require
-from .context import ACCESS, READS, decode_body, json_response
+from .context import ACCESS, LOOKUPS, READS, decode_body, json_response
 from .params import PATH
 from .routes import Route
 
@@ -46,15 +46,13 @@ async def list_projects(request: web.Request) -> web.Response:
 
 async def get_project(request: web.Request) -> web.Response:
     """GET /api/v1/projects/{project}: limits, running and queued counts."""
-    name = request[PATH]["project"]
-    require(request, name, Role.VIEWER)
+    name = await existing_project(request, Role.VIEWER)
     return json_response(await request.app[READS].project(name))
 
 
 async def put_limits(request: web.Request) -> web.Response:
     """PUT /api/v1/projects/{project}/limits."""
-    name = request[PATH]["project"]
-    require(request, name, Role.ADMIN)
+    name = await existing_project(request, Role.ADMIN)
     limits = decode_body(await request.read(), ProjectLimits)
     await request.app[ACCESS].set_limits(
         name, limits.max_running_jobs, limits.log_limit_bytes, limits.submit_rate,
@@ -63,17 +61,19 @@ async def put_limits(request: web.Request) -> web.Response:
     return json_response(await request.app[READS].project(name))
 
 
-async def _existing_project(request: web.Request, role: Role) -> str:
+async def existing_project(request: web.Request, role: Role) -> str:
+    """The `{project}` of the path, if the caller may act there with `role` (403) and it
+    exists (404: one rule for an unknown project everywhere)."""
     name: str = request[PATH]["project"]
     require(request, name, role)
-    if not await request.app[ACCESS].project_exists(name):
+    if not await request.app[LOOKUPS].project_exists(name):
         raise NotFound(f"project {name} does not exist", project=name)
     return name
 
 
 async def create_service_account(request: web.Request) -> web.Response:
     """POST /api/v1/projects/{project}/service-accounts."""
-    project = await _existing_project(request, Role.ADMIN)
+    project = await existing_project(request, Role.ADMIN)
     new = decode_body(await request.read(), NewServiceAccount)
     account = await request.app[ACCESS].create_service_account(
         project, new.name, new.role, principal(request).actor
@@ -83,7 +83,7 @@ async def create_service_account(request: web.Request) -> web.Response:
 
 async def list_service_accounts(request: web.Request) -> web.Response:
     """GET /api/v1/projects/{project}/service-accounts."""
-    project = await _existing_project(request, Role.ADMIN)
+    project = await existing_project(request, Role.ADMIN)
     accounts = await request.app[ACCESS].service_accounts(project)
     return json_response(ServiceAccountList(accounts))
 
@@ -99,7 +99,7 @@ async def _service_account(request: web.Request, project: str) -> access.Service
 async def issue_token(request: web.Request) -> web.Response:
     """POST /api/v1/projects/{project}/service-accounts/{account}/tokens: the secret is in
     this response only."""
-    project = await _existing_project(request, Role.ADMIN)
+    project = await existing_project(request, Role.ADMIN)
     account = await _service_account(request, project)
     body = await request.read()
     new = decode_body(body, NewToken) if body.strip() else NewToken()
@@ -121,7 +121,7 @@ async def issue_token(request: web.Request) -> web.Response:
 
 async def list_tokens(request: web.Request) -> web.Response:
     """GET /api/v1/projects/{project}/service-accounts/{account}/tokens (no secrets)."""
-    project = await _existing_project(request, Role.ADMIN)
+    project = await existing_project(request, Role.ADMIN)
     account = await _service_account(request, project)
     tokens = await request.app[ACCESS].tokens(account.id)
     return json_response(TokenList(tokens))
@@ -129,7 +129,7 @@ async def list_tokens(request: web.Request) -> web.Response:
 
 async def revoke_token(request: web.Request) -> web.Response:
     """DELETE /api/v1/projects/{project}/tokens/{token_id}: it stops working at once."""
-    project = await _existing_project(request, Role.ADMIN)
+    project = await existing_project(request, Role.ADMIN)
     token_id = request[PATH]["token_id"]
     info = await request.app[ACCESS].revoke_token(token_id, project)
     if info is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from .. import logconfig
@@ -83,7 +84,15 @@ def main(argv: list[str] | None = None) -> int:
     level = args.log_level or ("info" if args.command in LONG_RUNNING else "warning")
     logconfig.configure(args.log_format, level)
     try:
-        return asyncio.run(run(args))
+        code = asyncio.run(run(args))
+        if not sys.stdout.closed:  # (a verb may close it, e.g. an export to stdout)
+            sys.stdout.flush()  # here, where a closed pipe is caught, not at exit
+        return code
+    except BrokenPipeError:
+        # The reader went away (`jobledger audit --json | head -1`): nothing more to say to
+        # it. Later writes (the interpreter's flush at exit) go nowhere instead of failing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except Exit as exc:
         print(f"jobledger: {exc.message}", file=sys.stderr)
         return exc.code

@@ -85,13 +85,32 @@ def worker_config(args: argparse.Namespace) -> WorkerConfig:
 async def run_scheduler(
     service: JobService, dsn: str, args: argparse.Namespace, stop: asyncio.Event
 ) -> None:
-    """Run one scheduler until `stop`; when the scheduler fails, the process stops too."""
+    """Run one scheduler until `stop`. It rides out database outages by itself; should it
+    fail all the same (a bug), it is logged and started again, adopting what it left: the
+    process (and with `serve`, the API) stays up. Only a worker id already in use stops it."""
+    import asyncio
+    import contextlib
+
+    import structlog
+
     from ..runtime.executors import make_executor
     from ..runtime.scheduler import Scheduler
+    from ..store.notifications import WorkerIdInUse
 
+    log = structlog.get_logger("jobledger")
     executor = await make_executor(args.executor)
+    backoff = 1.0
     try:
-        await Scheduler(service, executor, worker_config(args), dsn).run(stop)
+        while not stop.is_set():
+            try:
+                await Scheduler(service, executor, worker_config(args), dsn).run(stop)
+            except WorkerIdInUse:
+                raise
+            except Exception:
+                log.exception("scheduler failed, starting it again", retry_in=backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), backoff)
+                backoff = min(backoff * 2, 30.0)
     finally:
         stop.set()
         await executor.close()

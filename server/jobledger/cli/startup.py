@@ -33,15 +33,15 @@ def default_data_dir() -> Path:
 
 @contextlib.asynccontextmanager
 async def database(args: argparse.Namespace) -> AsyncIterator[str]:
-    """The DSN to use, starting the embedded cluster when no URL is given (and stopping it
-    afterwards if this process started it)."""
+    """The DSN to use, starting the embedded cluster when no URL is given. The cluster is
+    stopped when the last process using it ends (two servers on one data directory, or a
+    `replay` verb beside a server, never stop it under another)."""
     if args.database_url:
         yield args.database_url
         return
     data_dir = args.data_dir or default_data_dir()
     pg = EmbeddedPostgres(data_dir / "pg")
-    started = not pg.running
-    await asyncio.to_thread(pg.start)
+    lock = await asyncio.to_thread(pg.attach)
     try:
         conn = await connect(pg.dsn("postgres"))
         try:
@@ -54,8 +54,7 @@ async def database(args: argparse.Namespace) -> AsyncIterator[str]:
             await conn.close()
         yield pg.dsn(DATABASE_NAME)
     finally:
-        if started:
-            await asyncio.to_thread(pg.stop)
+        await asyncio.to_thread(pg.detach, lock)
 
 
 @contextlib.asynccontextmanager

@@ -79,6 +79,12 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     failure_reason: FailureReason | None = None
     message: str | None = None
     usage: Usage | None = None
+    #: The correlation id of the job's JobSubmitted: what every later event of the job
+    #: carries (I6).
+    correlation_id: str | None = None
+    #: The event that queued or started the current attempt: the causation of the next
+    #: worker-side event (a JobStarted follows the queueing, an outcome the JobStarted).
+    cause_event_id: uuid.UUID | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -274,6 +280,8 @@ def evolve(state: Job | None, rec: Recorded) -> Job:
             state=JobState.QUEUED,
             spec=event.spec,
             submitted_by=rec.meta.actor,
+            correlation_id=rec.meta.correlation_id,
+            cause_event_id=rec.event_id,
             created_at=rec.recorded_at,
             updated_at=rec.recorded_at,
             # One representation for an instant, whatever offset the user wrote it with.
@@ -290,7 +298,12 @@ def evolve(state: Job | None, rec: Recorded) -> Job:
     match event:
         case JobQueued(attempt=attempt, requeue_reason=reason):
             return msgspec.structs.replace(
-                state, **common, state=JobState.QUEUED, attempt=attempt, requeue_reason=reason
+                state,
+                **common,
+                state=JobState.QUEUED,
+                attempt=attempt,
+                requeue_reason=reason,
+                cause_event_id=rec.event_id,
             )
         case JobStarted(worker_id=worker, attempt=attempt):
             return msgspec.structs.replace(
@@ -300,6 +313,7 @@ def evolve(state: Job | None, rec: Recorded) -> Job:
                 attempt=attempt,
                 worker_id=worker,
                 started_at=at,
+                cause_event_id=rec.event_id,
                 requeue_reason=None,
                 exit_code=None,
                 failure_reason=None,
@@ -333,6 +347,7 @@ def evolve(state: Job | None, rec: Recorded) -> Job:
                 failure_reason=event.reason,
                 message=event.message,
                 usage=event.usage,
+                cause_event_id=rec.event_id,
             )
         case JobSubmitted():
             raise CorruptLog("job submitted twice", stream_id=str(rec.stream_id))

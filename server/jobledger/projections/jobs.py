@@ -54,6 +54,8 @@ class JobView(msgspec.Struct, kw_only=True):
     cancel_requested_by: str | None
     version: int
     last_position: int
+    correlation_id: str | None = None
+    cause_event_id: uuid.UUID | None = None
 
 
 COLUMNS: tuple[str, ...] = JobView.__struct_fields__
@@ -93,6 +95,8 @@ def view_of(job: Job) -> JobView:
         cancel_requested_by=job.cancel_requested_by,
         version=job.version,
         last_position=job.last_position,
+        correlation_id=job.correlation_id,
+        cause_event_id=job.cause_event_id,
     )
 
 

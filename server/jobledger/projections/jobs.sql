@@ -7,12 +7,14 @@ WITH written AS (
         id, project, state, spec, priority, labels, tags, concurrency_key, concurrency_limit,
         idempotency_key, submitted_by, attempt, requeue_reason, scheduled_for, worker_id,
         exit_code, failure_reason, message, usage, created_at, updated_at, started_at,
-        finished_at, cancel_requested_at, cancel_requested_by, version, last_position
+        finished_at, cancel_requested_at, cancel_requested_by, version, last_position,
+        correlation_id, cause_event_id
     )
     SELECT id, project, state, spec, priority, labels, tags, concurrency_key, concurrency_limit,
            idempotency_key, submitted_by, attempt, requeue_reason, scheduled_for, worker_id,
            exit_code, failure_reason, message, usage, created_at, updated_at, started_at,
-           finished_at, cancel_requested_at, cancel_requested_by, version, last_position
+           finished_at, cancel_requested_at, cancel_requested_by, version, last_position,
+           correlation_id, cause_event_id
     FROM jsonb_populate_recordset(NULL::jobs, $1::jsonb)
     ON CONFLICT (id) DO UPDATE SET
         state = EXCLUDED.state,
@@ -30,7 +32,8 @@ WITH written AS (
         cancel_requested_at = EXCLUDED.cancel_requested_at,
         cancel_requested_by = EXCLUDED.cancel_requested_by,
         version = EXCLUDED.version,
-        last_position = EXCLUDED.last_position
+        last_position = EXCLUDED.last_position,
+        cause_event_id = EXCLUDED.cause_event_id
 )
 SELECT pg_notify($2, $3);
 

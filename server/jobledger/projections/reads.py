@@ -61,9 +61,12 @@ class JobReads:
     async def usage_samples(self, job_id: uuid.UUID) -> list[UsageSample]:
         return await logs_store.read_usage_samples(self.pool, job_id)
 
-    async def logs(self, job_id: uuid.UUID, after: int, limit: int) -> list[LogLine]:
-        """Up to `limit` lines of a job's output after seq `after`."""
-        return await logs_store.read_logs(self.pool, job_id, after, limit)
+    async def logs(
+        self, job_id: uuid.UUID, after: int, limit: int, max_bytes: int | None = None
+    ) -> list[LogLine]:
+        """Up to `limit` lines (and about `max_bytes` of text) of a job's output after seq
+        `after`."""
+        return await logs_store.read_logs(self.pool, job_id, after, limit, max_bytes)
 
     async def last_log_seq(self, job_id: uuid.UUID) -> int:
         return await logs_store.last_log_seq(self.pool, job_id)

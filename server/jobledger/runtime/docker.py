@@ -17,12 +17,13 @@ import aiohttp
 import structlog
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
-from aiodocker.stream import Stream
 from structlog.typing import FilteringBoundLogger
 
 from ..domain.events import FailureReason, Usage
 from ..domain.specs import JobSpec
+from .dockerlogs import ContainerOutput
 from .executor import (
+    OUTPUT_DRAIN_SECONDS,
     Attempt,
     BaseExecutor,
     EngineUnavailable,
@@ -35,7 +36,7 @@ from .executor import (
     follow,
     start_error,
 )
-from .output import LogSink
+from .output import SHUTDOWN_SECONDS
 from .usage import CgroupReader
 
 log = structlog.get_logger(__name__)
@@ -146,10 +147,9 @@ class DockerExecutor(BaseExecutor):
             return _start_error(e, began)
         except _CONNECTION_ERRORS as e:
             raise EngineUnavailable(f"docker: {e!r}") from e
-        output = None
         if earlier in (None, "created"):
             try:
-                output = await _start_attached(container, io)
+                await container.start()
             except _CONNECTION_ERRORS as e:
                 # The container is left for the next try to find by its name.
                 raise EngineUnavailable(f"docker: {e!r}") from e
@@ -165,11 +165,10 @@ class DockerExecutor(BaseExecutor):
                 self._troubles.pop(key, None)
                 return _start_error(e, began)
             bound.info("container started", container=container.id)
-        elif earlier == "running" and io is not None and io.logs is not None:
-            # An earlier try started it but lost the answer: follow it, never start it twice.
-            output = await _attach(container)
+        # Else an earlier try started it but lost the answer: follow it, never start it
+        # twice. (Its output is read from Docker's log, from the first line.)
         self._troubles.pop(key, None)
-        return _Container(self._docker, container, req.spec, bound, began, io, output)
+        return _Container(self._docker, container, req.spec, bound, began, io)
 
     async def _engine_fault(self, e: DockerError, key: tuple[uuid.UUID, int]) -> bool:
         """Whether an error at create/start is the engine's, not the job's: no connection,
@@ -243,16 +242,10 @@ class DockerExecutor(BaseExecutor):
                 failure=FailureReason.WORKER_LOST,
                 message=f"container {found.ref[:12]} disappeared while no worker watched it",
             )
-        status = info["State"]["Status"]
-        if io is not None and io.logs is not None:
-            io.logs.system(
-                "[jobledger: the worker restarted; output printed while it was down is not here]"
-            )
-        output = None
-        if status == "created":
+        if info["State"]["Status"] == "created":
             # The previous life died between create and start: finish what it began.
             try:
-                output = await _start_attached(container, io)
+                await container.start()
             except _CONNECTION_ERRORS as e:
                 raise EngineUnavailable(f"docker: {e!r}") from e
             except DockerError as e:
@@ -261,11 +254,11 @@ class DockerExecutor(BaseExecutor):
                 bound.warning("container start failed", error=e.message)
                 await _remove(container, bound)
                 return _start_error(e, began)
-        elif status == "running" and io is not None and io.logs is not None:
-            # Not to an exited one: an attach to a container that has exited never ends.
-            output = await _attach(container)
+        # Docker kept what the container printed while no worker read it: read on from the
+        # last line stored, which the sink skips with everything before it.
+        since = await io.logs.resume() if io is not None and io.logs is not None else None
         bound.info("container adopted", running=info["State"]["Running"])
-        attempt = _Container(self._docker, container, req.spec, bound, began, io, output)
+        attempt = _Container(self._docker, container, req.spec, bound, began, io, since)
         return await follow(attempt, cancel, io)
 
     async def discard(self, found: Found) -> None:
@@ -311,9 +304,9 @@ class _PullFailed(DockerError):
 
 
 class _Container(Attempt):
-    """A started container, with its output pumped and its usage sampled while it runs.
+    """A started container, with its output copied and its usage sampled while it runs.
     If the task following it is cancelled, the container is left as it is for a restarted
-    worker to adopt."""
+    worker to adopt, its output copied up to that moment."""
 
     def __init__(
         self,
@@ -323,17 +316,16 @@ class _Container(Attempt):
         bound: FilteringBoundLogger,
         began: float,
         io: JobIO | None,
-        output: Stream | None,
+        since: datetime | None = None,
     ) -> None:
         super().__init__(spec, bound, began)
         self.docker = docker
         self.container = container
         self.io = io
-        self.output = output
-        if output is not None and io is not None and io.logs is not None:
-            self.pumps = [
-                asyncio.create_task(_pump(output, io.logs), name=f"pump-{container.id[:12]}")
-            ]
+        self.output: ContainerOutput | None = None
+        if io is not None and io.logs is not None:
+            self.output = ContainerOutput(docker, container.id, io.logs, bound)
+            self.output.start(since)
         self.sampler = None
         if io is not None and io.usage is not None:
             self.sampler = asyncio.create_task(io.usage.follow(CgroupReader(container.id)))
@@ -361,23 +353,22 @@ class _Container(Attempt):
             await self._resume_output()
 
     async def _resume_output(self) -> None:
-        """Attach again after the engine came back, if the container still runs: the old
-        stream ended with the engine."""
-        if self.io is None or self.io.logs is None:
+        """Read the container's log again after the engine came back: the reading ended
+        with the engine; the new one goes on after the last line the old one gave."""
+        old = self.output
+        if old is None or self.io is None or self.io.logs is None:
             return
-        try:
-            running = (await self.container.show())["State"]["Running"]
-        except (DockerError, *_CONNECTION_ERRORS):
-            return  # the wait that follows tells what became of it
-        if not running:
-            return
+        await old.close()
+        self.output = ContainerOutput(self.docker, self.container.id, self.io.logs, self.log)
+        self.output.resume_after(old.last)
+
+    async def drain(self) -> None:
+        if self.output is not None and not await self.output.wait(OUTPUT_DRAIN_SECONDS):
+            self.log.warning("output stream did not end after the attempt exited")
+
+    def abandon(self) -> None:
         if self.output is not None:
-            await self.output.close()
-        self.io.logs.system(
-            "[jobledger: the Docker engine restarted; output printed while it was away is not here]"
-        )
-        self.output = await _attach(self.container)
-        self.pumps.append(asyncio.create_task(_pump(self.output, self.io.logs), name="pump-again"))
+            self.output.stop_soon()
 
     async def stop(self, grace: int) -> None:
         try:
@@ -396,7 +387,9 @@ class _Container(Attempt):
         if self.sampler is not None:
             self.sampler.cancel()
         if self.output is not None:
-            await self.output.close()
+            # After abandon: what was printed until then is read first, so a worker going
+            # away stores it (SIGTERM) rather than leave it to its next life.
+            await self.output.close(SHUTDOWN_SECONDS)
 
     async def outcome(self, stopped_for: StopReason | None, exit_code: int | None) -> Outcome:
         """Read the exit from the container (removed only once it is recorded: `remove`)."""
@@ -464,30 +457,6 @@ class _Container(Attempt):
         return None
 
 
-async def _attach(container: DockerContainer) -> Stream:
-    output = container.attach(stdout=True, stderr=True)
-    await output.__aenter__()
-    return output
-
-
-async def _start_attached(container: DockerContainer, io: JobIO | None) -> Stream | None:
-    """Start a created container, attached first when there is a sink: its output stream
-    (None without a sink). What start raises is raised, the stream closed; failing here
-    (e.g. a workdir the runtime cannot create) leaves the created container behind."""
-    output = None
-    try:
-        if io is not None and io.logs is not None:
-            # Attached before start: the only way to read stdout and stderr apart, and from
-            # the first byte.
-            output = await _attach(container)
-        await container.start()
-    except BaseException:
-        if output is not None:
-            await output.close()
-        raise
-    return output
-
-
 async def _remove(container: DockerContainer, bound: FilteringBoundLogger) -> None:
     try:
         await container.delete(force=True)
@@ -495,16 +464,6 @@ async def _remove(container: DockerContainer, bound: FilteringBoundLogger) -> No
         # 404: already gone; 409: another removal is in progress.
         if e.status not in (404, 409):
             bound.warning("removing container failed", error=e.message)
-
-
-async def _pump(output: Stream, sink: LogSink) -> None:
-    """Copy a container's attached output into the sink until the stream ends (with the
-    engine too: `wait` attaches again once it is back)."""
-    try:
-        while (msg := await output.read_out()) is not None:
-            await sink.write("stderr" if msg.stream == 2 else "stdout", msg.data)
-    except _CONNECTION_ERRORS as e:
-        log.warning("container output stream cut", error=repr(e))
 
 
 def container_config(req: RunRequest, network_mode: str | None = None) -> dict[str, Any]:

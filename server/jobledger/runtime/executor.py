@@ -147,7 +147,7 @@ class Found(msgspec.Struct, frozen=True, kw_only=True):
 
     job_id: uuid.UUID
     attempt: int
-    ref: str  # the executor's own handle: a container id
+    ref: str  # the executor's own handle: a container id, a process record's path
     running: bool
 
 
@@ -180,6 +180,11 @@ class Executor(Protocol):
 
     async def discard(self, found: Found) -> None:
         """Kill and remove something found that no longer belongs to a live job."""
+        ...
+
+    async def settled(self, req: RunRequest) -> None:
+        """The attempt's outcome is in the log: forget what would let a next life of the
+        worker find it (until then, a worker that dies must not lose how it ended)."""
         ...
 
     async def close(self) -> None:
@@ -314,6 +319,10 @@ class BaseExecutor(abc.ABC):
 
     async def discard(self, found: Found) -> None:
         """Nothing to discard."""
+        return None
+
+    async def settled(self, req: RunRequest) -> None:
+        """Nothing kept for a next life."""
         return None
 
     async def close(self) -> None:

@@ -2,7 +2,11 @@
 poll interval, runs each on the executor, records how it ended, renews its lease, fails the
 jobs of workers whose lease expired, and on start adopts what its previous life left. It
 claims only while its executor answers, and removes what the executor holds of jobs that
-have ended (reconcile)."""
+have ended (reconcile).
+
+The database may go away at any time (connections cut, a restart, a failover): every step
+that needs it retries until it answers again, so the scheduler, the lease loop and each job's
+own task carry on by themselves once it does, and the process never stops for it."""
 
 from __future__ import annotations
 
@@ -10,9 +14,12 @@ import asyncio
 import contextlib
 import os
 import socket
+import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import TypeVar
 
 import msgspec
 import structlog
@@ -24,13 +31,15 @@ from ..domain.jobs import Command, Fail, Job, JobState
 from ..service import JobService
 from ..store.db import DB_ERRORS
 from ..store.eventstore import Notification
-from ..store.notifications import EVENTS, Listener
+from ..store.notifications import EVENTS, Listener, WorkerIdInUse
 from .claims import QUERIES, claim
 from .executor import EngineUnavailable, Executor, Found, JobIO, Outcome, RunRequest
-from .output import LogLimits, LogSink
+from .output import SHUTDOWN_SECONDS, LogLimits, LogSink
 from .usage import UsageRecorder
 
 log = structlog.get_logger(__name__)
+
+T = TypeVar("T")
 
 #: How often an attempt that met an unavailable executor asks whether it answers again.
 _ENGINE_RETRY_SECONDS = 1.0
@@ -88,6 +97,16 @@ class Scheduler:
         self.ready = asyncio.Event()
         self._stopping = False
         self._sweep_due = True
+        self._next_sweep = 0.0
+        #: Claim transactions in flight, and begun so far: a job a claim started is not the
+        #: sweep's to take up.
+        self._claiming = 0
+        self._claims_begun = 0
+        #: Attempts this process started (the newest few thousand): never run one twice.
+        self._ran: dict[tuple[uuid.UUID, int], None] = {}
+        #: Since when (monotonic) every heartbeat has reached the database; None after a
+        #: failed one. The reaper counts a lease as expired only after that long (see _reap).
+        self._reachable_since: float | None = None
         #: Set while the executor answers: only then does this worker claim.
         self.executor_up = asyncio.Event()
         #: Whether the workers table says what `executor_up` says.
@@ -119,22 +138,16 @@ class Scheduler:
     async def run(self, stop: asyncio.Event) -> None:
         """Register, listen, recover, then claim and run jobs until `stop` is set."""
         cfg = self.config
-        if await self.executor.available():
-            self.executor_up.set()
-        await self.pool.execute(
-            QUERIES["register_worker"], cfg.worker_id, list(cfg.tags), cfg.capacity,
-            cfg.lease_seconds, self.executor.name, socket.gethostname(), os.getpid(),
-        )  # fmt: skip
-        # Registered as answering: if it does not, the watch says so before any claim.
-        self._executor_status_stored = self.executor_up.is_set()
         listener = Listener(self.dsn, self._on_connect, identity=cfg.worker_id)
         listener.on(EVENTS.renamed(self.service.store.channel), self._on_notification)
         listen_task = asyncio.create_task(listener.run(), name="listener")
         heartbeat_task: asyncio.Task[None] | None = None
         executor_tasks: list[asyncio.Task[None]] = []
         try:
-            await listener.started()
-            await self._recover()
+            if await self.executor.available():
+                self.executor_up.set()
+            if not await self._start(listener, stop):
+                return
             heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
             executor_tasks = [
                 asyncio.create_task(self._watch_executor(), name="watch-executor"),
@@ -160,23 +173,54 @@ class Scheduler:
                 await self.pool.execute(QUERIES["worker_stopped"], cfg.worker_id)
             self.log.info("scheduler stopped", left_running=len(tasks))
 
+    async def _start(self, listener: Listener, stop: asyncio.Event) -> bool:
+        """Register, wait for the listener, recover; retried until the database answers
+        (False: `stop` came first). Raises `WorkerIdInUse`."""
+        cfg = self.config
+        backoff = 0.1
+        while not stop.is_set():
+            try:
+                await self.pool.execute(
+                    QUERIES["register_worker"], cfg.worker_id, list(cfg.tags), cfg.capacity,
+                    cfg.lease_seconds, self.executor.name, socket.gethostname(), os.getpid(),
+                )  # fmt: skip
+                self._reachable_since = time.monotonic()
+                # Registered as answering: if it does not, the watch says so before a claim.
+                self._executor_status_stored = self.executor_up.is_set()
+                if not await _unless_stopped(listener.started(), stop):
+                    return False
+                await self._recover()
+                return True
+            except WorkerIdInUse:
+                raise
+            except DB_ERRORS as exc:
+                self.log.warning("scheduler start failed, retrying", error=str(exc))
+                await _first_of(stop, seconds=backoff)
+                backoff = min(backoff * 2, 5.0)
+        return False
+
     async def _round(self) -> float:
         """Claim what fits, deliver missed cancels; return how long to sleep."""
         self.wake.clear()
         try:
-            if self._sweep_due:
+            if self._sweep_due or time.monotonic() >= self._next_sweep:
                 self._sweep_due = False
+                self._next_sweep = time.monotonic() + self.config.poll_interval
                 await self._sweep()
             # While the executor does not answer, its jobs stay queued (and say why).
             while (
                 self.executor_up.is_set() and (free := self.config.capacity - len(self.active)) > 0
             ):
+                self._claiming += 1
+                self._claims_begun += 1
                 try:
                     cycle = await claim(self.service, self.config.worker_id, self.config.tags, free)
+                    for c in cycle.claimed:
+                        self._spawn(c.job, log_limit=c.log_limit_bytes)
                 except ConcurrencyError:
                     continue  # raced with a cancel: claim again on fresh state
-                for c in cycle.claimed:
-                    self._spawn(c.job, log_limit=c.log_limit_bytes)
+                finally:
+                    self._claiming -= 1
                 if len(cycle.claimed) < free:
                     break
             if len(self.active) >= self.config.capacity:
@@ -190,15 +234,55 @@ class Scheduler:
         return self.config.poll_interval
 
     async def _sweep(self) -> None:
-        """Deliver cancels whose notification we may have missed."""
+        """Look at the jobs the database says this worker holds, every poll interval and
+        after every reconnection: deliver cancels whose notification was lost (I7), and take
+        up jobs held here that no task runs. A claim whose connection was cut while it
+        committed may have committed unseen: its jobs never ran, so run them now; a job
+        whose attempt did run here but whose task ended without recording it is failed."""
+        # Take up nothing if a claim ran meanwhile: it may have committed jobs it has not
+        # spawned yet.
+        begun = self._claims_begun
+        quiet = self._claiming == 0
         rows = await self.pool.fetch(QUERIES["my_active_jobs"], self.config.worker_id)
+        quiet = quiet and self._claims_begun == begun
         for r in rows:
-            if r["state"] == JobState.CANCELLING and (a := self.active.get(r["id"])):
-                a.cancel.set()
+            job_id, attempt = r["id"], r["attempt"]
+            if (a := self.active.get(job_id)) is not None:
+                if r["state"] == JobState.CANCELLING:
+                    a.cancel.set()
+                continue
+            if not quiet or self._stopping:
+                continue
+            if (job_id, attempt) in self._ran:
+                with contextlib.suppress(DomainError):  # e.g. it ended since the read
+                    await self.service.execute(
+                        job_id,
+                        Fail(
+                            attempt=attempt,
+                            reason=FailureReason.WORKER_LOST,
+                            message="the worker lost track of the attempt",
+                        ),
+                        self.meta,
+                    )
+                continue
+            job = await self.service.load(job_id)
+            if job is None or job.attempt != attempt or job.worker_id != self.config.worker_id:
+                continue
+            if job.state not in (JobState.RUNNING, JobState.CANCELLING) or job_id in self.active:
+                continue
+            log_limit = await self.pool.fetchval(QUERIES["project_log_limit"], job.spec.project)
+            self.log.warning("taking up a claimed job no task ran", job_id=str(job_id))
+            self._spawn(job, log_limit=log_limit)
 
     # ---- one job ----------------------------------------------------------------------
 
     def _spawn(self, job: Job, found: Found | None = None, *, log_limit: int | None) -> None:
+        if job.id in self.active:  # never two tasks for one job
+            self.log.warning("job already running here", job_id=str(job.id))
+            return
+        self._ran[(job.id, job.attempt)] = None
+        while len(self._ran) > 10_000:
+            del self._ran[next(iter(self._ran))]
         cancel = asyncio.Event()
         if job.state is JobState.CANCELLING:
             cancel.set()
@@ -215,6 +299,8 @@ class Scheduler:
         )
         jlog = self.log.bind(job_id=str(job.id), attempt=job.attempt)
         usage = UsageRecorder(self.pool, job.id, job.attempt, self.config.sample_interval)
+        limits = LogLimits(max_total_bytes=log_limit or self.config.log_limit_bytes)
+        sink = LogSink(self.pool, job.id, job.attempt, limits)
         recorded = sink_closed = False
 
         async def record(outcome: Outcome) -> None:
@@ -233,24 +319,30 @@ class Scheduler:
 
         try:
             try:
-                limits = LogLimits(max_total_bytes=log_limit or self.config.log_limit_bytes)
-                sink = LogSink(self.pool, job.id, job.attempt, limits)
                 # Only a worker running an attempt writes its lines: a first attempt just
                 # claimed has none, and numbers from 0 without asking.
-                await sink.start(fresh=found is None and job.attempt == 1)
+                fresh = found is None and job.attempt == 1
+                await _retrying(lambda: sink.start(fresh=fresh), "starting the log", jlog)
                 # The executor records the outcome (`record`) before it removes what is
                 # left of the attempt, so a worker dying in between loses nothing.
                 io = JobIO(sink, usage, record)
                 outcome = await self._run_or_adopt(req, cancel, io, found, jlog)
             except asyncio.CancelledError:
+                # The worker is going away: the lines read so far are stored before the pool
+                # closes; the next life of this worker reads the rest when it adopts the job.
+                await sink.shutdown(SHUTDOWN_SECONDS)
                 raise
             except Exception as exc:  # the executor's own fault, not the job's
                 jlog.exception("executor failed")
+                if not sink_closed:
+                    sink_closed = True
+                    await sink.shutdown(SHUTDOWN_SECONDS)
                 outcome = Outcome(
                     failure=FailureReason.WORKER_LOST, message=f"executor error: {exc}"
                 )
             if not recorded:  # it ended without reaching `record` (e.g. it never started)
                 await record(outcome)
+            await self.executor.settled(req)
         finally:
             self.active.pop(job.id, None)
             self.wake.set()
@@ -285,21 +377,13 @@ class Scheduler:
         self, job_id: uuid.UUID, command: Command, jlog: structlog.BoundLogger
     ) -> None:
         """Record an outcome; keep trying through database outages, it must not be lost."""
-        backoff = 0.1
-        while True:
-            try:
-                result = await self._outcomes((job_id, command))
-            except DB_ERRORS as exc:
-                jlog.warning("recording outcome failed, retrying", error=str(exc))
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 5.0)
-                continue
-            if isinstance(result, DomainError):
-                # E.g. our lease expired and another scheduler already failed the attempt.
-                jlog.warning("outcome not recorded", reason=result.message)
-            else:
-                jlog.info("job ended", state=result.state.value, exit_code=result.exit_code)
-            return
+        result = await _retrying(lambda: self._outcomes((job_id, command)), "recording", jlog)
+        if isinstance(result, DomainError):
+            # E.g. our lease expired and another scheduler already failed the attempt, or a
+            # retry after a commit whose answer was lost finds it recorded already.
+            jlog.warning("outcome not recorded", reason=result.message)
+        else:
+            jlog.info("job ended", state=result.state.value, exit_code=result.exit_code)
 
     async def _record_batch(
         self, batch: list[tuple[uuid.UUID, Command]]
@@ -311,16 +395,20 @@ class Scheduler:
         if not self.ready.is_set() or self._stopping or not self.executor_up.is_set():
             free = 0  # recovering, going, or the executor does not answer: record only
         results: dict[uuid.UUID, Job | DomainError | None]
+        self._claiming += 1
+        self._claims_begun += 1
         try:
             cycle = await claim(
                 self.service, self.config.worker_id, self.config.tags, free, outcomes
             )
+            for c in cycle.claimed:
+                self._spawn(c.job, log_limit=c.log_limit_bytes)
         except ConcurrencyError:  # e.g. a cancel request came in: one at a time
             results = dict(await self.service.execute_many(outcomes, self.meta))
         else:
-            for c in cycle.claimed:
-                self._spawn(c.job, log_limit=c.log_limit_bytes)
             results = dict(cycle.recorded)
+        finally:
+            self._claiming -= 1
         done: list[Job | DomainError] = []
         for job_id, _ in batch:
             result = results[job_id]
@@ -400,17 +488,36 @@ class Scheduler:
     # ---- leases -----------------------------------------------------------------------
 
     async def _heartbeat_loop(self) -> None:
+        """Renew the lease every heartbeat interval, and reap; after a failed heartbeat,
+        try again soon, so the lease is renewed within a second of the database's return."""
+        delay = self.config.heartbeat_interval
         while True:
-            await asyncio.sleep(self.config.heartbeat_interval)
+            await asyncio.sleep(delay)
             try:
                 await self.pool.execute(QUERIES["heartbeat"], self.config.worker_id)
-                await self._reap()
             except DB_ERRORS as exc:
                 self.log.warning("heartbeat failed", error=str(exc))
+                self._reachable_since = None
+                delay = min(max(delay * 2, 0.1), 1.0, self.config.heartbeat_interval)
+                continue
+            delay = self.config.heartbeat_interval
+            if self._reachable_since is None:
+                self._reachable_since = time.monotonic()
+            try:
+                await self._reap()
+            except DB_ERRORS as exc:
+                self.log.warning("reaping failed", error=str(exc))
 
     async def _reap(self) -> None:
-        """Fail (or retry) the jobs of workers whose lease expired."""
-        for r in await self.pool.fetch(QUERIES["lost_jobs"], self.config.worker_id):
+        """Fail (or retry) the jobs of workers whose lease expired. A lease counts as expired
+        only if its last heartbeat is older than the lease AND this reaper has reached the
+        database for longer than the lease: after an outage every worker's heartbeat is
+        stale, through no fault of theirs; the survivors renew theirs within a second of the
+        database's return (see `_heartbeat_loop`), well inside that second lease."""
+        if self._reachable_since is None:
+            return
+        reachable_for = time.monotonic() - self._reachable_since
+        for r in await self.pool.fetch(QUERIES["lost_jobs"], self.config.worker_id, reachable_for):
             message = f"worker {r['worker_id']} stopped renewing its lease"
             with contextlib.suppress(DomainError):  # another scheduler got there first
                 await self.service.execute(
@@ -432,9 +539,11 @@ class Scheduler:
             r["id"]: r
             for r in await self.pool.fetch(QUERIES["my_active_jobs"], self.config.worker_id)
         }
-        adopted: set[uuid.UUID] = set()
+        adopted: set[uuid.UUID] = set(self.active)  # by an earlier try of this start
         for f in found:
             row = mine.get(f.job_id)
+            if f.job_id in self.active:
+                continue
             if row is not None and row["attempt"] == f.attempt and f.job_id not in adopted:
                 job = await self.service.load(f.job_id)
                 assert job is not None
@@ -458,6 +567,34 @@ class Scheduler:
                     ),
                     self.meta,
                 )
+
+
+async def _retrying(op: Callable[[], Awaitable[T]], what: str, jlog: structlog.BoundLogger) -> T:
+    """`op()`'s result, trying again (with backoff) while the database is away."""
+    backoff = 0.1
+    while True:
+        try:
+            return await op()
+        except DB_ERRORS as exc:
+            jlog.warning(f"{what} failed, retrying", error=str(exc))
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+
+
+async def _unless_stopped(wait: Awaitable[None], stop: asyncio.Event) -> bool:
+    """Await `wait` unless `stop` is set first (False then)."""
+    waiting = asyncio.ensure_future(wait)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({waiting, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        if not waiting.done():
+            waiting.cancel()
+    if waiting.done() and not waiting.cancelled():
+        waiting.result()  # raise what it raised
+        return True
+    return False
 
 
 async def _first_of(*events: asyncio.Event, seconds: float) -> None:

@@ -108,13 +108,18 @@ UPDATE workers SET heartbeat_at = clock_timestamp() WHERE id = $1;
 UPDATE workers SET stopped_at = clock_timestamp() WHERE id = $1;
 
 -- name: lost_jobs
--- Running jobs whose worker's lease has expired (or that no registered worker holds).
+-- Running jobs whose worker's lease has expired (or that no registered worker holds). A
+-- lease expires once its last heartbeat is older than the lease and the reaper ($1) has
+-- reached the database without a break for longer than the lease ($2 seconds): a database
+-- outage stops every heartbeat, and is not held against the workers that could not write.
 SELECT j.id, j.attempt, j.worker_id, w.heartbeat_at
 FROM jobs j
 LEFT JOIN workers w ON w.id = j.worker_id
 WHERE j.state IN ('running', 'cancelling')
   AND j.worker_id <> $1
-  AND (w.id IS NULL OR w.heartbeat_at < clock_timestamp() - make_interval(secs => w.lease_seconds));
+  AND (w.id IS NULL
+       OR (w.heartbeat_at < clock_timestamp() - make_interval(secs => w.lease_seconds)
+           AND $2::float8 > w.lease_seconds));
 
 -- name: my_active_jobs
 -- The jobs this worker holds, and whether a cancel is pending for each.

@@ -18,6 +18,7 @@ import asyncpg
 import structlog
 
 from ..domain.events import Usage
+from ..store.db import DB_ERRORS
 from ..store.logs import UsageSample, append_usage_samples
 
 log = structlog.get_logger(__name__)
@@ -101,7 +102,10 @@ class UsageRecorder:
                 memory_bytes=now.memory,
                 attempt=self.attempt,
             )
-            await append_usage_samples(self.pool, self.job_id, self.attempt, [sample])
+            try:
+                await append_usage_samples(self.pool, self.job_id, self.attempt, [sample])
+            except DB_ERRORS as exc:  # the database is away: this sample is lost, not the job
+                log.warning("usage sample not stored", job_id=str(self.job_id), error=str(exc))
             last, last_at = now, at
             await asyncio.sleep(self.interval)
 

@@ -59,7 +59,9 @@ def new_token() -> str:
 
 
 def token_hash(token: str) -> bytes:
-    return hashlib.sha256(token.encode()).digest()
+    """The stored form of a token. Any text hashes, even bytes that are not UTF-8 (which
+    aiohttp hands over as surrogate escapes): such a token is simply unknown."""
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).digest()
 
 
 class RateSettings(msgspec.Struct, frozen=True):
@@ -125,6 +127,10 @@ class AccessStore:
     async def project_exists(self, name: str) -> bool:
         exists: bool = await self.pool.fetchval(QUERIES["project_exists"], name)
         return exists
+
+    async def existing_projects(self, names: Sequence[str]) -> set[str]:
+        """Which of these projects exist, in one query."""
+        return {r["name"] for r in await self.pool.fetch(QUERIES["existing_projects"], names)}
 
     async def set_limits(
         self,

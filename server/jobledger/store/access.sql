@@ -35,6 +35,10 @@ RETURNING name;
 -- Whether a project has been created.
 SELECT EXISTS (SELECT 1 FROM projects WHERE name = $1);
 
+-- name: existing_projects
+-- Which of these projects exist.
+SELECT name FROM projects WHERE name = ANY($1::text[]);
+
 -- name: create_service_account
 -- Create a service account in a project (fails if the name is taken there).
 INSERT INTO service_accounts (id, project, name, role, created_by)

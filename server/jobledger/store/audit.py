@@ -1,5 +1,11 @@
 """Audit queries over the log: events newest first, filtered; the statement is assembled
-from the filters given (see `where`)."""
+from the filters given (see `where`).
+
+Newest first is by (txid, position), like the catch-up reader's order (I5), and only rows
+below the oldest running writer are shown: an event that commits late is never hidden
+behind a page already read. Everything below a page's last event had committed when that
+page was read, so the older pages are fixed; what commits later is newer than the first
+page, and a reader that looks again from the top until it meets what it saw gets it once."""
 
 from __future__ import annotations
 
@@ -38,7 +44,8 @@ class AuditFilter(msgspec.Struct, kw_only=True):
     types: list[str] | None = None
     since: datetime | None = None
     until: datetime | None = None
-    #: Only events before this position (the page cursor).
+    #: Only events before (in the audit's order) the event at this position: the cursor,
+    #: the last event of the previous page.
     before: int | None = None
     #: Failure reason (JobFailed, JobRetryScheduled).
     reason: str | None = None
@@ -77,8 +84,16 @@ def audit_statement(f: AuditFilter, limit: int) -> tuple[str, list[object]]:
     if f.until is not None:
         w.add("e.recorded_at < {}::timestamptz", f.until)
     if f.before is not None:
-        w.add("e.position < {}::bigint", f.before)
-    sql = f"{_SELECT}{w.sql()}\nORDER BY e.position DESC\nLIMIT {w.arg(limit)}"
+        # The cursor stays a position (the API's, unchanged); its event gives the txid. A
+        # position of no event selects nothing.
+        w.add(
+            "(e.txid, e.position) < (SELECT c.txid, c.position FROM events c"
+            " WHERE c.position = {}::bigint)",
+            f.before,
+        )
+    # Rows of transactions that may still commit wait, as in `read_all`.
+    w.literal("e.txid < pg_snapshot_xmin(pg_current_snapshot())")
+    sql = f"{_SELECT}{w.sql()}\nORDER BY e.txid DESC, e.position DESC\nLIMIT {w.arg(limit)}"
     return sql, w.args
 
 

@@ -64,14 +64,61 @@ class DatabaseUnavailable(RuntimeError):
 
 
 #: What "the database is away" raises: the network (refused, reset), the server (an error,
-#: a shutdown, a terminated backend), the driver (a connection closed under it) or our own
-#: `DatabaseUnavailable`. Code that waits for the database to come back catches these.
+#: a shutdown, a terminated backend), the driver (a connection closed under it, or left in a
+#: state it cannot go on from: "cannot switch to state ...; another operation is in
+#: progress" after a connection was cut mid-operation) or our own `DatabaseUnavailable`.
+#: Code that waits for the database to come back catches these.
 DB_ERRORS: tuple[type[Exception], ...] = (
     OSError,
     asyncpg.PostgresError,
     asyncpg.InterfaceError,
+    asyncpg.InternalClientError,
     DatabaseUnavailable,
 )
+
+#: SQLSTATE classes that say "not now" rather than "not this": connection exceptions,
+#: transaction rollbacks (serialization failure, deadlock), insufficient resources (too many
+#: connections), operator intervention (shutdown, "cannot connect now"), system errors.
+_TRANSIENT_CLASSES = frozenset({"08", "40", "53", "57", "58"})
+
+#: Seconds a client is told to wait (`Retry-After`) before trying again.
+RETRY_AFTER_SECONDS = 2
+
+
+def unavailable(exc: BaseException) -> bool:
+    """Whether an error from the database means "away or busy, try again" (an HTTP 503), as
+    opposed to a query the database refuses (a bug, or bad input: never worth retrying)."""
+    if isinstance(exc, asyncpg.PostgresError):
+        return str(getattr(exc, "sqlstate", "") or "")[:2] in _TRANSIENT_CLASSES
+    return isinstance(exc, DB_ERRORS)
+
+
+class _Connection(asyncpg.Connection):  # type: ignore[misc]
+    """A connection that closes itself when the driver says its protocol state is broken
+    (`InternalClientError`: measured after `pg_terminate_backend` cut it mid-operation), so
+    the pool replaces it instead of lending it out again to fail the same way."""
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super().execute(*args, **kwargs)
+        except asyncpg.InternalClientError:
+            self.terminate()
+            raise
+
+    async def _execute(self, *args: Any, **kwargs: Any) -> Any:
+        # fetch, fetchrow, fetchval and prepared statements all go through here.
+        try:
+            return await super()._execute(*args, **kwargs)
+        except asyncpg.InternalClientError:
+            self.terminate()
+            raise
+
+    async def _executemany(self, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return await super()._executemany(*args, **kwargs)
+        except asyncpg.InternalClientError:
+            self.terminate()
+            raise
 
 
 def redact(dsn: str) -> str:
@@ -90,7 +137,7 @@ async def create_pool(
     try:
         pool = await asyncpg.create_pool(
             dsn, min_size=min_size, max_size=max_size, init=_init_connection, reset=_reset,
-            **kwargs,
+            connection_class=_Connection, **kwargs,
         )  # fmt: skip
     except DB_ERRORS as exc:
         raise _unavailable(dsn, exc) from exc
@@ -101,7 +148,7 @@ async def create_pool(
 async def connect(dsn: str) -> asyncpg.Connection:
     """One connection with the same codecs as the pool's (for LISTEN and tooling)."""
     try:
-        conn = await asyncpg.connect(dsn)
+        conn = await asyncpg.connect(dsn, connection_class=_Connection)
     except DB_ERRORS as exc:
         raise _unavailable(dsn, exc) from exc
     await _init_connection(conn)

@@ -7,12 +7,14 @@ PostgreSQL refuses to run as root, so as root the cluster runs as the `postgres`
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import pwd
 import re
 import shutil
 import subprocess
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import structlog
@@ -21,6 +23,7 @@ log = structlog.get_logger(__name__)
 
 SUPERUSER = "jobledger"
 PORT = 5432  # only names the socket file; nothing listens on TCP
+_OPEN = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC
 
 
 class EmbeddedPostgresError(RuntimeError):
@@ -156,6 +159,60 @@ class EmbeddedPostgres:
             "pg_ctl", "start", "-D", str(self.data_dir), "-l", str(self.log_file), "-w", "-t", "60"
         )
         log.info("embedded postgresql started", data_dir=str(self.data_dir))
+
+    @property
+    def users_lock(self) -> Path:
+        """The lock file every process using the cluster holds shared (beside the data
+        directory: as root, that one belongs to the cluster's user). It says whether a
+        jobledger process started the cluster."""
+        return self.data_dir.with_name(self.data_dir.name + ".lock")
+
+    @contextlib.contextmanager
+    def _turn(self) -> Iterator[None]:
+        """One process at a time decides to start or stop the cluster."""
+        self.users_lock.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.data_dir.with_name(self.data_dir.name + ".start.lock"), _OPEN, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    def attach(self) -> int:
+        """Start the cluster if it is not running and use it until `detach`: meanwhile the
+        process holds a shared lock on `users_lock` (the returned descriptor), so that no
+        other user stops the cluster under it."""
+        with self._turn():
+            fd = os.open(self.users_lock, _OPEN, 0o644)
+            try:
+                if not self.running:
+                    self.start()
+                    # The last user stops it; one found running was someone else's to start.
+                    os.ftruncate(fd, 0)
+                    os.pwrite(fd, f"started by jobledger (pid {os.getpid()})\n".encode(), 0)
+                fcntl.flock(fd, fcntl.LOCK_SH)
+            except BaseException:
+                os.close(fd)
+                raise
+        return fd
+
+    def detach(self, fd: int) -> bool:
+        """Stop using the cluster; the last user stops it if a jobledger process started
+        it. Whether it was stopped."""
+        try:
+            with self._turn():
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                except BlockingIOError:
+                    log.info("embedded postgresql left running for its other users")
+                    return False
+                if not os.pread(fd, 1, 0) or not self.running:
+                    return False
+                self.stop()
+                os.ftruncate(fd, 0)
+                return True
+        finally:
+            os.close(fd)
 
     def stop(self) -> None:
         """Stop the server cleanly (fast mode: roll back open transactions)."""
