@@ -57,6 +57,9 @@ class JobOut(msgspec.Struct, kw_only=True):
     #: The job's stream version and the log position of its last event.
     version: int
     last_position: int
+    #: What ties the job's events to the request that began it (`X-Correlation-Id`, or
+    #: that request's id): every event of the job carries it.
+    correlation_id: str | None = None
     #: What a queued job waits for now (worked out when read, never stored).
     waiting_reason: str | None = None
 

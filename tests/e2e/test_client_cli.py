@@ -13,10 +13,10 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import aiohttp
-import msgspec
 import pytest
 
 from jobledger import cli
+from jobledger.api.jobs import job_out
 from jobledger.cli.formatting import cut, fit_widths, job_details, jobs_table, outcome, table
 from jobledger.domain.events import FailureReason, Usage
 from jobledger.domain.jobs import Fail, Finish, RequestCancel, Start, Submit
@@ -376,7 +376,7 @@ def a_job(*commands: object, **spec_fields: object) -> JobOut:
     for command in commands:
         log.apply(command)  # type: ignore[arg-type]
     assert log.state is not None
-    return JobOut(**msgspec.structs.asdict(view_of(log.state)))
+    return job_out(view_of(log.state))
 
 
 def test_cut_marks_what_it_cuts() -> None:

@@ -12,7 +12,10 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from jobledger.service import JobService
+from jobledger.store.db import create_pool
 from jobledger.store.embedded import EmbeddedPostgres
+from jobledger.store.eventstore import EventStore
 from jobledger.store.migrate import migrate
 from tests.conftest import FAST_SETTINGS
 
@@ -80,3 +83,13 @@ async def own_pg() -> AsyncIterator[OwnPostgres]:
     finally:
         await own.stop()
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+async def fault_service(own_pg: OwnPostgres) -> AsyncIterator[JobService]:
+    """A job service on the test's own cluster."""
+    pool = await create_pool(own_pg.dsn, min_size=1, max_size=10)
+    try:
+        yield JobService(EventStore(pool))
+    finally:
+        await pool.close()

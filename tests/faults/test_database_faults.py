@@ -21,8 +21,7 @@ from jobledger.runtime.noop import NoopExecutor
 from jobledger.runtime.process import ProcessExecutor
 from jobledger.runtime.scheduler import Scheduler, WorkerConfig
 from jobledger.service import JobService
-from jobledger.store.db import DB_ERRORS, create_pool
-from jobledger.store.eventstore import EventStore
+from jobledger.store.db import DB_ERRORS
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e.conftest import AUTH, Server
 from tests.factories import spec
@@ -30,16 +29,6 @@ from tests.faults.conftest import OwnPostgres
 
 META = EventMeta(actor="test")
 TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-@pytest.fixture
-async def fault_service(own_pg: OwnPostgres) -> AsyncIterator[JobService]:
-    """A job service on the test's own cluster."""
-    pool = await create_pool(own_pg.dsn, min_size=1, max_size=10)
-    try:
-        yield JobService(EventStore(pool))
-    finally:
-        await pool.close()
 
 
 StartScheduler = Callable[..., Awaitable[Scheduler]]

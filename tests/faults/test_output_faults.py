@@ -23,8 +23,7 @@ from jobledger.runtime.executor import Executor
 from jobledger.runtime.process import ProcessExecutor
 from jobledger.runtime.scheduler import Scheduler, WorkerConfig
 from jobledger.service import JobService
-from jobledger.store.db import DB_ERRORS, create_pool
-from jobledger.store.eventstore import EventStore
+from jobledger.store.db import DB_ERRORS
 from jobledger.store.logs import LogLine, read_logs
 from tests.docker_rig import containers
 from tests.e2e.conftest import Server, Worker
@@ -36,13 +35,8 @@ DONE = {"succeeded", "failed", "cancelled"}
 
 
 @pytest.fixture
-async def service(own_pg: OwnPostgres) -> AsyncIterator[JobService]:
-    """A job service on the test's own cluster."""
-    pool = await create_pool(own_pg.dsn, min_size=1, max_size=10)
-    try:
-        yield JobService(EventStore(pool))
-    finally:
-        await pool.close()
+def service(fault_service: JobService) -> JobService:
+    return fault_service
 
 
 @contextlib.asynccontextmanager

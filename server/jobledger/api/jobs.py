@@ -52,7 +52,8 @@ def job_out(view: JobView, waiting_reason: str | None = None) -> JobOut:
         started_at=view.started_at, finished_at=view.finished_at,
         cancel_requested_at=view.cancel_requested_at,
         cancel_requested_by=view.cancel_requested_by, version=view.version,
-        last_position=view.last_position, waiting_reason=waiting_reason,
+        last_position=view.last_position, correlation_id=view.correlation_id,
+        waiting_reason=waiting_reason,
     )  # fmt: skip
 
 
