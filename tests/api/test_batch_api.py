@@ -117,3 +117,16 @@ async def test_batch_permissions_and_rate_limits(client: Client, pool: asyncpg.P
     limited = await post(client, {"jobs": [{"image": "b"}]}, 429, p1["operator"])
     assert limited["error"]["details"]["retry_after"] > 2
     assert await pool.fetchval("SELECT count(*) FROM jobs WHERE project = 'p1'") == 8
+
+
+async def test_a_spec_for_an_unknown_project_is_named_by_its_place(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    for specs, at in (
+        ([{"image": "b", "project": "ghost"}], "$.jobs[0].project"),
+        ([{"image": "b"}, {"image": "b", "project": "ghost"}], "$.jobs[1].project"),
+    ):
+        resp = await client.post("/api/v1/jobs:batch", json={"jobs": specs})
+        assert resp.status == 404
+        assert (await resp.json())["error"]["details"]["field"] == at
+    assert await pool.fetchval("SELECT count(*) FROM events") == 0

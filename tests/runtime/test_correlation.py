@@ -28,7 +28,10 @@ async def submit(client: Client, headers: dict[str, str], **body: object) -> tup
         "/api/v1/jobs", json={"image": "x", "command": ["true"], **body}, headers=headers
     )
     assert resp.status == 201, await resp.text()
-    return uuid.UUID((await resp.json())["id"]), resp.headers["X-Request-Id"]
+    body = await resp.json()
+    # The answer says which correlation the job's events carry.
+    assert resp.headers["X-Correlation-Id"] == body["correlation_id"]
+    return uuid.UUID(body["id"]), resp.headers["X-Request-Id"]
 
 
 def chain(records: list[Recorded]) -> list[tuple[str, str | None, str | None]]:

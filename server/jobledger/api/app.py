@@ -67,7 +67,7 @@ async def error_middleware(request: web.Request, handler: Handler) -> web.Stream
         except Exception:
             log.exception("unhandled error", method=request.method, path=request.path)
             response = errors.error_response(500, "internal", "internal server error")
-        response.headers["X-Request-Id"] = rid
+        _ids_on(request, response)
         log.info(
             "request",
             method=request.method,
@@ -89,11 +89,19 @@ def reject_nul(request: web.Request) -> None:
                 )
 
 
+def _ids_on(request: web.Request, response: web.StreamResponse) -> None:
+    """The request's id, and the correlation id its events carry (the client's
+    `X-Correlation-Id`, else the request id), on the answer."""
+    rid = request[REQUEST_ID]
+    response.headers.setdefault("X-Request-Id", rid)
+    response.headers.setdefault("X-Correlation-Id", client_id(request, "X-Correlation-Id") or rid)
+
+
 async def _request_id_header(request: web.Request, response: web.StreamResponse) -> None:
     """Streamed answers (logs.txt, the WebSocket upgrade) send their headers before the
-    middleware sees them: every answer gets its request id as it is prepared."""
+    middleware sees them: every answer gets its ids as it is prepared."""
     if REQUEST_ID in request:
-        response.headers.setdefault("X-Request-Id", request[REQUEST_ID])
+        _ids_on(request, response)
 
 
 async def healthz(request: web.Request) -> web.Response:

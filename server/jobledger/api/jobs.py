@@ -85,14 +85,15 @@ def _project_of(request: web.Request, spec: JobSpec, field: str = "$.project") -
     return spec
 
 
-async def _take_rate(request: web.Request, specs: list[JobSpec]) -> None:
-    """Refuse a submit to a project that does not exist (404) or that submits too fast."""
+async def _take_rate(request: web.Request, specs: list[JobSpec], *, batch: bool = False) -> None:
+    """Refuse a submit to a project that does not exist (404) or that submits too fast;
+    `batch`: the specs are a batch's (errors name `$.jobs[n]`)."""
     per_project: dict[str, int] = {}
     for n, spec in enumerate(specs):
         if spec.project not in per_project and not await request.app[LOOKUPS].project_exists(
             spec.project
         ):
-            field = "$.project" if len(specs) == 1 else f"$.jobs[{n}].project"
+            field = f"$.jobs[{n}].project" if batch else "$.project"
             raise NotFound(f"project {spec.project} does not exist", field=field)
         per_project[spec.project] = per_project.get(spec.project, 0) + 1
     limiter = request.app[SUBMIT_LIMITER]
@@ -119,7 +120,7 @@ async def submit_batch(request: web.Request) -> web.Response:
     created, 200 if every spec named an existing job by its idempotency key."""
     batch = decode_body(await request.read(), BatchIn)
     specs = [_project_of(request, s, f"$.jobs[{n}].project") for n, s in enumerate(batch.jobs)]
-    await _take_rate(request, specs)
+    await _take_rate(request, specs, batch=True)
     results = await request.app[SERVICE].submit_batch_with_reasons(specs, event_meta(request))
     created = sum(1 for done in results if done.created)
     outs = [submitted_out(done) for done in results]
