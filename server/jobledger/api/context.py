@@ -10,6 +10,7 @@ import msgspec
 from aiohttp import web
 
 from ..domain.errors import InvalidInput
+from ..domain.jobs import unstorable_path
 from ..projections.reads import JobReads
 from ..service import JobService
 from ..store.access import AccessStore
@@ -63,7 +64,7 @@ def decode_body(data: bytes, type_: type[T]) -> T:
     try:
         value = _decode(data, type_)
         # An escape could make a NUL or a lone surrogate.
-        bad = _unstorable_path(msgspec.json.decode(data), "$") if b"\\u" in data else None
+        bad = unstorable_path(msgspec.json.decode(data), "$") if b"\\u" in data else None
     except UnicodeDecodeError as exc:
         raise msgspec.DecodeError(f"body is not UTF-8 ({exc.reason} at byte {exc.start})") from None
     except RecursionError:
@@ -87,27 +88,6 @@ def _decode(data: bytes, type_: type[T]) -> T:
         if "got `float`" not in str(exc):
             raise
     return msgspec.convert(_integral(msgspec.json.decode(data)), type_)
-
-
-def _unstorable_path(value: Any, path: str) -> str | None:
-    """The JSON path of the first string (or key) PostgreSQL cannot store as text."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            return path
-        try:
-            value.encode()
-        except UnicodeEncodeError:
-            return path
-        return None
-    if isinstance(value, dict):
-        for k, v in value.items():
-            if found := _unstorable_path(k, f"{path}.{k!r}") or _unstorable_path(v, f"{path}.{k}"):
-                return found
-    elif isinstance(value, list):
-        for i, v in enumerate(value):
-            if found := _unstorable_path(v, f"{path}[{i}]"):
-                return found
-    return None
 
 
 def _unrepresentable_time(value: Any, path: str) -> str | None:

@@ -165,17 +165,17 @@ def _unstorable(text: str) -> bool:
     return False
 
 
-def _nul_path(value: object, path: str) -> str | None:
+def unstorable_path(value: object, path: str) -> str | None:
     """The JSON path of the first string the database cannot store (see `_unstorable`)."""
     if isinstance(value, str):
         return path if _unstorable(value) else None
     if isinstance(value, dict):
         for k, v in value.items():
-            if found := _nul_path(k, f"{path}.{k!r}") or _nul_path(v, f"{path}.{k}"):
+            if found := unstorable_path(k, f"{path}.{k!r}") or unstorable_path(v, f"{path}.{k}"):
                 return found
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            if found := _nul_path(v, f"{path}[{i}]"):
+            if found := unstorable_path(v, f"{path}[{i}]"):
                 return found
     return None
 
@@ -188,7 +188,7 @@ def validate(command: Command) -> None:
             return
     except UnicodeEncodeError:
         pass
-    if path := _nul_path(msgspec.to_builtins(payload), "$"):
+    if path := unstorable_path(msgspec.to_builtins(payload), "$"):
         raise InvalidInput(
             "text must be UTF-8 without NUL characters (\\u0000) or lone surrogates", field=path
         )
