@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable
 from typing import Any
 
 import asyncpg
@@ -98,27 +99,22 @@ class _Connection(asyncpg.Connection):  # type: ignore[misc]
     (`InternalClientError`: measured after `pg_terminate_backend` cut it mid-operation), so
     the pool replaces it instead of lending it out again to fail the same way."""
 
-    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+    async def _dropping_if_broken(self, call: Awaitable[Any]) -> Any:
         try:
-            return await super().execute(*args, **kwargs)
+            return await call
         except asyncpg.InternalClientError:
             self.terminate()
             raise
+
+    async def execute(self, *args: Any, **kwargs: Any) -> Any:
+        return await self._dropping_if_broken(super().execute(*args, **kwargs))
 
     async def _execute(self, *args: Any, **kwargs: Any) -> Any:
         # fetch, fetchrow, fetchval and prepared statements all go through here.
-        try:
-            return await super()._execute(*args, **kwargs)
-        except asyncpg.InternalClientError:
-            self.terminate()
-            raise
+        return await self._dropping_if_broken(super()._execute(*args, **kwargs))
 
     async def _executemany(self, *args: Any, **kwargs: Any) -> Any:
-        try:
-            return await super()._executemany(*args, **kwargs)
-        except asyncpg.InternalClientError:
-            self.terminate()
-            raise
+        return await self._dropping_if_broken(super()._executemany(*args, **kwargs))
 
 
 def redact(dsn: str) -> str:
