@@ -24,8 +24,10 @@ from .ids import uuid7
 from .projections import jobs as jobs_projection
 from .projections import queue
 from .projections.jobs import JobView
+from .projections.named import Projections
+from .projections.registry import PROJECTIONS
 from .store.db import DB_ERRORS, Conn
-from .store.eventstore import AppendItem, EventStore, InlineHook
+from .store.eventstore import Announce, AppendItem, EventStore, InlineHook
 
 log = structlog.get_logger(__name__)
 
@@ -36,10 +38,16 @@ class StreamService:
     (I4). Each kind's own service builds on it (jobs: `JobService`)."""
 
     def __init__(
-        self, store: EventStore, *, kinds: Registry = KINDS, max_attempts: int = 50
+        self,
+        store: EventStore,
+        *,
+        kinds: Registry = KINDS,
+        projections: Projections = PROJECTIONS,
+        max_attempts: int = 50,
     ) -> None:
         self.store = store
         self.kinds = kinds
+        self.projections = projections
         self.max_attempts = max_attempts
 
     async def load(self, kind: str, stream_id: uuid.UUID) -> tuple[Any, int]:
@@ -63,11 +71,16 @@ class StreamService:
         *,
         inline: Callable[[Any], InlineHook] | None = None,
         follow: Callable[[EventMeta, Any], EventMeta] | None = None,
+        also: InlineHook | None = None,
     ) -> Any:
         """Apply a command to a stream and return its new state; raises the domain error
-        `decide` raises. `inline(prior state)` gives the append's inline projection;
-        `follow(meta, prior state)` the events' metadata, if it depends on the state."""
+        `decide` raises. `inline(prior state)` gives the append's inline projection
+        (default: the kind's registered state projection, if it has one); `also` runs
+        after it in the same transaction (e.g. a write beside the log); `follow(meta,
+        prior state)` gives the events' metadata, if it depends on the state."""
         stream_kind = self.kinds.get(kind)
+        if inline is None and (projection := self.projections.get(kind)) is not None:
+            inline = lambda state: projection.inline({stream_id: state})  # noqa: E731
         for _ in range(self.max_attempts):
             state, version = await self.load(kind, stream_id)
             events = stream_kind.decide(state, command)
@@ -77,7 +90,7 @@ class StreamService:
                 recorded = await self.store.append_many(
                     [AppendItem(stream_id, version, events, stream_type=kind)],
                     follow(meta, state) if follow is not None else meta,
-                    inline=inline(state) if inline is not None else None,
+                    inline=_both(inline(state) if inline is not None else None, also),
                 )
             except ConcurrencyError:
                 log.debug("append conflict, deciding again", stream_id=str(stream_id))
@@ -367,6 +380,18 @@ def following(meta: EventMeta, job: Job | None) -> EventMeta:
         return meta
     cause = str(job.cause_event_id) if job.cause_event_id is not None else meta.causation_id
     return msgspec.structs.replace(meta, correlation_id=job.correlation_id, causation_id=cause)
+
+
+def _both(first: InlineHook | None, then: InlineHook | None) -> InlineHook | None:
+    """One inline hook running `first`, then `then`, in the append's transaction."""
+    if first is None or then is None:
+        return first or then
+
+    async def hook(conn: Conn, recorded: list[Recorded], announce: Announce) -> None:
+        await first(conn, recorded, announce)
+        await then(conn, recorded, announce)
+
+    return hook
 
 
 def _rolled_back(exc: BaseException) -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import asyncpg
 import msgspec
@@ -15,7 +15,10 @@ from jobledger.domain.errors import InvalidInput, InvalidTransition, NotFound
 from jobledger.domain.events import Event, EventCodec, EventMeta, Recorded
 from jobledger.domain.kinds import Registry, StreamKind, named_stream_id
 from jobledger.domain.registry import KINDS
+from jobledger.projections.named import StateProjection
+from jobledger.projections.registry import PROJECTIONS
 from jobledger.replay.archive import export, import_lines, stream_at
+from jobledger.replay.rebuild import rebuild
 from jobledger.replay.verify import Verifier
 from jobledger.service import JobService, StreamService
 from jobledger.store.eventstore import AppendItem, EventStore
@@ -101,6 +104,58 @@ def counter_kind() -> Iterator[StreamKind]:
         yield COUNTER
     finally:
         KINDS.unregister(COUNTER.name)
+
+
+@pytest.fixture
+async def counter_table(
+    pool: asyncpg.Pool, counter_kind: StreamKind
+) -> AsyncIterator[StateProjection]:
+    """The toy kind's state projection: a table of live counters (deleted ones have no row)."""
+    await pool.execute(
+        "CREATE TABLE counters (stream_id uuid PRIMARY KEY, project text NOT NULL,"
+        " name text NOT NULL, value integer NOT NULL, version integer NOT NULL)"
+    )
+    projection = StateProjection(
+        counter_kind,
+        "counters",
+        ["project", "name", "value", "version"],
+        lambda c: None if c.deleted else (c.project, c.name, c.value, c.version),
+    )
+    PROJECTIONS.register(projection)
+    try:
+        yield projection
+    finally:
+        PROJECTIONS.unregister(counter_kind.name)
+
+
+async def test_a_kinds_state_projection_is_kept_inline_verified_and_rebuilt(
+    pool: asyncpg.Pool, store: EventStore, counter_table: StateProjection
+) -> None:
+    streams = StreamService(store)
+    a, b = COUNTER.stream_id("p", "a"), COUNTER.stream_id("p", "b")
+    await streams.execute("counter", a, Create("p", "a"), META)
+    await streams.execute("counter", a, Add(3), META)
+    await streams.execute("counter", b, Create("p", "b"), META)
+    await streams.execute("counter", b, Delete(), META)
+    rows = await pool.fetch("SELECT stream_id, name, value, version FROM counters")
+    assert [tuple(r) for r in rows] == [(a, "a", 3, 2)]  # the deleted one has no row
+    assert [p async for p in Verifier(pool).problems()] == []
+
+    # A row changed behind the log's back, another lost, a third with no stream: verify
+    # names each, and a rebuild makes the table equal to the fold again.
+    await pool.execute("UPDATE counters SET value = 99")
+    stray = uuid.uuid4()
+    await pool.execute("INSERT INTO counters VALUES ($1, 'p', 'x', 1, 1)", stray)
+    problems = {(p.kind, p.stream_id, p.detail) async for p in Verifier(pool).problems()}
+    assert problems == {
+        ("projection_differs", a, "counters row differs in: value"),
+        ("orphan_projection", stray, "a counters row with no events"),
+    }
+    report = await rebuild(pool)
+    assert report.tables == {"counters": 2}
+    rows = await pool.fetch("SELECT stream_id, value FROM counters")
+    assert [tuple(r) for r in rows] == [(a, 3)]
+    assert [p async for p in Verifier(pool).problems()] == []
 
 
 def test_named_stream_ids_are_deterministic_and_distinct() -> None:

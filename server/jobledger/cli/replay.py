@@ -16,6 +16,7 @@ from typing import TextIO
 import msgspec
 
 from ..domain.registry import KINDS
+from ..domain.specs import DEFAULT_PROJECT
 from ..exitcodes import EXIT_ERROR, EXIT_OK
 from .options import add_database_args, iso_time
 
@@ -116,7 +117,11 @@ def configure_replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
         "show", help="one stream of any kind as it stood at a point in the log (time travel)"
     )
     sh.add_argument("kind", choices=STREAM_KINDS, metavar="KIND", help=", ".join(STREAM_KINDS))
-    sh.add_argument("stream_id", type=uuid.UUID, metavar="ID")
+    sh.add_argument(
+        "stream_id",
+        metavar="ID",
+        help="the stream's id; for a named kind also PROJECT/NAME (or NAME in the default project)",
+    )
     _add_at(sh)
     sh.set_defaults(func=cmd_show)
     jb = verbs.add_parser("job", help="one job as it stood at a point in the log (show job)")
@@ -184,6 +189,19 @@ async def cmd_verify(args: argparse.Namespace) -> int:
     return EXIT_ERROR if report.problems else EXIT_OK
 
 
+def stream_of(kind: str, text: str) -> uuid.UUID:
+    """A stream id as the user wrote it: a UUID, or for a named kind PROJECT/NAME or NAME."""
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        pass
+    stream_kind = KINDS.get(kind)
+    if not stream_kind.named:
+        raise SystemExit(f"jobledger replay show: {text!r} is not a {kind} id (a UUID)")
+    project, _, name = text.rpartition("/")
+    return stream_kind.stream_id(project or DEFAULT_PROJECT, name)
+
+
 def _add_at(p: argparse.ArgumentParser) -> None:
     p.add_argument("--at", type=point_in_log, metavar="POSITION|TIME",
                    help="a log position, or an ISO 8601 time (default: now)")  # fmt: skip
@@ -195,8 +213,9 @@ async def cmd_show(args: argparse.Namespace) -> int:
 
     position = args.at if isinstance(args.at, int) else None
     at = args.at if isinstance(args.at, datetime) else None
+    stream_id = stream_of(args.kind, str(args.stream_id))
     async with service_for(args, min_size=1, max_size=2) as (service, _):
-        emit(await stream_at(service.pool, args.kind, args.stream_id, position=position, at=at))
+        emit(await stream_at(service.pool, args.kind, stream_id, position=position, at=at))
     return EXIT_OK
 
 

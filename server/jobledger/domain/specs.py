@@ -56,12 +56,25 @@ class RetryPolicy(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_on
     backoff_seconds: BackoffSeconds = 10.0
 
 
+class SecretRef(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """An environment variable's value kept as a secret of the job's project: the worker
+    resolves it (the latest version, or `version`) when the job starts and injects it into
+    the container; events and views hold only this reference."""
+
+    secret: Name
+    version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+
+
+#: What an environment variable is set to: a value, or a reference to a secret.
+EnvSetting = EnvValue | SecretRef
+
+
 class JobSpec(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """One job as submitted: the action to run and how, where and when to run it."""
 
     image: Image
     command: Annotated[list[Arg], msgspec.Meta(max_length=1024)] = []
-    env: Annotated[dict[EnvName, EnvValue], msgspec.Meta(max_length=512)] = {}
+    env: Annotated[dict[EnvName, EnvSetting], msgspec.Meta(max_length=512)] = {}
     workdir: Annotated[str, msgspec.Meta(min_length=1, max_length=4096, pattern=r"^/")] | None = (
         None
     )

@@ -1,4 +1,5 @@
-"""`replay rebuild`: fold the log again into the `jobs` projection without readers ever
+"""`replay rebuild`: fold the log again into the `jobs` projection (and the other kinds' small
+state projections, each in one transaction at the end) without readers ever
 seeing a half-built table, resumable after an interruption.
 
 1. Begin: an empty shadow table `jobs_rebuild` and a checkpoint row (`projection_rebuilds`)
@@ -29,6 +30,7 @@ import structlog
 
 from ..domain.jobs import JOB, Job, evolve
 from ..projections.jobs import COLUMNS, row_args, view_of
+from ..projections.registry import PROJECTIONS
 from ..store.db import Conn
 from ..store.eventstore import record_from_row
 from ..store.queries import QUERIES as STORE_QUERIES
@@ -67,6 +69,8 @@ class RebuildReport(msgspec.Struct, kw_only=True):
     late_streams: int
     #: Rows of the live projection the swap inserted, changed or deleted.
     rows_changed: int
+    #: The other kinds' state projections rebuilt too: streams folded, by table.
+    tables: dict[str, int] = {}
     seconds: float
     events_per_second: int
 
@@ -175,6 +179,10 @@ async def rebuild(
                         with contextlib.suppress(BaseException):
                             await fetch
         late, changed = await _swap(conn, state["started_xmin"])
+        tables: dict[str, int] = {}
+        for projection in PROJECTIONS:  # small tables: each in one transaction
+            async with conn.transaction():
+                tables[projection.table] = await projection.rebuild(conn)
     seconds = time.perf_counter() - started
     return RebuildReport(
         projection=PROJECTION,
@@ -183,6 +191,7 @@ async def rebuild(
         events=events,
         late_streams=late,
         rows_changed=changed,
+        tables=tables,
         seconds=round(seconds, 3),
         events_per_second=round((events - before) / max(seconds, 1e-9)),
     )

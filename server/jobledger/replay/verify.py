@@ -2,8 +2,9 @@
 
 For every stream, whatever its kind: versions run 1, 2, 3... without a hole; every event
 decodes with its kind's current schema (upcasting older versions); the hash chain
-recomputes; the kind's fold succeeds; and for jobs, the fold equals the `jobs` row. Rows of
-`jobs` without a stream are reported too.
+recomputes; the kind's fold succeeds; and the fold equals the stream's projection row (the
+`jobs` row for jobs, the kind's state projection for the others). Rows of projections
+without a stream are reported too.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from ..domain.events import Recorded
 from ..domain.jobs import JOB
 from ..domain.registry import KINDS
 from ..projections.jobs import COLUMNS, JobView, view_from_row, view_of
+from ..projections.registry import PROJECTIONS
 from ..store.chain import canonical, link
 from ..store.eventstore import record_from_row
 from . import QUERIES
@@ -111,8 +113,19 @@ class _Stream:
                 self.problem("fold_error", exc.message, row)
                 self.broken = True
 
+    def compare_state(self, stored: tuple[Any, ...] | None) -> None:
+        """Against the stream's row in its kind's state projection."""
+        projection = PROJECTIONS.get(self.type)
+        if projection is None or self.broken:
+            return
+        if diff := projection.differences(self.state, stored):
+            self.problem(
+                "projection_differs",
+                f"{projection.table} row differs in: " + ", ".join(diff),
+            )
+
     def compare(self, row: asyncpg.Record | None) -> None:
-        """Against the stream's `jobs` row (only job streams have a projection yet)."""
+        """Against the stream's `jobs` row."""
         if self.type != JOB.name:
             return
         if row is None:
@@ -171,8 +184,14 @@ class Verifier:
                 projected = {
                     r["id"]: r for r in await conn.fetch(QUERIES["jobs_by_id"], list(checked))
                 }
+                stored: dict[uuid.UUID, tuple[Any, ...]] = {}
+                for projection in PROJECTIONS:
+                    ids = [i for i, st in checked.items() if st.type == projection.kind.name]
+                    if ids:
+                        stored.update(await projection.rows(conn, ids))
                 for sid, stream in checked.items():
                     stream.compare(projected.get(sid))
+                    stream.compare_state(stored.get(sid))
                     for p in stream.problems:
                         report.problems += 1
                         yield p
@@ -189,6 +208,19 @@ class Verifier:
                     stream_id=row["id"],
                     detail="a jobs row with no events",
                 )
+            for projection in PROJECTIONS:
+                orphans = await conn.fetch(
+                    f"SELECT stream_id FROM {projection.table} p WHERE NOT EXISTS "
+                    "(SELECT 1 FROM events e WHERE e.stream_id = p.stream_id)"
+                )
+                for row in orphans:
+                    report.problems += 1
+                    yield Problem(
+                        kind="orphan_projection",
+                        stream_type=projection.kind.name,
+                        stream_id=row["stream_id"],
+                        detail=f"a {projection.table} row with no events",
+                    )
         seconds = time.perf_counter() - started
         report.seconds = round(seconds, 3)
         report.events_per_second = round(report.events / max(seconds, 1e-9))
