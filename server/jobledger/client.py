@@ -14,10 +14,10 @@ import msgspec
 from .wire import (
     AuditPage,
     EndMessage,
-    JobEvent,
     JobList,
     JobOut,
     LinesMessage,
+    LogEvent,
     LogLine,
     LogMessage,
     LogPage,
@@ -172,7 +172,7 @@ class Client:
 
     async def iter_audit(
         self, filters: Sequence[tuple[str, str | int]], page_size: int = MAX_JOBS_PAGE
-    ) -> AsyncIterator[list[JobEvent]]:
+    ) -> AsyncIterator[list[LogEvent]]:
         """Events matching the audit filters (query parameters), newest first, page by page."""
         cursor: int | None = None
         while True:

@@ -9,12 +9,13 @@ from __future__ import annotations
 import enum
 import uuid
 from datetime import datetime
-from typing import Annotated, Any, Generic, Literal, TypeVar
+from typing import Annotated, Any, Generic, Literal, TypeVar, Union
 
 import msgspec
 
 from .domain.events import AnyEvent, EventMeta, FailureReason, Recorded, Usage
 from .domain.jobs import JobState
+from .domain.registry import KINDS
 from .domain.specs import DEFAULT_MAX_RUNNING_JOBS, JobSpec, Name
 
 # The timeline route answers with the domain's own structs.
@@ -168,6 +169,12 @@ def event_out(rec: Recorded, **extra: Any) -> JobEvent:
     )
 
 
+#: An event of any kind the server knows (the union of every registered kind's event types,
+#: each tagged by its type name): what `/audit` sends.
+AnyKindEvent = Union[tuple(t for k in KINDS for t in k.codec.types.values())]  # type: ignore[misc]  # noqa: UP007
+LogEvent = EventOut[AnyKindEvent, EventMeta]  # type: ignore[valid-type]
+
+
 #: An event as an export holds it: data and metadata byte for byte as stored.
 RawEvent = EventOut[msgspec.Raw, msgspec.Raw]
 
@@ -179,7 +186,7 @@ class EventList(msgspec.Struct):
 class AuditPage(msgspec.Struct):
     """Events newest first; pass `next_cursor` as `cursor` for older ones."""
 
-    events: list[JobEvent]
+    events: list[LogEvent]
     next_cursor: int | None
 
 

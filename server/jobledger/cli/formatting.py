@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from ..domain.events import FailureReason
 from ..domain.jobs import JobState
 from ..exitcodes import EXIT_ERROR, EXIT_OK
-from ..wire import JobEvent, JobOut
+from ..wire import JobOut, LogEvent
 
 #: Width the job table is fitted to, so it reads in a 100-column terminal or a code review.
 TABLE_WIDTH = 100
@@ -205,7 +205,7 @@ def outcome(job: JobOut) -> tuple[int, str | None]:
 AUDIT_COLUMNS = ("TIME", "JOB", "TYPE", "ACTOR", "DETAIL")
 
 
-def audit_detail(event: JobEvent) -> str:
+def audit_detail(event: LogEvent) -> str:
     """The one or two facts of an event worth a glance: reason, exit code, worker, wait."""
     data = event.data
     parts = []
@@ -218,7 +218,7 @@ def audit_detail(event: JobEvent) -> str:
     return " ".join(parts)
 
 
-def audit_table(events: Sequence[JobEvent], max_width: int = TABLE_WIDTH) -> str:
+def audit_table(events: Sequence[LogEvent], max_width: int = TABLE_WIDTH) -> str:
     """Audit events as people read them: time, job, type, actor, detail. The detail, last,
     is never cut (a terminal wraps it); the actor is, when the table is too wide."""
     rows = [

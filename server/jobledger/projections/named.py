@@ -88,8 +88,11 @@ class StateProjection:
         in the caller's transaction (writers of the kind wait; readers see the old rows
         until it commits). Returns the number of streams folded."""
         await conn.execute(f"LOCK TABLE {self.table} IN EXCLUSIVE MODE")
-        await conn.execute(f"DELETE FROM {self.table}")
         states = dict(await self.fold_all(conn))
+        # Rows are changed in place, not emptied and refilled: a table may hold columns
+        # kept beside the log (a token's hash), which the fold cannot give back.
+        live = [sid for sid, st in states.items() if st is not None and self.row(st) is not None]
+        await conn.execute(f"DELETE FROM {self.table} WHERE stream_id <> ALL($1::uuid[])", live)
         await self.write(conn, states)
         return len(states)
 
