@@ -5,8 +5,10 @@ without the key (or with another one) never runs such a job."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
+import subprocess
 from typing import Any
 
 import asyncpg
@@ -16,13 +18,17 @@ from aiohttp.test_utils import TestClient
 from jobledger.domain.events import FailureReason
 from jobledger.domain.jobs import JobState
 from jobledger.runtime.docker import DockerExecutor
+from jobledger.runtime.scheduler import Scheduler, WorkerConfig
+from jobledger.service import JobService
 from jobledger.store.secretbox import SecretBox
 from tests.conftest import SECRETS_BOX
+from tests.docker_rig import containers
 from tests.runtime.conftest import StartScheduler
 from tests.watching import JobWatcher
 
 Client = TestClient[web.Request, web.Application]
 DONE = {"succeeded", "failed", "cancelled"}
+LOG_TEXT = "SELECT string_agg(lines::text, ' ') FROM job_logs"
 VALUE = "pg-pass-7f3a9c"
 #: Every form of the value that must never be stored.
 LEAKS = [
@@ -152,3 +158,40 @@ async def test_a_worker_with_another_key_fails_the_start_naming_both_keys(
     assert (view.state, view.failure_reason) == (JobState.FAILED, FailureReason.START_ERROR)
     message = view.message or ""
     assert SECRETS_BOX.key_id in message and other.key_id in message and "$DB_PASSWORD" in message
+
+
+async def test_a_restarted_worker_masks_the_output_of_the_container_it_adopts(
+    client: Client,
+    service: JobService,
+    dsn: str,
+    pool: asyncpg.Pool,
+    start_scheduler: StartScheduler,
+    watcher: JobWatcher,
+    test_image: str,
+) -> None:
+    await set_secret(client, "db-password", VALUE)
+    config = WorkerConfig(worker_id="w-adopter", poll_interval=5.0, heartbeat_interval=0.5)
+    first = Scheduler(service, DockerExecutor(), config, dsn, SECRETS_BOX)
+    stop = asyncio.Event()
+    running = asyncio.create_task(first.run(stop))
+    job_id = await submit(
+        client,
+        'echo "before $S"; while [ ! -e /tmp/go ]; do sleep 0.05; done; echo "after $S"',
+        {"S": {"secret": "db-password"}},
+    )
+    await watcher.until(job_id, {"running"})  # type: ignore[arg-type]
+    async with asyncio.timeout(30):
+        while "before" not in (await pool.fetchval(LOG_TEXT) or ""):
+            await asyncio.sleep(0.05)
+    stop.set()  # the worker goes away; its container runs on
+    await running
+    await first.executor.close()
+    # Printed while nobody follows the container: the next life reads it from Docker's log.
+    [container] = containers(f"jobledger.job_id={job_id}")
+    subprocess.run(["docker", "exec", str(container["ID"]), "touch", "/tmp/go"], check=True)
+
+    await start_scheduler(DockerExecutor(), secrets_box=SECRETS_BOX, worker_id="w-adopter")
+    view = await watcher.until(job_id, DONE)  # type: ignore[arg-type]
+    assert view.state is JobState.SUCCEEDED, view.message
+    stored = await pool.fetchval(LOG_TEXT)
+    assert "before ***" in stored and "after ***" in stored and VALUE not in stored
