@@ -13,7 +13,7 @@ CREATE TABLE schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The version this file stands for: the last migration's.
-INSERT INTO schema_migrations (version, name) VALUES (8, '0008_executor_status');
+INSERT INTO schema_migrations (version, name) VALUES (9, '0009_secrets');
 
 -- The event log: the source of truth (design map I2). One stream per aggregate.
 CREATE TABLE events (
@@ -145,7 +145,10 @@ CREATE TABLE jobs (
     -- Metadata the job's later events carry (I6), from its events: the JobSubmitted's
     -- correlation id, and the event that queued or started the current attempt.
     correlation_id      text,
-    cause_event_id      uuid
+    cause_event_id      uuid,
+    -- The secret versions the current attempt resolved at its start, by environment
+    -- variable ({"DB_PASSWORD": {"secret": "db-password", "version": 3}}); from JobStarted.
+    secrets             jsonb       NOT NULL DEFAULT '{}'
 );
 -- One job per idempotency key and project; a second submit finds the first job.
 CREATE UNIQUE INDEX jobs_idempotency
@@ -241,7 +244,10 @@ CREATE TABLE workers (
     stopped_at   timestamptz,
     -- NULL while its executor answers; else what the executor said last (the worker claims
     -- nothing meanwhile).
-    executor_error text
+    executor_error text,
+    -- The id of the secrets key it holds (NULL: none): only a worker with a key claims jobs
+    -- whose environment uses secrets.
+    secrets_key_id text
 );
 
 -- Job output: high-volume data, not events. Lines are numbered per job (`seq`, from 1,
@@ -267,4 +273,30 @@ CREATE TABLE job_usage_samples (
     cpu_percent  double precision NOT NULL,
     memory_bytes bigint           NOT NULL,
     PRIMARY KEY (job_id, sampled_at)
+);
+
+-- Secrets: a project's named values, versioned. `secrets` is the state projection of the
+-- `secret` streams (one row per live secret; a deleted one has none); `secret_values` holds
+-- each stored version's ciphertext (AES-GCM, with the id of the key that made it), written
+-- in the append's transaction and removed with the secret. Events carry a keyed fingerprint
+-- only, never a value.
+CREATE TABLE secrets (
+    stream_id   uuid        PRIMARY KEY,
+    project     text        NOT NULL,
+    name        text        NOT NULL,
+    version     integer     NOT NULL,
+    fingerprint text        NOT NULL,
+    updated_by  text        NOT NULL,
+    updated_at  timestamptz NOT NULL,
+    UNIQUE (project, name)
+);
+
+CREATE TABLE secret_values (
+    project    text    NOT NULL,
+    name       text    NOT NULL,
+    version    integer NOT NULL,
+    key_id     text    NOT NULL,
+    -- The 12-byte nonce, then the ciphertext and its tag.
+    ciphertext bytea   NOT NULL,
+    PRIMARY KEY (project, name, version)
 );

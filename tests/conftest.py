@@ -22,12 +22,15 @@ from jobledger.store.db import create_pool
 from jobledger.store.embedded import EmbeddedPostgres
 from jobledger.store.eventstore import EventStore
 from jobledger.store.migrate import migrate
+from jobledger.store.secretbox import SecretBox
 from tests.docker_rig import docker_engine, test_image  # noqa: F401
 from tests.watching import watcher  # noqa: F401
 
 TEMPLATE = "jobledger_template"
 #: The server-wide admin token of test apps (JOBLEDGER_ADMIN_TOKEN of test servers).
 ADMIN_TOKEN = "jl_test_admin_token_for_the_suite_only"
+#: The secrets key of test apps and workers (its id: `SECRETS_BOX.key_id`).
+SECRETS_BOX = SecretBox(bytes(range(32)))
 _db_numbers = itertools.count()
 
 # Process attempt records of the suite's workers (and of their `jobledger worker` children,
@@ -134,6 +137,6 @@ def service(store: EventStore) -> JobService:
 async def client(
     service: JobService, dsn: str
 ) -> AsyncIterator[TestClient[web.Request, web.Application]]:  # type: ignore[type-arg]
-    app = create_app(service, dsn, admin_token=ADMIN_TOKEN)
+    app = create_app(service, dsn, admin_token=ADMIN_TOKEN, secrets_box=SECRETS_BOX)
     async with TestClient(TestServer(app), headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}) as c:
         yield c

@@ -26,6 +26,7 @@ from .projections import queue
 from .projections.jobs import JobView
 from .projections.named import Projections
 from .projections.registry import PROJECTIONS
+from .store import secretvalues
 from .store.db import DB_ERRORS, Conn
 from .store.eventstore import Announce, AppendItem, EventStore, InlineHook
 
@@ -219,6 +220,7 @@ class JobService:
         """`submit`, with why the job waits: what a submit's response shows."""
         if spec.idempotency_key is None:
             validate(Submit(spec=spec))
+            await self._check_secrets([(0, spec)], lambda exc, _: exc)
             view, reason = await self._submits((spec, meta))
             return Submitted(view, True, reason)
         [result] = await self._create([spec], meta, lambda exc, _: exc)
@@ -268,6 +270,19 @@ class JobService:
                 log.warning("releasing a connection after a commit failed", exc_info=True)
         reasons = queue.reasons(facts, list(views.values())) if facts is not None else {}
         return [(views[i], reasons.get(i)) for i in ids]
+
+    async def _check_secrets(
+        self,
+        specs: Sequence[tuple[int, JobSpec]],
+        locate: Callable[[DomainError, int], DomainError],
+    ) -> None:
+        """Refuse (422, naming `$.env.VAR`) a new job whose environment refers to a secret or
+        a version its project does not hold: every way of submitting comes through here. A
+        secret deleted after this check fails the job's start instead."""
+        found = await secretvalues.check_refs(self.pool, specs)
+        if found is not None:
+            n, exc = found
+            raise locate(exc, n)
 
     async def _confirm_commit(
         self, ids: Sequence[uuid.UUID], exc: BaseException, seconds: float = 10.0
@@ -340,6 +355,7 @@ class JobService:
         # within the batch names the same new job).
         plan: list[JobView | int] = []
         new: list[JobSpec] = []
+        fresh: list[tuple[int, JobSpec]] = []  # the new specs with their place in the batch
         new_by_key: dict[tuple[str, str], int] = {}
         for n, spec in enumerate(specs):
             key = (spec.project, spec.idempotency_key) if spec.idempotency_key else None
@@ -353,11 +369,13 @@ class JobService:
                 new_by_key[key] = len(new)
             plan.append(len(new))
             new.append(spec)
+            fresh.append((n, spec))
         # Why the earlier jobs wait is read before anything commits, so that a failed read
         # leaves nothing behind to submit twice.
         earlier = await queue.waiting_reasons(
             self.pool, [item for item in plan if isinstance(item, JobView)]
         )
+        await self._check_secrets(fresh, locate)
         created = await self._create_new([(s, meta) for s in new]) if new else []
         out: list[Submitted] = []
         seen: set[int] = set()

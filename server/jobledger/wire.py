@@ -16,7 +16,8 @@ import msgspec
 from .domain.events import AnyEvent, EventMeta, FailureReason, Recorded, Usage
 from .domain.jobs import JobState
 from .domain.registry import KINDS
-from .domain.specs import DEFAULT_MAX_RUNNING_JOBS, JobSpec, Name
+from .domain.secrets import MAX_SECRET_BYTES
+from .domain.specs import DEFAULT_MAX_RUNNING_JOBS, JobSpec, Name, SecretRef
 
 # The timeline route answers with the domain's own structs.
 from .domain.timeline import Timeline as Timeline
@@ -63,6 +64,9 @@ class JobOut(msgspec.Struct, kw_only=True):
     correlation_id: str | None = None
     #: What a queued job waits for now (worked out when read, never stored).
     waiting_reason: str | None = None
+    #: The secrets its current attempt uses, by environment variable, with the version its
+    #: start resolved (never a value).
+    secrets: dict[str, SecretRef] = {}
 
 
 class JobList(msgspec.Struct):
@@ -358,3 +362,33 @@ class ErrorResponse(msgspec.Struct):
     """The shape of every error the API returns."""
 
     error: ErrorBody
+
+
+# ---- secrets ------------------------------------------------------------------------------
+
+
+class SecretValue(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """The body of a secret's PUT: its new value (at most 32 KiB of UTF-8, not empty)."""
+
+    value: Annotated[str, msgspec.Meta(min_length=1, max_length=MAX_SECRET_BYTES)]
+
+    def __repr__(self) -> str:
+        return "SecretValue(value=***)"
+
+
+class SecretOut(msgspec.Struct, kw_only=True):
+    """A secret as every route shows it: its latest version, the keyed fingerprint of that
+    version's value, who stored it and when. Never the value."""
+
+    project: str
+    name: str
+    version: int
+    fingerprint: str
+    updated_by: str
+    updated_at: datetime
+
+
+class SecretList(msgspec.Struct):
+    """A project's live secrets, by name."""
+
+    secrets: list[SecretOut]

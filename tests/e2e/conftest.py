@@ -108,7 +108,8 @@ def data_dir() -> Iterator[Path]:
     subprocess.run(
         ["pkill", "-f", f"postgres -D {root}"], check=False, capture_output=True
     )  # only if a test failed midway
-    subprocess.run(["rm", "-rf", str(root)], check=False)
+    # (and the secrets key file a server made beside it)
+    subprocess.run(["rm", "-rf", str(root), f"{root}-secrets.key"], check=False)
 
 
 class Worker:

@@ -12,6 +12,7 @@ from jobledger.runtime.executor import Executor
 from jobledger.runtime.process import ProcessExecutor
 from jobledger.runtime.scheduler import Scheduler, WorkerConfig
 from jobledger.service import JobService
+from jobledger.store.secretbox import SecretBox
 
 StartScheduler = Callable[..., Awaitable[Scheduler]]
 
@@ -21,7 +22,9 @@ async def start_scheduler(service: JobService, dsn: str) -> AsyncIterator[StartS
     """Start schedulers in this process; all are stopped at the end of the test."""
     running: list[tuple[asyncio.Event, asyncio.Task[None], Executor]] = []
 
-    async def start(executor: Executor | None = None, **config: object) -> Scheduler:
+    async def start(
+        executor: Executor | None = None, secrets_box: SecretBox | None = None, **config: object
+    ) -> Scheduler:
         executor = executor or ProcessExecutor()
         settings: dict[str, object] = {
             "worker_id": f"w-{uuid.uuid4().hex[:8]}",
@@ -30,7 +33,7 @@ async def start_scheduler(service: JobService, dsn: str) -> AsyncIterator[StartS
             "lease_seconds": 10.0,
         }
         settings.update(config)
-        scheduler = Scheduler(service, executor, WorkerConfig(**settings), dsn)  # type: ignore[arg-type]
+        scheduler = Scheduler(service, executor, WorkerConfig(**settings), dsn, secrets_box)  # type: ignore[arg-type]
         stop = asyncio.Event()
         task = asyncio.create_task(scheduler.run(stop))
         running.append((stop, task, executor))

@@ -39,7 +39,7 @@ Client = TestClient  # type: ignore[type-arg]
 
 async def register(pool: asyncpg.Pool, worker_id: str, tags: list[str]) -> None:
     await pool.execute(
-        SCHEDULER_QUERIES["register_worker"], worker_id, tags, 4, 3600.0, "noop", "test", 1
+        SCHEDULER_QUERIES["register_worker"], worker_id, tags, 4, 3600.0, "noop", "test", 1, None
     )
 
 
@@ -130,7 +130,7 @@ async def test_the_prefilter_never_hides_a_job_the_policy_admits(
         for ending in (frozenset(), frozenset(rng.sample(running, min(4, len(running))))):
             rows = await service.pool.fetch(
                 claims.QUERIES["claim_candidates"],
-                tags, DEFAULT_MAX_RUNNING_JOBS, 1000, list(ending),
+                tags, DEFAULT_MAX_RUNNING_JOBS, 1000, list(ending), True,
             )  # fmt: skip
             facts = await facts_of(service.pool, views, [frozenset(tags)], ending)
             admitted = {
@@ -190,7 +190,7 @@ async def test_a_submit_response_carries_the_reason_read_in_its_transaction(
         # What the submit's transaction will see once the lock is gone: a worker with the
         # job's tags, so the reason is the project's limit, not a missing worker.
         await blocker.execute(SCHEDULER_QUERIES["register_worker"], "gpu-1", ["gpu"], 1, 3600.0,
-                              "noop", "test", 1)  # fmt: skip
+                              "noop", "test", 1, None)  # fmt: skip
         await tx.commit()
         resp = await posted
     assert resp.status == 201

@@ -13,10 +13,12 @@ from aiohttp import web
 from ..domain.errors import DomainError, InvalidInput
 from ..ids import request_id
 from ..projections.reads import JobReads
+from ..secretservice import SecretService
 from ..service import JobService
 from ..store.access import AccessStore, token_hash
 from ..store.db import DB_ERRORS, unavailable
-from . import audit, errors, jobs, loghub, logs, openapi, projects
+from ..store.secretbox import SecretBox
+from . import audit, errors, jobs, loghub, logs, openapi, projects, secrets
 from .auth import ENV_ADMIN_HASH, auth_middleware
 from .context import ACCESS, LOOKUPS, READS, REQUEST_ID, SERVICE, client_id
 from .lookups import Lookups
@@ -115,7 +117,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 #: Every API operation, in the order the OpenAPI document lists them.
-ROUTES = (*jobs.ROUTES, *logs.ROUTES, *projects.ROUTES, *audit.ROUTES)
+ROUTES = (*jobs.ROUTES, *logs.ROUTES, *projects.ROUTES, *audit.ROUTES, *secrets.ROUTES)
 
 
 def create_app(
@@ -123,8 +125,11 @@ def create_app(
     dsn: str,
     admin_token: str | None = None,
     rate: RateDefaults | None = None,
+    secrets_box: SecretBox | None = None,
 ) -> web.Application:
-    """The API bound to a job service (and through it, the database)."""
+    """The API bound to a job service (and through it, the database); `secrets_box` holds
+    the key secret values are stored under (None: secrets can be listed and deleted, not
+    set)."""
     app = web.Application(
         middlewares=[error_middleware, auth_middleware], client_max_size=MAX_BODY_BYTES
     )
@@ -135,6 +140,7 @@ def create_app(
     app[READS] = reads = JobReads(service.store)
     app[ACCESS] = access = AccessStore(service.pool)
     app[LOOKUPS] = Lookups(access, reads)
+    app[secrets.SECRETS] = SecretService(service.store, secrets_box)
     app.on_response_prepare.append(_request_id_header)
     app.router.add_get("/healthz", healthz)
     register(app.router, ROUTES)

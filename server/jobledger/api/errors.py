@@ -10,6 +10,7 @@ import msgspec
 from aiohttp import web
 
 from ..domain import errors as domain
+from ..domain.secrets import UnknownSecret
 from ..store.db import RETRY_AFTER_SECONDS
 from ..wire import ErrorBody, ErrorResponse
 
@@ -24,6 +25,7 @@ STATUS: dict[type[domain.DomainError], int] = {
     domain.IdempotencyConflict: 409,
     domain.ConcurrencyError: 409,
     domain.CorruptLog: 500,
+    UnknownSecret: 422,
 }
 
 _HTTP_CODES = {

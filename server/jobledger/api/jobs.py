@@ -53,7 +53,7 @@ def job_out(view: JobView, waiting_reason: str | None = None) -> JobOut:
         cancel_requested_at=view.cancel_requested_at,
         cancel_requested_by=view.cancel_requested_by, version=view.version,
         last_position=view.last_position, correlation_id=view.correlation_id,
-        waiting_reason=waiting_reason,
+        waiting_reason=waiting_reason, secrets=view.secrets,
     )  # fmt: skip
 
 

@@ -14,7 +14,7 @@ import msgspec
 
 from ..client import MAX_JOBS_PAGE, Client, ClientError, print_lines
 from ..domain.jobs import JobState
-from ..exitcodes import EXIT_ERROR, EXIT_OK
+from ..exitcodes import EXIT_ERROR, EXIT_OK, EXIT_USAGE, Exit
 from ..wire import IssuedToken, LinesMessage, RevokedToken, TokenList
 from .formatting import audit_table, job_details, jobs_table, outcome, table
 from .options import add_client_args, iso_time, key_value
@@ -77,6 +77,11 @@ def _add_submit_options(p: argparse.ArgumentParser) -> None:
     spec.add_argument(
         "--env", type=key_value, action="append", default=[], metavar="K=V",
         help="an environment variable of the job (repeatable)",
+    )  # fmt: skip
+    spec.add_argument(
+        "--secret", type=key_value, action="append", default=[], metavar="VAR=NAME[:VERSION]",
+        help="an environment variable set from the project's secret NAME at the start (the "
+        "latest version, or VERSION); the value never enters the job's spec (repeatable)",
     )  # fmt: skip
     spec.add_argument(
         "--cpu", type=float, metavar="CORES", help="CPU cores, fractions allowed (default 1)"
@@ -194,6 +199,20 @@ def configure_submit_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
     p.set_defaults(func=cmd_submit)
 
 
+def secret_refs(pairs: Sequence[tuple[str, str]]) -> dict[str, dict[str, Any]]:
+    """`--secret VAR=NAME[:VERSION]` options as the spec's env references."""
+    refs: dict[str, dict[str, Any]] = {}
+    for var, target in pairs:
+        name, _, version = target.partition(":")
+        ref: dict[str, Any] = {"secret": name}
+        if version:
+            if not version.isdigit():
+                raise Exit(EXIT_USAGE, f"--secret {var}={target}: VERSION must be a number")
+            ref["version"] = int(version)
+        refs[var] = ref
+    return refs
+
+
 def spec_of(args: argparse.Namespace) -> dict[str, Any]:
     """The job spec (the API's JSON fields) the submit options ask for; what was not given
     is left out, for the server to fill in with its defaults."""
@@ -202,7 +221,7 @@ def spec_of(args: argparse.Namespace) -> dict[str, Any]:
     fields: dict[str, Any] = {
         "image": args.image,
         "command": args.job_command,
-        "env": dict(args.env),
+        "env": {**dict(args.env), **secret_refs(args.secret)},
         "workdir": args.workdir,
         "resources": {k: v for k, v in resources.items() if v is not None},
         "timeout_seconds": args.timeout_seconds,

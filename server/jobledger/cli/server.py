@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
     from ..runtime.scheduler import WorkerConfig
     from ..service import JobService
+    from ..store.secretbox import SecretBox
 
 #: The executors `--executor` takes (runtime.executors.EXECUTORS, named here so the parser
 #: does not import the runtime; a test keeps the two equal).
@@ -83,7 +84,11 @@ def worker_config(args: argparse.Namespace) -> WorkerConfig:
 
 
 async def run_scheduler(
-    service: JobService, dsn: str, args: argparse.Namespace, stop: asyncio.Event
+    service: JobService,
+    dsn: str,
+    args: argparse.Namespace,
+    stop: asyncio.Event,
+    secrets_box: SecretBox | None = None,
 ) -> None:
     """Run one scheduler until `stop`. It rides out database outages by itself; should it
     fail all the same (a bug), it is logged and started again, adopting what it left: the
@@ -103,7 +108,7 @@ async def run_scheduler(
     try:
         while not stop.is_set():
             try:
-                await Scheduler(service, executor, worker_config(args), dsn).run(stop)
+                await Scheduler(service, executor, worker_config(args), dsn, secrets_box).run(stop)
             except WorkerIdInUse:
                 raise
             except Exception:
@@ -147,11 +152,12 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     from ..api.app import create_app
     from ..api.ratelimit import RateDefaults
     from ..store.access import AccessStore
-    from .startup import default_data_dir, service_for, stop_on_signals
+    from .startup import default_data_dir, secrets_box, service_for, stop_on_signals
 
     log = structlog.get_logger("jobledger")
     stop = stop_on_signals()
     async with service_for(args) as (service, dsn):
+        box = secrets_box(args, create=True)
         # A secret: read from the environment only, never an option (it would show in `ps`).
         admin_token = os.environ.get("JOBLEDGER_ADMIN_TOKEN") or None
         if admin_token is None and (
@@ -165,7 +171,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
                 flush=True,
             )
         rate = RateDefaults(rate=args.submit_rate, burst=args.submit_burst)
-        app = create_app(service, dsn, admin_token, rate)
+        app = create_app(service, dsn, admin_token, rate, secrets_box=box)
         runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await runner.setup()
         try:
@@ -175,11 +181,16 @@ async def cmd_serve(args: argparse.Namespace) -> int:
                 if args.database_url
                 else f"embedded, {args.data_dir or default_data_dir()}"
             )
-            log.info("jobledger serving", url=f"http://{args.host}:{args.port}", database=where)
+            log.info(
+                "jobledger serving",
+                url=f"http://{args.host}:{args.port}",
+                database=where,
+                secrets_key=box.key_id if box is not None else None,
+            )
             if args.no_scheduler:
                 await stop.wait()
             else:
-                await run_scheduler(service, dsn, args, stop)
+                await run_scheduler(service, dsn, args, stop, box)
             log.info("shutting down")
         finally:
             await runner.cleanup()
@@ -194,11 +205,17 @@ def configure_worker_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
 
 
 async def cmd_worker(args: argparse.Namespace) -> int:
-    from .startup import service_for, stop_on_signals
+    import structlog
+
+    from .startup import secrets_box, service_for, stop_on_signals
 
     stop = stop_on_signals()
     async with service_for(args) as (service, dsn):
-        await run_scheduler(service, dsn, args, stop)
+        box = secrets_box(args)
+        structlog.get_logger("jobledger").info(
+            "worker starting", secrets_key=box.key_id if box is not None else None
+        )
+        await run_scheduler(service, dsn, args, stop, box)
     return EXIT_OK
 
 

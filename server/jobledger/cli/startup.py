@@ -18,6 +18,13 @@ from ..store.db import DatabaseUnavailable, connect, create_pool
 from ..store.embedded import EmbeddedPostgres, EmbeddedPostgresError
 from ..store.eventstore import EventStore
 from ..store.migrate import migrate
+from ..store.secretbox import (
+    SecretBox,
+    SecretsKeyError,
+    box_from_env,
+    create_key_file,
+    read_key_file,
+)
 
 DATABASE_NAME = "jobledger"
 
@@ -73,6 +80,39 @@ async def service_for(
             await pool.close()
 
 
+def default_key_file(data_dir: Path) -> Path:
+    """The secrets key file of an embedded database: beside its data directory, not in it,
+    so a copy of the data directory does not carry the key that opens its secrets."""
+    return data_dir.parent / f"{data_dir.name}-secrets.key"
+
+
+def secrets_box(args: argparse.Namespace, *, create: bool = False) -> SecretBox | None:
+    """The secrets key this process holds: `JOBLEDGER_SECRETS_KEY`, else the file
+    `JOBLEDGER_SECRETS_KEY_FILE` names, else (embedded database only) the key file beside
+    its data directory, which `create` makes if it does not exist, saying so once. None
+    without any: jobs that use secrets are then not claimed here, and none can be set."""
+    import structlog
+
+    log = structlog.get_logger("jobledger")
+    box = box_from_env()
+    if box is not None or args.database_url:
+        return box
+    path = default_key_file(args.data_dir or default_data_dir())
+    if path.exists():
+        return read_key_file(path)
+    if not create:
+        return None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    box = create_key_file(path)
+    log.warning(
+        "created a secrets key file (keep it and back it up apart from the database: "
+        "the stored secrets cannot be read without it)",
+        path=str(path),
+        key_id=box.key_id,
+    )
+    return box
+
+
 def stop_on_signals() -> asyncio.Event:
     """An event set by SIGINT or SIGTERM."""
     stop = asyncio.Event()
@@ -96,5 +136,5 @@ def server_errors() -> Iterator[None]:
         yield
     except (EmbeddedPostgresError, DatabaseUnavailable, SchemaError, asyncpg.PostgresError) as exc:
         raise Exit(EXIT_DATABASE, f"database error: {exc}") from exc
-    except (ExecutorUnavailable, WorkerIdInUse) as exc:
+    except (ExecutorUnavailable, WorkerIdInUse, SecretsKeyError) as exc:
         raise Exit(EXIT_ERROR, str(exc)) from exc

@@ -29,6 +29,8 @@ class Reason(enum.StrEnum):
     PROJECT_LIMIT = "project_limit"
     #: Its concurrency key runs as many jobs as the job's `concurrency_limit` allows.
     CONCURRENCY_LIMIT = "concurrency_limit"
+    #: It uses secrets, and no worker that could take it holds the secrets key.
+    NO_SECRETS_KEY = "no_secrets_key"
 
 
 class Candidate(msgspec.Struct, frozen=True, kw_only=True):
@@ -42,6 +44,8 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     scheduled_for: datetime | None = None
     #: The stored note of why it went back to the queue, e.g. "retry 1 of 3".
     requeue_reason: str | None = None
+    #: Its environment refers to secrets: only a worker holding the secrets key takes it.
+    uses_secrets: bool = False
 
 
 class Facts(msgspec.Struct, kw_only=True):
@@ -59,6 +63,8 @@ class Facts(msgspec.Struct, kw_only=True):
     worker_tags: Sequence[frozenset[str]]
     #: The tag sets of live workers whose executor does not answer: they take nothing.
     unavailable_worker_tags: Sequence[frozenset[str]] = ()
+    #: The tag sets, among `worker_tags`, of the workers that hold the secrets key.
+    keyed_worker_tags: Sequence[frozenset[str]] = ()
 
     def project_limit(self, project: str) -> int:
         """How many of the project's jobs may run at once."""
@@ -92,6 +98,11 @@ def admit(job: Candidate, facts: Facts) -> Verdict:
                 "that answers (e.g. its Docker engine is down)",
             )
         return Verdict(Reason.NO_WORKER, f"no live worker{with_tags}")
+    if job.uses_secrets and not any(wanted <= tags for tags in facts.keyed_worker_tags):
+        return Verdict(
+            Reason.NO_SECRETS_KEY,
+            "waiting for a worker that holds the secrets key (its environment uses secrets)",
+        )
     running = facts.project_running.get(job.project, 0)
     limit = facts.project_limit(job.project)
     if running >= limit:

@@ -15,7 +15,7 @@ from typing import Any, ClassVar, Union
 
 import msgspec
 
-from .specs import JobSpec
+from .specs import JobSpec, SecretRef
 
 
 class FailureReason(enum.StrEnum):
@@ -74,6 +74,10 @@ class JobStarted(Event, frozen=True, kw_only=True):
     #: seconds since the epoch: the audit's waiting time is `recorded_at - ready_at`, an
     #: expression the database can index. None in events written before it existed.
     ready_at: float | None = None
+    #: The secrets the attempt's environment uses, by variable, each with the version the
+    #: claim resolved (the values are read by the worker, never recorded). Absent in events
+    #: written before secrets existed.
+    secrets: dict[str, SecretRef] = {}
 
 
 class JobCancelRequested(Event, frozen=True, kw_only=True):

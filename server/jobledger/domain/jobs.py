@@ -31,7 +31,7 @@ from .events import (
     Usage,
 )
 from .kinds import StreamKind
-from .specs import JobSpec
+from .specs import JobSpec, SecretRef
 
 
 class JobState(enum.StrEnum):
@@ -85,6 +85,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     #: The event that queued or started the current attempt: the causation of the next
     #: worker-side event (a JobStarted follows the queueing, an outcome the JobStarted).
     cause_event_id: uuid.UUID | None = None
+    #: The secrets the last start resolved, by environment variable (see `JobStarted`).
+    secrets: dict[str, SecretRef] = {}
 
     @property
     def is_terminal(self) -> bool:
@@ -104,6 +106,8 @@ class Start(msgspec.Struct, frozen=True, kw_only=True):
     """A worker claims a queued job."""
 
     worker_id: str
+    #: The secret version each secret reference of the spec resolved to, by variable.
+    secrets: dict[str, SecretRef] = {}
 
 
 class RequestCancel(msgspec.Struct, frozen=True, kw_only=True):
@@ -217,10 +221,17 @@ def decide(state: Job | None, command: Command) -> list[Event]:
             f"job is already {state.state.value}", state=state.state.value, command=name
         )
     match command, state.state:
-        case Start(worker_id=worker), JobState.QUEUED:
+        case Start(worker_id=worker, secrets=secrets), JobState.QUEUED:
             # From when it could start: queued (the last event), or its time, if later.
             ready = max(state.updated_at, state.scheduled_for or state.updated_at)
-            return [JobStarted(worker_id=worker, attempt=state.attempt, ready_at=ready.timestamp())]
+            return [
+                JobStarted(
+                    worker_id=worker,
+                    attempt=state.attempt,
+                    ready_at=ready.timestamp(),
+                    secrets=secrets,
+                )
+            ]
         case RequestCancel(reason=reason), JobState.QUEUED:
             return [JobCancelRequested(reason=reason), JobCancelled()]
         case RequestCancel(reason=reason), JobState.RUNNING:
@@ -305,13 +316,14 @@ def evolve(state: Job | None, rec: Recorded) -> Job:
                 requeue_reason=reason,
                 cause_event_id=rec.event_id,
             )
-        case JobStarted(worker_id=worker, attempt=attempt):
+        case JobStarted(worker_id=worker, attempt=attempt, secrets=secrets):
             return msgspec.structs.replace(
                 state,
                 **common,
                 state=JobState.RUNNING,
                 attempt=attempt,
                 worker_id=worker,
+                secrets=secrets,
                 started_at=at,
                 cause_event_id=rec.event_id,
                 requeue_reason=None,

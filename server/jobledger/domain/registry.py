@@ -4,5 +4,6 @@ from __future__ import annotations
 
 from .jobs import JOB
 from .kinds import Registry
+from .secrets import SECRET
 
-KINDS = Registry([JOB])
+KINDS = Registry([JOB, SECRET])

@@ -15,7 +15,7 @@ import msgspec
 
 from ..domain.events import FailureReason, Recorded, Usage
 from ..domain.jobs import Job, JobState, fold
-from ..domain.specs import JobSpec
+from ..domain.specs import JobSpec, SecretRef
 from ..store.db import Conn
 from ..store.eventstore import Announce, Change, InlineHook
 from ..store.queries import load_queries
@@ -56,10 +56,16 @@ class JobView(msgspec.Struct, kw_only=True):
     last_position: int
     correlation_id: str | None = None
     cause_event_id: uuid.UUID | None = None
+    secrets: dict[str, SecretRef] = {}
 
 
 COLUMNS: tuple[str, ...] = JobView.__struct_fields__
-_JSON_COLUMNS = {"spec": JobSpec, "labels": dict[str, str], "usage": Usage | None}
+_JSON_COLUMNS = {
+    "spec": JobSpec,
+    "labels": dict[str, str],
+    "usage": Usage | None,
+    "secrets": dict[str, SecretRef],
+}
 _decoders = {name: msgspec.json.Decoder(t) for name, t in _JSON_COLUMNS.items()}
 _encoder = msgspec.json.Encoder()
 
@@ -97,6 +103,7 @@ def view_of(job: Job) -> JobView:
         last_position=job.last_position,
         correlation_id=job.correlation_id,
         cause_event_id=job.cause_event_id,
+        secrets=job.secrets,
     )
 
 

@@ -20,6 +20,7 @@ from ..domain.jobs import JobState
 from ..domain.specs import DEFAULT_MAX_RUNNING_JOBS
 from ..store.db import Conn
 from ..store.queries import load_queries
+from ..store.secretvalues import uses_secrets
 from .jobs import JobView
 
 QUERIES = load_queries(Path(__file__).with_name("queue.sql"))
@@ -34,6 +35,8 @@ class QueueFacts(msgspec.Struct):
     live_tags: list[list[str]]
     #: Tags of live workers whose executor does not answer (they claim nothing).
     unavailable_tags: list[list[str]] = []
+    #: Tags of live, answering workers that hold the secrets key.
+    keyed_tags: list[list[str]] = []
     now: datetime | None = None
 
 
@@ -76,6 +79,7 @@ def admission_facts(facts: QueueFacts) -> admission.Facts:
         default_project_limit=DEFAULT_MAX_RUNNING_JOBS,
         worker_tags=[frozenset(tags) for tags in facts.live_tags],
         unavailable_worker_tags=[frozenset(tags) for tags in facts.unavailable_tags],
+        keyed_worker_tags=[frozenset(tags) for tags in facts.keyed_tags],
     )
 
 
@@ -89,6 +93,7 @@ def candidate_of(view: JobView) -> admission.Candidate:
         concurrency_limit=view.concurrency_limit,
         scheduled_for=view.scheduled_for,
         requeue_reason=view.requeue_reason,
+        uses_secrets=uses_secrets(view.spec),
     )
 
 

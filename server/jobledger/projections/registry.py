@@ -4,5 +4,6 @@
 from __future__ import annotations
 
 from .named import Projections
+from .secrets import SECRETS
 
-PROJECTIONS = Projections([])
+PROJECTIONS = Projections([SECRETS])

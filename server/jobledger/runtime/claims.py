@@ -18,6 +18,8 @@ from ..domain.jobs import ACTIVE_STATES, Command, Job, Start, decide
 from ..domain.specs import DEFAULT_MAX_RUNNING_JOBS
 from ..projections.jobs import get_many, job_of, view_from_row
 from ..service import JobService
+from ..store import secretvalues
+from ..store.db import Conn
 from ..store.queries import load_queries
 
 QUERIES = load_queries(Path(__file__).with_name("scheduler.sql"))
@@ -51,12 +53,16 @@ def _candidate(row: asyncpg.Record) -> admission.Candidate:
         concurrency_limit=row["concurrency_limit"],
         scheduled_for=row["scheduled_for"],
         requeue_reason=row["requeue_reason"],
+        uses_secrets=row["uses_secrets"],
     )
 
 
-def pick(rows: Sequence[asyncpg.Record], tags: Sequence[str], n: int) -> list[asyncpg.Record]:
+def pick(
+    rows: Sequence[asyncpg.Record], tags: Sequence[str], n: int, has_key: bool = False
+) -> list[asyncpg.Record]:
     """Take up to `n` of the prefiltered candidates in order, as the admission policy allows
-    for a worker with `tags`, from the counts, limits and time the rows carry."""
+    for a worker with `tags` (holding the secrets key or not), from the counts, limits and
+    time the rows carry."""
     if not rows or n <= 0:
         return []
     facts = admission.Facts(
@@ -68,9 +74,32 @@ def pick(rows: Sequence[asyncpg.Record], tags: Sequence[str], n: int) -> list[as
         project_limits={r["project"]: r["project_limit"] for r in rows},
         default_project_limit=DEFAULT_MAX_RUNNING_JOBS,
         worker_tags=[frozenset(tags)],
+        keyed_worker_tags=[frozenset(tags)] if has_key else [],
     )
     by_id = {r["id"]: r for r in rows}
     return [by_id[c.id] for c in admission.pick([_candidate(r) for r in rows], facts, n)]
+
+
+async def _starts(
+    conn: Conn, worker_id: str, jobs: Mapping[uuid.UUID, Job]
+) -> dict[uuid.UUID, Command]:
+    """The Start of each job, with the secret version each of its references means now (in
+    the claim's transaction). A reference to nothing stored (deleted since the submit) is
+    left out: the worker fails the start, naming it."""
+    using = {i: j for i, j in jobs.items() if secretvalues.uses_secrets(j.spec)}
+    keys = [
+        (j.spec.project, r.secret)
+        for j in using.values()
+        for r in secretvalues.refs_of(j.spec).values()
+    ]
+    stored = await secretvalues.stored_versions(conn, keys) if keys else {}
+    return {
+        i: Start(
+            worker_id=worker_id,
+            secrets=secretvalues.resolve(j.spec, stored)[0] if i in using else {},
+        )
+        for i, j in jobs.items()
+    }
 
 
 def _ends(job: Job, outcome: Command) -> bool:
@@ -88,12 +117,16 @@ async def claim(
     tags: Sequence[str],
     n: int,
     outcomes: Mapping[uuid.UUID, Command] | None = None,
+    *,
+    has_key: bool = False,
 ) -> Cycle:
     """Record the outcomes of this worker's jobs that ended and start up to `n` queued jobs,
     in one transaction under the claim lock, so two schedulers never both take a job or both
     fill a project's last slot. Decides from `jobs` rows (the candidates', the ending jobs'):
     six round trips whatever the numbers. A concurrent append to any of these jobs (e.g. a
-    cancel request) raises `ConcurrencyError` and nothing is written."""
+    cancel request) raises `ConcurrencyError` and nothing is written. A worker that holds the
+    secrets key (`has_key`) also takes jobs whose environment uses secrets: their JobStarted
+    records the version each reference resolves to now."""
     outcomes = outcomes or {}
     meta = EventMeta(actor=f"worker:{worker_id}")
     async with service.pool.acquire() as conn:
@@ -109,13 +142,14 @@ async def claim(
                 # More than n: some of a page may share a project or key with few slots.
                 rows = await conn.fetch(
                     QUERIES["claim_candidates"],
-                    list(tags), DEFAULT_MAX_RUNNING_JOBS, 4 * n + 8, ending,
+                    list(tags), DEFAULT_MAX_RUNNING_JOBS, 4 * n + 8, ending, has_key,
                 )  # fmt: skip
-                chosen = {r["id"]: r for r in pick(rows, tags, n)}
-            known |= {i: job_of(view_from_row(r)) for i, r in chosen.items()}
+                chosen = {r["id"]: r for r in pick(rows, tags, n, has_key)}
+            starting = {i: job_of(view_from_row(r)) for i, r in chosen.items()}
+            known |= starting
             commands: dict[uuid.UUID, Command] = {
                 **outcomes,
-                **{i: Start(worker_id=worker_id) for i in chosen},
+                **(await _starts(conn, worker_id, starting)),
             }
             jobs = await service.execute_batch(commands, meta, conn, known) if commands else []
             await conn.execute("COMMIT")

@@ -472,7 +472,7 @@ def container_config(req: RunRequest, network_mode: str | None = None) -> dict[s
     memory = spec.resources.memory_mb * _MIB
     config: dict[str, Any] = {
         "Image": spec.image,
-        "Env": [f"{k}={v}" for k, v in spec.env.items()],
+        "Env": [f"{k}={v}" for k, v in req.environment().items()],
         "Labels": {
             LABEL_JOB: str(req.job_id),
             LABEL_WORKER: req.worker_id,

@@ -49,6 +49,23 @@ class RunRequest(msgspec.Struct, frozen=True, kw_only=True):
     attempt: int
     worker_id: str
     spec: JobSpec
+    #: The environment the container gets: the spec's, with each secret reference resolved
+    #: to its value (None: the spec's plain values). Never printed (see `__repr__`).
+    env: dict[str, str] | None = None
+
+    def environment(self) -> dict[str, str]:
+        """The variables to start the attempt with."""
+        if self.env is not None:
+            return self.env
+        return {k: v for k, v in self.spec.env.items() if isinstance(v, str)}
+
+    def __repr__(self) -> str:
+        # The environment may hold secret values: a repr (in a log, a traceback) names
+        # the variables only.
+        return (
+            f"RunRequest(job_id={self.job_id}, attempt={self.attempt}, "
+            f"worker_id={self.worker_id!r}, env={sorted(self.environment())})"
+        )
 
 
 class Outcome(msgspec.Struct, frozen=True, kw_only=True):

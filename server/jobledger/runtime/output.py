@@ -12,6 +12,8 @@ away.
   meanwhile. A batch the database refuses for what it holds is dropped and counted, and at
   close a `system` line says how many lines were lost that way (never seen in practice; it
   keeps one bad batch from stopping the job).
+- Lines are masked (`masker`: the job's secret values become `***`) before they are
+  stored, so neither the table nor any reader ever sees them.
 - A follower that resumes reading output already partly stored (a Docker job adopted by a
   restarted worker) calls `resume`: lines up to the last stored one are then skipped.
 """
@@ -21,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -140,8 +143,11 @@ class LogSink:
         job_id: uuid.UUID,
         attempt: int,
         limits: LogLimits | None = None,
+        masker: Callable[[str], str] | None = None,
     ) -> None:
         self.pool = pool
+        #: Applied to every line of the job's output before it is stored (secret values).
+        self.masker = masker
         self.job_id = job_id
         self.attempt = attempt
         self.limits = limits or LogLimits()
@@ -236,6 +242,9 @@ class LogSink:
         self, stream: Stream, text: str, ts: datetime | None = None, *, counted: bool = True
     ) -> None:
         ts = ts or datetime.now(UTC)
+        if counted and self.masker is not None:
+            # Whole lines only: a value printed in pieces is masked once its line is whole.
+            text = self.masker(text)
         if counted and self._skip_through is not None and self._stored_already(stream, text, ts):
             return
         size = len(text.encode()) if counted else 0

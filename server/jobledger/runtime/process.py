@@ -179,7 +179,7 @@ class ProcessExecutor(BaseExecutor):
         if not spec.command:
             return start_error("the process executor needs a command (the image is ignored)")
         env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": os.environ.get("HOME", "/")}
-        env.update(spec.env)
+        env.update(req.environment())
         sink = io.logs if io is not None else None
         # Without a sink the output goes nowhere: pipes nobody reads would block the command.
         out = asyncio.subprocess.PIPE if sink is not None else asyncio.subprocess.DEVNULL

@@ -32,8 +32,19 @@ from ..service import JobService
 from ..store.db import DB_ERRORS
 from ..store.eventstore import Notification
 from ..store.notifications import EVENTS, Listener, WorkerIdInUse
+from ..store.secretbox import SecretBox
+from . import secretenv
 from .claims import QUERIES, claim
-from .executor import EngineUnavailable, Executor, Found, JobIO, Outcome, RunRequest
+from .executor import (
+    EngineUnavailable,
+    Executor,
+    Found,
+    JobIO,
+    Outcome,
+    RunRequest,
+    start_error,
+)
+from .masking import Masker
 from .output import SHUTDOWN_SECONDS, LogLimits, LogSink
 from .usage import UsageRecorder
 
@@ -84,9 +95,16 @@ class Scheduler:
     """Runs until `stop` is set; see the module docstring."""
 
     def __init__(
-        self, service: JobService, executor: Executor, config: WorkerConfig, dsn: str
+        self,
+        service: JobService,
+        executor: Executor,
+        config: WorkerConfig,
+        dsn: str,
+        secrets_box: SecretBox | None = None,
     ) -> None:
         self.service = service
+        #: The secrets key this worker holds (None: it claims no job that uses secrets).
+        self.secrets_box = secrets_box
         self.pool = service.pool
         self.executor = executor
         self.config = config
@@ -183,6 +201,7 @@ class Scheduler:
                 await self.pool.execute(
                     QUERIES["register_worker"], cfg.worker_id, list(cfg.tags), cfg.capacity,
                     cfg.lease_seconds, self.executor.name, socket.gethostname(), os.getpid(),
+                    self.secrets_box.key_id if self.secrets_box is not None else None,
                 )  # fmt: skip
                 self._reachable_since = time.monotonic()
                 # Registered as answering: if it does not, the watch says so before a claim.
@@ -214,7 +233,10 @@ class Scheduler:
                 self._claiming += 1
                 self._claims_begun += 1
                 try:
-                    cycle = await claim(self.service, self.config.worker_id, self.config.tags, free)
+                    cycle = await claim(
+                        self.service, self.config.worker_id, self.config.tags, free,
+                        has_key=self.secrets_box is not None,
+                    )  # fmt: skip
                     for c in cycle.claimed:
                         self._spawn(c.job, log_limit=c.log_limit_bytes)
                 except ConcurrencyError:
@@ -294,13 +316,35 @@ class Scheduler:
     async def _execute(
         self, job: Job, cancel: asyncio.Event, found: Found | None, log_limit: int | None
     ) -> None:
-        req = RunRequest(
-            job_id=job.id, attempt=job.attempt, worker_id=self.config.worker_id, spec=job.spec
-        )
         jlog = self.log.bind(job_id=str(job.id), attempt=job.attempt)
+        # The secrets of the attempt, read at its start (or again when adopting it, to mask
+        # the output read from here on): one that cannot be had fails the start.
+        unavailable: str | None = None
+        try:
+            env = await _retrying(
+                lambda: secretenv.environment(self.pool, self.secrets_box, job),
+                "reading the job's secrets",
+                jlog,
+            )
+        except secretenv.SecretUnavailable as exc:
+            unavailable = str(exc)
+            env = secretenv.Environment(
+                {k: v for k, v in job.spec.env.items() if isinstance(v, str)}, []
+            )
+            if found is not None:
+                jlog.warning("adopting a job whose secrets cannot be masked", error=unavailable)
+                unavailable = None
+        req = RunRequest(
+            job_id=job.id,
+            attempt=job.attempt,
+            worker_id=self.config.worker_id,
+            spec=job.spec,
+            env=env.env,
+        )
         usage = UsageRecorder(self.pool, job.id, job.attempt, self.config.sample_interval)
         limits = LogLimits(max_total_bytes=log_limit or self.config.log_limit_bytes)
-        sink = LogSink(self.pool, job.id, job.attempt, limits)
+        masker = Masker(env.secret_values) if env.secret_values else None
+        sink = LogSink(self.pool, job.id, job.attempt, limits, masker)
         recorded = sink_closed = False
 
         async def record(outcome: Outcome) -> None:
@@ -326,7 +370,11 @@ class Scheduler:
                 # The executor records the outcome (`record`) before it removes what is
                 # left of the attempt, so a worker dying in between loses nothing.
                 io = JobIO(sink, usage, record)
-                outcome = await self._run_or_adopt(req, cancel, io, found, jlog)
+                if unavailable is not None:
+                    jlog.warning("secret unavailable; the start fails", error=unavailable)
+                    outcome = start_error(unavailable)
+                else:
+                    outcome = await self._run_or_adopt(req, cancel, io, found, jlog)
             except asyncio.CancelledError:
                 # The worker is going away: the lines read so far are stored before the pool
                 # closes; the next life of this worker reads the rest when it adopts the job.
@@ -399,8 +447,9 @@ class Scheduler:
         self._claims_begun += 1
         try:
             cycle = await claim(
-                self.service, self.config.worker_id, self.config.tags, free, outcomes
-            )
+                self.service, self.config.worker_id, self.config.tags, free, outcomes,
+                has_key=self.secrets_box is not None,
+            )  # fmt: skip
             for c in cycle.claimed:
                 self._spawn(c.job, log_limit=c.log_limit_bytes)
         except ConcurrencyError:  # e.g. a cancel request came in: one at a time

@@ -17,6 +17,8 @@
 -- let the planner hash every queued job first.
 -- $1 worker tags, $2 default project limit, $3 how many, $4 jobs whose outcomes this
 -- transaction records (running still, but their slots are free).
+-- $5 whether the worker holds the secrets key: without it, jobs whose environment refers
+-- to a secret (an object among `spec.env`'s values) are not its candidates.
 WITH active AS MATERIALIZED (
     SELECT project, concurrency_key FROM jobs
     WHERE state IN ('running', 'cancelling') AND id <> ALL($4::uuid[])
@@ -49,6 +51,7 @@ WITH active AS MATERIALIZED (
        AND j.project <> ALL((SELECT projects FROM full_projects)::text[])
        AND coalesce((SELECT n FROM by_key k WHERE k.concurrency_key = j.concurrency_key), 0)
            < j.concurrency_limit
+       AND ($5::boolean OR NOT jsonb_path_exists(j.spec, '$.env.* ? (@.type() == "object")'))
      ORDER BY j.priority DESC, j.created_at, j.id
      LIMIT $3)
     UNION ALL
@@ -59,6 +62,7 @@ WITH active AS MATERIALIZED (
        AND j.project <> ALL((SELECT projects FROM full_projects)::text[])
        AND coalesce((SELECT n FROM by_key k WHERE k.concurrency_key = j.concurrency_key), 0)
            < j.concurrency_limit
+       AND ($5::boolean OR NOT jsonb_path_exists(j.spec, '$.env.* ? (@.type() == "object")'))
      ORDER BY j.priority DESC, j.scheduled_for, j.created_at, j.id
      LIMIT $3)
 )
@@ -67,6 +71,7 @@ SELECT c.*,
        coalesce(p.max_running_jobs, $2::int) AS project_limit,
        coalesce(bk.n, 0) AS key_running,
        p.log_limit_bytes AS project_log_limit,
+       jsonb_path_exists(c.spec, '$.env.* ? (@.type() == "object")') AS uses_secrets,
        statement_timestamp() AS now
 FROM candidates c
 LEFT JOIN by_project bp ON bp.project = c.project
@@ -82,11 +87,12 @@ FROM jobs WHERE state = 'queued' AND scheduled_for > statement_timestamp();
 
 -- name: register_worker
 -- A worker (re)starts: fresh lease, no stop time, its executor taken to answer until it says
--- otherwise (executor_status).
-INSERT INTO workers (id, tags, capacity, lease_seconds, executor, hostname, pid)
-VALUES ($1, $2, $3, $4, $5, $6, $7)
+-- otherwise (executor_status); $8 the id of the secrets key it holds (NULL: none).
+INSERT INTO workers (id, tags, capacity, lease_seconds, executor, hostname, pid, secrets_key_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
 ON CONFLICT (id) DO UPDATE SET
     tags = EXCLUDED.tags, capacity = EXCLUDED.capacity, lease_seconds = EXCLUDED.lease_seconds,
+    secrets_key_id = EXCLUDED.secrets_key_id,
     executor = EXCLUDED.executor, executor_error = NULL,
     hostname = EXCLUDED.hostname, pid = EXCLUDED.pid, started_at = clock_timestamp(),
     heartbeat_at = clock_timestamp(), stopped_at = NULL;
