@@ -13,7 +13,7 @@ CREATE TABLE schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The version this file stands for: the last migration's.
-INSERT INTO schema_migrations (version, name) VALUES (8, '0008_executor_status');
+INSERT INTO schema_migrations (version, name) VALUES (9, '0009_definitions');
 
 -- The event log: the source of truth (design map I2). One stream per aggregate.
 CREATE TABLE events (
@@ -145,7 +145,12 @@ CREATE TABLE jobs (
     -- Metadata the job's later events carry (I6), from its events: the JobSubmitted's
     -- correlation id, and the event that queued or started the current attempt.
     correlation_id      text,
-    cause_event_id      uuid
+    cause_event_id      uuid,
+    -- A job made from a definition: its name and version (to list by), and what its spec was
+    -- resolved from (definition and environment versions, parameters, the request).
+    definition          text,
+    definition_version  integer,
+    source              jsonb
 );
 -- One job per idempotency key and project; a second submit finds the first job.
 CREATE UNIQUE INDEX jobs_idempotency
@@ -168,6 +173,9 @@ CREATE INDEX jobs_active
     ON jobs (project, concurrency_key) WHERE state IN ('running', 'cancelling');
 CREATE INDEX jobs_worker
     ON jobs (worker_id) WHERE state IN ('running', 'cancelling');
+-- The list of one definition's jobs.
+CREATE INDEX jobs_definition_created
+    ON jobs (definition, created_at DESC, id DESC) WHERE definition IS NOT NULL;
 
 -- A projection rebuild in progress (`jobledger replay rebuild`): it fills a shadow table
 -- batch by batch, each batch committing with this checkpoint, so an interrupted rebuild
@@ -267,4 +275,29 @@ CREATE TABLE job_usage_samples (
     cpu_percent  double precision NOT NULL,
     memory_bytes bigint           NOT NULL,
     PRIMARY KEY (job_id, sampled_at)
+);
+
+-- Definitions (versioned job templates with parameters) and environments (shared settings):
+-- state projections of their named streams, one row per live one (a deleted one has none).
+-- `content` is the current version's, `json` so that it reads back exactly as written.
+CREATE TABLE definitions (
+    stream_id  uuid        PRIMARY KEY,
+    project    text        NOT NULL,
+    name       text        NOT NULL,
+    version    integer     NOT NULL,
+    content    json        NOT NULL,
+    disabled   boolean     NOT NULL,
+    updated_by text        NOT NULL,
+    updated_at timestamptz NOT NULL,
+    UNIQUE (project, name)
+);
+CREATE TABLE environments (
+    stream_id  uuid        PRIMARY KEY,
+    project    text        NOT NULL,
+    name       text        NOT NULL,
+    version    integer     NOT NULL,
+    content    json        NOT NULL,
+    updated_by text        NOT NULL,
+    updated_at timestamptz NOT NULL,
+    UNIQUE (project, name)
 );

@@ -63,13 +63,16 @@ async def test_real_answers_decode_as_their_documented_types(client: Client) -> 
     )
     token = await (await client.post("/api/v1/projects/p1/service-accounts/bot/tokens")).json()
     job = await (await client.post("/api/v1/jobs", json={"image": "b", "project": "p1"})).json()
-    values = {"id": job["id"], "project": "p1", "account": "bot", "token_id": token["id"]}
+    values = {"id": job["id"], "project": "p1", "account": "bot", "token_id": token["id"],
+              "definition": "d1", "environment": "e1"}  # fmt: skip
     bodies: dict[str, Any] = {
         "submit": {"image": "b", "project": "p1"},
         "submit_batch": {"jobs": [{"image": "b", "project": "p1"}]},
         "create_project": {"name": "p2"},
         "put_limits": {"max_running_jobs": 3},
         "create_service_account": {"name": "bot2", "role": "operator"},
+        "put_definition": {"image": "b", "params": [{"name": "n", "type": "integer"}]},
+        "put_environment": {"env": {"A": "1"}},
     }
     checked = 0
     for route in ROUTES:

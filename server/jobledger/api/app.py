@@ -10,13 +10,14 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from ..catalog import Catalog
 from ..domain.errors import DomainError, InvalidInput
 from ..ids import request_id
 from ..projections.reads import JobReads
 from ..service import JobService
 from ..store.access import AccessStore, token_hash
 from ..store.db import DB_ERRORS, unavailable
-from . import audit, errors, jobs, loghub, logs, openapi, projects
+from . import audit, definitions, errors, jobs, loghub, logs, openapi, projects
 from .auth import ENV_ADMIN_HASH, auth_middleware
 from .context import ACCESS, LOOKUPS, READS, REQUEST_ID, SERVICE, client_id
 from .lookups import Lookups
@@ -115,7 +116,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 #: Every API operation, in the order the OpenAPI document lists them.
-ROUTES = (*jobs.ROUTES, *logs.ROUTES, *projects.ROUTES, *audit.ROUTES)
+ROUTES = (*jobs.ROUTES, *logs.ROUTES, *projects.ROUTES, *audit.ROUTES, *definitions.ROUTES)
 
 
 def create_app(
@@ -132,6 +133,7 @@ def create_app(
     if admin_token:
         app[ENV_ADMIN_HASH] = token_hash(admin_token)
     app[SERVICE] = service
+    app[definitions.CATALOG] = Catalog(service)
     app[READS] = reads = JobReads(service.store)
     app[ACCESS] = access = AccessStore(service.pool)
     app[LOOKUPS] = Lookups(access, reads)

@@ -31,6 +31,8 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "token_id": {"type": "string", "format": "uuid"},
     "project": {"type": "string", "pattern": PROJECT_NAME, "maxLength": 63},
     "account": {"type": "string"},
+    "definition": {"type": "string", "pattern": PROJECT_NAME, "maxLength": 63},
+    "environment": {"type": "string", "pattern": PROJECT_NAME, "maxLength": 63},
 }
 
 _patterns: dict[str, re.Pattern[str]] = {}

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from .definitions import DEFINITION, ENVIRONMENT
 from .jobs import JOB
 from .kinds import Registry
 
-KINDS = Registry([JOB])
+KINDS = Registry([JOB, DEFINITION, ENVIRONMENT])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from .definitions import DEFINITIONS, ENVIRONMENTS
 from .named import Projections
 
-PROJECTIONS = Projections([])
+PROJECTIONS = Projections([DEFINITIONS, ENVIRONMENTS])
