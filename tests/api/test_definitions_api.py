@@ -87,6 +87,10 @@ async def test_versions_are_kept_shown_and_compared(client: Client, etl: dict[st
         {"path": "$.labels", "new": {"team": "data"}},
         {"path": "$.params[6]", "new": {"name": "extra", "description": "new"}},
     ]
+    audit = await get(client, "/api/v1/audit?type=DefinitionSaved")
+    assert [(e["data"]["version"], e["meta"]["actor"]) for e in audit["events"]] == [
+        (2, "admin"), (1, "admin"),
+    ]  # fmt: skip
     listed = await get(client, "/definitions")
     assert [(d["name"], d["version"], d["params"]) for d in listed["definitions"]] == [
         ("nightly", 2, ["day", "table", "rows", "ratio", "dry", "mode", "extra"])
