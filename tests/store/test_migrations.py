@@ -124,6 +124,8 @@ async def test_baseline_upgraded_through_every_migration_equals_schema_sql(
             # 0006 took the job's correlation and its attempt's cause from its events.
             job["correlation_id"] = "c-1"
             job["cause_event_id"] = uuid.UUID("00000000-0000-7000-8000-000000000001")
+            # 0009: a job from before definitions was made from none.
+            job |= {"definition": None, "definition_version": None, "source": None}
         assert after == before
         recorded = await conn.fetch("SELECT version, name FROM schema_migrations ORDER BY 1")
         assert [tuple(r) for r in recorded] == [(m.version, m.name) for m in migrations()]
