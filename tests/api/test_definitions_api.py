@@ -164,7 +164,7 @@ async def test_a_job_by_reference_records_its_definition_version_and_params(
         "JOBLEDGER_PARAM_MODE": "delta",
     }
     assert (spec["priority"], spec["project"]) == (5, "etl")
-    assert (spec["concurrency_key"], spec["concurrency_limit"]) == ("definition:nightly", 1)
+    assert (spec["concurrency_key"], spec["concurrency_limit"]) == ("definition:etl/nightly", 1)
     assert (job["definition"], job["definition_version"]) == ("nightly", 1)
     assert job["source"]["params"] == {
         "day": "d1", "table": "events", "rows": 3, "ratio": 2, "dry": False, "mode": "delta"
@@ -196,7 +196,7 @@ async def test_a_job_by_reference_records_its_definition_version_and_params(
     )
     await service.execute(uuid.UUID(job["id"]), Start(worker_id="w1"), EventMeta(actor="w1"))
     waiting = await get(client, f"/api/v1/jobs/{later['id']}")
-    assert "concurrency key 'definition:nightly' has 1 running" in waiting["waiting_reason"]
+    assert "concurrency key 'definition:etl/nightly' has 1 running" in waiting["waiting_reason"]
     assert [p async for p in Verifier(pool).problems()] == []
 
 

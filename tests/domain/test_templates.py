@@ -59,7 +59,8 @@ def test_resolve_layers_and_params() -> None:
     )  # fmt: skip
     spec, params = resolve("d", definition, None, DefinitionSubmit(definition="d"), "p")
     assert (spec.command, params, spec.env) == (["run", "2"], {"n": 2}, {"JOBLEDGER_PARAM_N": "2"})
-    assert (spec.project, spec.concurrency_key, spec.concurrency_limit) == ("p", "definition:d", 1)
+    assert (spec.project, spec.concurrency_key) == ("p", "definition:p/d")
+    assert spec.concurrency_limit == 1
 
 
 def test_diff_names_paths_with_old_and_new() -> None:

@@ -40,7 +40,8 @@ RESERVED_ENV_PREFIX = "JOBLEDGER_"
 #: A parameter reaches the job as the environment variable of this prefix + its name,
 #: upper-cased (`date` -> `JOBLEDGER_PARAM_DATE`).
 PARAM_ENV_PREFIX = "JOBLEDGER_PARAM_"
-#: The concurrency key jobs of a definition share unless it or the submit says otherwise.
+#: The concurrency key jobs of a definition share unless it or the submit says otherwise,
+#: followed by PROJECT/NAME (concurrency keys are server-wide).
 DEFAULT_KEY_PREFIX = "definition:"
 
 ParamName = Annotated[
@@ -104,7 +105,7 @@ class DefinitionSpec(
     retry: RetryPolicy | None = None
     tags: Annotated[list[Tag], msgspec.Meta(max_length=32)] = []
     labels: Annotated[dict[LabelKey, LabelValue], msgspec.Meta(max_length=64)] = {}
-    #: Default: `definition:NAME`, so a second job of the definition waits for the first.
+    #: Default: `definition:PROJECT/NAME`, so a second job of the definition waits.
     concurrency_key: Key | None = None
     #: Default 1.
     concurrency_limit: ConcurrencyLimit | None = None
@@ -136,7 +137,7 @@ class DefinitionSubmit(msgspec.Struct, forbid_unknown_fields=True, frozen=True, 
     labels: Annotated[dict[LabelKey, LabelValue], msgspec.Meta(max_length=64)] = {}
     scheduled_for: Annotated[datetime, msgspec.Meta(tz=True)] | None = None
     idempotency_key: Key | None = None
-    #: Instead of the definition's (or its default `definition:NAME`).
+    #: Instead of the definition's (or its default `definition:PROJECT/NAME`).
     concurrency_key: Key | None = None
     concurrency_limit: ConcurrencyLimit | None = None
     #: Instead of the environment the definition names.
@@ -384,7 +385,7 @@ def resolve(
         "tags": definition.tags,
         "concurrency_key": request.concurrency_key
         or definition.concurrency_key
-        or DEFAULT_KEY_PREFIX + name,
+        or f"{DEFAULT_KEY_PREFIX}{project}/{name}",
         "concurrency_limit": request.concurrency_limit or definition.concurrency_limit,
         "stop_grace_seconds": definition.stop_grace_seconds,
     }
