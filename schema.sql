@@ -13,7 +13,7 @@ CREATE TABLE schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The version this file stands for: the last migration's.
-INSERT INTO schema_migrations (version, name) VALUES (9, '0009_secrets');
+INSERT INTO schema_migrations (version, name) VALUES (10, '0010_definitions');
 
 -- The event log: the source of truth (design map I2). One stream per aggregate.
 CREATE TABLE events (
@@ -148,7 +148,12 @@ CREATE TABLE jobs (
     cause_event_id      uuid,
     -- The secret versions the current attempt resolved at its start, by environment
     -- variable ({"DB_PASSWORD": {"secret": "db-password", "version": 3}}); from JobStarted.
-    secrets             jsonb       NOT NULL DEFAULT '{}'
+    secrets             jsonb       NOT NULL DEFAULT '{}',
+    -- A job made from a definition: its name and version (to list by), and what its spec was
+    -- resolved from (definition and environment versions, parameters, the request).
+    definition          text,
+    definition_version  integer,
+    source              jsonb
 );
 -- One job per idempotency key and project; a second submit finds the first job.
 CREATE UNIQUE INDEX jobs_idempotency
@@ -171,6 +176,9 @@ CREATE INDEX jobs_active
     ON jobs (project, concurrency_key) WHERE state IN ('running', 'cancelling');
 CREATE INDEX jobs_worker
     ON jobs (worker_id) WHERE state IN ('running', 'cancelling');
+-- The list of one definition's jobs.
+CREATE INDEX jobs_definition_created
+    ON jobs (definition, created_at DESC, id DESC) WHERE definition IS NOT NULL;
 
 -- A projection rebuild in progress (`jobledger replay rebuild`): it fills a shadow table
 -- batch by batch, each batch committing with this checkpoint, so an interrupted rebuild
@@ -299,4 +307,29 @@ CREATE TABLE secret_values (
     -- The 12-byte nonce, then the ciphertext and its tag.
     ciphertext bytea   NOT NULL,
     PRIMARY KEY (project, name, version)
+);
+
+-- Definitions (versioned job templates with parameters) and environments (shared settings):
+-- state projections of their named streams, one row per live one (a deleted one has none).
+-- `content` is the current version's, `json` so that it reads back exactly as written.
+CREATE TABLE definitions (
+    stream_id  uuid        PRIMARY KEY,
+    project    text        NOT NULL,
+    name       text        NOT NULL,
+    version    integer     NOT NULL,
+    content    json        NOT NULL,
+    disabled   boolean     NOT NULL,
+    updated_by text        NOT NULL,
+    updated_at timestamptz NOT NULL,
+    UNIQUE (project, name)
+);
+CREATE TABLE environments (
+    stream_id  uuid        PRIMARY KEY,
+    project    text        NOT NULL,
+    name       text        NOT NULL,
+    version    integer     NOT NULL,
+    content    json        NOT NULL,
+    updated_by text        NOT NULL,
+    updated_at timestamptz NOT NULL,
+    UNIQUE (project, name)
 );

@@ -97,6 +97,46 @@ async def submit_batches(
     }
 
 
+#: The definition the submit-by-reference workload runs: an environment under it, two
+#: parameters, placeholders in its command and env.
+DEFINITION = {
+    "environment": "bench",
+    "command": ["echo", "{{params.day}}", "{{params.rows}}"],
+    "env": {"DAY": "{{params.day}}"},
+    "params": [
+        {"name": "day", "required": True},
+        {"name": "rows", "type": "integer", "default": 10},
+    ],
+}
+
+
+async def submit_by_definition(http: aiohttp.ClientSession, url: str, n: int) -> dict[str, Any]:
+    """Submit latency by reference to a definition (resolved on the server: definition and
+    environment read from their streams, params checked, placeholders filled) against a
+    plain spec, one client, the two kinds of call alternating so both see the same database."""
+    base = f"{url}/api/v1/projects/default"
+    for path, body in ((f"{base}/environments/bench", {"image": IMAGE, "env": {"A": "1"}}),
+                       (f"{base}/definitions/bench", DEFINITION)):  # fmt: skip
+        async with http.put(path, json=body) as r:
+            assert r.status in (200, 201), await r.text()
+    by_ref = json.dumps({
+        "definition": "bench", "params": {"day": "2030-01-02", "rows": 5},
+        "scheduled_for": "2099-01-01T00:00:00Z",
+    }).encode()  # fmt: skip
+    plain = json.dumps(SPEC).encode()
+    ref_latencies: list[float] = []
+    plain_latencies: list[float] = []
+    for _ in range(n):
+        await post(http, f"{url}/api/v1/jobs", by_ref, ref_latencies)
+        await post(http, f"{url}/api/v1/jobs", plain, plain_latencies)
+    return {
+        "jobs": 2 * n,
+        "clients": 1,
+        "by_definition_latency_ms": summary(ref_latencies),
+        "plain_latency_ms": summary(plain_latencies),
+    }
+
+
 async def batch_floor(dsn: str, size: int = 500, rounds: int = 8) -> dict[str, Any]:
     """The database's own floor for a batch submit: the two statements of the append (events
     with their hash chain; the `jobs` rows and the NOTIFY) and the commit, with every
@@ -218,6 +258,7 @@ async def main() -> None:
     parser.add_argument("--batch-size", type=int, default=500)
     parser.add_argument("--drain", type=int, default=10000)
     parser.add_argument("--pickup", type=int, default=200)
+    parser.add_argument("--by-definition", type=int, default=500)
     args = parser.parse_args()
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     connector = aiohttp.TCPConnector(limit=args.clients)
@@ -232,6 +273,9 @@ async def main() -> None:
         wal0 = await wal_lsn(conn)
         report["submit_serial"] = await submit_clients(http, served.url, args.serial, 1)
         report["wal_bytes_per_job_submitted"] = round((await wal_lsn(conn) - wal0) / args.serial)
+        report["submit_by_definition"] = await submit_by_definition(
+            http, served.url, args.by_definition
+        )
         report["submit_concurrent"] = await submit_clients(
             http, served.url, args.concurrent, args.clients
         )

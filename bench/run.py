@@ -27,7 +27,7 @@ HERE = Path(__file__).resolve().parent
 WORKLOADS: dict[str, tuple[str, list[str], list[str]]] = {
     "engine": ("engine.py", [], [
         "--serial", "50", "--concurrent", "160", "--batch-jobs", "1000", "--drain", "500",
-        "--pickup", "10",
+        "--pickup", "10", "--by-definition", "10",
     ]),
     "container_overhead": ("container_overhead.py", ["--jobs", "50"], ["--jobs", "3"]),
     "log_streaming": ("log_streaming.py", [], ["--lines", "2000", "--paced", "20"]),

@@ -20,6 +20,7 @@ from .domain.jobs import JOB, Command, Job, Submit, decide, fold, validate
 from .domain.kinds import Registry
 from .domain.registry import KINDS
 from .domain.specs import JobSpec
+from .domain.templates import FromDefinition
 from .ids import uuid7
 from .projections import jobs as jobs_projection
 from .projections import queue
@@ -120,7 +121,7 @@ class JobService:
         self.max_attempts = max_attempts
         self.streams = StreamService(store, max_attempts=max_attempts)
         #: Concurrent submits without an idempotency key share one transaction.
-        self._submits: Batcher[tuple[JobSpec, EventMeta], tuple[JobView, str | None]] = Batcher(
+        self._submits: Batcher[tuple[Submit, EventMeta], tuple[JobView, str | None]] = Batcher(
             self._create_new, split=_rolled_back
         )
 
@@ -216,18 +217,23 @@ class JobService:
         done = await self.submit_with_reason(spec, meta)
         return done.view, done.created
 
-    async def submit_with_reason(self, spec: JobSpec, meta: EventMeta) -> Submitted:
-        """`submit`, with why the job waits: what a submit's response shows."""
+    async def submit_with_reason(
+        self, spec: JobSpec, meta: EventMeta, source: FromDefinition | None = None
+    ) -> Submitted:
+        """`submit`, with why the job waits: what a submit's response shows. `source`: the
+        definition the spec was resolved from (an idempotency key then compares the
+        request as submitted, not the spec)."""
+        command = Submit(spec=spec, source=source)
         if spec.idempotency_key is None:
-            validate(Submit(spec=spec))
+            validate(command)
             await self._check_secrets([(0, spec)], lambda exc, _: exc)
-            view, reason = await self._submits((spec, meta))
+            view, reason = await self._submits((command, meta))
             return Submitted(view, True, reason)
-        [result] = await self._create([spec], meta, lambda exc, _: exc)
+        [result] = await self._create([command], meta, lambda exc, _: exc)
         return result
 
     async def _create_new(
-        self, new: list[tuple[JobSpec, EventMeta]]
+        self, new: list[tuple[Submit, EventMeta]]
     ) -> list[tuple[JobView, str | None]]:
         """Create jobs (validated, keys already looked up) in one transaction, in order, each
         event with its own request's metadata: concurrent submits, or a batch's new specs.
@@ -241,7 +247,7 @@ class JobService:
             await tx.start()
             try:
                 jobs = await self.execute_batch(
-                    {i: Submit(spec=spec) for i, (spec, _) in zip(ids, new, strict=True)},
+                    {i: command for i, (command, _) in zip(ids, new, strict=True)},
                     new[0][1],
                     conn,
                     metas={i: meta for i, (_, meta) in zip(ids, new, strict=True)},
@@ -319,11 +325,11 @@ class JobService:
         self, specs: Sequence[JobSpec], meta: EventMeta
     ) -> list[Submitted]:
         """`submit_batch`, with why each job waits: what a batch submit's response shows."""
-        return await self._create(specs, meta, _in_batch)
+        return await self._create([Submit(spec=s) for s in specs], meta, _in_batch)
 
     async def _create(
         self,
-        specs: Sequence[JobSpec],
+        specs: Sequence[Submit],
         meta: EventMeta,
         locate: Callable[[DomainError, int], DomainError],
     ) -> list[Submitted]:
@@ -331,7 +337,7 @@ class JobService:
         caller's terms."""
         for n, spec in enumerate(specs):
             try:
-                validate(Submit(spec=spec))  # before any query: e.g. a NUL in the key
+                validate(spec)  # before any query: e.g. a NUL in the key
             except InvalidInput as exc:
                 raise locate(exc, n) from None
         for _ in range(self.max_attempts):
@@ -345,30 +351,40 @@ class JobService:
 
     async def _create_once(
         self,
-        specs: Sequence[JobSpec],
+        commands: Sequence[Submit],
         meta: EventMeta,
         locate: Callable[[DomainError, int], DomainError],
     ) -> list[Submitted]:
-        keyed = [(s.project, s.idempotency_key) for s in specs if s.idempotency_key is not None]
+        keyed = [
+            (c.spec.project, c.spec.idempotency_key)
+            for c in commands
+            if c.spec.idempotency_key is not None
+        ]
         existing = await jobs_projection.find_by_idempotency_keys(self.pool, keyed)
         # Each spec's job: one that exists, or the index of a spec to create (a key repeated
         # within the batch names the same new job).
         plan: list[JobView | int] = []
-        new: list[JobSpec] = []
+        new: list[Submit] = []
         fresh: list[tuple[int, JobSpec]] = []  # the new specs with their place in the batch
         new_by_key: dict[tuple[str, str], int] = {}
-        for n, spec in enumerate(specs):
+        for n, command in enumerate(commands):
+            spec = command.spec
             key = (spec.project, spec.idempotency_key) if spec.idempotency_key else None
             if key is not None:
                 earlier = existing.get(key)
                 if earlier is not None or key in new_by_key:
-                    if (earlier.spec if earlier else new[new_by_key[key]]) != spec:
+                    first = (
+                        Submit(spec=earlier.spec, source=earlier.source)
+                        if earlier is not None
+                        else new[new_by_key[key]]
+                    )
+                    if not same_request(first, command):
                         raise locate(_key_conflict(earlier), n)
                     plan.append(earlier if earlier is not None else new_by_key[key])
                     continue
                 new_by_key[key] = len(new)
             plan.append(len(new))
-            new.append(spec)
+            new.append(command)
             fresh.append((n, spec))
         # Why the earlier jobs wait is read before anything commits, so that a failed read
         # leaves nothing behind to submit twice.
@@ -387,6 +403,15 @@ class JobService:
                 out.append(Submitted(view, item not in seen, reason))
                 seen.add(item)
         return out
+
+
+def same_request(first: Submit, again: Submit) -> bool:
+    """Whether a submit repeats an earlier one under the same idempotency key: the same spec,
+    or for a submit by reference the same request as submitted (definition, the version
+    asked for, parameters, per-run fields), whatever the definition became since."""
+    if first.source is not None and again.source is not None:
+        return first.source.request == again.source.request
+    return first.source is None and again.source is None and first.spec == again.spec
 
 
 def following(meta: EventMeta, job: Job | None) -> EventMeta:

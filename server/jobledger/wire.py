@@ -18,6 +18,7 @@ from .domain.jobs import JobState
 from .domain.registry import KINDS
 from .domain.secrets import MAX_SECRET_BYTES
 from .domain.specs import DEFAULT_MAX_RUNNING_JOBS, JobSpec, Name, SecretRef
+from .domain.templates import Change, DefinitionSpec, EnvironmentSpec, FromDefinition
 
 # The timeline route answers with the domain's own structs.
 from .domain.timeline import Timeline as Timeline
@@ -67,6 +68,11 @@ class JobOut(msgspec.Struct, kw_only=True):
     #: The secrets its current attempt uses, by environment variable, with the version its
     #: start resolved (never a value).
     secrets: dict[str, SecretRef] = {}
+    #: For a job submitted by reference to a definition: its name and version, and what its
+    #: spec was resolved from (environment and its version, parameters, the request).
+    definition: str | None = None
+    definition_version: int | None = None
+    source: FromDefinition | None = None
 
 
 class JobList(msgspec.Struct):
@@ -347,6 +353,100 @@ class TokenList(msgspec.Struct):
 class RevokedToken(msgspec.Struct):
     id: uuid.UUID
     revoked_at: datetime
+
+
+# ---- definitions and environments ---------------------------------------------------------
+
+
+class DefinitionOut(msgspec.Struct, kw_only=True):
+    """A definition at one version: its content, who saved that version and when, and
+    where the definition stands now (latest version, disabled, last change)."""
+
+    project: str
+    name: str
+    version: int
+    saved_by: str
+    saved_at: datetime
+    definition: DefinitionSpec
+    latest_version: int
+    disabled: bool
+    disabled_reason: str | None = None
+    updated_by: str
+    updated_at: datetime
+
+
+class DefinitionSummary(msgspec.Struct, kw_only=True):
+    """A definition in its project's list: its latest version."""
+
+    name: str
+    version: int
+    disabled: bool
+    description: str | None
+    #: The names of its declared parameters.
+    params: list[str]
+    updated_by: str
+    updated_at: datetime
+
+
+class DefinitionList(msgspec.Struct):
+    definitions: list[DefinitionSummary]
+
+
+class DisableRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """Why a definition is disabled (shown to whoever's submit it refuses)."""
+
+    reason: Annotated[str, msgspec.Meta(max_length=500)] | None = None
+
+
+class EnvironmentOut(msgspec.Struct, kw_only=True):
+    """An environment at one version."""
+
+    project: str
+    name: str
+    version: int
+    saved_by: str
+    saved_at: datetime
+    environment: EnvironmentSpec
+    latest_version: int
+    updated_by: str
+    updated_at: datetime
+
+
+class EnvironmentSummary(msgspec.Struct, kw_only=True):
+    name: str
+    version: int
+    description: str | None
+    updated_by: str
+    updated_at: datetime
+
+
+class EnvironmentList(msgspec.Struct):
+    environments: list[EnvironmentSummary]
+
+
+class VersionInfo(msgspec.Struct, kw_only=True):
+    """One saved version: who saved it and when (the content: GET with `?version=`)."""
+
+    version: int
+    saved_by: str
+    saved_at: datetime
+
+
+class VersionList(msgspec.Struct):
+    """Every version of a definition or environment, oldest first."""
+
+    name: str
+    versions: list[VersionInfo]
+
+
+class DiffOut(msgspec.Struct, kw_only=True):
+    """What changed from one version to another: each JSON path whose value differs, with
+    the value before (`old`) and after (`new`); a side without the path has no value."""
+
+    name: str
+    from_version: int
+    to_version: int
+    changes: list[Change]
 
 
 # ---- errors -------------------------------------------------------------------------------

@@ -33,7 +33,7 @@ async def test_set_list_delete_and_set_again_continue_the_versions(
 ) -> None:
     await project_with_accounts(client, "p1")
     status, v1 = await put(client, "db-password", VALUE)
-    assert status == 200, v1
+    assert status == 201, v1  # created
     assert (v1["name"], v1["version"], v1["updated_by"]) == ("db-password", 1, "admin")
     assert v1["fingerprint"] == SECRETS_BOX.fingerprint(VALUE)
     status, v2 = await put(client, "db-password", VALUE + "-2")
@@ -52,7 +52,7 @@ async def test_set_list_delete_and_set_again_continue_the_versions(
     assert (status, body["error"]["code"]) == (404, "not_found")
 
     status, v3 = await put(client, "db-password", VALUE)
-    assert (status, v3["version"]) == (200, 3)  # the stream and its numbers continue
+    assert (status, v3["version"]) == (201, 3)  # created again: the stream and its numbers continue
     sid = SECRET.stream_id("p1", "db-password")
     types = [r["type"] for r in await pool.fetch(
         "SELECT type FROM events WHERE stream_id = $1 ORDER BY version", sid
@@ -73,7 +73,7 @@ async def test_roles_admins_set_and_delete_viewers_list(client: Client) -> None:
         status, _ = await call(client, "DELETE", f"{BASE}/db-password", tokens[role])
         assert status == 403
     status, body = await put(client, "db-password", VALUE, tokens["admin"])
-    assert status == 200 and body["updated_by"].endswith("admin-bot")
+    assert status == 201 and body["updated_by"].endswith("admin-bot")
     status, listed = await call(client, "GET", BASE, tokens["viewer"])
     assert status == 200 and listed["secrets"][0]["name"] == "db-password"
     assert VALUE not in json.dumps(listed)

@@ -22,6 +22,7 @@ def test_every_workload_runs_and_reports(docker_engine: None) -> None:  # noqa: 
     assert engine["drain"]["jobs"] == 500 and engine["pickup"]["samples"] == 10
     for workload in ("submit_serial", "submit_concurrent", "submit_batch", "drain"):
         assert engine[workload]["jobs_per_second"] > 0
+    assert engine["submit_by_definition"]["by_definition_latency_ms"]["median"] > 0
     assert engine["wal_bytes_per_job_submitted"] > 0 and engine["server_rss_idle_bytes"] > 0
     assert report["container_overhead"]["jobs"] == 3
     assert report["log_streaming"]["fast_job_lines"] == 2000

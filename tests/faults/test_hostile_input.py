@@ -89,11 +89,15 @@ BASE_BODIES: dict[str, dict[str, Any]] = {
     "ProjectLimits": {"max_running_jobs": 3},
     "NewServiceAccount": {"name": "fuzz-bot", "role": "viewer"},
     "NewToken": {"description": "d"},
+    "DefinitionSubmit": {"definition": "fuzzdef", "params": {"n": 1}},
+    "DefinitionSpec": {"image": "x", "params": [{"name": "n", "type": "integer"}]},
+    "EnvironmentSpec": {"env": {"A": "1"}},
+    "DisableRequest": {"reason": "r"},
 }
 FIELDS = [
     "image", "priority", "labels", "scheduled_for", "description", "name", "reason", "env",
     "max_running_jobs", "project", "idempotency_key", "expires_in_seconds", "command", "jobs",
-    "resources", "role", "submit_rate",
+    "resources", "role", "submit_rate", "definition", "params", "definition_version",
 ]  # fmt: skip
 
 
@@ -165,7 +169,8 @@ def hostile_requests(draw: st.DrawFn, ids: dict[str, bytes]) -> tuple[str, bytes
     body = b""
     if route.body is not None:
         headers.append((b"Content-Type", b"application/json"))
-        base = BASE_BODIES[getattr(route.body, "__name__", "")]
+        body_type = draw(st.sampled_from([route.body, *route.body_also]))
+        base = BASE_BODIES[getattr(body_type, "__name__", "")]
         fields = {k: json.dumps(v).encode() for k, v in base.items()}
         fields[draw(st.sampled_from(FIELDS))] = draw(st.sampled_from(HOSTILE_JSON))
         body = draw(st.sampled_from([body_of(fields), *HOSTILE_JSON]))
@@ -184,7 +189,14 @@ async def setup_ids(client: Client) -> dict[str, bytes]:
     resp = await client.post("/api/v1/projects/default/service-accounts/bot/tokens")
     assert resp.status == 201, await resp.text()
     token_id = (await resp.json())["id"]
+    definition = {"image": "x", "params": [{"name": "n", "type": "integer"}]}
+    resp = await client.put("/api/v1/projects/default/definitions/fuzzdef", json=definition)
+    assert resp.status == 201, await resp.text()
+    resp = await client.put("/api/v1/projects/default/environments/fuzzenv", json={"env": {}})
+    assert resp.status == 201, await resp.text()
     return {
+        "definition": b"fuzzdef",
+        "environment": b"fuzzenv",
         "id": job_id.encode(),
         "project": b"default",
         "account": b"bot",

@@ -48,7 +48,7 @@ ECHO = (
 
 async def set_secret(client: Client, name: str, value: str, project: str = "default") -> None:
     resp = await client.put(f"/api/v1/projects/{project}/secrets/{name}", json={"value": value})
-    assert resp.status == 200, await resp.text()
+    assert resp.status in (200, 201), await resp.text()
 
 
 async def submit(client: Client, command: str, env: dict[str, Any], **kw: Any) -> str:

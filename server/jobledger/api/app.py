@@ -10,6 +10,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from ..catalog import Catalog
 from ..domain.errors import DomainError, InvalidInput
 from ..ids import request_id
 from ..projections.reads import JobReads
@@ -18,7 +19,7 @@ from ..service import JobService
 from ..store.access import AccessStore, token_hash
 from ..store.db import DB_ERRORS, unavailable
 from ..store.secretbox import SecretBox
-from . import audit, errors, jobs, loghub, logs, openapi, projects, secrets
+from . import audit, definitions, errors, jobs, loghub, logs, openapi, projects, secrets
 from .auth import ENV_ADMIN_HASH, auth_middleware
 from .context import ACCESS, LOOKUPS, READS, REQUEST_ID, SERVICE, client_id
 from .lookups import Lookups
@@ -117,7 +118,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 #: Every API operation, in the order the OpenAPI document lists them.
-ROUTES = (*jobs.ROUTES, *logs.ROUTES, *projects.ROUTES, *audit.ROUTES, *secrets.ROUTES)
+ROUTES = (
+    *jobs.ROUTES, *logs.ROUTES, *projects.ROUTES, *audit.ROUTES, *secrets.ROUTES,
+    *definitions.ROUTES,
+)  # fmt: skip
 
 
 def create_app(
@@ -137,6 +141,7 @@ def create_app(
     if admin_token:
         app[ENV_ADMIN_HASH] = token_hash(admin_token)
     app[SERVICE] = service
+    app[definitions.CATALOG] = Catalog(service)
     app[READS] = reads = JobReads(service.store)
     app[ACCESS] = access = AccessStore(service.pool)
     app[LOOKUPS] = Lookups(access, reads)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..domain.errors import Forbidden
-from ..domain.events import EVENT_TYPES, FailureReason
+from ..domain.events import FailureReason
+from ..domain.registry import KINDS
 from ..store.audit import AuditFilter
 from ..wire import AuditPage, event_out
 from .auth import principal
@@ -47,6 +48,9 @@ async def audit(request: web.Request) -> web.Response:
 
 
 _TIME = {"type": "string", "format": "date-time"}
+#: Every event type of every registered kind of stream.
+_TYPES = [name for kind in KINDS for name in kind.codec.types]
+
 ROUTES = (
     Route("GET", "/api/v1/audit", audit, "Events, newest first, filtered", response=AuditPage,
           query=(
@@ -55,7 +59,7 @@ ROUTES = (
               Query("actor", {"type": "string"}, "who acted: project/account, admin, worker:ID"),
               Query("token_id", {"type": "string"}, "with which token"),
               Query("job", {"type": "string", "format": "uuid"}, "one job's events"),
-              Query("type", {"type": "string", "enum": list(EVENT_TYPES)}, "event types", True),
+              Query("type", {"type": "string", "enum": _TYPES}, "event types", True),
               Query("since", _TIME, "recorded at or after"),
               Query("until", _TIME, "recorded before"),
               Query("reason", {"type": "string", "enum": [r.value for r in FailureReason]},

@@ -20,6 +20,7 @@ STATUS: dict[type[domain.DomainError], int] = {
     domain.Forbidden: 403,
     domain.Conflict: 409,
     domain.RateLimited: 429,
+    domain.InvalidValue: 422,  # before its base, InvalidInput
     domain.InvalidInput: 400,
     domain.InvalidTransition: 409,
     domain.IdempotencyConflict: 409,

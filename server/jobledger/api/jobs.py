@@ -12,6 +12,7 @@ from aiohttp import web
 from ..domain.errors import Forbidden, InvalidInput, NotFound, RateLimited
 from ..domain.jobs import JobState, RequestCancel
 from ..domain.specs import DEFAULT_PROJECT, JobSpec
+from ..domain.templates import DefinitionSubmit
 from ..projections import jobs as jobs_projection
 from ..projections.jobs import Cursor, JobFilter, JobView
 from ..service import Submitted
@@ -54,6 +55,8 @@ def job_out(view: JobView, waiting_reason: str | None = None) -> JobOut:
         cancel_requested_by=view.cancel_requested_by, version=view.version,
         last_position=view.last_position, correlation_id=view.correlation_id,
         waiting_reason=waiting_reason, secrets=view.secrets,
+        definition=view.definition,
+        definition_version=view.definition_version, source=view.source,
     )  # fmt: skip
 
 
@@ -109,7 +112,12 @@ async def _take_rate(request: web.Request, specs: list[JobSpec], *, batch: bool 
 async def submit(request: web.Request) -> web.Response:
     """POST /api/v1/jobs: 201 with the new job, 200 with the earlier one for a repeated
     idempotency key."""
-    spec = _project_of(request, decode_body(await request.read(), JobSpec))
+    body = await request.read()
+    from .definitions import is_by_reference, submit_by_reference  # it imports this module
+
+    if is_by_reference(body):
+        return await submit_by_reference(request, body)
+    spec = _project_of(request, decode_body(body, JobSpec))
     await _take_rate(request, [spec])
     done = await request.app[SERVICE].submit_with_reason(spec, event_meta(request))
     return json_response(submitted_out(done), status=201 if done.created else 200)
@@ -138,6 +146,7 @@ def _filter(query: dict[str, Any]) -> JobFilter:
         labels=labels or None,
         created_after=query["created_after"],
         created_before=query["created_before"],
+        definition=query["definition"],
     )
 
 
@@ -220,8 +229,10 @@ _STATES = {"type": "string", "enum": [s.value for s in JobState]}
 _TIME = {"type": "string", "format": "date-time"}
 
 ROUTES = (
-    Route("POST", "/api/v1/jobs", submit, "Submit a job", body=JobSpec, response=JobOut,
-          status=201, also=(200,), role="operator"),
+    Route("POST", "/api/v1/jobs", submit,
+          "Submit a job: a spec, or a definition's name with its params", body=JobSpec,
+          body_also=(DefinitionSubmit,), response=JobOut, status=201, also=(200,),
+          role="operator"),
     Route("POST", "/api/v1/jobs:batch", submit_batch,
           f"Submit up to {MAX_BATCH} jobs at once, all or none", body=BatchIn,
           response=BatchOut, status=201, also=(200,), role="operator"),
@@ -232,6 +243,7 @@ ROUTES = (
               "KEY=VALUE; every one given must match", True),
         Query("created_after", _TIME, "created at or after (with an offset)"),
         Query("created_before", _TIME, "created before (with an offset)"),
+        Query("definition", {"type": "string"}, "only jobs made from this definition"),
         Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size",
               default=DEFAULT_PAGE),
         Query("cursor", {"type": "string"}, "next_cursor of the previous page"),

@@ -41,7 +41,7 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
     routes = list(routes)
     types: list[Any] = [ErrorResponse]
     for r in routes:
-        types += [t for t in (r.body, r.response) if t is not None]
+        types += [t for t in (r.body, r.response, *r.body_also) if t is not None]
     schemas, components = msgspec.json.schema_components(types, ref_template=_REF)
     ref = dict(zip(map(repr, types), schemas, strict=True))
     error = {"content": {"application/json": {"schema": ref[repr(ErrorResponse)]}}}
@@ -86,7 +86,7 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
         if r.body is not None:
             op["requestBody"] = {
                 "required": not r.body_optional,
-                "content": {"application/json": {"schema": ref[repr(r.body)]}},
+                "content": {"application/json": {"schema": _body_schema(r, ref)}},
             }
         paths.setdefault(r.path, {})[r.method.lower()] = op
     return {
@@ -98,6 +98,13 @@ def document(routes: Iterable[Route]) -> dict[str, Any]:
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
         },
     }
+
+
+def _body_schema(r: Route, ref: dict[str, Any]) -> dict[str, Any]:
+    """The schema of a route's body: its type's, or `oneOf` it and its alternatives."""
+    if not r.body_also:
+        return ref[repr(r.body)]  # type: ignore[no-any-return]
+    return {"oneOf": [ref[repr(t)] for t in (r.body, *r.body_also)]}
 
 
 def install(app: web.Application, routes: Iterable[Route]) -> None:

@@ -32,6 +32,8 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "project": {"type": "string", "pattern": PROJECT_NAME, "maxLength": 63},
     "account": {"type": "string"},
     "secret": {"type": "string", "pattern": PROJECT_NAME, "maxLength": 63},
+    "definition": {"type": "string", "pattern": PROJECT_NAME, "maxLength": 63},
+    "environment": {"type": "string", "pattern": PROJECT_NAME, "maxLength": 63},
 }
 
 _patterns: dict[str, re.Pattern[str]] = {}

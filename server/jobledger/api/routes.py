@@ -39,6 +39,9 @@ class Route:
     summary: str
     #: msgspec type of the JSON body, if it takes one.
     body: Any = None
+    #: Other msgspec types the body may have instead (the document says `oneOf`; the handler
+    #: tells them apart).
+    body_also: tuple[Any, ...] = ()
     #: Whether the body may be left out (defaults apply).
     body_optional: bool = False
     #: msgspec type of the success answer (None: no JSON body).

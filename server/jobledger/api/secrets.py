@@ -26,13 +26,16 @@ def secret_out(state: Secret) -> SecretOut:
 
 
 async def put_secret(request: web.Request) -> web.Response:
-    """PUT /api/v1/projects/{project}/secrets/{secret}: a new version (admin)."""
+    """PUT /api/v1/projects/{project}/secrets/{secret}: a new version (admin); 201 if it
+    creates the secret (first set, or set again after a delete)."""
     project = await existing_project(request, Role.ADMIN)
     body = decode_body(await request.read(), SecretValue)
     state = await request.app[SECRETS].set(
         project, request[PATH]["secret"], body.value, event_meta(request)
     )
-    return json_response(secret_out(state))
+    return json_response(
+        secret_out(state), status=201 if state.version == state.first_version else 200
+    )
 
 
 async def list_secrets(request: web.Request) -> web.Response:
@@ -53,7 +56,8 @@ _BASE = "/api/v1/projects/{project}/secrets"
 
 ROUTES = (
     Route("PUT", f"{_BASE}/{{secret}}", put_secret, "Set a secret (a new version)",
-          body=SecretValue, response=SecretOut, role="admin", tags=("secrets",)),
+          body=SecretValue, response=SecretOut, status=201, also=(200,), role="admin",
+          tags=("secrets",)),
     Route("GET", _BASE, list_secrets, "List a project's secrets (never their values)",
           response=SecretList, tags=("secrets",)),
     Route("DELETE", f"{_BASE}/{{secret}}", delete_secret,

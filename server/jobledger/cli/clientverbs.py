@@ -69,7 +69,10 @@ async def cmd_logs(args: argparse.Namespace) -> int:
     return await with_client(args, run)
 
 
-SUBMIT_USAGE = "jobledger submit [OPTIONS] IMAGE [OPTIONS] [-- CMD ARG...]"
+SUBMIT_USAGE = (
+    "jobledger submit [OPTIONS] IMAGE [OPTIONS] [-- CMD ARG...]\n"
+    "       jobledger submit --definition NAME [--param K=V ...] [OPTIONS]"
+)
 
 
 def _add_submit_options(p: argparse.ArgumentParser) -> None:
@@ -133,6 +136,21 @@ def _add_submit_options(p: argparse.ArgumentParser) -> None:
         help="how many jobs sharing the concurrency key may run at once (default 1)",
     )  # fmt: skip
     spec.add_argument("--workdir", metavar="DIR", help="absolute working directory")
+    ref = p.add_argument_group(
+        "from a definition (instead of IMAGE; with --priority, --label, --project, "
+        "--scheduled-for, --idempotency-key, --concurrency-key/-limit)"
+    )
+    ref.add_argument("--definition", metavar="NAME", help="submit the project's definition NAME")
+    ref.add_argument(
+        "--param", type=key_value, action="append", default=[], metavar="K=V",
+        help="a parameter's value, typed as the definition declares it (repeatable)",
+    )  # fmt: skip
+    ref.add_argument(
+        "--definition-version", type=int, metavar="N", help="that version (default: the latest)"
+    )
+    ref.add_argument(
+        "--environment", metavar="NAME", help="instead of the environment the definition names"
+    )
     out = p.add_argument_group("output")
     out.add_argument(
         "--json", action="store_true", help="print the whole job as JSON (with --wait: at its end)"
@@ -179,6 +197,8 @@ class _AfterImage(argparse.Action):
             parser.error(f"unrecognized arguments: {' '.join(unknown)} (the command goes after --)")
         if namespace.json and namespace.follow:
             parser.error("--json and --follow do not mix: the job's output goes to stdout")
+        if namespace.image is None and namespace.definition is None:
+            parser.error("IMAGE is required (or --definition NAME)")
         setattr(namespace, self.dest, command)
 
 
@@ -189,7 +209,7 @@ def configure_submit_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
     _add_submit_options(p)
     after_image = argparse.ArgumentParser(prog=p.prog, usage=SUBMIT_USAGE, add_help=False)
     _add_submit_options(after_image)
-    p.add_argument("image", metavar="IMAGE", help="container image")
+    p.add_argument("image", metavar="IMAGE", nargs="?", help="container image")
     command = p.add_argument(
         "job_command", nargs=argparse.REMAINDER, action=_AfterImage, options=after_image,
         metavar="-- CMD ARG", help="the command and its arguments (default: the image's)",
@@ -239,11 +259,40 @@ def spec_of(args: argparse.Namespace) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None and v != [] and v != {}}
 
 
+#: Options of a spec that a submit by reference takes from its definition instead.
+_SPEC_ONLY = ("env", "cpu", "memory_mb", "timeout_seconds", "stop_grace_seconds", "tag",
+              "max_retries", "backoff_seconds", "workdir", "job_command")  # fmt: skip
+
+
+def _submit_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the submit options' combination, if anything."""
+    if args.definition is None:
+        if args.image is None:
+            return "IMAGE is required (or --definition NAME)"
+        if args.param or args.definition_version or args.environment:
+            return "--param, --definition-version and --environment go with --definition"
+        return None
+    if args.image is not None:
+        return "--definition takes no IMAGE: the definition names it"
+    given = [f"--{n.replace('_', '-')}" for n in _SPEC_ONLY if getattr(args, n, None)]
+    if given:
+        return f"{', '.join(given)} do not go with --definition (the definition sets them)"
+    return None
+
+
 async def cmd_submit(args: argparse.Namespace) -> int:
     wait = args.wait or args.follow
+    if (problem := _submit_error(args)) is not None:
+        print(f"jobledger submit: {problem}", file=sys.stderr)
+        return EXIT_USAGE
 
     async def run(client: Client) -> int:
-        job = await client.submit(spec_of(args))
+        if args.definition is not None:
+            from .definitionverbs import definition_body  # it imports this module
+
+            job = await client.submit(await definition_body(client, args))
+        else:
+            job = await client.submit(spec_of(args))
         if args.follow:
             print(f"jobledger: submitted job {job.id}", file=sys.stderr, flush=True)
         elif not (args.json and wait):

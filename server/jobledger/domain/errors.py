@@ -75,3 +75,11 @@ class CorruptLog(DomainError):
     """The event log holds something the domain cannot fold (a gap, an impossible event)."""
 
     code = "corrupt_log"
+
+
+class InvalidValue(InvalidInput):
+    """A well-formed request with a value that is not acceptable (HTTP 422, like a field of
+    the wrong type): a parameter a definition does not declare, a reserved environment
+    variable, a placeholder naming no parameter; `details['field']` names it."""
+
+    code = "validation_error"

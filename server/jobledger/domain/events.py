@@ -16,6 +16,7 @@ from typing import Any, ClassVar, Union
 import msgspec
 
 from .specs import JobSpec, SecretRef
+from .templates import FromDefinition
 
 
 class FailureReason(enum.StrEnum):
@@ -47,11 +48,14 @@ class Event(msgspec.Struct, frozen=True, kw_only=True, tag_field="type", tag=Tru
     SCHEMA: ClassVar[int] = 1
 
 
-class JobSubmitted(Event, frozen=True, kw_only=True):
+class JobSubmitted(Event, frozen=True, kw_only=True, omit_defaults=True):
     """A user asked for a job; `spec` is exactly what will run. The job is queued from
     this event on (attempt 1)."""
 
     spec: JobSpec
+    #: For a job submitted by reference to a definition: which versions and parameters
+    #: made its spec (absent for a spec submitted as it is, and in older events).
+    source: FromDefinition | None = None
 
 
 class JobQueued(Event, frozen=True, kw_only=True):

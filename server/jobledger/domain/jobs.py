@@ -32,6 +32,7 @@ from .events import (
 )
 from .kinds import StreamKind
 from .specs import JobSpec, SecretRef
+from .templates import FromDefinition, param_env, reserved_env
 
 
 class JobState(enum.StrEnum):
@@ -87,6 +88,8 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     cause_event_id: uuid.UUID | None = None
     #: The secrets the last start resolved, by environment variable (see `JobStarted`).
     secrets: dict[str, SecretRef] = {}
+    #: The definition, versions and parameters the spec was resolved from, if any.
+    source: FromDefinition | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -100,6 +103,8 @@ class Submit(msgspec.Struct, frozen=True, kw_only=True):
     """Create the job."""
 
     spec: JobSpec
+    #: Where the spec was resolved from, for a submit by reference to a definition.
+    source: FromDefinition | None = None
 
 
 class Start(msgspec.Struct, frozen=True, kw_only=True):
@@ -185,7 +190,12 @@ def unstorable_path(value: object, path: str) -> str | None:
 
 
 def validate(command: Command) -> None:
-    """Refuse what no state would accept: text PostgreSQL cannot store."""
+    """Refuse what no state would accept: text PostgreSQL cannot store, and environment
+    variables named like jobledger's own (`JOBLEDGER_...`; a job made from a definition
+    holds its parameters' `JOBLEDGER_PARAM_...`)."""
+    if isinstance(command, Submit):
+        params = command.source.params if command.source is not None else {}
+        reserved_env(command.spec.env, "$.env", frozenset(param_env(p) for p in params))
     payload = command.spec if isinstance(command, Submit) else command
     try:  # the common case in one pass of C: nothing to look for
         if b"\\u0000" not in _encoder.encode(payload):
@@ -204,7 +214,8 @@ def decide(state: Job | None, command: Command) -> list[Event]:
     if isinstance(command, Submit):
         if state is not None:
             raise InvalidTransition("job already exists", job_id=str(state.id))
-        return [JobSubmitted(spec=command.spec)]  # queued as of now: one transition
+        # queued as of now: one transition
+        return [JobSubmitted(spec=command.spec, source=command.source)]
     if state is None:
         raise NotFound("job not found")
     name = type(command).__name__
@@ -293,6 +304,7 @@ def evolve(state: Job | None, rec: Recorded) -> Job:
             submitted_by=rec.meta.actor,
             correlation_id=rec.meta.correlation_id,
             cause_event_id=rec.event_id,
+            source=event.source,
             created_at=rec.recorded_at,
             updated_at=rec.recorded_at,
             # One representation for an instant, whatever offset the user wrote it with.

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from .definitions import DEFINITION, ENVIRONMENT
 from .jobs import JOB
 from .kinds import Registry
 from .secrets import SECRET
 
-KINDS = Registry([JOB, SECRET])
+KINDS = Registry([JOB, SECRET, DEFINITION, ENVIRONMENT])

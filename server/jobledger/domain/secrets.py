@@ -60,6 +60,8 @@ class Secret(msgspec.Struct, frozen=True, kw_only=True):
     deleted: bool = False
     updated_by: str
     updated_at: datetime
+    #: The version its current life began with (after its creation or a delete).
+    first_version: int = 1
 
 
 class SetSecret(msgspec.Struct, frozen=True, kw_only=True):
@@ -98,6 +100,9 @@ def evolve(state: Secret | None, rec: Recorded) -> Secret:
                 fingerprint=fp,
                 updated_by=rec.meta.actor,
                 updated_at=rec.recorded_at,
+                first_version=state.first_version
+                if state is not None and not state.deleted
+                else version,
             )
         case SecretDeleted() if state is not None:
             return msgspec.structs.replace(

@@ -16,6 +16,7 @@ import msgspec
 from ..domain.events import FailureReason, Recorded, Usage
 from ..domain.jobs import Job, JobState, fold
 from ..domain.specs import JobSpec, SecretRef
+from ..domain.templates import FromDefinition
 from ..store.db import Conn
 from ..store.eventstore import Announce, Change, InlineHook
 from ..store.queries import load_queries
@@ -57,6 +58,11 @@ class JobView(msgspec.Struct, kw_only=True):
     correlation_id: str | None = None
     cause_event_id: uuid.UUID | None = None
     secrets: dict[str, SecretRef] = {}
+    #: For a job made from a definition: its name and version (columns to filter on), and
+    #: the whole record of what made the spec (versions, parameters, the request).
+    definition: str | None = None
+    definition_version: int | None = None
+    source: FromDefinition | None = None
 
 
 COLUMNS: tuple[str, ...] = JobView.__struct_fields__
@@ -65,6 +71,7 @@ _JSON_COLUMNS = {
     "labels": dict[str, str],
     "usage": Usage | None,
     "secrets": dict[str, SecretRef],
+    "source": FromDefinition | None,
 }
 _decoders = {name: msgspec.json.Decoder(t) for name, t in _JSON_COLUMNS.items()}
 _encoder = msgspec.json.Encoder()
@@ -104,6 +111,9 @@ def view_of(job: Job) -> JobView:
         correlation_id=job.correlation_id,
         cause_event_id=job.cause_event_id,
         secrets=job.secrets,
+        definition=job.source.definition if job.source is not None else None,
+        definition_version=job.source.definition_version if job.source is not None else None,
+        source=job.source,
     )
 
 
@@ -194,6 +204,8 @@ class JobFilter(msgspec.Struct, kw_only=True):
     labels: dict[str, str] | None = None
     created_after: datetime | None = None
     created_before: datetime | None = None
+    #: Only jobs made from the definition of this name.
+    definition: str | None = None
 
 
 class Cursor(msgspec.Struct, array_like=True, frozen=True):
@@ -227,6 +239,8 @@ async def list_jobs(
         w.add("project = {}::text", filt.project)
     if filt.labels:
         w.add("labels @> {}::jsonb", _encoder.encode(filt.labels).decode())
+    if filt.definition is not None:
+        w.add("definition = {}::text", filt.definition)
     if filt.created_after is not None:
         w.add("created_at >= {}::timestamptz", filt.created_after)
     if filt.created_before is not None:

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
+from .definitions import DEFINITIONS, ENVIRONMENTS
 from .named import Projections
 from .secrets import SECRETS
 
-PROJECTIONS = Projections([SECRETS])
+PROJECTIONS = Projections([SECRETS, DEFINITIONS, ENVIRONMENTS])
