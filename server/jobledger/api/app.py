@@ -10,11 +10,12 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from ..administration import AccessService
 from ..domain.errors import DomainError, InvalidInput
 from ..ids import request_id
 from ..projections.reads import JobReads
 from ..service import JobService
-from ..store.access import AccessStore, token_hash
+from ..store.access import token_hash
 from ..store.db import DB_ERRORS, unavailable
 from . import audit, errors, jobs, loghub, logs, openapi, projects
 from .auth import ENV_ADMIN_HASH, auth_middleware
@@ -133,7 +134,7 @@ def create_app(
         app[ENV_ADMIN_HASH] = token_hash(admin_token)
     app[SERVICE] = service
     app[READS] = reads = JobReads(service.store)
-    app[ACCESS] = access = AccessStore(service.pool)
+    app[ACCESS] = access = AccessService(service.pool, service.streams)
     app[LOOKUPS] = Lookups(access, reads)
     app.on_response_prepare.append(_request_id_header)
     app.router.add_get("/healthz", healthz)

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
+from .access import PROJECT, SERVICE_ACCOUNT, TOKEN
 from .jobs import JOB
 from .kinds import Registry
 
-KINDS = Registry([JOB])
+KINDS = Registry([JOB, PROJECT, SERVICE_ACCOUNT, TOKEN])

@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+from .access import API_TOKENS, PROJECTS, SERVICE_ACCOUNTS
 from .named import Projections
 
-PROJECTIONS = Projections([])
+# In this order: a token names its service account (a foreign key), a rebuild writes both.
+PROJECTIONS = Projections([PROJECTS, SERVICE_ACCOUNTS, API_TOKENS])
