@@ -13,7 +13,7 @@ CREATE TABLE schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The version this file stands for: the last migration's.
-INSERT INTO schema_migrations (version, name) VALUES (10, '0010_definitions');
+INSERT INTO schema_migrations (version, name) VALUES (11, '0011_administration_streams');
 
 -- The event log: the source of truth (design map I2). One stream per aggregate.
 CREATE TABLE events (
@@ -198,7 +198,8 @@ CREATE TABLE projection_rebuilds (
 
 -- Access control. Projects own jobs; service accounts belong to a project and carry a
 -- role; API tokens are issued to a service account and stored only as a SHA-256 hash.
--- A project without a row has the defaults.
+-- A project without a row has the defaults. The three tables are projections of their
+-- streams (domain/access.py): a row names its stream (`stream_id`; a token's is its `id`).
 CREATE TABLE projects (
     name             text        PRIMARY KEY,
     max_running_jobs integer     NOT NULL CHECK (max_running_jobs >= 0),
@@ -207,12 +208,16 @@ CREATE TABLE projects (
     created_at       timestamptz NOT NULL DEFAULT clock_timestamp(),
     created_by       text,
     -- Submit rate limits (NULL: the server's defaults).
-    submit_rate      real,
-    submit_burst     integer
+    submit_rate      double precision,
+    submit_burst     integer,
+    stream_id        uuid        UNIQUE
 );
 
--- `default` exists from the first start (an unknown project is "not found" everywhere).
-INSERT INTO projects (name, max_running_jobs, created_by) VALUES ('default', 10, 'jobledger');
+-- `default` exists from the first start (an unknown project is "not found" everywhere): a
+-- built-in stream, whose row stands without events until its first change. Its stream id is
+-- uuid5(NAMED_STREAMS, 'project/default/default') (domain/kinds.py).
+INSERT INTO projects (name, max_running_jobs, created_by, stream_id)
+VALUES ('default', 10, 'jobledger', 'cd2e256e-2700-5692-b969-483ea80f3584');
 
 CREATE TABLE service_accounts (
     id         uuid        PRIMARY KEY,
@@ -221,6 +226,7 @@ CREATE TABLE service_accounts (
     role       text        NOT NULL CHECK (role IN ('viewer', 'operator', 'admin')),
     created_at timestamptz NOT NULL DEFAULT clock_timestamp(),
     created_by text        NOT NULL,
+    stream_id  uuid        UNIQUE,
     UNIQUE (project, name)
 );
 
@@ -228,7 +234,8 @@ CREATE TABLE api_tokens (
     id                 uuid        PRIMARY KEY,
     -- NULL: a server-wide admin token.
     service_account_id uuid        REFERENCES service_accounts (id),
-    hash               bytea       NOT NULL UNIQUE,
+    -- Kept beside the log, never in it (NULL: a row rebuilt from an imported log).
+    hash               bytea       UNIQUE,
     description        text,
     created_at         timestamptz NOT NULL DEFAULT clock_timestamp(),
     created_by         text        NOT NULL,

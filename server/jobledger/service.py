@@ -62,7 +62,8 @@ class StreamService:
                     stream_id=str(stream_id),
                 )
         version = records[-1].version if records else 0
-        return self.kinds.get(kind).fold(records), version
+        stream_kind = self.kinds.get(kind)
+        return stream_kind.fold(records, stream_kind.initial(stream_id)), version
 
     async def execute(
         self,

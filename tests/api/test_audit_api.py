@@ -49,7 +49,10 @@ async def test_who_cancelled_what_and_every_job_a_token_submitted(client: Client
     everything = await pages(client, "")
     positions = [e["position"] for e in everything]
     assert positions == sorted(positions, reverse=True) and len(set(positions)) == len(positions)
-    assert len(everything) == 3 + 2  # three submits (one event each) and one cancel (two)
+    # Two projects, their three accounts and tokens each (tests/api/test_administration.py).
+    assert len(everything) - len(await pages(client, "&stream_type=job")) == 2 * 7
+    jobs = await pages(client, "&stream_type=job")
+    assert len(jobs) == 3 + 2  # three submits (one event each) and one cancel (two)
 
     cancels = await pages(client, "&type=JobCancelRequested")
     assert [(e["job_id"], e["meta"]["actor"]) for e in cancels] == [(a["id"], "p1/admin-bot")]

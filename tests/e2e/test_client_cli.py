@@ -235,6 +235,45 @@ async def test_audit_answers_who_did_what(server: Server) -> None:
     assert code == 2 and "not an ISO 8601 time" in err
 
 
+def admin_call(url: str, method: str, path: str, body: object) -> None:
+    """An HTTP call as the server admin."""
+    req = urllib.request.Request(
+        f"{url}{path}", data=json.dumps(body).encode(), method=method,
+        headers={**AUTH, "Content-Type": "application/json"},
+    )  # fmt: skip
+    with urllib.request.urlopen(req) as resp:
+        assert resp.status in (200, 201)
+
+
+async def test_audit_answers_who_raised_a_limit_and_who_issued_a_jobs_token(
+    server: Server,
+) -> None:
+    url = server.url
+    await asyncio.to_thread(create_project, url, "etl")
+    await asyncio.to_thread(
+        admin_call, url, "PUT", "/api/v1/projects/etl/limits", {"max_running_jobs": 20}
+    )
+    await asyncio.to_thread(
+        admin_call, url, "POST", "/api/v1/projects/etl/service-accounts",
+        {"name": "ci", "role": "operator"},
+    )  # fmt: skip
+    code, token, err = await run("tokens", "create", "--url", url, "etl", "ci")
+    assert code == 0, err
+    job = await submit(url, "--token", token.strip(), "--project", "etl", "busybox:latest")
+
+    (c1, raised, e1), (c2, issued, e2) = await asyncio.gather(
+        run("audit", "--url", url, "--stream-type", "project", "--stream", "etl",
+            "--type", "ProjectLimitsChanged"),
+        run("audit", "--url", url, "--tokens-of-job", job, "--type", "TokenIssued", "--json"),
+    )  # fmt: skip
+    assert c1 == c2 == 0, e1 + e2
+    assert [r[2:4] for r in rows(raised)] == [["ProjectLimitsChanged", "admin"]]
+    assert "max_running_jobs=20" in raised
+    [event] = [json.loads(line) for line in issued.splitlines()]
+    assert (event["type"], event["meta"]["actor"]) == ("TokenIssued", "admin")
+    assert (event["data"]["project"], event["data"]["service_account"]) == ("etl", "ci")
+
+
 # ---- cancel -------------------------------------------------------------------------------
 
 

@@ -110,3 +110,31 @@ def test_tail_prints_new_events_until_interrupted(dsn: str) -> None:
         tail.send_signal(signal.SIGINT)
         assert tail.wait(30) == 0
         server.stop()
+
+
+def test_show_answers_what_a_projects_limit_was_at_a_time(dsn: str) -> None:
+    server = Server("--database-url", dsn, "--no-scheduler")
+    try:
+        assert call("POST", f"{server.url}/api/v1/projects",
+                    {"name": "etl", "max_running_jobs": 2})[0] == 201  # fmt: skip
+        limits = f"{server.url}/api/v1/projects/etl/limits"
+        assert call("PUT", limits, {"max_running_jobs": 5})[0] == 200
+        between = jobledger("replay", "--database-url", dsn, "show", "project", "etl/etl")
+        assert call("PUT", limits, {"max_running_jobs": 9})[0] == 200
+    finally:
+        server.stop()
+    assert between.returncode == 0, between.stderr
+    then = json.loads(between.stdout)
+    assert (then["stream_type"], then["state"]["max_running_jobs"]) == ("project", 5)
+
+    at = jobledger(
+        "replay", "--database-url", dsn, "show", "project", "etl/etl", "--at", then["as_of_time"]
+    )
+    assert at.returncode == 0, at.stderr
+    assert json.loads(at.stdout)["state"]["max_running_jobs"] == 5
+    now = json.loads(
+        jobledger("replay", "--database-url", dsn, "show", "project", "etl/etl").stdout
+    )
+    assert now["state"]["max_running_jobs"] == 9
+    verified = jobledger("replay", "--database-url", dsn, "verify")
+    assert verified.returncode == 0 and "0 problem(s)" in verified.stdout, verified.stdout

@@ -15,6 +15,7 @@ import asyncpg
 import pytest
 from aiohttp.test_utils import TestClient
 
+from jobledger.administration import AccessService
 from jobledger.domain import admission
 from jobledger.domain.events import EventMeta
 from jobledger.domain.jobs import ACTIVE_STATES, Command, Finish, JobState, RequestCancel, Start
@@ -24,7 +25,6 @@ from jobledger.projections.jobs import JobView, view_from_row
 from jobledger.runtime import claims
 from jobledger.runtime.scheduler import QUERIES as SCHEDULER_QUERIES
 from jobledger.service import JobService
-from jobledger.store.access import AccessStore
 from tests.factories import spec
 
 META = EventMeta(actor="test")
@@ -48,7 +48,7 @@ async def random_world(service: JobService, rng: random.Random) -> list[frozense
     (some not live); returns the tag sets of the live workers."""
     pool = service.pool
     for project in rng.sample(PROJECTS, 2):  # the third keeps the default limit
-        await AccessStore(pool).set_limits(project, rng.randint(0, 3))
+        await AccessService(pool).set_limits(project, rng.randint(0, 3), meta=META)
     live = [sorted(rng.sample(TAGS, rng.randint(0, 2))) for _ in range(rng.randint(0, 2))]
     for n, tags in enumerate(live):
         await register(pool, f"live-{n}", tags)
@@ -170,7 +170,7 @@ async def test_the_api_waiting_reason_is_the_policys(
 async def test_a_submit_response_carries_the_reason_read_in_its_transaction(
     service: JobService, client: Client, pool: asyncpg.Pool
 ) -> None:
-    await AccessStore(pool).set_limits("full", 0)
+    await AccessService(pool).set_limits("full", 0, meta=META)
     # Hold the workers table: the submit's facts read waits for it. If that read came after
     # the commit, the job would be visible while the request waits.
     async with pool.acquire() as blocker:

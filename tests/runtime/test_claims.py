@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from jobledger.administration import AccessService
 from jobledger.domain.events import EventMeta
 from jobledger.domain.jobs import Finish, JobState
 from jobledger.runtime.claims import claim
 from jobledger.service import JobService
-from jobledger.store.access import AccessStore
 from tests.factories import spec
 
 META = EventMeta(actor="test")
@@ -30,7 +30,7 @@ async def test_jobs_waiting_for_a_later_time_are_passed_over_whatever_their_prio
 
 
 async def test_a_claim_hands_over_the_project_log_limit(service: JobService) -> None:
-    await AccessStore(service.pool).set_limits("logs", None, log_limit_bytes=1234)
+    await AccessService(service.pool).set_limits("logs", None, log_limit_bytes=1234, meta=META)
     limited, _ = await service.submit(spec(project="logs"), META)
     default, _ = await service.submit(spec(project="other"), META)
     claimed = {c.job.id: c.log_limit_bytes for c in (await claim(service, "w1", [], 5)).claimed}
@@ -40,7 +40,7 @@ async def test_a_claim_hands_over_the_project_log_limit(service: JobService) -> 
 async def test_outcomes_free_their_slots_for_the_claim_in_the_same_transaction(
     service: JobService,
 ) -> None:
-    await AccessStore(service.pool).set_limits("tight", 2)
+    await AccessService(service.pool).set_limits("tight", 2, meta=META)
     for _ in range(4):
         await service.submit(spec(project="tight"), META)
     first = (await claim(service, "w1", [], 5)).claimed

@@ -11,13 +11,13 @@ import msgspec
 import pytest
 from aiohttp.test_utils import TestClient
 
+from jobledger.administration import AccessService
 from jobledger.domain.events import EventMeta
 from jobledger.domain.jobs import JobState
 from jobledger.domain.specs import Resources
 from jobledger.runtime.docker import DockerExecutor
 from jobledger.runtime.output import LogLimits, LogSink
 from jobledger.service import JobService
-from jobledger.store.access import AccessStore
 from jobledger.store.logs import (
     LogConflict,
     LogLine,
@@ -176,7 +176,7 @@ async def test_past_the_log_limit_lines_are_dropped_and_counted_not_the_job(
 async def test_a_projects_log_limit_overrides_the_workers(
     service: JobService, pool: asyncpg.Pool, start_scheduler: StartScheduler, watcher: JobWatcher
 ) -> None:
-    await AccessStore(pool).set_limits("chatty", None, 1024)
+    await AccessService(pool).set_limits("chatty", None, 1024, meta=META)
     await start_scheduler(log_limit_bytes=1_000_000)
     view, _ = await service.submit(spec(command=["seq", "1", "2000"], project="chatty"), META)
     assert (await watcher.until(view.id, DONE)).state is JobState.SUCCEEDED

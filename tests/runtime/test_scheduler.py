@@ -10,6 +10,7 @@ import asyncpg
 import msgspec
 import pytest
 
+from jobledger.administration import AccessService
 from jobledger.domain.errors import ConcurrencyError
 from jobledger.domain.events import EventMeta, FailureReason
 from jobledger.domain.jobs import JobState, RequestCancel, Start
@@ -20,7 +21,6 @@ from jobledger.runtime import claims
 from jobledger.runtime import scheduler as scheduler_module
 from jobledger.runtime.noop import NoopExecutor
 from jobledger.service import JobService
-from jobledger.store.access import AccessStore
 from jobledger.store.eventstore import Notification
 from jobledger.store.notifications import WorkerIdInUse
 from tests.factories import spec
@@ -162,7 +162,7 @@ async def test_scheduled_for_waits_until_then(
 async def test_project_limit_holds_jobs_back_and_releases_them_in_order(
     service: JobService, start_scheduler: StartScheduler, watcher: JobWatcher
 ) -> None:
-    await AccessStore(service.pool).set_limits("etl", 2)
+    await AccessService(service.pool).set_limits("etl", 2, meta=META)
     ids = [await submit(service, "sleep", "0.4", project="etl") for _ in range(5)]
     other = await submit(service, "sleep", "0.4", project="web")
     await start_scheduler(capacity=10)
@@ -183,12 +183,12 @@ async def test_project_limit_holds_jobs_back_and_releases_them_in_order(
 async def test_a_paused_project_waits_until_its_limit_is_raised(
     service: JobService, start_scheduler: StartScheduler, watcher: JobWatcher
 ) -> None:
-    await AccessStore(service.pool).set_limits("paused", 0)
+    await AccessService(service.pool).set_limits("paused", 0, meta=META)
     await start_scheduler(poll_interval=30)
     job = await submit(service, project="paused")
     view = await watcher.until(job, {"queued"})
     assert "limit is 0" in (await queue.waiting_reasons(service.pool, [view]))[job]
-    await AccessStore(service.pool).set_limits("paused", 1)  # notifies: no poll needed
+    await AccessService(service.pool).set_limits("paused", 1, meta=META)  # notifies: no poll needed
     assert (await watcher.until(job, DONE, timeout=10)).state is JobState.SUCCEEDED
 
 

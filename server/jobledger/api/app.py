@@ -10,13 +10,14 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from ..administration import AccessService
 from ..catalog import Catalog
 from ..domain.errors import DomainError, InvalidInput
 from ..ids import request_id
 from ..projections.reads import JobReads
 from ..secretservice import SecretService
 from ..service import JobService
-from ..store.access import AccessStore, token_hash
+from ..store.access import token_hash
 from ..store.db import DB_ERRORS, unavailable
 from ..store.secretbox import SecretBox
 from . import audit, definitions, errors, jobs, loghub, logs, openapi, projects, secrets
@@ -143,7 +144,7 @@ def create_app(
     app[SERVICE] = service
     app[definitions.CATALOG] = Catalog(service)
     app[READS] = reads = JobReads(service.store)
-    app[ACCESS] = access = AccessStore(service.pool)
+    app[ACCESS] = access = AccessService(service.pool, service.streams)
     app[LOOKUPS] = Lookups(access, reads)
     app[secrets.SECRETS] = SecretService(service.store, secrets_box)
     app.on_response_prepare.append(_request_id_header)

@@ -1,12 +1,16 @@
-"""Audit queries over the event log: who did what to which job, and when."""
+"""Audit queries over the event log: who did what to which job, project, account or token,
+and when."""
 
 from __future__ import annotations
 
+import uuid
+
 from aiohttp import web
 
-from ..domain.errors import Forbidden
+from ..domain.errors import Forbidden, InvalidInput
 from ..domain.events import FailureReason
 from ..domain.registry import KINDS
+from ..domain.specs import DEFAULT_PROJECT
 from ..store.audit import AuditFilter
 from ..wire import AuditPage, event_out
 from .auth import principal
@@ -32,6 +36,7 @@ async def audit(request: web.Request) -> web.Response:
         token_id=q["token_id"], job=q["job"], types=q["type"] or None, since=q["since"],
         until=q["until"], before=q["cursor"],
         reason=q["reason"], min_wait=q["min_wait"],
+        stream=_stream(q["stream_type"], q["stream"]), tokens_of_job=q["tokens_of_job"],
     )  # fmt: skip
     found = await request.app[READS].audit(filt, limit + 1)
     events = [
@@ -47,9 +52,29 @@ async def audit(request: web.Request) -> web.Response:
     return json_response(AuditPage(events, events[-1].position if more else None))
 
 
+def _stream(kind: str | None, text: str | None) -> uuid.UUID | None:
+    """The `stream` filter: a stream id, or with a named `stream_type` PROJECT/NAME (a
+    project: its name; NAME alone: in the project `default`)."""
+    if text is None:
+        return None
+    try:
+        return uuid.UUID(text)
+    except ValueError:
+        pass
+    if kind is None or kind not in KINDS or not KINDS.get(kind).named:
+        raise InvalidInput(
+            "stream is a stream id, or PROJECT/NAME with the stream_type of a named kind",
+            field="query.stream",
+        )
+    try:
+        return KINDS.get(kind).stream_of(text, DEFAULT_PROJECT)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), field="query.stream") from None
+
+
+#: Every registered kind's event types (the `type` filter's values).
+EVENT_TYPE_NAMES = [t for kind in KINDS for t in kind.codec.types]
 _TIME = {"type": "string", "format": "date-time"}
-#: Every event type of every registered kind of stream.
-_TYPES = [name for kind in KINDS for name in kind.codec.types]
 
 ROUTES = (
     Route("GET", "/api/v1/audit", audit, "Events, newest first, filtered", response=AuditPage,
@@ -59,7 +84,12 @@ ROUTES = (
               Query("actor", {"type": "string"}, "who acted: project/account, admin, worker:ID"),
               Query("token_id", {"type": "string"}, "with which token"),
               Query("job", {"type": "string", "format": "uuid"}, "one job's events"),
-              Query("type", {"type": "string", "enum": _TYPES}, "event types", True),
+              Query("stream", {"type": "string"},
+                    "one stream: its id, or PROJECT/NAME of a named stream_type (project: NAME)"),
+              Query("tokens_of_job", {"type": "string", "format": "uuid"},
+                    "events of the API tokens used on this job (with type=TokenIssued: who "
+                    "issued them)"),
+              Query("type", {"type": "string", "enum": EVENT_TYPE_NAMES}, "event types", True),
               Query("since", _TIME, "recorded at or after"),
               Query("until", _TIME, "recorded before"),
               Query("reason", {"type": "string", "enum": [r.value for r in FailureReason]},

@@ -9,11 +9,11 @@ from typing import Any, TypeVar
 import msgspec
 from aiohttp import web
 
+from ..administration import AccessService
 from ..domain.errors import InvalidInput
 from ..domain.jobs import unstorable_path
 from ..projections.reads import JobReads
 from ..service import JobService
-from ..store.access import AccessStore
 from .lookups import Lookups
 
 #: Commands: submit, cancel.
@@ -21,7 +21,7 @@ SERVICE = web.AppKey("service", JobService)
 #: Reads of jobs, events, logs, audit, project views.
 READS = web.AppKey("reads", JobReads)
 #: Projects, service accounts, tokens.
-ACCESS = web.AppKey("access", AccessStore)
+ACCESS = web.AppKey("access", AccessService)
 LOOKUPS = web.AppKey("lookups", Lookups)
 REQUEST_ID = web.RequestKey("request_id", str)
 

@@ -21,7 +21,7 @@ from ..wire import (
     ServiceAccountList,
     TokenList,
 )  # fmt: skip
-from .auth import principal, require
+from .auth import event_meta, principal, require
 from .context import ACCESS, LOOKUPS, READS, decode_body, json_response
 from .params import PATH
 from .routes import Route
@@ -34,7 +34,7 @@ async def create_project(request: web.Request) -> web.Response:
         raise Forbidden("only a server admin may create projects")
     new = decode_body(await request.read(), NewProject)
     await request.app[ACCESS].create_project(
-        new.name, new.max_running_jobs, new.log_limit_bytes, who.actor
+        new.name, new.max_running_jobs, new.log_limit_bytes, meta=event_meta(request)
     )
     return json_response(await request.app[READS].project(new.name), status=201)
 
@@ -56,7 +56,7 @@ async def put_limits(request: web.Request) -> web.Response:
     limits = decode_body(await request.read(), ProjectLimits)
     await request.app[ACCESS].set_limits(
         name, limits.max_running_jobs, limits.log_limit_bytes, limits.submit_rate,
-        limits.submit_burst,
+        limits.submit_burst, meta=event_meta(request),
     )  # fmt: skip
     return json_response(await request.app[READS].project(name))
 
@@ -76,7 +76,7 @@ async def create_service_account(request: web.Request) -> web.Response:
     project = await existing_project(request, Role.ADMIN)
     new = decode_body(await request.read(), NewServiceAccount)
     account = await request.app[ACCESS].create_service_account(
-        project, new.name, new.role, principal(request).actor
+        project, new.name, new.role, meta=event_meta(request)
     )
     return json_response(account, status=201)
 
@@ -104,8 +104,8 @@ async def issue_token(request: web.Request) -> web.Response:
     body = await request.read()
     new = decode_body(body, NewToken) if body.strip() else NewToken()
     token, info = await request.app[ACCESS].issue_token(
-        account.id,
-        created_by=principal(request).actor,
+        account,
+        meta=event_meta(request),
         description=new.description,
         expires_in_seconds=new.expires_in_seconds,
     )
@@ -131,7 +131,7 @@ async def revoke_token(request: web.Request) -> web.Response:
     """DELETE /api/v1/projects/{project}/tokens/{token_id}: it stops working at once."""
     project = await existing_project(request, Role.ADMIN)
     token_id = request[PATH]["token_id"]
-    info = await request.app[ACCESS].revoke_token(token_id, project)
+    info = await request.app[ACCESS].revoke_token(token_id, project, meta=event_meta(request))
     if info is None:
         raise NotFound("no such token in this project", token_id=str(token_id))
     assert info.revoked_at is not None

@@ -361,16 +361,32 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
 def configure_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "audit",
-        help="events from the log, newest first: who did what to which job, and when",
+        help="events from the log, newest first: who did what to which job, project or "
+        "token, and when",
         description="Examples: who cancelled a job: `jobledger audit --job ID --type "
         "JobCancelRequested`; jobs lost with a worker since a time: `jobledger audit --type "
         "JobFailed --reason worker_lost --since 2030-01-01T00:00:00Z`; jobs that waited over "
-        "ten minutes to start: `jobledger audit --min-wait 600`.",
+        "ten minutes to start: `jobledger audit --min-wait 600`; who raised the limit of "
+        "etl: `jobledger audit --stream-type project --stream etl --type "
+        "ProjectLimitsChanged`; who issued the token used for a job: `jobledger audit "
+        "--tokens-of-job ID --type TokenIssued`.",
     )
     p.add_argument("--project", metavar="NAME", help="only this project's jobs")
     p.add_argument("--actor", help="who acted: PROJECT/ACCOUNT, admin, worker:ID")
     p.add_argument("--token-id", metavar="ID", help="with which API token")
     p.add_argument("--job", metavar="ID", help="one job's events")
+    p.add_argument(
+        "--stream-type", metavar="KIND",
+        help="only streams of this kind: job, project, service_account, token, ...",
+    )  # fmt: skip
+    p.add_argument(
+        "--stream", metavar="ID|PROJECT/NAME",
+        help="one stream: its id, or with --stream-type PROJECT/NAME (a project: its name)",
+    )  # fmt: skip
+    p.add_argument(
+        "--tokens-of-job", metavar="JOB",
+        help="events of the API tokens used on this job (--type TokenIssued: who issued them)",
+    )  # fmt: skip
     p.add_argument(
         "--type", action="append", default=[], metavar="T",
         help="event type, e.g. JobCancelRequested (repeatable, or comma-separated)",
@@ -391,7 +407,8 @@ def configure_audit_parser(sub: argparse._SubParsersAction[argparse.ArgumentPars
 
 async def cmd_audit(args: argparse.Namespace) -> int:
     filters: list[tuple[str, str | int]] = [("type", t) for t in args.type]
-    for name in ("project", "actor", "token_id", "job", "reason", "min_wait"):
+    for name in ("project", "actor", "token_id", "job", "reason", "min_wait", "stream_type",
+                 "stream", "tokens_of_job"):  # fmt: skip
         if (value := getattr(args, name)) is not None:
             filters.append((name, str(value)))
     for name in ("since", "until"):

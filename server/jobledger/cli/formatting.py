@@ -205,11 +205,18 @@ def outcome(job: JobOut) -> tuple[int, str | None]:
 AUDIT_COLUMNS = ("TIME", "JOB", "TYPE", "ACTOR", "DETAIL")
 
 
+#: What administration's events (projects, service accounts, tokens) show in the detail.
+ADMIN_FACTS = (
+    "name", "project", "service_account", "role", "max_running_jobs", "log_limit_bytes",
+    "submit_rate", "submit_burst", "expires_at",
+)  # fmt: skip
+
+
 def audit_detail(event: LogEvent) -> str:
     """The one or two facts of an event worth a glance: reason, exit code, worker, wait."""
     data = event.data
     parts = []
-    for name in ("reason", "exit_code", "worker_id", "attempt", "message"):
+    for name in ("reason", "exit_code", "worker_id", "attempt", "message", *ADMIN_FACTS):
         value = getattr(data, name, None)
         if value is not None and not (name == "attempt" and value == 1):
             parts.append(f"{name}={value}")

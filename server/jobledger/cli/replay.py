@@ -192,14 +192,9 @@ async def cmd_verify(args: argparse.Namespace) -> int:
 def stream_of(kind: str, text: str) -> uuid.UUID:
     """A stream id as the user wrote it: a UUID, or for a named kind PROJECT/NAME or NAME."""
     try:
-        return uuid.UUID(text)
-    except ValueError:
-        pass
-    stream_kind = KINDS.get(kind)
-    if not stream_kind.named:
-        raise SystemExit(f"jobledger replay show: {text!r} is not a {kind} id (a UUID)")
-    project, _, name = text.rpartition("/")
-    return stream_kind.stream_id(project or DEFAULT_PROJECT, name)
+        return KINDS.get(kind).stream_of(text, DEFAULT_PROJECT)
+    except ValueError as exc:
+        raise SystemExit(f"jobledger replay show: {exc}") from None
 
 
 def _add_at(p: argparse.ArgumentParser) -> None:

@@ -149,9 +149,9 @@ async def cmd_serve(args: argparse.Namespace) -> int:
     import structlog
     from aiohttp import web
 
+    from ..administration import AccessService
     from ..api.app import create_app
     from ..api.ratelimit import RateDefaults
-    from ..store.access import AccessStore
     from .startup import default_data_dir, secrets_box, service_for, stop_on_signals
 
     log = structlog.get_logger("jobledger")
@@ -161,7 +161,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         # A secret: read from the environment only, never an option (it would show in `ps`).
         admin_token = os.environ.get("JOBLEDGER_ADMIN_TOKEN") or None
         if admin_token is None and (
-            fresh := await AccessStore(service.pool).bootstrap_admin_token()
+            fresh := await AccessService(service.pool, service.streams).bootstrap_admin_token()
         ):
             # The only time this secret is shown: only its hash is stored.
             print(

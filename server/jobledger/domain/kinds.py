@@ -11,8 +11,8 @@ and creating the name again continues the same stream."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from .events import Event, EventCodec, Recorded
@@ -33,6 +33,15 @@ class StreamKind:
     decide: Callable[[Any, Any], list[Event]]
     #: Whether its streams are named by (project, name) rather than given a fresh id.
     named: bool = False
+    #: Streams that exist before their first event, with their state (the schema creates
+    #: them: the project `default`). Their folds start from it; others' from None.
+    builtin: Mapping[uuid.UUID, Any] = field(default_factory=dict, hash=False, compare=False)
+    #: Its streams are named by their project alone (a project's own stream: NAME/NAME).
+    own_project: bool = False
+
+    def initial(self, stream_id: uuid.UUID) -> Any:
+        """A stream's state before its first event: None but for a built-in stream."""
+        return self.builtin.get(stream_id)
 
     def decode(self, type_name: str, schema: int, data: str | bytes) -> Any:
         return self.codec.decode(type_name, schema, data)
@@ -48,6 +57,18 @@ class StreamKind:
         if not self.named:
             raise ValueError(f"streams of kind {self.name!r} are not named")
         return named_stream_id(self.name, project, name)
+
+    def stream_of(self, text: str, default_project: str) -> uuid.UUID:
+        """A stream id as a user writes it: a UUID, or for a named kind PROJECT/NAME (NAME
+        alone: in `default_project`, or for a kind named by its project, NAME/NAME).
+        `ValueError` for a name of a kind whose streams are not named."""
+        try:
+            return uuid.UUID(text)
+        except ValueError:
+            if not self.named:
+                raise ValueError(f"{text!r} is not a {self.name} id (a UUID)") from None
+        project, _, name = text.rpartition("/")
+        return self.stream_id(project or (name if self.own_project else default_project), name)
 
 
 def named_stream_id(kind: str, project: str, name: str) -> uuid.UUID:

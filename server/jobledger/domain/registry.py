@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from .access import PROJECT, SERVICE_ACCOUNT, TOKEN
 from .definitions import DEFINITION, ENVIRONMENT
 from .jobs import JOB
 from .kinds import Registry
 from .secrets import SECRET
 
-KINDS = Registry([JOB, SECRET, DEFINITION, ENVIRONMENT])
+KINDS = Registry([JOB, PROJECT, SERVICE_ACCOUNT, TOKEN, SECRET, DEFINITION, ENVIRONMENT])

@@ -34,20 +34,32 @@ class StateProjection:
         table: str,
         columns: Sequence[str],
         row: Callable[[Any], Row | None],
+        *,
+        key: str = "stream_id",
     ) -> None:
         self.kind = kind
         self.table = table
         self.columns = tuple(columns)
         self.row = row
-        cols = ", ".join(("stream_id", *self.columns))
+        #: The column holding the stream id (unique): `stream_id`, or e.g. a token's `id`,
+        #: which is its stream's id.
+        self.key = key
+        cols = ", ".join((key, *self.columns))
         marks = ", ".join(f"${n}" for n in range(1, len(self.columns) + 2))
         sets = ", ".join(f"{c} = EXCLUDED.{c}" for c in self.columns)
         self._upsert = (
             f"INSERT INTO {table} ({cols}) VALUES ({marks}) "
-            f"ON CONFLICT (stream_id) DO UPDATE SET {sets}"
+            f"ON CONFLICT ({key}) DO UPDATE SET {sets}"
         )
-        self._delete = f"DELETE FROM {table} WHERE stream_id = ANY($1::uuid[])"
-        self._select = f"SELECT {cols} FROM {table} WHERE stream_id = ANY($1::uuid[])"
+        self._delete = f"DELETE FROM {table} WHERE {key} = ANY($1::uuid[])"
+        self._select = f"SELECT {cols} FROM {table} WHERE {key} = ANY($1::uuid[])"
+        #: The stream ids of rows with no events (`replay verify`'s orphans), but for
+        #: built-in streams, whose rows stand without events.
+        self.orphans = (
+            f"SELECT {key} AS stream_id FROM {table} p WHERE NOT EXISTS "
+            f"(SELECT 1 FROM events e WHERE e.stream_id = p.{key}) "
+            f"AND (p.{key} = ANY($1::uuid[])) IS NOT TRUE"
+        )
 
     def inline(self, priors: Mapping[uuid.UUID, Any]) -> InlineHook:
         """The inline projection of an append: fold each stream's new events onto its prior
@@ -92,7 +104,7 @@ class StateProjection:
         # Rows are changed in place, not emptied and refilled: a table may hold columns
         # kept beside the log (a token's hash), which the fold cannot give back.
         live = [sid for sid, st in states.items() if st is not None and self.row(st) is not None]
-        await conn.execute(f"DELETE FROM {self.table} WHERE stream_id <> ALL($1::uuid[])", live)
+        await conn.execute(f"DELETE FROM {self.table} WHERE {self.key} <> ALL($1::uuid[])", live)
         await self.write(conn, states)
         return len(states)
 
@@ -104,7 +116,10 @@ class StateProjection:
         )
         out: list[tuple[uuid.UUID, Any]] = []
         for sid, records in _by_stream(record_from_row(r) for r in rows):
-            out.append((sid, self.kind.fold(records)))
+            out.append((sid, self.kind.fold(records, self.kind.initial(sid))))
+        # A built-in stream (the project `default`) has its row before any event.
+        folded = {sid for sid, _ in out}
+        out.extend((sid, st) for sid, st in self.kind.builtin.items() if sid not in folded)
         return out
 
     async def rows(
@@ -112,7 +127,7 @@ class StateProjection:
     ) -> dict[uuid.UUID, Row]:
         """The stored rows of some streams, by stream id (column values without the id)."""
         found = await conn.fetch(self._select, list(ids))
-        return {r["stream_id"]: tuple(r[c] for c in self.columns) for r in found}
+        return {r[self.key]: tuple(r[c] for c in self.columns) for r in found}
 
     def differences(self, state: Any, stored: Row | None) -> list[str]:
         """What differs between a stream's folded state and its stored row: column names,

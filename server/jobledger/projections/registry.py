@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+from .access import API_TOKENS, PROJECTS, SERVICE_ACCOUNTS
 from .definitions import DEFINITIONS, ENVIRONMENTS
 from .named import Projections
 from .secrets import SECRETS
 
-PROJECTIONS = Projections([SECRETS, DEFINITIONS, ENVIRONMENTS])
+# In this order: a token names its service account (a foreign key), a rebuild writes both.
+PROJECTIONS = Projections(
+    [PROJECTS, SERVICE_ACCOUNTS, API_TOKENS, SECRETS, DEFINITIONS, ENVIRONMENTS]
+)

@@ -175,7 +175,7 @@ async def stream_at(
     ]
     if not records or records[0].stream_type != kind:
         raise NotFound(f"{kind} {stream_id} did not exist at that point", stream_id=str(stream_id))
-    state = stream_kind.fold(records)
+    state = stream_kind.fold(records, stream_kind.initial(stream_id))
     return StreamAsOf(
         stream_type=kind,
         stream_id=stream_id,

@@ -61,7 +61,10 @@ class _Stream:
         self.type = stream_type
         self.version = 0
         self.hash: bytes | None = None
-        self.state: Any = None
+        #: A built-in stream (the project `default`) starts from its state, others from None.
+        self.state: Any = (
+            KINDS.get(stream_type).initial(stream_id) if stream_type in KINDS else None
+        )
         self.broken = False  # the fold stopped: a later comparison would only repeat it
         self.problems: list[Problem] = []
 
@@ -174,6 +177,9 @@ class Verifier:
             if self.progress is not None:
                 self.progress(0, total)  # the start, for the rate
             after: uuid.UUID | None = None
+            # Built-in streams met in the log; the others are checked apart below.
+            builtin = {sid for p in PROJECTIONS for sid in p.kind.builtin}
+            seen: set[uuid.UUID] = set()
             while rows := await conn.fetch(QUERIES["stream_batch"], after, self.batch, None):
                 checked: dict[uuid.UUID, _Stream] = {}
                 for row in rows:
@@ -196,6 +202,7 @@ class Verifier:
                         report.problems += 1
                         yield p
                 after = rows[-1]["stream_id"]
+                seen.update(builtin.intersection(checked))
                 report.streams += len(checked)
                 report.events += len(rows)
                 if self.progress is not None:
@@ -209,10 +216,16 @@ class Verifier:
                     detail="a jobs row with no events",
                 )
             for projection in PROJECTIONS:
-                orphans = await conn.fetch(
-                    f"SELECT stream_id FROM {projection.table} p WHERE NOT EXISTS "
-                    "(SELECT 1 FROM events e WHERE e.stream_id = p.stream_id)"
-                )
+                # A built-in stream without events has its row all the same: as built.
+                idle = [sid for sid in projection.kind.builtin if sid not in seen]
+                built = await projection.rows(conn, idle) if idle else {}
+                for sid in idle:
+                    stream = _Stream(sid, projection.kind.name)
+                    stream.compare_state(built.get(sid))
+                    for p in stream.problems:
+                        report.problems += 1
+                        yield p
+                orphans = await conn.fetch(projection.orphans, list(projection.kind.builtin))
                 for row in orphans:
                     report.problems += 1
                     yield Problem(

@@ -17,11 +17,9 @@ from pathlib import Path
 import asyncpg
 import msgspec
 
-from ..domain.errors import Conflict
-from ..domain.specs import DEFAULT_MAX_RUNNING_JOBS
 from ..wire import Role as Role  # a wire type, importable from here too
 from ..wire import ServiceAccount, TokenInfo
-from .eventstore import EVENTS_CHANNEL, Notification
+from .eventstore import Notification
 from .queries import load_queries
 
 QUERIES = load_queries(Path(__file__).with_name("access.sql"))
@@ -91,7 +89,8 @@ def _account(row: asyncpg.Record) -> ServiceAccount:
 
 
 class AccessStore:
-    """Projects, service accounts and tokens: every read and write of access control."""
+    """Projects, service accounts and tokens: every read of access control, and the token
+    check. Their writes are events (`jobledger.administration.AccessService`)."""
 
     def __init__(self, pool: asyncpg.Pool) -> None:
         self.pool = pool
@@ -113,17 +112,6 @@ class AccessStore:
             await self.pool.execute(QUERIES["touch_tokens"], list(stale))
         return principals
 
-    async def create_project(
-        self, name: str, max_running_jobs: int, log_limit_bytes: int | None, actor: str
-    ) -> None:
-        """Create a project; `Conflict` if the name is taken."""
-        try:
-            await self.pool.execute(
-                QUERIES["create_project"], name, max_running_jobs, log_limit_bytes, actor
-            )
-        except asyncpg.UniqueViolationError:
-            raise Conflict(f"project {name} exists already", field="$.name") from None
-
     async def project_exists(self, name: str) -> bool:
         exists: bool = await self.pool.fetchval(QUERIES["project_exists"], name)
         return exists
@@ -132,41 +120,10 @@ class AccessStore:
         """Which of these projects exist, in one query."""
         return {r["name"] for r in await self.pool.fetch(QUERIES["existing_projects"], names)}
 
-    async def set_limits(
-        self,
-        name: str,
-        max_running_jobs: int | None,
-        log_limit_bytes: int | None = None,
-        submit_rate: float | None = None,
-        submit_burst: int | None = None,
-    ) -> None:
-        """Set how many of a project's jobs may run at once (0 pauses the project), how much
-        output each may store and how fast it may submit; None leaves a limit as it is."""
-        async with self.pool.acquire() as conn, conn.transaction():
-            await conn.execute(
-                QUERIES["set_project_limits"], name, max_running_jobs, log_limit_bytes,
-                DEFAULT_MAX_RUNNING_JOBS, submit_rate, submit_burst,
-            )  # fmt: skip
-            # A raised limit frees slots: have every scheduler look again.
-            await conn.execute("SELECT pg_notify($1, $2)", EVENTS_CHANNEL, LOOK_AGAIN)
-
     async def rate_settings(self, project: str) -> RateSettings | None:
         """A project's submit rate settings; None for a project without a row."""
         row = await self.pool.fetchrow(QUERIES["project_rate"], project)
         return RateSettings(row["submit_rate"], row["submit_burst"]) if row else None
-
-    async def create_service_account(
-        self, project: str, name: str, role: Role, actor: str
-    ) -> ServiceAccount:
-        """Create a service account; `Conflict` if the project has one of that name."""
-        try:
-            row = await self.pool.fetchrow(
-                QUERIES["create_service_account"], uuid.uuid4(), project, name, role.value, actor
-            )
-        except asyncpg.UniqueViolationError:
-            raise Conflict(f"service account {name} exists already", field="$.name") from None
-        assert row is not None
-        return _account(row)
 
     async def service_accounts(self, project: str) -> list[ServiceAccount]:
         """A project's service accounts, by name."""
@@ -177,40 +134,7 @@ class AccessStore:
         row = await self.pool.fetchrow(QUERIES["service_account"], project, name)
         return _account(row) if row is not None else None
 
-    async def issue_token(
-        self,
-        service_account_id: uuid.UUID | None,
-        *,
-        created_by: str,
-        description: str | None = None,
-        expires_in_seconds: int | None = None,
-    ) -> tuple[str, TokenInfo]:
-        """Create a token (expiring after `expires_in_seconds` by the database's clock);
-        returns the secret, which is never stored, and the token's record."""
-        token = new_token()
-        row = await self.pool.fetchrow(
-            QUERIES["insert_token"], uuid.uuid4(), service_account_id, token_hash(token),
-            description, created_by, expires_in_seconds,
-        )  # fmt: skip
-        assert row is not None
-        return token, TokenInfo(**dict(row))
-
     async def tokens(self, service_account_id: uuid.UUID) -> list[TokenInfo]:
         """A service account's tokens, oldest first."""
         rows = await self.pool.fetch(QUERIES["list_tokens"], service_account_id)
         return [TokenInfo(**dict(r)) for r in rows]
-
-    async def revoke_token(self, token_id: uuid.UUID, project: str) -> TokenInfo | None:
-        """Revoke a token of a project (it stops working at once); None if there is none."""
-        row = await self.pool.fetchrow(QUERIES["revoke_token"], token_id, project)
-        return TokenInfo(**dict(row)) if row is not None else None
-
-    async def bootstrap_admin_token(self) -> str | None:
-        """On a database with no server-wide admin token, create one and return it (to be
-        printed once); otherwise None."""
-        if await self.pool.fetchval(QUERIES["admin_token_count"]):
-            return None
-        token, _ = await self.issue_token(
-            None, created_by="bootstrap", description="first admin token"
-        )
-        return token

@@ -19,18 +19,6 @@ UPDATE api_tokens SET last_used_at = clock_timestamp() WHERE id = ANY($1::uuid[]
 -- How many live server-wide admin tokens exist.
 SELECT count(*) FROM api_tokens WHERE service_account_id IS NULL AND revoked_at IS NULL;
 
--- name: insert_token
--- Store a new token's hash; $6 its lifetime in seconds by the database's clock (NULL: none).
-INSERT INTO api_tokens (id, service_account_id, hash, description, created_by, expires_at)
-VALUES ($1, $2, $3, $4, $5, clock_timestamp() + make_interval(secs => $6::int))
-RETURNING id, description, created_at, created_by, expires_at, revoked_at, last_used_at;
-
--- name: create_project
--- Create a project (fails if the name is taken).
-INSERT INTO projects (name, max_running_jobs, log_limit_bytes, created_by)
-VALUES ($1, $2, $3, $4)
-RETURNING name;
-
 -- name: project_exists
 -- Whether a project has been created.
 SELECT EXISTS (SELECT 1 FROM projects WHERE name = $1);
@@ -38,12 +26,6 @@ SELECT EXISTS (SELECT 1 FROM projects WHERE name = $1);
 -- name: existing_projects
 -- Which of these projects exist.
 SELECT name FROM projects WHERE name = ANY($1::text[]);
-
--- name: create_service_account
--- Create a service account in a project (fails if the name is taken there).
-INSERT INTO service_accounts (id, project, name, role, created_by)
-VALUES ($1, $2, $3, $4, $5)
-RETURNING id, project, name, role, created_at, created_by;
 
 -- name: list_service_accounts
 -- A project's service accounts, by name.
@@ -60,25 +42,18 @@ FROM service_accounts WHERE project = $1 AND name = $2;
 SELECT id, description, created_at, created_by, expires_at, revoked_at, last_used_at
 FROM api_tokens WHERE service_account_id = $1 ORDER BY created_at;
 
--- name: revoke_token
--- Revoke a token of a project; returns it if it existed there.
-UPDATE api_tokens t SET revoked_at = coalesce(t.revoked_at, clock_timestamp())
-FROM service_accounts s
-WHERE t.id = $1 AND s.id = t.service_account_id AND s.project = $2
-RETURNING t.id, t.description, t.created_at, t.created_by, t.expires_at, t.revoked_at,
-          t.last_used_at;
-
 -- name: project_rate
 -- A project's submit rate settings (NULL: the server's default).
 SELECT submit_rate, submit_burst FROM projects WHERE name = $1;
 
--- name: set_project_limits
--- Set a project's limits; a NULL leaves that limit as it is ($4: the default running limit).
-INSERT INTO projects (name, max_running_jobs, log_limit_bytes, submit_rate, submit_burst)
-VALUES ($1, coalesce($2, $4::int), $3, $5, $6)
-ON CONFLICT (name) DO UPDATE SET
-    max_running_jobs = coalesce($2, projects.max_running_jobs),
-    log_limit_bytes = coalesce($3, projects.log_limit_bytes),
-    submit_rate = coalesce($5, projects.submit_rate),
-    submit_burst = coalesce($6, projects.submit_burst),
-    updated_at = clock_timestamp();
+-- name: expires_at
+-- When a token issued now expires, by the database's clock: now + $1 seconds.
+SELECT clock_timestamp() + make_interval(secs => $1::int);
+
+-- name: set_token_hash
+-- Keep a new token's hash beside the log (its row is the projection of TokenIssued).
+UPDATE api_tokens SET hash = $2 WHERE id = $1;
+
+-- name: token_last_used
+-- When a token was last used (operational, not an event).
+SELECT last_used_at FROM api_tokens WHERE id = $1;

@@ -41,6 +41,11 @@ class AuditFilter(msgspec.Struct, kw_only=True):
     actor: str | None = None
     token_id: str | None = None
     job: uuid.UUID | None = None
+    #: One stream's events, whatever its kind (a project's, a token's...).
+    stream: uuid.UUID | None = None
+    #: The events of the tokens that acted on this job (its events' `token_id`): e.g. with
+    #: type TokenIssued, who issued the token a job was submitted or cancelled with.
+    tokens_of_job: uuid.UUID | None = None
     types: list[str] | None = None
     since: datetime | None = None
     until: datetime | None = None
@@ -66,6 +71,15 @@ def audit_statement(f: AuditFilter, limit: int) -> tuple[str, list[object]]:
         w.add("e.meta ->> 'token_id' = {}::text", f.token_id)
     if f.job is not None:
         w.add("e.stream_id = {}::uuid", f.job)
+    if f.stream is not None:
+        w.add("e.stream_id = {}::uuid", f.stream)
+    if f.tokens_of_job is not None:
+        # A token's stream id is its id (domain/access.py).
+        w.add(
+            "e.stream_id IN (SELECT (u.meta ->> 'token_id')::uuid FROM events u"
+            " WHERE u.stream_id = {}::uuid AND u.meta ? 'token_id')",
+            f.tokens_of_job,
+        )
     if f.types:
         w.add("e.type = ANY({}::text[])", f.types)
     if f.min_wait is not None:

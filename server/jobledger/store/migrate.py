@@ -15,10 +15,12 @@ takes: it never waits for a long reader of the tables, nor makes their other use
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
+from .backfill import backfill_access
 from .db import Conn
 from .queries import load_queries
 
@@ -28,6 +30,13 @@ _MIGRATION_LOCK = 0x6A6C_6D69  # "jlmi"
 _MIGRATION_FILE = re.compile(r"^(\d{4})_\w+\.sql$")
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 QUERIES = load_queries(Path(__file__).with_name("migrate.sql"))
+
+
+#: Python steps of some migrations, run after the file in its transaction, by the file's
+#: name without its number (numbers change when branches merge): data the SQL cannot make.
+DATA_STEPS: dict[str, Callable[[Conn], Awaitable[object]]] = {
+    "administration_streams": backfill_access,
+}
 
 
 class SchemaError(RuntimeError):
@@ -123,6 +132,9 @@ async def _migrate_locked(conn: Conn) -> MigrationResult:
             if migration.version == 1:
                 await conn.execute(QUERIES["create_schema_migrations"])
             await conn.execute(migration.path.read_text())
+            step = DATA_STEPS.get(migration.name.partition("_")[2])
+            if step is not None:
+                await step(conn)
             await conn.execute(QUERIES["record_migration"], migration.version, migration.name)
     return MigrationResult(version, latest, tuple(m.name for m in pending))
 
