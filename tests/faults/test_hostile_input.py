@@ -93,11 +93,12 @@ BASE_BODIES: dict[str, dict[str, Any]] = {
     "DefinitionSpec": {"image": "x", "params": [{"name": "n", "type": "integer"}]},
     "EnvironmentSpec": {"env": {"A": "1"}},
     "DisableRequest": {"reason": "r"},
+    "SecretValue": {"value": "fuzz-value"},
 }
 FIELDS = [
     "image", "priority", "labels", "scheduled_for", "description", "name", "reason", "env",
     "max_running_jobs", "project", "idempotency_key", "expires_in_seconds", "command", "jobs",
-    "resources", "role", "submit_rate", "definition", "params", "definition_version",
+    "resources", "role", "submit_rate", "definition", "params", "definition_version", "value",
 ]  # fmt: skip
 
 
@@ -194,7 +195,10 @@ async def setup_ids(client: Client) -> dict[str, bytes]:
     assert resp.status == 201, await resp.text()
     resp = await client.put("/api/v1/projects/default/environments/fuzzenv", json={"env": {}})
     assert resp.status == 201, await resp.text()
+    resp = await client.put("/api/v1/projects/default/secrets/fuzzsecret", json={"value": "v-1234"})
+    assert resp.status == 201, await resp.text()
     return {
+        "secret": b"fuzzsecret",
         "definition": b"fuzzdef",
         "environment": b"fuzzenv",
         "id": job_id.encode(),
