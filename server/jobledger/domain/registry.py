@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from .jobs import JOB
 from .kinds import Registry
+from .schedules import SCHEDULE
 from .secrets import SECRET
 
-KINDS = Registry([JOB, SECRET])
+KINDS = Registry([JOB, SECRET, SCHEDULE])
