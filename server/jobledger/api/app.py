@@ -13,12 +13,13 @@ from aiohttp import web
 from ..domain.errors import DomainError, InvalidInput
 from ..ids import request_id
 from ..projections.reads import JobReads
+from ..scheduleservice import ScheduleService
 from ..secretservice import SecretService
 from ..service import JobService
 from ..store.access import AccessStore, token_hash
 from ..store.db import DB_ERRORS, unavailable
 from ..store.secretbox import SecretBox
-from . import audit, errors, jobs, loghub, logs, openapi, projects, secrets
+from . import audit, errors, jobs, loghub, logs, openapi, projects, schedules, secrets
 from .auth import ENV_ADMIN_HASH, auth_middleware
 from .context import ACCESS, LOOKUPS, READS, REQUEST_ID, SERVICE, client_id
 from .lookups import Lookups
@@ -117,7 +118,10 @@ async def healthz(request: web.Request) -> web.Response:
 
 
 #: Every API operation, in the order the OpenAPI document lists them.
-ROUTES = (*jobs.ROUTES, *logs.ROUTES, *projects.ROUTES, *audit.ROUTES, *secrets.ROUTES)
+ROUTES = (
+    *jobs.ROUTES, *logs.ROUTES, *projects.ROUTES, *audit.ROUTES, *secrets.ROUTES,
+    *schedules.ROUTES,
+)  # fmt: skip
 
 
 def create_app(
@@ -141,6 +145,7 @@ def create_app(
     app[ACCESS] = access = AccessStore(service.pool)
     app[LOOKUPS] = Lookups(access, reads)
     app[secrets.SECRETS] = SecretService(service.store, secrets_box)
+    app[schedules.SCHEDULES] = ScheduleService(service)
     app.on_response_prepare.append(_request_id_header)
     app.router.add_get("/healthz", healthz)
     register(app.router, ROUTES)

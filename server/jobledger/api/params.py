@@ -32,6 +32,7 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "project": {"type": "string", "pattern": PROJECT_NAME, "maxLength": 63},
     "account": {"type": "string"},
     "secret": {"type": "string", "pattern": PROJECT_NAME, "maxLength": 63},
+    "schedule": {"type": "string", "pattern": PROJECT_NAME, "maxLength": 63},
 }
 
 _patterns: dict[str, re.Pattern[str]] = {}

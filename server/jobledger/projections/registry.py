@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from .named import Projections
+from .schedules import SCHEDULES
 from .secrets import SECRETS
 
-PROJECTIONS = Projections([SECRETS])
+PROJECTIONS = Projections([SECRETS, SCHEDULES])
