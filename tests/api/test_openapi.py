@@ -65,7 +65,7 @@ async def test_real_answers_decode_as_their_documented_types(client: Client) -> 
     job = await (await client.post("/api/v1/jobs", json={"image": "b", "project": "p1"})).json()
     values = {
         "id": job["id"], "project": "p1", "account": "bot", "token_id": token["id"],
-        "secret": "db-password",
+        "secret": "db-password", "schedule": "nightly",
     }  # fmt: skip
     bodies: dict[str, Any] = {
         "submit": {"image": "b", "project": "p1"},
@@ -74,6 +74,8 @@ async def test_real_answers_decode_as_their_documented_types(client: Client) -> 
         "put_limits": {"max_running_jobs": 3},
         "create_service_account": {"name": "bot2", "role": "operator"},
         "put_secret": {"value": "hunter2-hunter2"},
+        "create_schedule": {"name": "nightly", "cron": "@daily", "run": {"spec": {"image": "b"}}},
+        "put_schedule": {"cron": "@hourly", "run": {"spec": {"image": "b"}}},
     }
     checked = 0
     for route in ROUTES:
