@@ -89,8 +89,8 @@ async def test_create_read_preview_pause_resume_trigger_delete(
     assert o["outcome"] == "fired" and o["manual"] and o["job_id"] == job_id
     assert o["job_lag_seconds"] is not None and o["job_lag_seconds"] >= 0
 
-    status, put = await call(client, "PUT", f"{BASE}/nightly", tokens["operator"],
-                             {k: v for k, v in body(cron="@hourly").items() if k != "name"})  # fmt: skip
+    settings = {k: v for k, v in body(cron="@hourly").items() if k != "name"}
+    status, put = await call(client, "PUT", f"{BASE}/nightly", tokens["operator"], settings)
     assert status == 200 and put["cron"] == "@hourly", put
     before_delete = await pool.fetchval("SELECT clock_timestamp()")
 

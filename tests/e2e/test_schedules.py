@@ -151,8 +151,7 @@ async def test_a_scheduler_killed_between_fired_and_the_job_leaves_one_job(
         await schedules.create("default", "crash", every_second(), META)
         async with asyncio.timeout(60):
             while not await pool.fetchval(
-                "SELECT count(*) FROM pg_locks WHERE relation = 'jobs'::regclass "
-                "AND NOT granted"
+                "SELECT count(*) FROM pg_locks WHERE relation = 'jobs'::regclass AND NOT granted"
             ):
                 await asyncio.sleep(0.1)
         fired = [r for r in await records(pool, "crash") if r["type"] == "ScheduleFired"]
@@ -167,9 +166,12 @@ async def test_a_scheduler_killed_between_fired_and_the_job_leaves_one_job(
             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
         ):
             await asyncio.sleep(0.1)
-    assert await pool.fetchval(
-        "SELECT count(*) FROM events WHERE stream_id = ANY($1::uuid[])", job_ids
-    ) == 0
+    assert (
+        await pool.fetchval(
+            "SELECT count(*) FROM events WHERE stream_id = ANY($1::uuid[])", job_ids
+        )
+        == 0
+    )
     workers.append(Worker(dsn, "phoenix", *NOOP))
     async with asyncio.timeout(60):
         while await pool.fetchval(

@@ -10,7 +10,7 @@ import sys
 from .. import logconfig
 from ..domain.errors import DomainError
 from ..exitcodes import EXIT_ERROR, Exit
-from . import clientverbs, replay, secrets, server
+from . import clientverbs, replay, schedules, secrets, server
 from .options import add_client_args, env_option
 
 DESCRIPTION = """\
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
     clientverbs.configure_cancel_parser(sub)
     clientverbs.configure_tokens_parser(sub)
     secrets.configure_secrets_parser(sub)
+    schedules.configure_schedules_parser(sub)
     return parser
 
 
