@@ -4,6 +4,7 @@ schedules and read their occurrences, over HTTP (a client verb: no server module
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 from datetime import UTC, datetime
 
@@ -27,7 +28,7 @@ def configure_schedules_parser(sub: argparse._SubParsersAction[argparse.Argument
         description="A schedule runs a job spec at the times of a cron expression (5 fields, "
         "6 with seconds first, or @hourly/@daily/...) in an IANA time zone. Example: "
         "jobledger schedules create nightly --cron '30 2 * * *' --timezone Europe/Prague "
-        "--image busybox -- sh -c 'echo $JOBLEDGER_OCCURRENCE'",
+        "--image busybox --command 'sh -c \"echo $JOBLEDGER_OCCURRENCE\"'",
     )
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     create = verbs.add_parser("create", help="create a schedule")
@@ -40,7 +41,10 @@ def configure_schedules_parser(sub: argparse._SubParsersAction[argparse.Argument
     create.add_argument("--catch-up", choices=("none", "latest", "all"), default="latest")
     create.add_argument("--catch-up-limit", type=int, default=10)
     create.add_argument("--jitter-seconds", type=int, default=0)
-    create.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command")
+    create.add_argument(
+        "--command", dest="argv", default="", help="the job's command, split like a shell "
+        "would: --command 'sh -c \"echo $JOBLEDGER_OCCURRENCE\"'",
+    )  # fmt: skip
     listing = verbs.add_parser("list", help="a project's schedules")
     show = verbs.add_parser("show", help="one schedule and its next times")
     show.add_argument("name")
@@ -83,7 +87,7 @@ async def cmd_schedules(args: argparse.Namespace) -> int:
 
     async def run(client: Client) -> int:
         if args.verb == "create":
-            command = args.command[1:] if args.command[:1] == ["--"] else args.command
+            command = shlex.split(args.argv)
             env = dict(pair.partition("=")[::2] for pair in args.env)
             body = {
                 "name": args.name, "cron": args.cron, "timezone": args.timezone,
