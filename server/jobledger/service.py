@@ -234,13 +234,17 @@ class JobService:
         return result
 
     async def _create_new(
-        self, new: list[tuple[Submit, EventMeta]]
+        self,
+        new: list[tuple[Submit, EventMeta]],
+        job_ids: Sequence[uuid.UUID | None] = (),
     ) -> list[tuple[JobView, str | None]]:
         """Create jobs (validated, keys already looked up) in one transaction, in order, each
         event with its own request's metadata: concurrent submits, or a batch's new specs.
         Each comes with why it waits, from facts read in that transaction: a read after the
-        commit could fail a request whose jobs exist, and its client would submit again."""
-        ids = [uuid7() for _ in new]
+        commit could fail a request whose jobs exist, and its client would submit again.
+        `job_ids` gives some of them their id (None or absent: a fresh one)."""
+        given = list(job_ids) + [None] * (len(new) - len(job_ids))
+        ids = [i or uuid7() for i in given]
         committed = False
         conn = await self.pool.acquire()
         try:
@@ -328,11 +332,29 @@ class JobService:
         """`submit_batch`, with why each job waits: what a batch submit's response shows."""
         return await self._create([Submit(spec=s) for s in specs], meta, _in_batch)
 
+    async def submit_as(
+        self,
+        job_id: uuid.UUID,
+        spec: JobSpec,
+        meta: EventMeta,
+        injected: frozenset[str] = frozenset(),
+    ) -> Submitted:
+        """`submit` of a job whose id the caller derived (a schedule's occurrence): with the
+        spec's idempotency key, a retry from any process finds the same job. A concurrent
+        creation of the same id raises `ConcurrencyError` (the job exists). `injected`: the
+        `JOBLEDGER_...` variables the caller set on the spec itself."""
+        assert spec.idempotency_key is not None, "a job with a given id needs a key"
+        [result] = await self._create(
+            [Submit(spec=spec, injected=injected)], meta, lambda exc, _: exc, job_ids=[job_id]
+        )
+        return result
+
     async def _create(
         self,
         specs: Sequence[Submit],
         meta: EventMeta,
         locate: Callable[[DomainError, int], DomainError],
+        job_ids: Sequence[uuid.UUID | None] = (),
     ) -> list[Submitted]:
         """`submit` and `submit_batch`; `locate` turns an error about spec n into the
         caller's terms."""
@@ -343,7 +365,7 @@ class JobService:
                 raise locate(exc, n) from None
         for _ in range(self.max_attempts):
             try:
-                return await self._create_once(specs, meta, locate)
+                return await self._create_once(specs, meta, locate, job_ids)
             except asyncpg.UniqueViolationError as exc:
                 # A concurrent submit took one of the keys first: look again.
                 if exc.constraint_name != "jobs_idempotency":
@@ -355,6 +377,7 @@ class JobService:
         commands: Sequence[Submit],
         meta: EventMeta,
         locate: Callable[[DomainError, int], DomainError],
+        job_ids: Sequence[uuid.UUID | None] = (),
     ) -> list[Submitted]:
         keyed = [
             (c.spec.project, c.spec.idempotency_key)
@@ -366,6 +389,7 @@ class JobService:
         # within the batch names the same new job).
         plan: list[JobView | int] = []
         new: list[Submit] = []
+        new_ids: list[uuid.UUID | None] = []
         fresh: list[tuple[int, JobSpec]] = []  # the new specs with their place in the batch
         new_by_key: dict[tuple[str, str], int] = {}
         for n, command in enumerate(commands):
@@ -386,6 +410,7 @@ class JobService:
                 new_by_key[key] = len(new)
             plan.append(len(new))
             new.append(command)
+            new_ids.append(job_ids[n] if n < len(job_ids) else None)
             fresh.append((n, spec))
         # Why the earlier jobs wait is read before anything commits, so that a failed read
         # leaves nothing behind to submit twice.
@@ -393,7 +418,7 @@ class JobService:
             self.pool, [item for item in plan if isinstance(item, JobView)]
         )
         await self._check_secrets(fresh, locate)
-        created = await self._create_new([(s, meta) for s in new]) if new else []
+        created = await self._create_new([(s, meta) for s in new], new_ids) if new else []
         out: list[Submitted] = []
         seen: set[int] = set()
         for item in plan:

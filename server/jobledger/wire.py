@@ -16,6 +16,7 @@ import msgspec
 from .domain.events import AnyEvent, EventMeta, FailureReason, Recorded, Usage
 from .domain.jobs import JobState
 from .domain.registry import KINDS
+from .domain.schedules import ScheduleSettings
 from .domain.secrets import MAX_SECRET_BYTES
 from .domain.specs import DEFAULT_MAX_RUNNING_JOBS, JobSpec, Name, SecretRef
 from .domain.templates import Change, DefinitionSpec, EnvironmentSpec, FromDefinition
@@ -492,3 +493,92 @@ class SecretList(msgspec.Struct):
     """A project's live secrets, by name."""
 
     secrets: list[SecretOut]
+
+
+# ---- schedules ----------------------------------------------------------------------------
+
+
+class NewSchedule(ScheduleSettings, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The body of a schedule's POST: its name and settings."""
+
+    name: Name
+
+    def settings(self) -> ScheduleSettings:
+        fields = msgspec.structs.asdict(self)
+        del fields["name"]
+        return ScheduleSettings(**fields)
+
+
+class PreviewTime(msgspec.Struct, frozen=True):
+    """One coming occurrence, in the schedule's zone and in UTC."""
+
+    local: datetime
+    utc: datetime
+
+
+class ScheduleOut(ScheduleSettings, forbid_unknown_fields=False, frozen=True, kw_only=True):
+    """A schedule as every route shows it: its settings, whether it is paused, its next
+    occurrence (and when that is due, with jitter), counts of fired and skipped occurrences,
+    who changed it last; with `?preview=N`, its next N times."""
+
+    project: str
+    name: str
+    paused: bool
+    next_occurrence: datetime | None
+    next_due_at: datetime | None
+    last_occurrence: datetime | None
+    fired: int
+    skipped: int
+    created_by: str
+    created_at: datetime
+    updated_by: str
+    updated_at: datetime
+    version: int
+    preview: list[PreviewTime] | None = None
+
+
+class ScheduleList(msgspec.Struct):
+    """A project's schedules, by name."""
+
+    schedules: list[ScheduleOut]
+
+
+Outcome = Literal["fired", "skipped"]
+
+
+class OccurrenceOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """What became of one occurrence: fired (with its job, how late the decision was and
+    how late the job was created, by the database's clock) or skipped (with the reason;
+    `until`: every occurrence through it)."""
+
+    occurrence: datetime
+    outcome: Outcome
+    recorded_at: datetime
+    #: The schedule stream's version of the record (`before` pages by it).
+    version: int
+    reason: str | None = None
+    until: datetime | None = None
+    job_id: uuid.UUID | None = None
+    job_state: JobState | None = None
+    manual: bool = False
+    jitter_seconds: int = 0
+    #: Seconds from the occurrence (plus jitter) to the ScheduleFired.
+    fire_lag_seconds: float | None = None
+    #: Seconds from the occurrence to the job's creation (None: not created yet).
+    job_lag_seconds: float | None = None
+
+
+class OccurrenceList(msgspec.Struct):
+    """Occurrences newest first; pass `next_before` as `before` for older ones. An
+    occurrence missing here was never decided: no scheduler ran at its time and none has
+    run since (the next one to run records it as missed or fires it)."""
+
+    occurrences: list[OccurrenceOut]
+    next_before: int | None
+
+
+class TriggeredOut(msgspec.Struct, kw_only=True):
+    """A manual occurrence: the schedule and the job it created."""
+
+    schedule: ScheduleOut
+    job_id: uuid.UUID

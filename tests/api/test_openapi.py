@@ -66,6 +66,7 @@ async def test_real_answers_decode_as_their_documented_types(client: Client) -> 
     values = {
         "id": job["id"], "project": "p1", "account": "bot", "token_id": token["id"],
         "secret": "db-password", "definition": "d1", "environment": "e1",
+        "schedule": "nightly",
     }  # fmt: skip
     bodies: dict[str, Any] = {
         "submit": {"image": "b", "project": "p1"},
@@ -76,6 +77,8 @@ async def test_real_answers_decode_as_their_documented_types(client: Client) -> 
         "put_secret": {"value": "hunter2-hunter2"},
         "put_definition": {"image": "b", "params": [{"name": "n", "type": "integer"}]},
         "put_environment": {"env": {"A": "1"}},
+        "create_schedule": {"name": "nightly", "cron": "@daily", "run": {"spec": {"image": "b"}}},
+        "put_schedule": {"cron": "@hourly", "run": {"spec": {"image": "b"}}},
     }
     checked = 0
     for route in ROUTES:

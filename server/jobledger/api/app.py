@@ -15,12 +15,24 @@ from ..catalog import Catalog
 from ..domain.errors import DomainError, InvalidInput
 from ..ids import request_id
 from ..projections.reads import JobReads
+from ..scheduleservice import ScheduleService
 from ..secretservice import SecretService
 from ..service import JobService
 from ..store.access import token_hash
 from ..store.db import DB_ERRORS, unavailable
 from ..store.secretbox import SecretBox
-from . import audit, definitions, errors, jobs, loghub, logs, openapi, projects, secrets
+from . import (
+    audit,
+    definitions,
+    errors,
+    jobs,
+    loghub,
+    logs,
+    openapi,
+    projects,
+    schedules,
+    secrets,
+)  # fmt: skip
 from .auth import ENV_ADMIN_HASH, auth_middleware
 from .context import ACCESS, LOOKUPS, READS, REQUEST_ID, SERVICE, client_id
 from .lookups import Lookups
@@ -121,7 +133,7 @@ async def healthz(request: web.Request) -> web.Response:
 #: Every API operation, in the order the OpenAPI document lists them.
 ROUTES = (
     *jobs.ROUTES, *logs.ROUTES, *projects.ROUTES, *audit.ROUTES, *secrets.ROUTES,
-    *definitions.ROUTES,
+    *definitions.ROUTES, *schedules.ROUTES,
 )  # fmt: skip
 
 
@@ -147,6 +159,7 @@ def create_app(
     app[ACCESS] = access = AccessService(service.pool, service.streams)
     app[LOOKUPS] = Lookups(access, reads)
     app[secrets.SECRETS] = SecretService(service.store, secrets_box)
+    app[schedules.SCHEDULES] = ScheduleService(service)
     app.on_response_prepare.append(_request_id_header)
     app.router.add_get("/healthz", healthz)
     register(app.router, ROUTES)

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from ..domain.errors import Forbidden, InvalidInput, NotFound, RateLimited
 from ..domain.jobs import JobState, RequestCancel
+from ..domain.schedules import SCHEDULE_LABEL
 from ..domain.specs import DEFAULT_PROJECT, JobSpec
 from ..domain.templates import DefinitionSubmit
 from ..projections import jobs as jobs_projection
@@ -140,6 +141,8 @@ def _filter(query: dict[str, Any]) -> JobFilter:
     for raw in query["label"]:
         key, _, value = raw.partition("=")
         labels[key] = value
+    if query["schedule"] is not None:
+        labels[SCHEDULE_LABEL] = query["schedule"]
     return JobFilter(
         states=[JobState(s) for s in query["state"]] or None,
         project=query["project"],
@@ -241,6 +244,7 @@ ROUTES = (
         Query("project", {"type": "string"}, "only this project's jobs"),
         Query("label", {"type": "string", "pattern": "^[^=]+=.*$"},
               "KEY=VALUE; every one given must match", True),
+        Query("schedule", {"type": "string"}, "only the jobs this schedule made (with project)"),
         Query("created_after", _TIME, "created at or after (with an offset)"),
         Query("created_before", _TIME, "created before (with an offset)"),
         Query("definition", {"type": "string"}, "only jobs made from this definition"),

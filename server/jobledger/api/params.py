@@ -34,6 +34,7 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "secret": {"type": "string", "pattern": PROJECT_NAME, "maxLength": 63},
     "definition": {"type": "string", "pattern": PROJECT_NAME, "maxLength": 63},
     "environment": {"type": "string", "pattern": PROJECT_NAME, "maxLength": 63},
+    "schedule": {"type": "string", "pattern": PROJECT_NAME, "maxLength": 63},
 }
 
 _patterns: dict[str, re.Pattern[str]] = {}

@@ -10,7 +10,7 @@ import sys
 from .. import logconfig
 from ..domain.errors import DomainError
 from ..exitcodes import EXIT_ERROR, Exit
-from . import clientverbs, definitionverbs, replay, secrets, server
+from . import clientverbs, definitionverbs, replay, schedules, secrets, server
 from .options import add_client_args, env_option
 
 DESCRIPTION = """\
@@ -61,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     secrets.configure_secrets_parser(sub)
     definitionverbs.configure_definitions_parser(sub)
     definitionverbs.configure_environments_parser(sub)
+    schedules.configure_schedules_parser(sub)
     return parser
 
 

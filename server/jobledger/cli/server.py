@@ -105,6 +105,7 @@ async def run_scheduler(
     log = structlog.get_logger("jobledger")
     executor = await make_executor(args.executor)
     backoff = 1.0
+    firing = asyncio.create_task(run_firing(service, dsn, args, stop), name="firing")
     try:
         while not stop.is_set():
             try:
@@ -118,7 +119,34 @@ async def run_scheduler(
                 backoff = min(backoff * 2, 30.0)
     finally:
         stop.set()
+        await asyncio.gather(firing, return_exceptions=True)
         await executor.close()
+
+
+async def run_firing(
+    service: JobService, dsn: str, args: argparse.Namespace, stop: asyncio.Event
+) -> None:
+    """Fire due schedules beside the scheduler until `stop` (every scheduler process does:
+    each tick is decided once among them). Restarted like the scheduler if it fails."""
+    import asyncio
+    import contextlib
+
+    import structlog
+
+    from ..runtime.firing import Firing
+    from ..scheduleservice import ScheduleService
+
+    log = structlog.get_logger("jobledger")
+    firing = Firing(ScheduleService(service), dsn, f"worker:{args.worker_id}", args.poll_interval)
+    backoff = 1.0
+    while not stop.is_set():
+        try:
+            await firing.run(stop)
+        except Exception:
+            log.exception("schedule firing failed, starting it again", retry_in=backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, 30.0)
 
 
 def configure_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

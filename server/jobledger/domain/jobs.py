@@ -105,6 +105,9 @@ class Submit(msgspec.Struct, frozen=True, kw_only=True):
     spec: JobSpec
     #: Where the spec was resolved from, for a submit by reference to a definition.
     source: FromDefinition | None = None
+    #: The `JOBLEDGER_...` environment variables jobledger itself set on the spec (a
+    #: schedule's occurrence); never from a request.
+    injected: frozenset[str] = frozenset()
 
 
 class Start(msgspec.Struct, frozen=True, kw_only=True):
@@ -195,7 +198,8 @@ def validate(command: Command) -> None:
     holds its parameters' `JOBLEDGER_PARAM_...`)."""
     if isinstance(command, Submit):
         params = command.source.params if command.source is not None else {}
-        reserved_env(command.spec.env, "$.env", frozenset(param_env(p) for p in params))
+        allowed = command.injected | {param_env(p) for p in params}
+        reserved_env(command.spec.env, "$.env", allowed)
     payload = command.spec if isinstance(command, Submit) else command
     try:  # the common case in one pass of C: nothing to look for
         if b"\\u0000" not in _encoder.encode(payload):

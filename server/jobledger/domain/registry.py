@@ -6,6 +6,7 @@ from .access import PROJECT, SERVICE_ACCOUNT, TOKEN
 from .definitions import DEFINITION, ENVIRONMENT
 from .jobs import JOB
 from .kinds import Registry
+from .schedules import SCHEDULE
 from .secrets import SECRET
 
-KINDS = Registry([JOB, PROJECT, SERVICE_ACCOUNT, TOKEN, SECRET, DEFINITION, ENVIRONMENT])
+KINDS = Registry([JOB, PROJECT, SERVICE_ACCOUNT, TOKEN, SECRET, DEFINITION, ENVIRONMENT, SCHEDULE])

@@ -6,9 +6,10 @@ from __future__ import annotations
 from .access import API_TOKENS, PROJECTS, SERVICE_ACCOUNTS
 from .definitions import DEFINITIONS, ENVIRONMENTS
 from .named import Projections
+from .schedules import SCHEDULES
 from .secrets import SECRETS
 
 # In this order: a token names its service account (a foreign key), a rebuild writes both.
 PROJECTIONS = Projections(
-    [PROJECTS, SERVICE_ACCOUNTS, API_TOKENS, SECRETS, DEFINITIONS, ENVIRONMENTS]
+    [PROJECTS, SERVICE_ACCOUNTS, API_TOKENS, SECRETS, DEFINITIONS, ENVIRONMENTS, SCHEDULES]
 )

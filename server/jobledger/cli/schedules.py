@@ -1,0 +1,141 @@
+"""`jobledger schedules`: create, list, show, pause, resume, trigger, delete a project's cron
+schedules and read their occurrences, over HTTP (a client verb: no server module here)."""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from datetime import UTC, datetime
+
+import msgspec
+
+from ..client import Client
+from ..domain.specs import DEFAULT_PROJECT
+from ..exitcodes import EXIT_OK
+from ..wire import OccurrenceList, ScheduleList, ScheduleOut, TriggeredOut
+from .clientverbs import with_client
+from .formatting import table
+from .options import add_client_args
+
+VERBS = ("create", "list", "show", "pause", "resume", "trigger", "delete", "occurrences")
+
+
+def configure_schedules_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "schedules",
+        help="cron schedules: create, list, show, pause, resume, trigger, delete, occurrences",
+        description="A schedule runs a job spec at the times of a cron expression (5 fields, "
+        "6 with seconds first, or @hourly/@daily/...) in an IANA time zone. Example: "
+        "jobledger schedules create nightly --cron '30 2 * * *' --timezone Europe/Prague "
+        "--image busybox --command 'sh -c \"echo $JOBLEDGER_OCCURRENCE\"'",
+    )
+    verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    create = verbs.add_parser("create", help="create a schedule")
+    create.add_argument("name")
+    create.add_argument("--cron", required=True, help="e.g. '30 2 * * *', '*/10 * * * * *'")
+    create.add_argument("--timezone", default="UTC", help="IANA zone (default: %(default)s)")
+    create.add_argument("--image", required=True)
+    create.add_argument("--env", action="append", default=[], metavar="VAR=VALUE")
+    create.add_argument("--overlap", choices=("skip", "queue_one", "allow"), default="skip")
+    create.add_argument("--catch-up", choices=("none", "latest", "all"), default="latest")
+    create.add_argument("--catch-up-limit", type=int, default=10)
+    create.add_argument("--jitter-seconds", type=int, default=0)
+    create.add_argument(
+        "--command", dest="argv", default="", help="the job's command, split like a shell "
+        "would: --command 'sh -c \"echo $JOBLEDGER_OCCURRENCE\"'",
+    )  # fmt: skip
+    listing = verbs.add_parser("list", help="a project's schedules")
+    show = verbs.add_parser("show", help="one schedule and its next times")
+    show.add_argument("name")
+    show.add_argument("--preview", type=int, default=5, help="next N times (default: 5)")
+    occ = verbs.add_parser("occurrences", help="fired and skipped occurrences, newest first")
+    occ.add_argument("name")
+    occ.add_argument("--since", help="occurrences at or after this ISO time")
+    occ.add_argument("--until", help="occurrences before this ISO time")
+    occ.add_argument("--limit", type=int, default=50)
+    simple = [verbs.add_parser(v, help=f"{v} a schedule") for v in ("pause", "resume",
+              "trigger", "delete")]  # fmt: skip
+    for q in simple:
+        q.add_argument("name")
+    for q in (create, listing, show, occ, *simple):
+        q.add_argument("--project", default=DEFAULT_PROJECT, help="(default: %(default)s)")
+        q.add_argument("--json", action="store_true", help="print the answer as JSON")
+        add_client_args(q)
+        q.set_defaults(func=cmd_schedules)
+
+
+def _t(at: datetime | None) -> str:
+    return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if at else "-"
+
+
+def _describe(s: ScheduleOut) -> str:
+    state = "paused" if s.paused else "active"
+    lines = [
+        f"schedule {s.name} of project {s.project}: {s.cron} ({s.timezone}), {state}",
+        f"  overlap {s.overlap}, catch-up {s.catch_up}, jitter {s.jitter_seconds}s; "
+        f"fired {s.fired}, skipped {s.skipped}",
+        f"  next {_t(s.next_occurrence)}, last {_t(s.last_occurrence)}",
+    ]
+    for p in s.preview or []:
+        lines.append(f"  {p.local.isoformat()}  ({_t(p.utc)})")
+    return "\n".join(lines)
+
+
+async def cmd_schedules(args: argparse.Namespace) -> int:
+    base = f"/api/v1/projects/{args.project}/schedules"
+
+    async def run(client: Client) -> int:
+        if args.verb == "create":
+            command = shlex.split(args.argv)
+            env = dict(pair.partition("=")[::2] for pair in args.env)
+            body = {
+                "name": args.name, "cron": args.cron, "timezone": args.timezone,
+                "overlap": args.overlap, "catch_up": args.catch_up,
+                "catch_up_limit": args.catch_up_limit, "jitter_seconds": args.jitter_seconds,
+                "run": {"spec": {"image": args.image, "command": command, "env": env,
+                                 "project": args.project}},
+            }  # fmt: skip
+            raw = await client.request_raw("POST", base, body=body)
+        elif args.verb == "list":
+            raw = await client.request_raw("GET", base)
+        elif args.verb == "show":
+            raw = await client.request_raw(
+                "GET", f"{base}/{args.name}", params={"preview": str(args.preview)}
+            )
+        elif args.verb == "occurrences":
+            params = {"limit": str(args.limit)}
+            params |= {k: v for k in ("since", "until") if (v := getattr(args, k))}
+            raw = await client.request_raw("GET", f"{base}/{args.name}/occurrences",
+                                           params=params)  # fmt: skip
+        elif args.verb == "delete":
+            await client.request_raw("DELETE", f"{base}/{args.name}")
+            print(f"deleted schedule {args.name} of project {args.project}")
+            return EXIT_OK
+        else:
+            raw = await client.request_raw("POST", f"{base}/{args.name}/{args.verb}")
+        if args.json:
+            print(raw.decode())
+        elif args.verb in ("create", "show", "pause", "resume"):
+            print(_describe(msgspec.json.decode(raw, type=ScheduleOut)))
+        elif args.verb == "trigger":
+            done = msgspec.json.decode(raw, type=TriggeredOut)
+            print(f"triggered schedule {args.name}: job {done.job_id}")
+        elif args.verb == "list":
+            rows = [[s.name, s.cron, s.timezone, "paused" if s.paused else "active",
+                     _t(s.next_occurrence), str(s.fired), str(s.skipped)]
+                    for s in msgspec.json.decode(raw, type=ScheduleList).schedules]  # fmt: skip
+            print(table(["NAME", "CRON", "ZONE", "STATE", "NEXT", "FIRED", "SKIPPED"], rows))
+        else:
+            page = msgspec.json.decode(raw, type=OccurrenceList)
+            rows = [[_t(o.occurrence), o.outcome + (" (manual)" if o.manual else ""),
+                     o.reason or "", str(o.job_id or ""), f"{o.job_lag_seconds:.3f}s"
+                     if o.job_lag_seconds is not None else ""]
+                    for o in page.occurrences]  # fmt: skip
+            print(table(["OCCURRENCE", "OUTCOME", "REASON", "JOB", "LAG"], rows))
+            if not page.occurrences:
+                print("no occurrence recorded (none was due, or no scheduler ran since)",
+                      file=sys.stderr)  # fmt: skip
+        return EXIT_OK
+
+    return await with_client(args, run)
