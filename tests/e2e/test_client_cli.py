@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import aiohttp
+import msgspec
 import pytest
 
 from jobledger import cli
@@ -20,6 +21,8 @@ from jobledger.api.jobs import job_out
 from jobledger.cli.formatting import cut, fit_widths, job_details, jobs_table, outcome, table
 from jobledger.domain.events import FailureReason, Usage
 from jobledger.domain.jobs import Fail, Finish, RequestCancel, Start, Submit
+from jobledger.domain.specs import SecretRef
+from jobledger.domain.templates import DefinitionSubmit, FromDefinition
 from jobledger.projections.jobs import view_of
 from jobledger.wire import JobOut
 from tests.conftest import ADMIN_TOKEN
@@ -586,3 +589,37 @@ async def test_a_closed_stdout_ends_the_cli_quietly(server: Server) -> None:
         code, err = await asyncio.to_thread(to_a_closed_pipe, *verb, "--url", server.url)
         assert code == 0, err
         assert b"Broken pipe" not in err and b"Errno 32" not in err, err
+
+
+def test_job_details_name_secrets_and_the_definition_never_a_value() -> None:
+    job = a_job(
+        env={
+            "PLAIN": "1",
+            "DB": SecretRef(secret="db-password"),
+            "PINNED": SecretRef(secret="api-key", version=2),
+            "LATER": SecretRef(secret="other"),
+        }
+    )
+    request = DefinitionSubmit(definition="etl", params={"day": "2030-01-02"})
+    job = msgspec.structs.replace(
+        job,
+        # What the current attempt's start resolved: DB to version 3 (LATER not started yet).
+        secrets={"DB": SecretRef(secret="db-password", version=3)},
+        definition="etl",
+        definition_version=4,
+        source=FromDefinition(
+            definition="etl", definition_version=4, environment="prod", environment_version=1,
+            params={"day": "2030-01-02", "rows": 50, "dry_run": False}, request=request,
+        ),
+    )  # fmt: skip
+    lines = job_details(job).splitlines()
+    column = lines[0].index(str(job.id))
+    fields = [(line[:column].strip().rstrip(":"), line[column:]) for line in lines]
+    env = [v for k, v in fields[[k for k, _ in fields].index("env") :][:4]]
+    assert env == [
+        "PLAIN=1", "DB=<secret db-password v3>", "PINNED=<secret api-key v2>",
+        "LATER=<secret other latest>",
+    ]  # fmt: skip
+    shown = dict(fields)
+    assert shown["definition"] == "etl v4" and shown["environment"] == "prod v1"
+    assert shown["params"] == "day=2030-01-02, rows=50, dry_run=false"  # as placeholders write them

@@ -7,8 +7,11 @@ import shlex
 from collections.abc import Collection, Sequence
 from datetime import UTC, datetime
 
+import msgspec
+
 from ..domain.events import FailureReason
 from ..domain.jobs import JobState
+from ..domain.specs import SecretRef
 from ..exitcodes import EXIT_ERROR, EXIT_OK
 from ..wire import JobOut, LogEvent
 
@@ -111,6 +114,21 @@ def _bytes(n: int) -> str:
     raise AssertionError("unreachable")  # pragma: no cover
 
 
+def _text(value: object) -> str:
+    """A parameter's value as its placeholder writes it: text as it is, the rest in JSON."""
+    return value if isinstance(value, str) else msgspec.json.encode(value).decode()
+
+
+def _env_line(job: JobOut, name: str, value: str | SecretRef) -> str:
+    """One variable as `NAME=value`, or for a secret its name and version (the version the
+    current attempt's start resolved, else the one pinned, else `latest`): never a value."""
+    if isinstance(value, str):
+        return f"{name}={value}"
+    resolved = job.secrets.get(name)
+    version = resolved.version if resolved is not None else value.version
+    return f"{name}=<secret {value.secret} {f'v{version}' if version else 'latest'}>"
+
+
 def job_fields(job: JobOut) -> list[tuple[str, str]]:
     """A job's fields worth reading, by their API names, empty ones left out: where it
     stands, then what was asked for, then when things happened."""
@@ -129,9 +147,25 @@ def job_fields(job: JobOut) -> list[tuple[str, str]]:
         ("attempt", job.attempt),
         ("worker_id", job.worker_id),
         ("project", job.project),
+        (
+            "definition",
+            f"{job.definition} v{job.definition_version}" if job.definition is not None else None,
+        ),
+        (
+            "environment",
+            f"{job.source.environment} v{job.source.environment_version}"
+            if job.source is not None and job.source.environment is not None
+            else None,
+        ),
+        (
+            "params",
+            ", ".join(f"{k}={_text(v)}" for k, v in job.source.params.items())
+            if job.source
+            else None,
+        ),
         ("image", spec.image),
         ("command", shlex.join(spec.command) if spec.command else None),
-        ("env", "\n".join(f"{k}={v}" for k, v in spec.env.items())),
+        ("env", "\n".join(_env_line(job, k, v) for k, v in spec.env.items())),
         ("workdir", spec.workdir),
         ("resources", f"cpu {spec.resources.cpu:g}, memory_mb {spec.resources.memory_mb}"),
         ("timeout_seconds", spec.timeout_seconds),
