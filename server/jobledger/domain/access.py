@@ -19,7 +19,7 @@ from typing import Any, Literal
 
 import msgspec
 
-from .errors import Conflict, NotFound
+from .errors import Conflict, CorruptLog, NotFound
 from .events import Event, EventCodec, Recorded
 from .kinds import StreamKind, named_stream_id
 from .specs import DEFAULT_MAX_RUNNING_JOBS, DEFAULT_PROJECT
@@ -128,7 +128,9 @@ def evolve_project(state: Project | None, rec: Recorded) -> Project:
         case ProjectLimitsChanged() as e if state is not None:
             changed = {k: v for k in _LIMITS if (v := getattr(e, k)) is not None}
             return msgspec.structs.replace(state, version=rec.version, **changed)
-    raise AssertionError(f"unexpected {rec.event!r} on project {state!r}")
+    raise CorruptLog(
+        f"unexpected {type(rec.event).__name__} on a project", stream_id=str(rec.stream_id)
+    )
 
 
 def project_stream(name: str) -> uuid.UUID:
@@ -206,7 +208,9 @@ def evolve_service_account(state: ServiceAccountState | None, rec: Recorded) -> 
                 created_by=e.created_by or rec.meta.actor,
                 version=rec.version,
             )
-    raise AssertionError(f"unexpected {rec.event!r} on service account {state!r}")
+    raise CorruptLog(
+        f"unexpected {type(rec.event).__name__} on a service account", stream_id=str(rec.stream_id)
+    )
 
 
 SERVICE_ACCOUNT = StreamKind(
@@ -298,7 +302,9 @@ def evolve_token(state: Token | None, rec: Recorded) -> Token:
         case TokenRevoked() as e if state is not None:
             revoked = e.revoked_at or rec.recorded_at
             return msgspec.structs.replace(state, revoked_at=revoked, version=rec.version)
-    raise AssertionError(f"unexpected {rec.event!r} on token {state!r}")
+    raise CorruptLog(
+        f"unexpected {type(rec.event).__name__} on a token", stream_id=str(rec.stream_id)
+    )
 
 
 TOKEN = StreamKind("token", EventCodec([TokenIssued, TokenRevoked], {}), evolve_token, decide_token)

@@ -8,6 +8,7 @@ Saving exactly the current content records nothing (a repeated PUT is idempotent
 from __future__ import annotations
 
 from datetime import datetime
+from typing import TypeVar
 
 import msgspec
 
@@ -95,15 +96,7 @@ class Definition(msgspec.Struct, frozen=True, kw_only=True):
 
     def at(self, version: int | None) -> DefinitionVersion:
         """One version (None: the current one); `NotFound` for one it never had."""
-        if version is None:
-            return self.current
-        for v in self.versions:
-            if v.version == version:
-                return v
-        raise NotFound(
-            f"definition {self.name} has no version {version} (latest: {self.current.version})",
-            version=version,
-        )
+        return _version(self.versions, version, f"definition {self.name}")
 
 
 class Environment(msgspec.Struct, frozen=True, kw_only=True):
@@ -122,15 +115,23 @@ class Environment(msgspec.Struct, frozen=True, kw_only=True):
         return self.versions[-1]
 
     def at(self, version: int | None) -> EnvironmentVersion:
-        if version is None:
-            return self.current
-        for v in self.versions:
-            if v.version == version:
-                return v
-        raise NotFound(
-            f"environment {self.name} has no version {version} (latest: {self.current.version})",
-            version=version,
-        )
+        """One version (None: the current one); `NotFound` for one it never had."""
+        return _version(self.versions, version, f"environment {self.name}")
+
+
+V = TypeVar("V", DefinitionVersion, EnvironmentVersion)
+
+
+def _version(versions: tuple[V, ...], version: int | None, what: str) -> V:
+    """The version of that number among a stream's versions (None: the latest)."""
+    if version is None:
+        return versions[-1]
+    for v in versions:
+        if v.version == version:
+            return v
+    raise NotFound(
+        f"{what} has no version {version} (latest: {versions[-1].version})", version=version
+    )
 
 
 # ---- commands -----------------------------------------------------------------------------
