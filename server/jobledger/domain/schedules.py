@@ -16,6 +16,9 @@ schedule's jobs are running and waiting:
 - jitter: an occurrence is due `jitter(o)` seconds after its time, from a hash of the
   schedule and the occurrence (the same in every process, and recorded).
 - start/end: occurrences before `start_at` or after `end_at` do not exist.
+- blocked: a run that cannot be made now (the definition it runs disabled or deleted, as
+  the service read just before deciding: `Fire.blocked`) records the occurrence that would
+  fire as skipped with that reason, and the schedule goes on.
 
 A paused schedule records nothing; resuming (like creating and updating) starts from the
 time of that event: what fell due while paused is not caught up."""
