@@ -5,7 +5,8 @@ machine facts, versions), plus a short table on stderr.
 
 Each workload is its own script, runnable alone with its own sizes:
 engine.py (submit, drain, pickup, RSS, WAL), container_overhead.py, log_streaming.py,
-scale.py. --quick runs tiny sizes (a smoke run: the figures mean nothing).
+scale.py, fire_lag.py (how late a schedule firing every second fires and creates its jobs,
+of a spec and of a definition). --quick runs tiny sizes (a smoke run: the figures mean nothing).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ WORKLOADS: dict[str, tuple[str, list[str], list[str]]] = {
     "log_streaming": ("log_streaming.py", [], ["--lines", "2000", "--paced", "20"]),
     "scale": ("scale.py", ["--jobs", "50000", "--samples", "100"], [
         "--jobs", "500", "--samples", "5",
+    ]),
+    "fire_lag": ("fire_lag.py", ["--seconds", "20"], ["--seconds", "3"]),
+    "fire_lag_definition": ("fire_lag.py", ["--seconds", "20", "--run", "definition"], [
+        "--seconds", "3", "--run", "definition",
     ]),
 }  # fmt: skip
 

@@ -161,6 +161,17 @@ class Catalog:
             earlier = await self._earlier(request, project)
             if earlier is not None:
                 return earlier
+        command = await self.resolve(request, project)
+        return await self.jobs.submit_with_reason(command.spec, meta, command.source)
+
+    async def resolve(self, request: DefinitionSubmit, project: str) -> Submit:
+        """The command a submit by reference makes, resolved now: its spec from the
+        environment, the definition (the version asked, else the latest) and the request's
+        own fields, with its parameters checked and the versions recorded as its source.
+        The one resolution path, of API submits and schedules' occurrences alike. Raises
+        `NotFound` (no such definition, version or environment), `Conflict` (disabled) or
+        `InvalidValue` (parameters), each naming the request's field."""
+        request = msgspec.structs.replace(request, project=project)
         definition = await self.definition(project, request.definition)
         refuse_disabled(definition)
         try:
@@ -191,7 +202,7 @@ class Catalog:
             params=params,
             request=request,
         )
-        return await self.jobs.submit_with_reason(spec, meta, source)
+        return Submit(spec=spec, source=source)
 
     async def _earlier(self, request: DefinitionSubmit, project: str) -> Submitted | None:
         """The job an earlier submit made under the request's idempotency key, if any (an

@@ -141,11 +141,18 @@ class Client:
         labels: Mapping[str, str] | None = None,
         limit: int | None = None,
         cursor: str | None = None,
+        schedule: str | None = None,
+        definition: str | None = None,
     ) -> JobList:
-        """One page of the job list, newest first; pass its `next_cursor` as `cursor`."""
+        """One page of the job list, newest first; pass its `next_cursor` as `cursor`.
+        `schedule`: the jobs that schedule (of `project`) made; `definition`: the jobs made
+        from that definition."""
         params: list[tuple[str, str | int]] = [("state", s) for s in states]
         params += [("label", f"{k}={v}") for k, v in (labels or {}).items()]
-        for name, value in (("project", project), ("limit", limit), ("cursor", cursor)):
+        for name, value in (
+            ("project", project), ("limit", limit), ("cursor", cursor), ("schedule", schedule),
+            ("definition", definition),
+        ):  # fmt: skip
             if value is not None:
                 params.append((name, value))
         return self._decode(_list_decoder, await self.get_raw("/api/v1/jobs", params))
@@ -157,13 +164,16 @@ class Client:
         project: str | None = None,
         labels: Mapping[str, str] | None = None,
         page_size: int = MAX_JOBS_PAGE,
+        schedule: str | None = None,
+        definition: str | None = None,
     ) -> AsyncIterator[list[JobOut]]:
         """Every matching job, page by page, following the cursor to the end."""
         cursor: str | None = None
         while True:
             page = await self.list_jobs(
-                states=states, project=project, labels=labels, limit=page_size, cursor=cursor
-            )
+                states=states, project=project, labels=labels, limit=page_size, cursor=cursor,
+                schedule=schedule, definition=definition,
+            )  # fmt: skip
             if page.jobs:
                 yield page.jobs
             if page.next_cursor is None:

@@ -18,12 +18,12 @@ import asyncpg
 import msgspec
 import structlog
 
+from .catalog import Catalog
 from .domain.cron import zone
-from .domain.errors import ConcurrencyError, DomainError, NotFound
+from .domain.errors import ConcurrencyError, Conflict, DomainError, InvalidValue, NotFound
 from .domain.events import EventMeta, Recorded
-from .domain.jobs import JobState
+from .domain.jobs import JobState, Submit
 from .domain.schedules import (
-    INJECTED_ENV,
     SCHEDULE,
     SCHEDULE_LABEL,
     Bound,
@@ -36,10 +36,13 @@ from .domain.schedules import (
     Schedule,
     ScheduleFired,
     ScheduleSettings,
+    SkipReason,
     Trigger,
     Update,
-    occurrence_spec,
+    occurrence_request,
+    occurrence_submit,
     occurrences,
+    validate,
 )
 from .projections.jobs import JobFilter
 from .service import JobService, StreamService
@@ -78,6 +81,7 @@ class ScheduleService:
         self.store = jobs.store
         self.pool: asyncpg.Pool = jobs.pool
         self.streams = StreamService(jobs.store)
+        self.catalog = Catalog(jobs)
 
     # ---- commands -----------------------------------------------------------------------
 
@@ -92,6 +96,7 @@ class ScheduleService:
         self, project: str, name: str, settings: ScheduleSettings, meta: EventMeta
     ) -> Schedule:
         """A new schedule (or a deleted one's name again); fires from now on."""
+        await self.check_run(project, name, settings)
         return await self._execute(
             project, name, Create(project=project, name=name, settings=settings), meta
         )
@@ -100,6 +105,7 @@ class ScheduleService:
         self, project: str, name: str, settings: ScheduleSettings, meta: EventMeta
     ) -> Schedule:
         """Replace a schedule's settings; they apply from now on."""
+        await self.check_run(project, name, settings)
         return await self._execute(project, name, Update(settings=settings), meta)
 
     async def pause(self, project: str, name: str, meta: EventMeta) -> Schedule:
@@ -115,9 +121,67 @@ class ScheduleService:
         """Fire once now (a manual occurrence) and create its job; returns the job's id."""
         sid = SCHEDULE.stream_id(project, name)
         now = await self.pool.fetchval(QUERIES["now"])
+        current, _ = await self.streams.load(SCHEDULE.name, sid)
+        if current is not None and not current.deleted:
+            # A run that cannot be made now is refused, not recorded as fired without a job.
+            await self.check_run(project, name, current.settings, now)
         state = await self._execute(project, name, Bound(sid, Trigger(now=now)), meta)
         await self.ensure_jobs(sid, state, meta.actor)
         return state, state.recent[-1].job_id
+
+    async def check_run(
+        self,
+        project: str,
+        name: str,
+        settings: ScheduleSettings,
+        now: datetime | None = None,
+    ) -> None:
+        """Refuse a run that could not be made now, so a bad schedule is refused when it is
+        saved, not at 02:00: the settings' own checks, then for a definition its resolution
+        (it exists and is enabled, the version and environment exist, the parameters fit
+        its declaration), errors naming the field under `$.run`."""
+        validate(settings)
+        if settings.run.definition is None:
+            return
+        when = now or datetime.now(UTC)
+        request = occurrence_request(project, name, settings, when)
+        try:
+            await self.catalog.resolve(request, project)
+        except DomainError as exc:
+            raise _in_run(exc) from None
+
+    async def _blocked(
+        self, state: Schedule, now: datetime
+    ) -> tuple[SkipReason | None, str | None]:
+        """Why a definition-running schedule's occurrence cannot be made now (None: it can):
+        what `Fire` records as the skip reason instead of firing. A definition disabled or
+        deleted after this is read fails the job's creation instead (logged)."""
+        if state.settings.run.definition is None:
+            return None, None
+        request = occurrence_request(state.project, state.name, state.settings, now)
+        try:
+            await self.catalog.resolve(request, state.project)
+        except Conflict as exc:
+            return SkipReason.DEFINITION_DISABLED, exc.message
+        except NotFound as exc:
+            # The definition itself has no field; a version or an environment does.
+            if "field" not in exc.details:
+                return SkipReason.DEFINITION_DELETED, exc.message
+            return SkipReason.DEFINITION_UNRESOLVED, exc.message
+        except DomainError as exc:
+            return SkipReason.DEFINITION_UNRESOLVED, exc.message
+        return None, None
+
+    async def occurrence_command(self, state: Schedule, ref: FiredRef) -> Submit:
+        """The command that creates a fired occurrence's job (a definition resolved now,
+        through the catalog's one resolution path)."""
+        if state.settings.run.definition is None:
+            return occurrence_submit(state, ref)
+        request = occurrence_request(
+            state.project, state.name, state.settings, ref.occurrence, ref.manual
+        )
+        resolved = await self.catalog.resolve(request, state.project)
+        return occurrence_submit(state, ref, resolved)
 
     # ---- reads --------------------------------------------------------------------------
 
@@ -184,7 +248,14 @@ class ScheduleService:
         counts = await self.pool.fetchrow(QUERIES["job_counts"], state.project, state.name)
         now = await self.pool.fetchval(QUERIES["now"])
         assert counts is not None
-        command = Bound(sid, Fire(now=now, running=counts["running"], waiting=counts["waiting"]))
+        blocked, detail = await self._blocked(state, now)
+        command = Bound(
+            sid,
+            Fire(
+                now=now, running=counts["running"], waiting=counts["waiting"],
+                blocked=blocked, blocked_detail=detail,
+            ),
+        )  # fmt: skip
         meta = EventMeta(actor=actor, correlation_id=state.correlation_id)
         new: Schedule = await self.streams.execute(
             SCHEDULE.name, sid, command, meta, also=_announce
@@ -215,14 +286,14 @@ class ScheduleService:
                 causation_id=str(ref.event_id),
             )
             try:
-                done = await self.jobs.submit_as(
-                    ref.job_id, occurrence_spec(state, ref), meta, INJECTED_ENV
-                )
+                command = await self.occurrence_command(state, ref)
+                done = await self.jobs.submit_as(ref.job_id, command, meta)
             except ConcurrencyError:
                 continue  # another process created it at the same moment
             except DomainError as exc:
-                # The spec cannot run (e.g. a secret deleted since): the occurrence stays
-                # fired without a job, and the log says why.
+                # The spec cannot run (e.g. a secret deleted since, or the definition
+                # disabled after the firing decision): the occurrence stays fired without a
+                # job, and the log says why.
                 log.warning(
                     "schedule job not created", schedule=state.name, project=state.project,
                     occurrence=ref.occurrence.isoformat(), error=exc.message,
@@ -269,4 +340,21 @@ def occurrence_out(row: asyncpg.Record) -> OccurrenceOut:
             ),
             **common,
         )  # fmt: skip
-    return OccurrenceOut(outcome="skipped", reason=str(event.reason), until=event.until, **common)
+    return OccurrenceOut(
+        outcome="skipped", reason=str(event.reason), until=event.until, detail=event.detail,
+        **common,
+    )  # fmt: skip
+
+
+def _in_run(exc: DomainError) -> DomainError:
+    """A resolution error in a schedule's terms: its field under `$.run`, and a definition,
+    version or environment that does not exist a 422 (the body names it)."""
+    details = dict(exc.details)
+    field = details.get("field")
+    if isinstance(field, str) and field.startswith("$."):
+        details["field"] = "$.run." + field[2:]
+    elif field is None:
+        details["field"] = "$.run.definition"
+    if isinstance(exc, NotFound):
+        return InvalidValue(exc.message, **details)
+    return type(exc)(exc.message, **details)

@@ -332,21 +332,14 @@ class JobService:
         """`submit_batch`, with why each job waits: what a batch submit's response shows."""
         return await self._create([Submit(spec=s) for s in specs], meta, _in_batch)
 
-    async def submit_as(
-        self,
-        job_id: uuid.UUID,
-        spec: JobSpec,
-        meta: EventMeta,
-        injected: frozenset[str] = frozenset(),
-    ) -> Submitted:
+    async def submit_as(self, job_id: uuid.UUID, command: Submit, meta: EventMeta) -> Submitted:
         """`submit` of a job whose id the caller derived (a schedule's occurrence): with the
         spec's idempotency key, a retry from any process finds the same job. A concurrent
-        creation of the same id raises `ConcurrencyError` (the job exists). `injected`: the
-        `JOBLEDGER_...` variables the caller set on the spec itself."""
-        assert spec.idempotency_key is not None, "a job with a given id needs a key"
-        [result] = await self._create(
-            [Submit(spec=spec, injected=injected)], meta, lambda exc, _: exc, job_ids=[job_id]
-        )
+        creation of the same id raises `ConcurrencyError` (the job exists). The command's
+        `injected`: the `JOBLEDGER_...` variables the caller set on the spec itself; its
+        `source`: the definition the spec was resolved from, if any."""
+        assert command.spec.idempotency_key is not None, "a job with a given id needs a key"
+        [result] = await self._create([command], meta, lambda exc, _: exc, job_ids=[job_id])
         return result
 
     async def _create(

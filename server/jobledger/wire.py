@@ -558,6 +558,8 @@ class OccurrenceOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     version: int
     reason: str | None = None
     until: datetime | None = None
+    #: A skip's reason in words (e.g. the definition's disable reason).
+    detail: str | None = None
     job_id: uuid.UUID | None = None
     job_state: JobState | None = None
     manual: bool = False

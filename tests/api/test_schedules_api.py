@@ -4,6 +4,7 @@ shows a schedule at a past time."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from typing import Any
 
@@ -11,6 +12,7 @@ import asyncpg
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
+from jobledger.api.schedules import SCHEDULES
 from jobledger.domain.schedules import SCHEDULE
 from jobledger.replay.archive import stream_at
 from jobledger.replay.rebuild import rebuild
@@ -19,6 +21,7 @@ from tests.api.test_access_api import call, project_with_accounts
 
 Client = TestClient[web.Request, web.Application]
 BASE = "/api/v1/projects/p1/schedules"
+DEFS = "/api/v1/projects/p1/definitions"
 
 
 def body(**kw: Any) -> dict[str, Any]:
@@ -133,3 +136,132 @@ async def test_bad_settings_are_422_naming_the_field(client: Client) -> None:
     assert status == 400 and err["error"]["details"]["field"] == "query.preview", err
     status, err = await call(client, "POST", f"{BASE}/none/trigger", tokens["operator"])
     assert status == 404, err
+
+
+# ---- a schedule that runs a definition -------------------------------------------------------
+
+LOAD: dict[str, Any] = {
+    "image": "jobledger-test:latest",
+    "command": ["sh", "-c", "echo load {{params.day}} rows={{params.rows}}"],
+    "params": [
+        {"name": "day", "type": "string", "required": True},
+        {"name": "rows", "type": "integer", "default": 10},
+    ],
+}
+DEF_RUN: dict[str, Any] = {
+    "definition": "load", "params": {"day": "today", "rows": 5}, "priority": 7,
+    "labels": {"team": "data"},
+}  # fmt: skip
+
+
+async def wait_due(pool: asyncpg.Pool, sid: uuid.UUID) -> None:
+    """Until the schedule's next occurrence is due by the database's clock (a time, not an
+    event, is awaited)."""
+    for _ in range(100):
+        if await pool.fetchval(
+            "SELECT next_due_at <= clock_timestamp() FROM schedules WHERE stream_id = $1", sid
+        ):
+            return
+        await asyncio.sleep(0.1)
+    raise AssertionError("the schedule never fell due")
+
+
+async def test_a_schedule_runs_a_definition_resolved_at_each_occurrence(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    tokens = await project_with_accounts(client, "p1")
+    op = tokens["operator"]
+    status, saved = await call(client, "PUT", DEFS + "/load", tokens["admin"], LOAD)
+    assert status == 201, saved
+    cases = [
+        (body(run={**DEF_RUN, "params": {"day": 3}}), 422, "$.run.params.day"),
+        (body(run={**DEF_RUN, "params": {"rows": 1}}), 422, "$.run.params.day"),
+        (body(run={**DEF_RUN, "params": {"day": "x", "nope": 1}}), 422, "$.run.params.nope"),
+        (body(run={**DEF_RUN, "definition": "missing"}), 422, "$.run.definition"),
+        (body(run={**DEF_RUN, "definition_version": 9}), 422, "$.run.definition_version"),
+        (body(run={**DEF_RUN, "environment": "none"}), 422, "$.run.environment"),
+        (body(run={**DEF_RUN, "spec": {"image": "x"}}), 422, "$.run"),
+        (body(run={}), 422, "$.run"),
+        (body(run={"spec": {"image": "x"}, "params": {"a": 1}}), 422, "$.run.params"),
+    ]  # fmt: skip
+    for sent, want, field in cases:
+        status, err = await call(client, "POST", BASE, op, sent)
+        assert (status, err["error"]["details"].get("field")) == (want, field), (sent, err)
+
+    status, created = await call(client, "POST", BASE, op, body(run=DEF_RUN))
+    assert status == 201, created
+    assert created["run"] == DEF_RUN
+    status, trig = await call(client, "POST", f"{BASE}/nightly/trigger", op)
+    assert status == 201, trig
+    status, job = await call(client, "GET", f"/api/v1/jobs/{trig['job_id']}", tokens["viewer"])
+    assert status == 200, job
+    assert (job["definition"], job["definition_version"]) == ("load", 1)
+    assert job["source"]["params"] == {"day": "today", "rows": 5}
+    assert job["spec"]["command"] == ["sh", "-c", "echo load today rows=5"]
+    env = job["spec"]["env"]
+    assert env["JOBLEDGER_PARAM_DAY"] == "today" and env["JOBLEDGER_SCHEDULE"] == "nightly"
+    occurrence = env["JOBLEDGER_OCCURRENCE"]
+    assert job["labels"] == {"team": "data", "jobledger.schedule": "nightly",
+                             "jobledger.occurrence": occurrence}  # fmt: skip
+    assert job["priority"] == 7
+    # The schedule's own concurrency, not the definition's `definition:p1/load`.
+    assert (job["concurrency_key"], job["concurrency_limit"]) == ("schedule:p1/nightly", 1)
+    assert job["idempotency_key"].startswith("schedule/nightly/manual/")
+    status, page = await call(client, "GET", "/api/v1/jobs?project=p1&definition=load",
+                              tokens["viewer"])  # fmt: skip
+    assert [j["id"] for j in page["jobs"]] == [trig["job_id"]]
+
+    # Each occurrence resolves the latest version.
+    v2 = {**LOAD, "command": ["echo", "v2", "{{params.day}}"]}
+    status, _ = await call(client, "PUT", DEFS + "/load", tokens["admin"], v2)
+    assert status == 200
+    status, trig2 = await call(client, "POST", f"{BASE}/nightly/trigger", op)
+    status, job2 = await call(client, "GET", f"/api/v1/jobs/{trig2['job_id']}", op)
+    assert job2["definition_version"] == 2 and job2["spec"]["command"] == ["echo", "v2", "today"]
+    # An update is checked like a create.
+    settings = {k: v for k, v in body(run={**DEF_RUN, "params": {}}).items() if k != "name"}
+    status, err = await call(client, "PUT", f"{BASE}/nightly", op, settings)
+    assert status == 422 and err["error"]["details"]["field"] == "$.run.params.day", err
+    assert [p async for p in Verifier(pool).problems()] == []
+
+
+async def test_a_disabled_or_deleted_definition_skips_the_occurrence_with_the_reason(
+    client: Client, pool: asyncpg.Pool
+) -> None:
+    tokens = await project_with_accounts(client, "p1")
+    op = tokens["operator"]
+    status, _ = await call(client, "PUT", f"{DEFS}/load", tokens["admin"], LOAD)
+    assert status == 201
+    status, created = await call(client, "POST", BASE, op, body(cron="* * * * * *", run=DEF_RUN))
+    assert status == 201, created
+    status, _ = await call(
+        client, "POST", f"{DEFS}/load/disable", tokens["admin"], {"reason": "migrating"}
+    )
+    assert status == 200
+    schedules = client.app[SCHEDULES]
+    sid = SCHEDULE.stream_id("p1", "nightly")
+    await wait_due(pool, sid)
+    assert await schedules.fire(sid, "test") == []
+    status, occ = await call(client, "GET", f"{BASE}/nightly/occurrences", tokens["viewer"])
+    newest = occ["occurrences"][0]
+    assert (newest["outcome"], newest["reason"]) == ("skipped", "definition_disabled"), occ
+    assert "disabled: mig" in newest["detail"]
+    # A manual run is refused outright rather than recorded without a job.
+    status, err = await call(client, "POST", f"{BASE}/nightly/trigger", op)
+    assert status == 409 and err["error"]["details"]["field"] == "$.run.definition", err
+
+    status, _ = await call(client, "POST", f"{DEFS}/load/enable", tokens["admin"])
+    assert status == 200
+    await wait_due(pool, sid)
+    [fired] = await schedules.fire(sid, "test")
+    status, job = await call(client, "GET", f"/api/v1/jobs/{fired.job_id}", op)
+    assert status == 200 and job["definition"] == "load", job
+
+    status, _ = await call(client, "DELETE", f"{DEFS}/load", tokens["admin"])
+    assert status == 204
+    await wait_due(pool, sid)
+    assert await schedules.fire(sid, "test") == []
+    status, occ = await call(client, "GET", f"{BASE}/nightly/occurrences", tokens["viewer"])
+    assert occ["occurrences"][0]["reason"] == "definition_deleted", occ
+    assert not any(o["outcome"] == "fired" and o.get("job_state") is None
+                   for o in occ["occurrences"])  # fmt: skip

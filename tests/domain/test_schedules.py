@@ -17,6 +17,7 @@ from jobledger.domain.errors import InvalidInput, InvalidTransition, NotFound
 from jobledger.domain.events import Event, EventMeta, Recorded
 from jobledger.domain.schedules import (
     SCHEDULE,
+    UNLIMITED,
     Bound,
     CatchUp,
     Create,
@@ -34,6 +35,7 @@ from jobledger.domain.schedules import (
     Trigger,
     Update,
     jitter,
+    occurrence_request,
     occurrence_spec,
 )
 from tests.factories import spec
@@ -380,3 +382,57 @@ def test_trigger_fires_a_manual_occurrence_and_leaves_the_cron_times_alone() -> 
     assert log.state.fired == 2
     assert [r.event for r in log.records if isinstance(r.event, ScheduleSkipped)] == []
     assert SkipReason.MISSED == "missed"
+
+
+# ---- a schedule that runs a definition -------------------------------------------------------
+
+
+def definition_run(**kw: object) -> ScheduleRun:
+    return ScheduleRun(definition="etl", params={"day": "x"}, **kw)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("run", "field"),
+    [
+        (ScheduleRun(), "$.run"),
+        (ScheduleRun(spec=spec(), definition="etl"), "$.run"),
+        (ScheduleRun(spec=spec(), params={"day": "x"}), "$.run.params"),
+        (ScheduleRun(spec=spec(), priority=3), "$.run.priority"),
+        (definition_run(labels={"jobledger.occurrence": "x"}), "$.run.labels.jobledger.occurrence"),
+    ],
+)  # fmt: skip
+def test_a_run_is_a_spec_or_a_definition(run: ScheduleRun, field: str) -> None:
+    with pytest.raises(InvalidInput) as exc:
+        created(T0, run=run)
+    assert exc.value.details["field"] == field
+
+
+def test_a_definitions_occurrence_asks_for_the_schedules_own_concurrency_and_key() -> None:
+    log = created(T0, run=definition_run(labels={"team": "data"}, priority=5))
+    [fired] = log.fire(minute(1))
+    assert isinstance(fired, ScheduleFired) and log.state is not None
+    request = occurrence_request("p", "nightly", log.state.settings, fired.occurrence)
+    assert request.definition == "etl" and request.params == {"day": "x"}
+    assert request.priority == 5 and request.project == "p"
+    assert request.labels == {"team": "data", "jobledger.schedule": "nightly",
+                              "jobledger.occurrence": "2030-01-01T12:01:00+00:00"}  # fmt: skip
+    assert request.idempotency_key == "schedule/nightly/2030-01-01T12:01:00+00:00"
+    assert (request.concurrency_key, request.concurrency_limit) == ("schedule:p/nightly", 1)
+    allow = settings_(run=definition_run(), overlap=Overlap.ALLOW)
+    assert occurrence_request("p", "n", allow, minute(1)).concurrency_limit == UNLIMITED
+    own = settings_(run=definition_run(concurrency_key="warehouse", concurrency_limit=2))
+    got = occurrence_request("p", "n", own, minute(1))
+    assert (got.concurrency_key, got.concurrency_limit) == ("warehouse", 2)
+
+
+def test_a_blocked_run_records_the_occurrence_skipped_with_the_reason() -> None:
+    log = created(T0, run=definition_run(), catch_up=CatchUp.LATEST)
+    log.now = minute(2) + timedelta(seconds=1)
+    got = log.run(
+        Fire(now=log.now, blocked=SkipReason.DEFINITION_DISABLED, blocked_detail="maintenance")
+    )
+    assert kinds(got) == [("missed", minute(1)), ("definition_disabled", minute(2))]
+    assert isinstance(got[-1], ScheduleSkipped) and got[-1].detail == "maintenance"
+    assert log.state is not None and log.state.next_occurrence == minute(3)
+    # Enabled again: the next occurrence fires.
+    assert kinds(log.fire(minute(3))) == [("fired", minute(3))]

@@ -30,4 +30,8 @@ def test_every_workload_runs_and_reports(docker_engine: None) -> None:  # noqa: 
     assert scale["load"]["jobs"] == 500 and scale["verify"]["problems"] == 0
     assert scale["rebuild"]["events"] == scale["load"]["events"]
     assert set(scale["query_ms"]) >= {"list_first_page", "job_detail", "audit_by_actor"}
+    for workload in ("fire_lag", "fire_lag_definition"):
+        lag = report[workload]
+        assert lag["occurrences_fired"] >= 1 and lag["jobs_created"] == lag["occurrences_fired"]
+        assert lag["occurrence_to_job_submitted"]["max"] >= lag["occurrence_to_fired"]["min"]
     assert report["versions"]["postgres"].startswith("postgres (PostgreSQL) 15")

@@ -94,14 +94,18 @@ BASE_BODIES: dict[str, dict[str, Any]] = {
     "EnvironmentSpec": {"env": {"A": "1"}},
     "DisableRequest": {"reason": "r"},
     "SecretValue": {"value": "fuzz-value"},
-    "NewSchedule": {"name": "fuzzsched2", "cron": "@daily", "run": {"spec": {"image": "x"}}},
-    "ScheduleSettings": {"cron": "@hourly", "timezone": "UTC", "run": {"spec": {"image": "x"}}},
+    "NewSchedule": {
+        "name": "fuzzed",
+        "cron": "@daily",
+        "run": {"definition": "fuzzdef", "params": {"n": 1}},
+    },
+    "ScheduleSettings": {"cron": "@daily", "run": {"spec": {"image": "x"}}},
 }
 FIELDS = [
     "image", "priority", "labels", "scheduled_for", "description", "name", "reason", "env",
     "max_running_jobs", "project", "idempotency_key", "expires_in_seconds", "command", "jobs",
     "resources", "role", "submit_rate", "definition", "params", "definition_version", "value",
-    "cron", "timezone", "run",
+    "cron", "timezone", "run", "overlap", "start_at",
 ]  # fmt: skip
 
 
@@ -200,7 +204,7 @@ async def setup_ids(client: Client) -> dict[str, bytes]:
     assert resp.status == 201, await resp.text()
     resp = await client.put("/api/v1/projects/default/secrets/fuzzsecret", json={"value": "v-1234"})
     assert resp.status == 201, await resp.text()
-    schedule = {"name": "fuzzsched", "cron": "@daily", "run": {"spec": {"image": "x"}}}
+    schedule = {"name": "fuzzsched", "cron": "@daily", "run": {"definition": "fuzzdef"}}
     resp = await client.post("/api/v1/projects/default/schedules", json=schedule)
     assert resp.status == 201, await resp.text()
     return {

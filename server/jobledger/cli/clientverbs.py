@@ -322,6 +322,11 @@ def configure_jobs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParse
         help="only jobs with this label (repeatable; all must match)",
     )  # fmt: skip
     p.add_argument(
+        "--schedule", metavar="NAME",
+        help="only the jobs this schedule made (with --project: of that project)",
+    )  # fmt: skip
+    p.add_argument("--definition", metavar="NAME", help="only jobs made from this definition")
+    p.add_argument(
         "--limit", type=int, metavar="N", help="jobs per page (1-500; default 50, 500 with --all)"
     )
     p.add_argument("--all", action="store_true", help="every matching job, page after page")
@@ -333,18 +338,20 @@ def configure_jobs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParse
 async def cmd_jobs(args: argparse.Namespace) -> int:
     states = [s for group in args.state for s in group]
     labels = dict(args.label)
+    project = args.project
+    which = {"schedule": args.schedule, "definition": args.definition}
 
     async def run(client: Client) -> int:
         more = False
         if args.all:
             pages = client.iter_jobs(
-                states=states, project=args.project, labels=labels,
-                page_size=args.limit or MAX_JOBS_PAGE,
+                states=states, project=project, labels=labels,
+                page_size=args.limit or MAX_JOBS_PAGE, **which,
             )  # fmt: skip
             jobs = [job async for page in pages for job in page]
         else:
             page = await client.list_jobs(
-                states=states, project=args.project, labels=labels, limit=args.limit
+                states=states, project=project, labels=labels, limit=args.limit, **which
             )
             jobs, more = page.jobs, page.next_cursor is not None
         if args.json:

@@ -7,16 +7,19 @@ import argparse
 import shlex
 import sys
 from datetime import UTC, datetime
+from typing import Any
 
 import msgspec
 
 from ..client import Client
 from ..domain.specs import DEFAULT_PROJECT
-from ..exitcodes import EXIT_OK
-from ..wire import OccurrenceList, ScheduleList, ScheduleOut, TriggeredOut
+from ..domain.templates import Param
+from ..exitcodes import EXIT_OK, EXIT_USAGE, Exit
+from ..wire import DefinitionOut, OccurrenceList, ScheduleList, ScheduleOut, TriggeredOut
 from .clientverbs import with_client
+from .definitionverbs import typed
 from .formatting import table
-from .options import add_client_args
+from .options import add_client_args, key_value
 
 VERBS = ("create", "list", "show", "pause", "resume", "trigger", "delete", "occurrences")
 
@@ -25,18 +28,47 @@ def configure_schedules_parser(sub: argparse._SubParsersAction[argparse.Argument
     p = sub.add_parser(
         "schedules",
         help="cron schedules: create, list, show, pause, resume, trigger, delete, occurrences",
-        description="A schedule runs a job spec at the times of a cron expression (5 fields, "
-        "6 with seconds first, or @hourly/@daily/...) in an IANA time zone. Example: "
+        description="A schedule runs a job spec (--image) or a definition (--definition, "
+        "resolved at each occurrence) at the times of a cron expression (5 fields, "
+        "6 with seconds first, or @hourly/@daily/...) in an IANA time zone. Examples: "
         "jobledger schedules create nightly --cron '30 2 * * *' --timezone Europe/Prague "
-        "--image busybox --command 'sh -c \"echo $JOBLEDGER_OCCURRENCE\"'",
+        "--image busybox --command 'sh -c \"echo $JOBLEDGER_OCCURRENCE\"'; "
+        "jobledger schedules create load --cron '@daily' --definition nightly-etl "
+        "--param table=events --param rows=100",
     )
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     create = verbs.add_parser("create", help="create a schedule")
     create.add_argument("name")
     create.add_argument("--cron", required=True, help="e.g. '30 2 * * *', '*/10 * * * * *'")
     create.add_argument("--timezone", default="UTC", help="IANA zone (default: %(default)s)")
-    create.add_argument("--image", required=True)
+    what = create.add_mutually_exclusive_group(required=True)
+    what.add_argument("--image", help="run a job spec with this image (with --command, --env)")
+    what.add_argument(
+        "--definition", metavar="NAME",
+        help="run the project's definition NAME, its latest version at each occurrence "
+        "(with --param, --definition-version, --environment, --priority, --label, "
+        "--concurrency-key/-limit)",
+    )  # fmt: skip
     create.add_argument("--env", action="append", default=[], metavar="VAR=VALUE")
+    create.add_argument(
+        "--param", type=key_value, action="append", default=[], metavar="K=V",
+        help="a parameter's value, typed as the definition declares it (repeatable)",
+    )  # fmt: skip
+    create.add_argument(
+        "--definition-version",
+        type=int,
+        metavar="N",
+        help="pin that version (default: the latest at each occurrence)",
+    )
+    create.add_argument(
+        "--environment", metavar="NAME", help="instead of the environment the definition names"
+    )
+    create.add_argument("--priority", type=int)
+    create.add_argument("--label", type=key_value, action="append", default=[], metavar="K=V")
+    create.add_argument(
+        "--concurrency-key", metavar="KEY", help="default with --definition: schedule:PROJECT/NAME"
+    )
+    create.add_argument("--concurrency-limit", type=int, metavar="N")  # fmt: skip
     create.add_argument("--overlap", choices=("skip", "queue_one", "allow"), default="skip")
     create.add_argument("--catch-up", choices=("none", "latest", "all"), default="latest")
     create.add_argument("--catch-up-limit", type=int, default=10)
@@ -77,9 +109,55 @@ def _describe(s: ScheduleOut) -> str:
         f"fired {s.fired}, skipped {s.skipped}",
         f"  next {_t(s.next_occurrence)}, last {_t(s.last_occurrence)}",
     ]
+    run = s.run
+    if run.definition is not None:
+        pinned = f" version {run.definition_version}" if run.definition_version else " (latest)"
+        params = " ".join(f"{k}={v}" for k, v in run.params.items())
+        lines.insert(1, f"  runs definition {run.definition}{pinned} {params}".rstrip())
+    elif run.spec is not None:
+        lines.insert(1, f"  runs {run.spec.image} {shlex.join(run.spec.command)}".rstrip())
     for p in s.preview or []:
         lines.append(f"  {p.local.isoformat()}  ({_t(p.utc)})")
     return "\n".join(lines)
+
+
+async def _run(client: Client, args: argparse.Namespace) -> dict[str, Any]:
+    """What `create` runs: a spec from --image, or a definition with its --param values
+    typed as it declares them (as `submit --definition` types them)."""
+    spec_only = {"--command": args.argv, "--env": args.env}
+    definition_only = {
+        "--param": args.param, "--definition-version": args.definition_version,
+        "--environment": args.environment, "--priority": args.priority, "--label": args.label,
+        "--concurrency-key": args.concurrency_key, "--concurrency-limit": args.concurrency_limit,
+    }  # fmt: skip
+    if args.definition is None:
+        if given := [k for k, v in definition_only.items() if v]:
+            raise Exit(EXIT_USAGE, f"{', '.join(given)} go with --definition")
+        env = dict(pair.partition("=")[::2] for pair in args.env)
+        spec = {"image": args.image, "command": shlex.split(args.argv), "env": env,
+                "project": args.project}  # fmt: skip
+        return {"spec": spec}
+    if given := [k for k, v in spec_only.items() if v]:
+        raise Exit(EXIT_USAGE, f"{', '.join(given)} go with --image (the definition sets them)")
+    declared: dict[str, Param] = {}
+    if args.param:
+        where = f"/api/v1/projects/{args.project}/definitions/{args.definition}"
+        query = {"version": args.definition_version} if args.definition_version else None
+        shown = msgspec.json.decode(
+            await client.request_raw("GET", where, params=query), type=DefinitionOut
+        )
+        declared = {p.name: p for p in shown.definition.params}
+    fields: dict[str, Any] = {
+        "definition": args.definition,
+        "definition_version": args.definition_version,
+        "params": {k: typed(declared.get(k), v) for k, v in args.param},
+        "environment": args.environment,
+        "priority": args.priority,
+        "labels": dict(args.label) or None,
+        "concurrency_key": args.concurrency_key,
+        "concurrency_limit": args.concurrency_limit,
+    }
+    return {k: v for k, v in fields.items() if v is not None}
 
 
 async def cmd_schedules(args: argparse.Namespace) -> int:
@@ -87,14 +165,11 @@ async def cmd_schedules(args: argparse.Namespace) -> int:
 
     async def run(client: Client) -> int:
         if args.verb == "create":
-            command = shlex.split(args.argv)
-            env = dict(pair.partition("=")[::2] for pair in args.env)
             body = {
                 "name": args.name, "cron": args.cron, "timezone": args.timezone,
                 "overlap": args.overlap, "catch_up": args.catch_up,
                 "catch_up_limit": args.catch_up_limit, "jitter_seconds": args.jitter_seconds,
-                "run": {"spec": {"image": args.image, "command": command, "env": env,
-                                 "project": args.project}},
+                "run": await _run(client, args),
             }  # fmt: skip
             raw = await client.request_raw("POST", base, body=body)
         elif args.verb == "list":
@@ -129,7 +204,8 @@ async def cmd_schedules(args: argparse.Namespace) -> int:
         else:
             page = msgspec.json.decode(raw, type=OccurrenceList)
             rows = [[_t(o.occurrence), o.outcome + (" (manual)" if o.manual else ""),
-                     o.reason or "", str(o.job_id or ""), f"{o.job_lag_seconds:.3f}s"
+                     (o.reason or "") + (f": {o.detail}" if o.detail else ""),
+                     str(o.job_id or ""), f"{o.job_lag_seconds:.3f}s"
                      if o.job_lag_seconds is not None else ""]
                     for o in page.occurrences]  # fmt: skip
             print(table(["OCCURRENCE", "OUTCOME", "REASON", "JOB", "LAG"], rows))

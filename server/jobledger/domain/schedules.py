@@ -16,6 +16,9 @@ schedule's jobs are running and waiting:
 - jitter: an occurrence is due `jitter(o)` seconds after its time, from a hash of the
   schedule and the occurrence (the same in every process, and recorded).
 - start/end: occurrences before `start_at` or after `end_at` do not exist.
+- blocked: a run that cannot be made now (the definition it runs disabled or deleted, as
+  the service read just before deciding: `Fire.blocked`) records the occurrence that would
+  fire as skipped with that reason, and the schedule goes on.
 
 A paused schedule records nothing; resuming (like creating and updating) starts from the
 time of that event: what fell due while paused is not caught up."""
@@ -32,11 +35,12 @@ from typing import Annotated
 import msgspec
 
 from . import cron
-from .errors import CorruptLog, InvalidInput, InvalidTransition, NotFound
+from .errors import CorruptLog, InvalidInput, InvalidTransition, InvalidValue, NotFound
 from .events import Event, EventCodec, Recorded
+from .jobs import Submit
 from .kinds import StreamKind
-from .specs import JobSpec, Name
-from .templates import reserved_env
+from .specs import JobSpec, Key, LabelKey, LabelValue, Name, Priority
+from .templates import ConcurrencyLimit, DefinitionSubmit, ParamValue, reserved_env
 
 #: Prefix of the labels jobledger sets on a schedule's jobs (its variables': RESERVED_ENV_PREFIX).
 RESERVED_LABEL_PREFIX = "jobledger."
@@ -46,6 +50,11 @@ SCHEDULE_ENV = "JOBLEDGER_SCHEDULE"
 OCCURRENCE_ENV = "JOBLEDGER_OCCURRENCE"
 INJECTED_ENV = frozenset({SCHEDULE_ENV, OCCURRENCE_ENV})
 OCCURRENCE_LABEL = "jobledger.occurrence"
+#: The concurrency key a schedule's jobs made from a definition share unless its run sets
+#: one, followed by PROJECT/NAME (instead of the definition's `definition:...`).
+SCHEDULE_KEY_PREFIX = "schedule:"
+#: Their limit under overlap `allow` unless the run sets one (the most a spec may say).
+UNLIMITED = 10_000
 #: Most missed occurrences one decision records one by one; older ones are summed up as
 #: one `ScheduleSkipped` with `until` (a schedule down a year at one per second).
 MAX_LISTED_MISSED = 100
@@ -82,13 +91,42 @@ class SkipReason(enum.StrEnum):
     MISSED = "missed"
     #: The previous job of the schedule was still going (overlap policy).
     OVERLAP = "overlap"
+    #: The definition the schedule runs was disabled at the occurrence.
+    DEFINITION_DISABLED = "definition_disabled"
+    #: The definition the schedule runs was deleted (or never existed) at the occurrence.
+    DEFINITION_DELETED = "definition_deleted"
+    #: The definition no longer resolves with the schedule's parameters (a pinned version
+    #: gone, a parameter now required, its environment deleted): `detail` says which.
+    DEFINITION_UNRESOLVED = "definition_unresolved"
 
 
-class ScheduleRun(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
-    """What each occurrence runs: a job spec. (A definition with parameters will sit beside
-    `spec` where definitions exist; `occurrence_spec` is the one place that reads it.)"""
+class ScheduleRun(
+    msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True, omit_defaults=True
+):
+    """What each occurrence runs: a job `spec`, or a `definition` (its latest version at
+    each occurrence, or `definition_version`) with `params` and per-run fields, resolved at
+    fire time as a submit by reference is. `occurrence_submit` is the one place that reads it."""
 
-    spec: JobSpec
+    spec: JobSpec | None = None
+    definition: Name | None = None
+    definition_version: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    params: Annotated[dict[str, ParamValue], msgspec.Meta(max_length=100)] = {}
+    #: Instead of the environment the definition names.
+    environment: Name | None = None
+    priority: Priority | None = None
+    #: Added to the definition's labels.
+    labels: Annotated[dict[LabelKey, LabelValue], msgspec.Meta(max_length=64)] = {}
+    #: Default `schedule:PROJECT/NAME` (not the definition's key: a schedule sets its own).
+    concurrency_key: Key | None = None
+    #: Default 1 (overlap `allow`: no limit).
+    concurrency_limit: ConcurrencyLimit | None = None
+
+
+#: The fields of a run that only go with `definition` (a spec says them itself).
+DEFINITION_ONLY = (
+    "definition_version", "params", "environment", "priority", "labels", "concurrency_key",
+    "concurrency_limit",
+)  # fmt: skip
 
 
 Cron = Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
@@ -127,14 +165,24 @@ def validate(settings: ScheduleSettings, field: str = "$") -> None:
         raise InvalidInput(str(exc), field=f"{field}.cron") from None
     if settings.start_at and settings.end_at and settings.end_at <= settings.start_at:
         raise InvalidInput("end_at must be after start_at", field=f"{field}.end_at")
-    spec = settings.run.spec
+    run = settings.run
+    if (run.spec is None) == (run.definition is None):
+        raise InvalidValue(
+            "a schedule runs either a `spec` or a `definition` (exactly one)", field=f"{field}.run"
+        )
+    if run.spec is None:
+        for key in run.labels:
+            _reserved_label(key, f"{field}.run.labels.{key}")
+        return
+    for name in DEFINITION_ONLY:
+        if getattr(run, name) != getattr(_BARE_RUN, name):
+            raise InvalidValue(
+                f"{name} goes with a definition; a spec says it itself", field=f"{field}.run.{name}"
+            )
+    spec = run.spec
     reserved_env(spec.env, f"{field}.run.spec.env")
     for key in spec.labels:
-        if key.lower().startswith(RESERVED_LABEL_PREFIX):
-            raise InvalidInput(
-                f"labels starting with {RESERVED_LABEL_PREFIX} are set by jobledger",
-                field=f"{field}.run.spec.labels.{key}",
-            )
+        _reserved_label(key, f"{field}.run.spec.labels.{key}")
     if spec.idempotency_key is not None:
         raise InvalidInput(
             "a schedule's jobs get their idempotency key from the occurrence",
@@ -143,6 +191,16 @@ def validate(settings: ScheduleSettings, field: str = "$") -> None:
     if spec.scheduled_for is not None:
         raise InvalidInput(
             "a schedule's jobs run at their occurrence", field=f"{field}.run.spec.scheduled_for"
+        )
+
+
+_BARE_RUN = ScheduleRun()
+
+
+def _reserved_label(key: str, field: str) -> None:
+    if key.lower().startswith(RESERVED_LABEL_PREFIX):
+        raise InvalidInput(
+            f"labels starting with {RESERVED_LABEL_PREFIX} are set by jobledger", field=field
         )
 
 
@@ -195,6 +253,8 @@ class ScheduleSkipped(Event, frozen=True, kw_only=True):
     occurrence: datetime
     reason: SkipReason
     until: datetime | None = None
+    #: What made it skip, in words (a definition's disable reason, a resolution error).
+    detail: str | None = None
 
 
 SCHEDULE_EVENTS = (
@@ -274,6 +334,10 @@ class Fire(msgspec.Struct, frozen=True, kw_only=True):
     now: datetime
     running: int = 0
     waiting: int = 0
+    #: Why the run cannot be made now (a definition disabled or deleted), read just before
+    #: deciding: an occurrence that would fire is recorded as skipped with it instead.
+    blocked: SkipReason | None = None
+    blocked_detail: str | None = None
 
 
 class Trigger(msgspec.Struct, frozen=True, kw_only=True):
@@ -342,10 +406,11 @@ def idempotency_key(name: str, occurrence: datetime, manual: bool = False) -> st
 
 
 def occurrence_spec(state: Schedule, fired: FiredRef) -> JobSpec:
-    """The job an occurrence submits: the schedule's spec in its project, with the schedule
-    and occurrence as environment variables and labels and the occurrence's idempotency key.
-    The one place that turns a schedule's `run` into a submit."""
+    """The job a spec-running schedule's occurrence submits: its spec in its project, with
+    the schedule and occurrence as environment variables and labels and the occurrence's
+    idempotency key."""
     spec = state.settings.run.spec
+    assert spec is not None, "a definition's run is resolved: see occurrence_request"
     when = fired.occurrence.astimezone(UTC).isoformat()
     return msgspec.structs.replace(
         spec,
@@ -353,6 +418,47 @@ def occurrence_spec(state: Schedule, fired: FiredRef) -> JobSpec:
         env={**spec.env, SCHEDULE_ENV: state.name, OCCURRENCE_ENV: when},
         labels={**spec.labels, SCHEDULE_LABEL: state.name, OCCURRENCE_LABEL: when},
         idempotency_key=idempotency_key(state.name, fired.occurrence, fired.manual),
+    )
+
+
+def occurrence_request(
+    project: str, name: str, settings: ScheduleSettings, occurrence: datetime, manual: bool = False
+) -> DefinitionSubmit:
+    """The submit by reference a definition-running schedule's occurrence makes: the run's
+    definition, parameters and per-run fields, the schedule's labels, the occurrence's
+    idempotency key, and the schedule's own concurrency (`schedule:PROJECT/NAME`, limit 1,
+    or no limit under overlap `allow`) unless the run sets it."""
+    run = settings.run
+    assert run.definition is not None, "a spec's run: see occurrence_spec"
+    when = occurrence.astimezone(UTC).isoformat()
+    default_limit = UNLIMITED if settings.overlap is Overlap.ALLOW else 1
+    return DefinitionSubmit(
+        definition=run.definition,
+        definition_version=run.definition_version,
+        params=run.params,
+        project=project,
+        priority=run.priority,
+        labels={**run.labels, SCHEDULE_LABEL: name, OCCURRENCE_LABEL: when},
+        idempotency_key=idempotency_key(name, occurrence, manual),
+        concurrency_key=run.concurrency_key or f"{SCHEDULE_KEY_PREFIX}{project}/{name}",
+        concurrency_limit=run.concurrency_limit or default_limit,
+        environment=run.environment,
+    )
+
+
+def occurrence_submit(state: Schedule, fired: FiredRef, resolved: Submit | None = None) -> Submit:
+    """The command that creates an occurrence's job, the one place that turns a schedule's
+    `run` into a submit: for a spec, `occurrence_spec`; for a definition, `resolved` (what
+    the catalog resolved `occurrence_request` to) with the schedule's variables added.
+    Either way the variables are marked as jobledger's own (`injected`)."""
+    if state.settings.run.spec is not None:
+        return Submit(spec=occurrence_spec(state, fired), injected=INJECTED_ENV)
+    assert resolved is not None, "a definition's run is resolved by the catalog first"
+    when = fired.occurrence.astimezone(UTC).isoformat()
+    spec = resolved.spec
+    env = {**spec.env, SCHEDULE_ENV: state.name, OCCURRENCE_ENV: when}
+    return msgspec.structs.replace(
+        resolved, spec=msgspec.structs.replace(spec, env=env), injected=INJECTED_ENV
     )
 
 
@@ -402,6 +508,11 @@ def plan(state: Schedule, stream_id: uuid.UUID, cmd: Fire) -> list[Event]:
     for o in tail:
         if o not in to_fire:
             events.append(ScheduleSkipped(occurrence=o, reason=SkipReason.MISSED))
+            continue
+        if cmd.blocked is not None:
+            events.append(
+                ScheduleSkipped(occurrence=o, reason=cmd.blocked, detail=cmd.blocked_detail)
+            )
             continue
         busy = running + waiting if s.overlap is Overlap.SKIP else waiting
         if s.overlap is not Overlap.ALLOW and busy > 0:

@@ -1,0 +1,94 @@
+"""`jobledger schedules create --definition NAME --param k=v` as a user runs it against
+`jobledger serve` (no-op executor): the parameters typed as the definition declares them,
+a bad one refused naming it, the trigger's job listed by `jobs --schedule` and
+`jobs --definition`, and a disabled definition's occurrence skipped with its reason."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import Server
+from tests.e2e.conftest import run_cli as run
+
+
+@pytest.fixture
+async def server(dsn: str) -> AsyncIterator[Server]:
+    srv = await asyncio.to_thread(
+        Server, "--database-url", dsn, "--executor", "noop", "--worker-id", "sched-cli"
+    )
+    try:
+        yield srv
+    finally:
+        if srv.proc.poll() is None:
+            await asyncio.to_thread(srv.stop)
+
+
+async def ok(*args: str) -> str:
+    code, out, err = await run(*args)
+    assert code == 0, (args, out, err)
+    return out
+
+
+async def test_a_schedule_of_a_definition_from_the_cli(server: Server, tmp_path: Path) -> None:
+    url = ("--url", server.url)
+    load = {
+        "image": "busybox:1",
+        "command": ["echo", "{{params.day}}", "{{params.rows}}"],
+        "params": [{"name": "day", "required": True},
+                   {"name": "rows", "type": "integer", "default": 10}],
+    }  # fmt: skip
+    path = tmp_path / "load.json"
+    path.write_text(json.dumps(load))
+    await ok("definitions", "put", "load", "-f", str(path), *url)
+
+    code, _, err = await run("schedules", "create", "daily", "--cron", "@daily",
+                             "--definition", "load", "--param", "rows=many", *url)  # fmt: skip
+    assert code == 1 and "$.run.params.rows" in err, err
+    code, _, err = await run("schedules", "create", "daily", "--cron", "@daily",
+                             "--definition", "nope", *url)  # fmt: skip
+    assert code == 1 and "$.run.definition" in err, err
+    code, _, err = await run("schedules", "create", "daily", "--cron", "@daily",
+                             "--image", "busybox", "--param", "day=x", *url)  # fmt: skip
+    assert code == 2 and "--param go with --definition" in err, err
+
+    out = await ok("schedules", "create", "daily", "--cron", "@daily", "--definition", "load",
+                   "--param", "day=today", "--param", "rows=3", "--label", "team=data",
+                   *url)  # fmt: skip
+    assert "runs definition load (latest) day=today rows=3" in out, out
+    shown = json.loads(await ok("schedules", "show", "daily", "--json", *url))
+    assert shown["run"]["params"] == {"day": "today", "rows": 3}  # rows typed as declared
+
+    trig = await ok("schedules", "trigger", "daily", *url)
+    job_id = trig.split("job ")[-1].strip()
+    [job] = json.loads(await ok("jobs", "--schedule", "daily", "--project", "default",
+                                "--json", *url))  # fmt: skip
+    assert job["id"] == job_id and job["definition"] == "load", job
+    assert job["spec"]["command"] == ["echo", "today", "3"]
+    assert job["labels"]["team"] == "data"
+    assert [j["id"] for j in json.loads(await ok("jobs", "--definition", "load", "--json",
+                                                 *url))] == [job_id]  # fmt: skip
+    assert json.loads(await ok("jobs", "--schedule", "other", "--json", *url)) == []
+
+    # Every second, then the definition disabled: occurrences are skipped, saying why (a
+    # schedule is not created on a disabled definition: it is refused up front).
+    await ok("schedules", "create", "often", "--cron", "* * * * * *", "--definition", "load",
+             "--param", "day=d", *url)  # fmt: skip
+    await ok("definitions", "disable", "load", "--reason", "migrating", *url)
+    code, _, err = await run("schedules", "create", "later", "--cron", "@daily",
+                             "--definition", "load", "--param", "day=d", *url)  # fmt: skip
+    assert code == 1 and "disabled: migrating" in err, err
+    skipped: list[dict[str, str]] = []
+    for _ in range(100):
+        occ = json.loads(await ok("schedules", "occurrences", "often", "--json", *url))
+        skipped = [o for o in occ["occurrences"] if o.get("reason") == "definition_disabled"]
+        if skipped:
+            break
+        await asyncio.sleep(0.2)
+    assert skipped and "migrating" in skipped[0]["detail"], occ
+    table = await ok("schedules", "occurrences", "often", *url)
+    assert "definition_disabled: definition load is disabled: migrating" in table, table
