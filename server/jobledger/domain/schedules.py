@@ -35,7 +35,7 @@ from typing import Annotated
 import msgspec
 
 from . import cron
-from .errors import CorruptLog, InvalidInput, InvalidTransition, InvalidValue, NotFound
+from .errors import CorruptLog, InvalidTransition, InvalidValue, NotFound
 from .events import Event, EventCodec, Recorded
 from .jobs import Submit
 from .kinds import StreamKind
@@ -158,13 +158,13 @@ def validate(settings: ScheduleSettings, field: str = "$") -> None:
     try:
         cron.zone(settings.timezone)
     except cron.CronError as exc:
-        raise InvalidInput(str(exc), field=f"{field}.timezone") from None
+        raise InvalidValue(str(exc), field=f"{field}.timezone") from None
     try:
         cron.check(settings.cron, settings.timezone)
     except cron.CronError as exc:
-        raise InvalidInput(str(exc), field=f"{field}.cron") from None
+        raise InvalidValue(str(exc), field=f"{field}.cron") from None
     if settings.start_at and settings.end_at and settings.end_at <= settings.start_at:
-        raise InvalidInput("end_at must be after start_at", field=f"{field}.end_at")
+        raise InvalidValue("end_at must be after start_at", field=f"{field}.end_at")
     run = settings.run
     if (run.spec is None) == (run.definition is None):
         raise InvalidValue(
@@ -184,12 +184,12 @@ def validate(settings: ScheduleSettings, field: str = "$") -> None:
     for key in spec.labels:
         _reserved_label(key, f"{field}.run.spec.labels.{key}")
     if spec.idempotency_key is not None:
-        raise InvalidInput(
+        raise InvalidValue(
             "a schedule's jobs get their idempotency key from the occurrence",
             field=f"{field}.run.spec.idempotency_key",
         )
     if spec.scheduled_for is not None:
-        raise InvalidInput(
+        raise InvalidValue(
             "a schedule's jobs run at their occurrence", field=f"{field}.run.spec.scheduled_for"
         )
 
@@ -199,7 +199,7 @@ _BARE_RUN = ScheduleRun()
 
 def _reserved_label(key: str, field: str) -> None:
     if key.lower().startswith(RESERVED_LABEL_PREFIX):
-        raise InvalidInput(
+        raise InvalidValue(
             f"labels starting with {RESERVED_LABEL_PREFIX} are set by jobledger", field=field
         )
 
