@@ -12,23 +12,28 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from jobledger.domain.errors import InvalidTransition, InvalidValue
+from jobledger.domain.errors import InvalidTransition, InvalidValue, NotFound
 from jobledger.domain.events import Event, EventMeta, Recorded, encode_event
 from jobledger.domain.templates import DefinitionSubmit
-from jobledger.domain.workflows import (
+from jobledger.domain.workflow_specs import (
     MAX_STEPS,
+    Condition,
+    FailurePolicy,
+    Step,
+    WorkflowSpec,
+    needs_of,
+    validate,
+)
+from jobledger.domain.workflows import (
     STEP_FAILED,
     STEP_TERMINAL,
     WORKFLOW,
     Cancel,
-    Condition,
-    FailurePolicy,
     Outcome,
     RerunMode,
     Run,
     RunState,
     SkipReason,
-    Step,
     StepJobEnded,
     StepJobStarted,
     StepReady,
@@ -36,16 +41,13 @@ from jobledger.domain.workflows import (
     StepState,
     Submit,
     WorkflowCancelRequested,
-    WorkflowSpec,
     child_job_id,
     child_label,
     fold,
-    needs_of,
     plan,
     ready_steps,
     rerun_plan,
     step_inputs,
-    validate,
     waiting_reason,
 )
 from tests.factories import T0, spec
@@ -226,12 +228,17 @@ def test_diamond_readiness_in_both_orders() -> None:
         log.start("d")
         assert [type(e).__name__ for e in log.end("d")] == ["StepSucceeded", "WorkflowSucceeded"]
         assert log.s.state is RunState.SUCCEEDED
+        # the runtime may tell a job's end twice, even after the run's end: nothing new
+        assert log.end("d") == []
+        assert waiting_reason(log.s, "d") is None
 
 
 def test_child_label_and_ids() -> None:
     rid = uuid.UUID("1a2b3c4d-0000-4000-8000-000000000000")
     assert child_label(rid, DIAMOND, "a") == "1a2b3c4d.1"
     assert child_label(rid, DIAMOND, "d") == "1a2b3c4d.4"
+    with pytest.raises(NotFound):
+        child_label(rid, DIAMOND, "e")
     assert child_job_id(rid, "b") == child_job_id(rid, "b") != child_job_id(rid, "c")
 
 
