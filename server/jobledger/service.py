@@ -219,12 +219,19 @@ class JobService:
         return done.view, done.created
 
     async def submit_with_reason(
-        self, spec: JobSpec, meta: EventMeta, source: FromDefinition | None = None
+        self,
+        spec: JobSpec,
+        meta: EventMeta,
+        source: FromDefinition | None = None,
+        *,
+        parent_job: uuid.UUID | None = None,
+        rerun_of: uuid.UUID | None = None,
     ) -> Submitted:
         """`submit`, with why the job waits: what a submit's response shows. `source`: the
         definition the spec was resolved from (an idempotency key then compares the
-        request as submitted, not the spec)."""
-        command = Submit(spec=spec, source=source)
+        request as submitted, not the spec). `parent_job`: the running job whose token
+        submits it; `rerun_of`: the job it reruns."""
+        command = Submit(spec=spec, source=source, parent_job=parent_job, rerun_of=rerun_of)
         if spec.idempotency_key is None:
             validate(command)
             await self._check_secrets([(0, spec)], lambda exc, _: exc)
@@ -327,10 +334,12 @@ class JobService:
         return [(s.view, s.created) for s in await self.submit_batch_with_reasons(specs, meta)]
 
     async def submit_batch_with_reasons(
-        self, specs: Sequence[JobSpec], meta: EventMeta
+        self, specs: Sequence[JobSpec], meta: EventMeta, parent_job: uuid.UUID | None = None
     ) -> list[Submitted]:
-        """`submit_batch`, with why each job waits: what a batch submit's response shows."""
-        return await self._create([Submit(spec=s) for s in specs], meta, _in_batch)
+        """`submit_batch`, with why each job waits: what a batch submit's response shows;
+        `parent_job`: the running job whose token submits them."""
+        commands = [Submit(spec=s, parent_job=parent_job) for s in specs]
+        return await self._create(commands, meta, _in_batch)
 
     async def submit_as(self, job_id: uuid.UUID, command: Submit, meta: EventMeta) -> Submitted:
         """`submit` of a job whose id the caller derived (a schedule's occurrence): with the

@@ -58,6 +58,7 @@ def job_out(view: JobView, waiting_reason: str | None = None) -> JobOut:
         waiting_reason=waiting_reason, secrets=view.secrets,
         definition=view.definition,
         definition_version=view.definition_version, source=view.source,
+        parent_job=view.parent_job, rerun_of=view.rerun_of,
     )  # fmt: skip
 
 
@@ -120,7 +121,9 @@ async def submit(request: web.Request) -> web.Response:
         return await submit_by_reference(request, body)
     spec = _project_of(request, decode_body(body, JobSpec))
     await _take_rate(request, [spec])
-    done = await request.app[SERVICE].submit_with_reason(spec, event_meta(request))
+    done = await request.app[SERVICE].submit_with_reason(
+        spec, event_meta(request), parent_job=principal(request).job_id
+    )
     return json_response(submitted_out(done), status=201 if done.created else 200)
 
 
@@ -130,7 +133,9 @@ async def submit_batch(request: web.Request) -> web.Response:
     batch = decode_body(await request.read(), BatchIn)
     specs = [_project_of(request, s, f"$.jobs[{n}].project") for n, s in enumerate(batch.jobs)]
     await _take_rate(request, specs, batch=True)
-    results = await request.app[SERVICE].submit_batch_with_reasons(specs, event_meta(request))
+    results = await request.app[SERVICE].submit_batch_with_reasons(
+        specs, event_meta(request), parent_job=principal(request).job_id
+    )
     created = sum(1 for done in results if done.created)
     outs = [submitted_out(done) for done in results]
     return json_response(BatchOut(outs, created), status=201 if created else 200)
@@ -150,6 +155,7 @@ def _filter(query: dict[str, Any]) -> JobFilter:
         created_after=query["created_after"],
         created_before=query["created_before"],
         definition=query["definition"],
+        parent_job=query["parent_job"],
     )
 
 
@@ -248,6 +254,8 @@ ROUTES = (
         Query("created_after", _TIME, "created at or after (with an offset)"),
         Query("created_before", _TIME, "created before (with an offset)"),
         Query("definition", {"type": "string"}, "only jobs made from this definition"),
+        Query("parent_job", {"type": "string", "format": "uuid"},
+              "only the children of this job (submitted with its token)"),
         Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size",
               default=DEFAULT_PAGE),
         Query("cursor", {"type": "string"}, "next_cursor of the previous page"),
