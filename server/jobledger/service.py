@@ -14,13 +14,20 @@ import msgspec
 import structlog
 
 from .batching import Batcher
-from .domain.errors import ConcurrencyError, DomainError, IdempotencyConflict, InvalidInput
+from .domain.errors import (
+    ConcurrencyError,
+    DomainError,
+    IdempotencyConflict,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+)
 from .domain.events import EventMeta, Recorded
 from .domain.jobs import JOB, Command, Job, Submit, decide, fold, validate
 from .domain.kinds import Registry
 from .domain.registry import KINDS
 from .domain.specs import JobSpec
-from .domain.templates import FromDefinition
+from .domain.templates import RESERVED_ENV_PREFIX, FromDefinition
 from .ids import uuid7
 from .projections import jobs as jobs_projection
 from .projections import queue
@@ -239,6 +246,38 @@ class JobService:
             return Submitted(view, True, reason)
         [result] = await self._create([command], meta, lambda exc, _: exc)
         return result
+
+    async def rerun(
+        self, job_id: uuid.UUID, meta: EventMeta, parent_job: uuid.UUID | None = None
+    ) -> Submitted:
+        """A new job with an ended job's spec minus its idempotency key (for a job made from
+        a definition: the same resolved spec and source), its JobSubmitted caused by the old
+        job's last event and linked to it by `rerun_of` (issue 16). A job that has not
+        ended is refused (409): cancel it first, or submit again."""
+        records = await self.store.read_stream(job_id)
+        old = fold(records)
+        if old is None:
+            raise NotFound("job not found", job_id=str(job_id))
+        if not old.is_terminal:
+            raise InvalidTransition(
+                f"only an ended job can be rerun; this one is {old.state.value}",
+                state=old.state.value,
+            )
+        spec = msgspec.structs.replace(old.spec, idempotency_key=None)
+        command = Submit(
+            spec=spec,
+            source=old.source,
+            # What jobledger set on the old spec (a schedule's, a definition's variables)
+            # was accepted then, and is the spec's still.
+            injected=frozenset(k for k in spec.env if k.startswith(RESERVED_ENV_PREFIX)),
+            parent_job=parent_job,
+            rerun_of=old.id,
+        )
+        meta = msgspec.structs.replace(meta, causation_id=str(records[-1].event_id))
+        validate(command)
+        await self._check_secrets([(0, spec)], lambda exc, _: exc)
+        view, reason = await self._submits((command, meta))
+        return Submitted(view, True, reason)
 
     async def _create_new(
         self,

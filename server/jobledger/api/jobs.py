@@ -214,6 +214,19 @@ async def cancel_job(request: web.Request) -> web.Response:
     return json_response(out)
 
 
+async def rerun_job(request: web.Request) -> web.Response:
+    """POST /api/v1/jobs/{id}/rerun (issue 16): 201 with a new job of the same spec minus
+    its idempotency key, linked to the old one (`rerun_of`, and its JobSubmitted caused by
+    the old job's last event); 409 for a job that has not ended."""
+    job_id = job_id_of(request)
+    view = await job_for(request, job_id, Role.OPERATOR)
+    await _take_rate(request, [view.spec])
+    done = await request.app[SERVICE].rerun(
+        job_id, event_meta(request), parent_job=principal(request).job_id
+    )
+    return json_response(submitted_out(done), status=201)
+
+
 async def job_usage(request: web.Request) -> web.Response:
     """GET /api/v1/jobs/{id}/usage: the samples (CPU % of one core, memory bytes) and the
     summary recorded when the last attempt ended (wall and CPU seconds, peak memory)."""
@@ -265,6 +278,9 @@ ROUTES = (
           response=EventList),
     Route("POST", f"/api/v1/jobs/{_JOB_ID}/cancel", cancel_job, "Cancel a job",
           body=CancelRequest, body_optional=True, response=JobOut, role="operator"),
+    Route("POST", f"/api/v1/jobs/{_JOB_ID}/rerun", rerun_job,
+          "Run an ended job again: a new job of its spec, linked by rerun_of",
+          response=JobOut, status=201, role="operator"),
     Route("GET", f"/api/v1/jobs/{_JOB_ID}/usage", job_usage, "A job's CPU/memory usage",
           response=UsageView),
     Route("GET", f"/api/v1/jobs/{_JOB_ID}/timeline", job_timeline,
