@@ -98,9 +98,10 @@ DOCKER_BRIDGE = "172.17.0.1"
 def derived_api_url(args: argparse.Namespace) -> str | None:
     """The API address jobs get by default (issue 16): `serve`'s own listen address; one
     listening on every address (0.0.0.0, ::) is reached from a Docker container at the
-    bridge's address, from a local process at 127.0.0.1. A `worker` has none."""
+    bridge's address, from a local process at 127.0.0.1. A `worker` has none, nor does the
+    `noop` executor, which runs no command."""
     host, port = getattr(args, "host", None), getattr(args, "port", None)
-    if host is None or port is None:
+    if host is None or port is None or args.executor == "noop":  # noop runs no command
         return None
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1" if args.executor == "process" else DOCKER_BRIDGE
