@@ -13,7 +13,7 @@ CREATE TABLE schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The version this file stands for: the last migration's.
-INSERT INTO schema_migrations (version, name) VALUES (12, '0012_schedules');
+INSERT INTO schema_migrations (version, name) VALUES (15, '0015_job_tokens');
 
 -- The event log: the source of truth (design map I2). One stream per aggregate.
 CREATE TABLE events (
@@ -153,7 +153,10 @@ CREATE TABLE jobs (
     -- resolved from (definition and environment versions, parameters, the request).
     definition          text,
     definition_version  integer,
-    source              jsonb
+    source              jsonb,
+    -- Issue 16: the running job whose token submitted this one, and the job it reruns.
+    parent_job          uuid,
+    rerun_of            uuid
 );
 -- One job per idempotency key and project; a second submit finds the first job.
 CREATE UNIQUE INDEX jobs_idempotency
@@ -179,6 +182,8 @@ CREATE INDEX jobs_worker
 -- The list of one definition's jobs.
 CREATE INDEX jobs_definition_created
     ON jobs (definition, created_at DESC, id DESC) WHERE definition IS NOT NULL;
+CREATE INDEX jobs_parent_job_created
+    ON jobs (parent_job, created_at DESC, id DESC) WHERE parent_job IS NOT NULL;
 
 -- A projection rebuild in progress (`jobledger replay rebuild`): it fills a shadow table
 -- batch by batch, each batch committing with this checkpoint, so an interrupted rebuild
@@ -241,8 +246,11 @@ CREATE TABLE api_tokens (
     created_by         text        NOT NULL,
     expires_at         timestamptz,
     revoked_at         timestamptz,
-    last_used_at       timestamptz
+    last_used_at       timestamptz,
+    -- A job's own token (issue 16): it works only while that job runs.
+    job_id             uuid
 );
+CREATE INDEX api_tokens_job ON api_tokens (job_id) WHERE job_id IS NOT NULL;
 
 -- Scheduler/worker processes and their leases: a worker whose heartbeat is older than the
 -- lease has its jobs failed (worker_lost) or retried by another scheduler.

@@ -22,7 +22,7 @@ from .domain.access import (
     Token,
     project_stream,
 )
-from .domain.errors import InvalidInput, NotFound
+from .domain.errors import Conflict, InvalidInput, NotFound
 from .domain.events import EventMeta, Recorded
 from .service import StreamService
 from .store.access import LOOK_AGAIN, QUERIES, AccessStore, Role, new_token, token_hash
@@ -32,6 +32,10 @@ from .wire import ServiceAccount, TokenInfo
 
 #: The actor of the first admin token a server creates for itself.
 BOOTSTRAP = "bootstrap"
+#: The service account (role operator, created when first needed) whose tokens the jobs of
+#: a project get when no service account of that project submitted them: the server admin,
+#: a schedule (issue 16).
+JOB_ACCOUNT = "jobledger-jobs"
 
 
 class AccessService(AccessStore):
@@ -120,6 +124,56 @@ class AccessService(AccessStore):
         )
         state: Token = await self.streams.execute("token", token_id, command, meta, also=keep_hash)
         return token, _info(state)
+
+    async def job_token_account(
+        self, project: str, submitted_by: str, meta: EventMeta
+    ) -> ServiceAccount:
+        """The service account a job's own token is issued to: the one that submitted the
+        job (its actor `project/account`), so the token has its role; otherwise the
+        project's `jobledger-jobs` account, with the operator role, created on first use."""
+        owner, _, name = submitted_by.partition("/")
+        if (
+            owner == project
+            and name
+            and (account := await self.service_account(project, name)) is not None
+        ):
+            return account
+        if (account := await self.service_account(project, JOB_ACCOUNT)) is not None:
+            return account
+        try:
+            return await self.create_service_account(project, JOB_ACCOUNT, Role.OPERATOR, meta=meta)
+        except Conflict:  # another worker created it meanwhile
+            account = await self.service_account(project, JOB_ACCOUNT)
+            assert account is not None
+            return account
+
+    async def issue_job_token(
+        self, job_id: uuid.UUID, project: str, submitted_by: str, *, meta: EventMeta
+    ) -> tuple[str, TokenInfo]:
+        """A running job's own token (issue 16): scoped to its project with the role of the
+        service account that submitted it (see `job_token_account`), recorded with the job's
+        id. It works only while the job runs (the token check looks at the job's state) and
+        is revoked when the attempt ends (`revoke_job_tokens`)."""
+        account = await self.job_token_account(project, submitted_by, meta)
+        token, token_id = new_token(), uuid.uuid4()
+        digest = token_hash(token)
+
+        async def keep_hash(conn: Conn, recorded: list[Recorded], announce: Announce) -> None:
+            await conn.execute(QUERIES["set_token_hash"], token_id, digest)
+
+        command = IssueToken(
+            service_account_id=account.id, project=account.project,
+            service_account=account.name, description=f"job {job_id}", job_id=job_id,
+        )  # fmt: skip
+        state: Token = await self.streams.execute("token", token_id, command, meta, also=keep_hash)
+        return token, _info(state)
+
+    async def revoke_job_tokens(self, job_id: uuid.UUID, *, meta: EventMeta) -> int:
+        """Revoke a job's own tokens that are still live; how many were."""
+        rows = await self.pool.fetch(QUERIES["live_job_tokens"], job_id)
+        for r in rows:
+            await self.revoke_token(r["id"], r["project"], meta=meta)
+        return len(rows)
 
     async def revoke_token(
         self, token_id: uuid.UUID, project: str, *, meta: EventMeta

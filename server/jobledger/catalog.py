@@ -4,6 +4,8 @@ spec is resolved here and goes through `JobService`'s submit like any other."""
 
 from __future__ import annotations
 
+import uuid
+
 import asyncpg
 import msgspec
 
@@ -150,7 +152,13 @@ class Catalog:
 
     # ---- submit by reference --------------------------------------------------------------
 
-    async def submit(self, request: DefinitionSubmit, project: str, meta: EventMeta) -> Submitted:
+    async def submit(
+        self,
+        request: DefinitionSubmit,
+        project: str,
+        meta: EventMeta,
+        parent_job: uuid.UUID | None = None,
+    ) -> Submitted:
         """Create a job from a definition: the spec resolved from the environment, the
         definition (the version asked, else the latest) and the request's own fields, with
         its parameters checked. A repeated idempotency key returns the earlier job if the
@@ -162,7 +170,9 @@ class Catalog:
             if earlier is not None:
                 return earlier
         command = await self.resolve(request, project)
-        return await self.jobs.submit_with_reason(command.spec, meta, command.source)
+        return await self.jobs.submit_with_reason(
+            command.spec, meta, command.source, parent_job=parent_job
+        )
 
     async def resolve(self, request: DefinitionSubmit, project: str) -> Submit:
         """The command a submit by reference makes, resolved now: its spec from the

@@ -143,6 +143,7 @@ class Client:
         cursor: str | None = None,
         schedule: str | None = None,
         definition: str | None = None,
+        parent_job: str | None = None,
     ) -> JobList:
         """One page of the job list, newest first; pass its `next_cursor` as `cursor`.
         `schedule`: the jobs that schedule (of `project`) made; `definition`: the jobs made
@@ -151,7 +152,7 @@ class Client:
         params += [("label", f"{k}={v}") for k, v in (labels or {}).items()]
         for name, value in (
             ("project", project), ("limit", limit), ("cursor", cursor), ("schedule", schedule),
-            ("definition", definition),
+            ("definition", definition), ("parent_job", parent_job),
         ):  # fmt: skip
             if value is not None:
                 params.append((name, value))
@@ -166,13 +167,14 @@ class Client:
         page_size: int = MAX_JOBS_PAGE,
         schedule: str | None = None,
         definition: str | None = None,
+        parent_job: str | None = None,
     ) -> AsyncIterator[list[JobOut]]:
         """Every matching job, page by page, following the cursor to the end."""
         cursor: str | None = None
         while True:
             page = await self.list_jobs(
                 states=states, project=project, labels=labels, limit=page_size, cursor=cursor,
-                schedule=schedule, definition=definition,
+                schedule=schedule, definition=definition, parent_job=parent_job,
             )  # fmt: skip
             if page.jobs:
                 yield page.jobs
@@ -205,6 +207,11 @@ class Client:
         container stops). A finished job is a 409 `ClientError`."""
         body = {"reason": reason} if reason is not None else {}
         raw = await self.request_raw("POST", f"/api/v1/jobs/{job_id}/cancel", body=body)
+        return self._decode(_job_decoder, raw)
+
+    async def rerun(self, job_id: str) -> JobOut:
+        """Run an ended job again (issue 16): the new job, linked by `rerun_of`."""
+        raw = await self.request_raw("POST", f"/api/v1/jobs/{job_id}/rerun")
         return self._decode(_job_decoder, raw)
 
     async def wait(

@@ -14,13 +14,20 @@ import msgspec
 import structlog
 
 from .batching import Batcher
-from .domain.errors import ConcurrencyError, DomainError, IdempotencyConflict, InvalidInput
+from .domain.errors import (
+    ConcurrencyError,
+    DomainError,
+    IdempotencyConflict,
+    InvalidInput,
+    InvalidTransition,
+    NotFound,
+)
 from .domain.events import EventMeta, Recorded
 from .domain.jobs import JOB, Command, Job, Submit, decide, fold, validate
 from .domain.kinds import Registry
 from .domain.registry import KINDS
 from .domain.specs import JobSpec
-from .domain.templates import FromDefinition
+from .domain.templates import RESERVED_ENV_PREFIX, FromDefinition
 from .ids import uuid7
 from .projections import jobs as jobs_projection
 from .projections import queue
@@ -219,12 +226,19 @@ class JobService:
         return done.view, done.created
 
     async def submit_with_reason(
-        self, spec: JobSpec, meta: EventMeta, source: FromDefinition | None = None
+        self,
+        spec: JobSpec,
+        meta: EventMeta,
+        source: FromDefinition | None = None,
+        *,
+        parent_job: uuid.UUID | None = None,
+        rerun_of: uuid.UUID | None = None,
     ) -> Submitted:
         """`submit`, with why the job waits: what a submit's response shows. `source`: the
         definition the spec was resolved from (an idempotency key then compares the
-        request as submitted, not the spec)."""
-        command = Submit(spec=spec, source=source)
+        request as submitted, not the spec). `parent_job`: the running job whose token
+        submits it; `rerun_of`: the job it reruns."""
+        command = Submit(spec=spec, source=source, parent_job=parent_job, rerun_of=rerun_of)
         if spec.idempotency_key is None:
             validate(command)
             await self._check_secrets([(0, spec)], lambda exc, _: exc)
@@ -232,6 +246,38 @@ class JobService:
             return Submitted(view, True, reason)
         [result] = await self._create([command], meta, lambda exc, _: exc)
         return result
+
+    async def rerun(
+        self, job_id: uuid.UUID, meta: EventMeta, parent_job: uuid.UUID | None = None
+    ) -> Submitted:
+        """A new job with an ended job's spec minus its idempotency key (for a job made from
+        a definition: the same resolved spec and source), its JobSubmitted caused by the old
+        job's last event and linked to it by `rerun_of` (issue 16). A job that has not
+        ended is refused (409): cancel it first, or submit again."""
+        records = await self.store.read_stream(job_id)
+        old = fold(records)
+        if old is None:
+            raise NotFound("job not found", job_id=str(job_id))
+        if not old.is_terminal:
+            raise InvalidTransition(
+                f"only an ended job can be rerun; this one is {old.state.value}",
+                state=old.state.value,
+            )
+        spec = msgspec.structs.replace(old.spec, idempotency_key=None)
+        command = Submit(
+            spec=spec,
+            source=old.source,
+            # What jobledger set on the old spec (a schedule's, a definition's variables)
+            # was accepted then, and is the spec's still.
+            injected=frozenset(k for k in spec.env if k.startswith(RESERVED_ENV_PREFIX)),
+            parent_job=parent_job,
+            rerun_of=old.id,
+        )
+        meta = msgspec.structs.replace(meta, causation_id=str(records[-1].event_id))
+        validate(command)
+        await self._check_secrets([(0, spec)], lambda exc, _: exc)
+        view, reason = await self._submits((command, meta))
+        return Submitted(view, True, reason)
 
     async def _create_new(
         self,
@@ -327,10 +373,12 @@ class JobService:
         return [(s.view, s.created) for s in await self.submit_batch_with_reasons(specs, meta)]
 
     async def submit_batch_with_reasons(
-        self, specs: Sequence[JobSpec], meta: EventMeta
+        self, specs: Sequence[JobSpec], meta: EventMeta, parent_job: uuid.UUID | None = None
     ) -> list[Submitted]:
-        """`submit_batch`, with why each job waits: what a batch submit's response shows."""
-        return await self._create([Submit(spec=s) for s in specs], meta, _in_batch)
+        """`submit_batch`, with why each job waits: what a batch submit's response shows;
+        `parent_job`: the running job whose token submits them."""
+        commands = [Submit(spec=s, parent_job=parent_job) for s in specs]
+        return await self._create(commands, meta, _in_batch)
 
     async def submit_as(self, job_id: uuid.UUID, command: Submit, meta: EventMeta) -> Submitted:
         """`submit` of a job whose id the caller derived (a schedule's occurrence): with the

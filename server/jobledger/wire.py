@@ -74,6 +74,10 @@ class JobOut(msgspec.Struct, kw_only=True):
     definition: str | None = None
     definition_version: int | None = None
     source: FromDefinition | None = None
+    #: Issue 16: the running job whose token submitted this one (it is that job's child),
+    #: and the job this one reruns.
+    parent_job: uuid.UUID | None = None
+    rerun_of: uuid.UUID | None = None
 
 
 class JobList(msgspec.Struct):

@@ -67,7 +67,9 @@ async def submit_by_reference(request: web.Request, body: bytes) -> web.Response
         raise RateLimited(
             f"project {project} submits too fast; retry in {wait:.2f} s", retry_after=round(wait, 3)
         )
-    done = await request.app[CATALOG].submit(submit, project, event_meta(request))
+    done = await request.app[CATALOG].submit(
+        submit, project, event_meta(request), parent_job=who.job_id
+    )
     return json_response(submitted_out(done), status=201 if done.created else 200)
 
 

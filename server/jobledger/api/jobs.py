@@ -58,6 +58,7 @@ def job_out(view: JobView, waiting_reason: str | None = None) -> JobOut:
         waiting_reason=waiting_reason, secrets=view.secrets,
         definition=view.definition,
         definition_version=view.definition_version, source=view.source,
+        parent_job=view.parent_job, rerun_of=view.rerun_of,
     )  # fmt: skip
 
 
@@ -120,7 +121,9 @@ async def submit(request: web.Request) -> web.Response:
         return await submit_by_reference(request, body)
     spec = _project_of(request, decode_body(body, JobSpec))
     await _take_rate(request, [spec])
-    done = await request.app[SERVICE].submit_with_reason(spec, event_meta(request))
+    done = await request.app[SERVICE].submit_with_reason(
+        spec, event_meta(request), parent_job=principal(request).job_id
+    )
     return json_response(submitted_out(done), status=201 if done.created else 200)
 
 
@@ -130,7 +133,9 @@ async def submit_batch(request: web.Request) -> web.Response:
     batch = decode_body(await request.read(), BatchIn)
     specs = [_project_of(request, s, f"$.jobs[{n}].project") for n, s in enumerate(batch.jobs)]
     await _take_rate(request, specs, batch=True)
-    results = await request.app[SERVICE].submit_batch_with_reasons(specs, event_meta(request))
+    results = await request.app[SERVICE].submit_batch_with_reasons(
+        specs, event_meta(request), parent_job=principal(request).job_id
+    )
     created = sum(1 for done in results if done.created)
     outs = [submitted_out(done) for done in results]
     return json_response(BatchOut(outs, created), status=201 if created else 200)
@@ -150,6 +155,7 @@ def _filter(query: dict[str, Any]) -> JobFilter:
         created_after=query["created_after"],
         created_before=query["created_before"],
         definition=query["definition"],
+        parent_job=query["parent_job"],
     )
 
 
@@ -208,6 +214,19 @@ async def cancel_job(request: web.Request) -> web.Response:
     return json_response(out)
 
 
+async def rerun_job(request: web.Request) -> web.Response:
+    """POST /api/v1/jobs/{id}/rerun (issue 16): 201 with a new job of the same spec minus
+    its idempotency key, linked to the old one (`rerun_of`, and its JobSubmitted caused by
+    the old job's last event); 409 for a job that has not ended."""
+    job_id = job_id_of(request)
+    view = await job_for(request, job_id, Role.OPERATOR)
+    await _take_rate(request, [view.spec])
+    done = await request.app[SERVICE].rerun(
+        job_id, event_meta(request), parent_job=principal(request).job_id
+    )
+    return json_response(submitted_out(done), status=201)
+
+
 async def job_usage(request: web.Request) -> web.Response:
     """GET /api/v1/jobs/{id}/usage: the samples (CPU % of one core, memory bytes) and the
     summary recorded when the last attempt ended (wall and CPU seconds, peak memory)."""
@@ -248,6 +267,8 @@ ROUTES = (
         Query("created_after", _TIME, "created at or after (with an offset)"),
         Query("created_before", _TIME, "created before (with an offset)"),
         Query("definition", {"type": "string"}, "only jobs made from this definition"),
+        Query("parent_job", {"type": "string", "format": "uuid"},
+              "only the children of this job (submitted with its token)"),
         Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size",
               default=DEFAULT_PAGE),
         Query("cursor", {"type": "string"}, "next_cursor of the previous page"),
@@ -257,6 +278,9 @@ ROUTES = (
           response=EventList),
     Route("POST", f"/api/v1/jobs/{_JOB_ID}/cancel", cancel_job, "Cancel a job",
           body=CancelRequest, body_optional=True, response=JobOut, role="operator"),
+    Route("POST", f"/api/v1/jobs/{_JOB_ID}/rerun", rerun_job,
+          "Run an ended job again: a new job of its spec, linked by rerun_of",
+          response=JobOut, status=201, role="operator"),
     Route("GET", f"/api/v1/jobs/{_JOB_ID}/usage", job_usage, "A job's CPU/memory usage",
           response=UsageView),
     Route("GET", f"/api/v1/jobs/{_JOB_ID}/timeline", job_timeline,

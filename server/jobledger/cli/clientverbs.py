@@ -327,6 +327,9 @@ def configure_jobs_parser(sub: argparse._SubParsersAction[argparse.ArgumentParse
     )  # fmt: skip
     p.add_argument("--definition", metavar="NAME", help="only jobs made from this definition")
     p.add_argument(
+        "--parent", metavar="JOB_ID", help="only the children of this job (made with its token)"
+    )
+    p.add_argument(
         "--limit", type=int, metavar="N", help="jobs per page (1-500; default 50, 500 with --all)"
     )
     p.add_argument("--all", action="store_true", help="every matching job, page after page")
@@ -339,7 +342,7 @@ async def cmd_jobs(args: argparse.Namespace) -> int:
     states = [s for group in args.state for s in group]
     labels = dict(args.label)
     project = args.project
-    which = {"schedule": args.schedule, "definition": args.definition}
+    which = {"schedule": args.schedule, "definition": args.definition, "parent_job": args.parent}
 
     async def run(client: Client) -> int:
         more = False
@@ -547,3 +550,32 @@ async def cmd_tokens(args: argparse.Namespace) -> int:
 
 def _when(at: datetime | None) -> str:
     return at.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if at else ""
+
+
+def configure_rerun_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "rerun", help="run an ended job again: a new job of its spec; prints the new job's id"
+    )
+    p.add_argument("job_id", metavar="JOB_ID")
+    p.add_argument(
+        "--wait", action="store_true",
+        help="wait for the new job to end and exit with its exit code (as submit --wait)",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the new job as JSON")
+    add_client_args(p)
+    p.set_defaults(func=cmd_rerun)
+
+
+async def cmd_rerun(args: argparse.Namespace) -> int:
+    async def run(client: Client) -> int:
+        job = await client.rerun(args.job_id)
+        print(msgspec.json.encode(job).decode() if args.json else job.id, flush=True)
+        if not args.wait:
+            return EXIT_OK
+        job = await client.wait(str(job.id))
+        code, message = outcome(job)
+        if message:
+            print(f"jobledger: {message}", file=sys.stderr)
+        return code
+
+    return await with_client(args, run)

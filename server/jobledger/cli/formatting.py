@@ -191,6 +191,8 @@ def job_fields(job: JobOut) -> list[tuple[str, str]]:
             else None,
         ),
         ("submitted_by", job.submitted_by),
+        ("parent_job", job.parent_job),
+        ("rerun_of", job.rerun_of),
         ("created_at", job.created_at),
         ("started_at", job.started_at),
         ("finished_at", job.finished_at),

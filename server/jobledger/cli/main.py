@@ -57,6 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     clientverbs.configure_audit_parser(sub)
     clientverbs.configure_show_parser(sub)
     clientverbs.configure_cancel_parser(sub)
+    clientverbs.configure_rerun_parser(sub)
     clientverbs.configure_tokens_parser(sub)
     secrets.configure_secrets_parser(sub)
     definitionverbs.configure_definitions_parser(sub)

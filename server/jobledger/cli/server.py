@@ -65,6 +65,13 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
         default=100 * 1024 * 1024,
         help="output a job may store; past it lines are dropped and counted",
     )  # fmt: skip
+    env_option(
+        g, "--api-url", env="JOBLEDGER_API_URL", default=None,
+        help="the API address job containers reach the server at: each running job gets a "
+        "token of its own and this address (JOBLEDGER_TOKEN, JOBLEDGER_API_URL) to submit "
+        "children with (default for serve: from --host/--port, a wildcard host as the "
+        f"Docker bridge's {DOCKER_BRIDGE}; a worker without it gives jobs no token)",
+    )  # fmt: skip
 
 
 def worker_config(args: argparse.Namespace) -> WorkerConfig:
@@ -80,7 +87,27 @@ def worker_config(args: argparse.Namespace) -> WorkerConfig:
         lease_seconds=args.lease_seconds,
         sample_interval=args.sample_interval,
         log_limit_bytes=args.log_limit_bytes,
+        api_url=args.api_url or derived_api_url(args),
     )
+
+
+#: The address the default Docker bridge gives the host, as its containers reach it.
+DOCKER_BRIDGE = "172.17.0.1"
+
+
+def derived_api_url(args: argparse.Namespace) -> str | None:
+    """The API address jobs get by default (issue 16): `serve`'s own listen address; one
+    listening on every address (0.0.0.0, ::) is reached from a Docker container at the
+    bridge's address, from a local process at 127.0.0.1. A `worker` has none, nor does the
+    `noop` executor, which runs no command."""
+    host, port = getattr(args, "host", None), getattr(args, "port", None)
+    if host is None or port is None or args.executor == "noop":  # noop runs no command
+        return None
+    if host in ("0.0.0.0", "::", ""):
+        host = "127.0.0.1" if args.executor == "process" else DOCKER_BRIDGE
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 async def run_scheduler(

@@ -236,6 +236,9 @@ class TokenIssued(Event, frozen=True, kw_only=True):
     #: Set by the upgrade's backfill only: the row's own creation.
     created_at: datetime | None = None
     created_by: str | None = None
+    #: Issue 16: a running job's own token (actor: the worker), issued for the job's
+    #: attempt and revoked when it ends; it works only while the job runs.
+    job_id: uuid.UUID | None = None
 
 
 class TokenRevoked(Event, frozen=True, kw_only=True):
@@ -256,6 +259,7 @@ class Token(msgspec.Struct, frozen=True, kw_only=True):
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     version: int = 0
+    job_id: uuid.UUID | None = None
 
 
 class IssueToken(msgspec.Struct, frozen=True, kw_only=True):
@@ -264,6 +268,7 @@ class IssueToken(msgspec.Struct, frozen=True, kw_only=True):
     service_account: str | None = None
     description: str | None = None
     expires_at: datetime | None = None
+    job_id: uuid.UUID | None = None
 
 
 class RevokeToken(msgspec.Struct, frozen=True, kw_only=True):
@@ -298,6 +303,7 @@ def evolve_token(state: Token | None, rec: Recorded) -> Token:
                 created_by=e.created_by or rec.meta.actor,
                 expires_at=e.expires_at,
                 version=rec.version,
+                job_id=e.job_id,
             )
         case TokenRevoked() as e if state is not None:
             revoked = e.revoked_at or rec.recorded_at

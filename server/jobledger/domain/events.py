@@ -56,6 +56,10 @@ class JobSubmitted(Event, frozen=True, kw_only=True, omit_defaults=True):
     #: For a job submitted by reference to a definition: which versions and parameters
     #: made its spec (absent for a spec submitted as it is, and in older events).
     source: FromDefinition | None = None
+    #: Issue 16 (wftoken): the running job whose token submitted this one (its child).
+    parent_job: uuid.UUID | None = None
+    #: Issue 16 (wftoken): the job this one reruns (`POST /api/v1/jobs/{id}/rerun`).
+    rerun_of: uuid.UUID | None = None
 
 
 class JobQueued(Event, frozen=True, kw_only=True):

@@ -90,6 +90,10 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     secrets: dict[str, SecretRef] = {}
     #: The definition, versions and parameters the spec was resolved from, if any.
     source: FromDefinition | None = None
+    #: The running job whose token submitted this one (see `Submit.parent_job`).
+    parent_job: uuid.UUID | None = None
+    #: The job this one reruns.
+    rerun_of: uuid.UUID | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -108,6 +112,10 @@ class Submit(msgspec.Struct, frozen=True, kw_only=True):
     #: The `JOBLEDGER_...` environment variables jobledger itself set on the spec (a
     #: schedule's occurrence); never from a request.
     injected: frozenset[str] = frozenset()
+    #: The running job whose token made this submit (its child); never from a request body.
+    parent_job: uuid.UUID | None = None
+    #: The job this one reruns (`POST /api/v1/jobs/{id}/rerun`).
+    rerun_of: uuid.UUID | None = None
 
 
 class Start(msgspec.Struct, frozen=True, kw_only=True):
@@ -219,7 +227,14 @@ def decide(state: Job | None, command: Command) -> list[Event]:
         if state is not None:
             raise InvalidTransition("job already exists", job_id=str(state.id))
         # queued as of now: one transition
-        return [JobSubmitted(spec=command.spec, source=command.source)]
+        return [
+            JobSubmitted(
+                spec=command.spec,
+                source=command.source,
+                parent_job=command.parent_job,
+                rerun_of=command.rerun_of,
+            )
+        ]
     if state is None:
         raise NotFound("job not found")
     name = type(command).__name__
@@ -309,6 +324,8 @@ def evolve(state: Job | None, rec: Recorded) -> Job:
             correlation_id=rec.meta.correlation_id,
             cause_event_id=rec.event_id,
             source=event.source,
+            parent_job=event.parent_job,
+            rerun_of=event.rerun_of,
             created_at=rec.recorded_at,
             updated_at=rec.recorded_at,
             # One representation for an instant, whatever offset the user wrote it with.

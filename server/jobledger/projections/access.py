@@ -29,7 +29,7 @@ def _account(a: ServiceAccountState) -> Row:
 
 def _token(t: Token) -> Row:
     return (t.service_account_id, t.description, t.created_at, t.created_by, t.expires_at,
-            t.revoked_at)  # fmt: skip
+            t.revoked_at, t.job_id)  # fmt: skip
 
 
 PROJECTS = StateProjection(
@@ -48,7 +48,15 @@ SERVICE_ACCOUNTS = StateProjection(
 API_TOKENS = StateProjection(
     TOKEN,
     "api_tokens",
-    ["service_account_id", "description", "created_at", "created_by", "expires_at", "revoked_at"],
+    [
+        "service_account_id",
+        "description",
+        "created_at",
+        "created_by",
+        "expires_at",
+        "revoked_at",
+        "job_id",
+    ],
     _token,
     key="id",
 )

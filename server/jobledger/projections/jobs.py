@@ -63,6 +63,10 @@ class JobView(msgspec.Struct, kw_only=True):
     definition: str | None = None
     definition_version: int | None = None
     source: FromDefinition | None = None
+    #: Issue 16 (wftoken): the running job whose token submitted this one, and the job
+    #: this one reruns.
+    parent_job: uuid.UUID | None = None
+    rerun_of: uuid.UUID | None = None
 
 
 COLUMNS: tuple[str, ...] = JobView.__struct_fields__
@@ -114,6 +118,8 @@ def view_of(job: Job) -> JobView:
         definition=job.source.definition if job.source is not None else None,
         definition_version=job.source.definition_version if job.source is not None else None,
         source=job.source,
+        parent_job=job.parent_job,
+        rerun_of=job.rerun_of,
     )
 
 
@@ -206,6 +212,8 @@ class JobFilter(msgspec.Struct, kw_only=True):
     created_before: datetime | None = None
     #: Only jobs made from the definition of this name.
     definition: str | None = None
+    #: Only the children of this job (submitted with its token).
+    parent_job: uuid.UUID | None = None
 
 
 class Cursor(msgspec.Struct, array_like=True, frozen=True):
@@ -241,6 +249,8 @@ async def list_jobs(
         w.add("labels @> {}::jsonb", _encoder.encode(filt.labels).decode())
     if filt.definition is not None:
         w.add("definition = {}::text", filt.definition)
+    if filt.parent_job is not None:
+        w.add("parent_job = {}::uuid", filt.parent_job)
     if filt.created_after is not None:
         w.add("created_at >= {}::timestamptz", filt.created_after)
     if filt.created_before is not None:

@@ -24,11 +24,12 @@ from typing import TypeVar
 import msgspec
 import structlog
 
+from ..administration import AccessService
 from ..batching import Batcher
 from ..domain.errors import ConcurrencyError, DomainError
 from ..domain.events import EventMeta, FailureReason
 from ..domain.jobs import Command, Fail, Job, JobState
-from ..service import JobService
+from ..service import JobService, following
 from ..store.db import DB_ERRORS
 from ..store.eventstore import Notification
 from ..store.notifications import EVENTS, Listener, WorkerIdInUse
@@ -82,6 +83,10 @@ class WorkerConfig(msgspec.Struct, kw_only=True, frozen=True):
     executor_check_interval: float = 1.0
     #: How often to remove what the executor holds of jobs that have ended.
     reconcile_interval: float = 30.0
+    #: The API address a job's container reaches the server at (issue 16). Set, each
+    #: attempt gets its own token (`JOBLEDGER_TOKEN`) and this address
+    #: (`JOBLEDGER_API_URL`) in its environment; None: neither.
+    api_url: str | None = None
 
 
 @dataclass
@@ -132,6 +137,8 @@ class Scheduler:
         #: Outcomes that end together are recorded in one transaction.
         self._outcomes = Batcher(self._record_batch)
         self.meta = EventMeta(actor=f"worker:{config.worker_id}")
+        #: Issues and revokes the jobs' own tokens (issue 16).
+        self.access = AccessService(self.pool, service.streams)
         self.log = log.bind(worker_id=config.worker_id)
 
     # ---- notifications ----------------------------------------------------------------
@@ -286,6 +293,7 @@ class Scheduler:
                         ),
                         self.meta,
                     )
+                await self._revoke_tokens(job_id, self.log)
                 continue
             job = await self.service.load(job_id)
             if job is None or job.attempt != attempt or job.worker_id != self.config.worker_id:
@@ -334,6 +342,16 @@ class Scheduler:
             if found is not None:
                 jlog.warning("adopting a job whose secrets cannot be masked", error=unavailable)
                 unavailable = None
+        # Issue 16: a fresh attempt gets a token of its own, to submit children with; masked
+        # in its output like a secret. An adopted attempt's container holds its token
+        # already (which this worker cannot know, so cannot mask).
+        token: str | None = None
+        if found is None and unavailable is None and self.config.api_url:
+            token = await self._issue_token(job, jlog)
+            if token is not None:
+                url = self.config.api_url
+                own = {"JOBLEDGER_TOKEN": token, "JOBLEDGER_API_URL": url, "JOBLEDGER_URL": url}
+                env = secretenv.Environment({**env.env, **own}, [*env.secret_values, token])
         req = RunRequest(
             job_id=job.id,
             attempt=job.attempt,
@@ -390,10 +408,37 @@ class Scheduler:
                 )
             if not recorded:  # it ended without reaching `record` (e.g. it never started)
                 await record(outcome)
+            if token is not None or found is not None:
+                await self._revoke_tokens(job.id, jlog)
             await self.executor.settled(req)
         finally:
             self.active.pop(job.id, None)
             self.wake.set()
+
+    async def _issue_token(self, job: Job, jlog: structlog.BoundLogger) -> str | None:
+        """The attempt's own token (see `AccessService.issue_job_token`); None, with a
+        warning, if it cannot be issued: the job runs without one."""
+        meta = following(self.meta, job)
+        try:
+            token, _ = await _retrying(
+                lambda: self.access.issue_job_token(
+                    job.id, job.spec.project, job.submitted_by, meta=meta
+                ),
+                "issuing the job's token",
+                jlog,
+            )
+        except DomainError as exc:
+            jlog.warning("the job runs without a token of its own", reason=exc.message)
+            return None
+        return token
+
+    async def _revoke_tokens(self, job_id: uuid.UUID, jlog: structlog.BoundLogger) -> None:
+        """Revoke a job's own tokens once its attempt ended. Best effort: a token whose
+        job no longer runs fails the token check anyway (store/access.sql)."""
+        try:
+            await self.access.revoke_job_tokens(job_id, meta=self.meta)
+        except (*DB_ERRORS, DomainError) as exc:
+            jlog.warning("revoking the job's token failed", error=str(exc))
 
     async def _run_or_adopt(
         self,
@@ -577,6 +622,7 @@ class Scheduler:
                 self.log.warning(
                     "job lost with its worker", job_id=str(r["id"]), lost=r["worker_id"]
                 )
+            await self._revoke_tokens(r["id"], self.log)
 
     # ---- recovery (I8) ----------------------------------------------------------------
 
@@ -616,6 +662,7 @@ class Scheduler:
                     ),
                     self.meta,
                 )
+            await self._revoke_tokens(job_id, self.log)
 
 
 async def _retrying(op: Callable[[], Awaitable[T]], what: str, jlog: structlog.BoundLogger) -> T:

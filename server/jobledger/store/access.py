@@ -36,6 +36,8 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     #: None for the server-wide admin, who may act in every project.
     project: str | None = None
     service_account: str | None = None
+    #: A running job's own token: the job it was issued for (its submits are its children).
+    job_id: uuid.UUID | None = None
 
     @property
     def is_server_admin(self) -> bool:
@@ -81,6 +83,7 @@ def _principal(row: asyncpg.Record | None, digest: bytes) -> Principal | None:
         role=Role(row["role"]),
         project=row["project"],
         service_account=row["name"],
+        job_id=row["job_id"],
     )
 
 

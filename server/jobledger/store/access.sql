@@ -1,14 +1,18 @@
 -- Named queries of access control: projects, service accounts, API tokens.
 
 -- name: tokens_by_hash
--- The tokens with these hashes and who holds each.
+-- The tokens with these hashes and who holds each. A job's own token also counts as expired
+-- once its job no longer runs (should the worker's revoke be late or lost).
 SELECT t.id AS token_id, t.revoked_at, t.hash,
        t.last_used_at IS NULL OR t.last_used_at < clock_timestamp() - interval '1 minute'
            AS stale_use,
-       t.expires_at IS NOT NULL AND t.expires_at <= clock_timestamp() AS expired,
-       s.id AS service_account_id, s.project, s.name, s.role
+       (t.expires_at IS NOT NULL AND t.expires_at <= clock_timestamp())
+           OR (t.job_id IS NOT NULL AND coalesce(j.state NOT IN ('running', 'cancelling'), true))
+           AS expired,
+       s.id AS service_account_id, s.project, s.name, s.role, t.job_id
 FROM api_tokens t
 LEFT JOIN service_accounts s ON s.id = t.service_account_id
+LEFT JOIN jobs j ON j.id = t.job_id
 WHERE t.hash = ANY($1::bytea[]);
 
 -- name: touch_tokens
@@ -57,3 +61,10 @@ UPDATE api_tokens SET hash = $2 WHERE id = $1;
 -- name: token_last_used
 -- When a token was last used (operational, not an event).
 SELECT last_used_at FROM api_tokens WHERE id = $1;
+
+-- name: live_job_tokens
+-- A job's own tokens that are not revoked yet, with their project (issue 16).
+SELECT t.id, s.project FROM api_tokens t
+JOIN service_accounts s ON s.id = t.service_account_id
+WHERE t.job_id = $1 AND t.revoked_at IS NULL;
+
