@@ -74,6 +74,9 @@ class JobOut(msgspec.Struct, kw_only=True):
     definition: str | None = None
     definition_version: int | None = None
     source: FromDefinition | None = None
+    #: For a workflow step's child job: its run and step name.
+    workflow_run: uuid.UUID | None = None
+    step: str | None = None
 
 
 class JobList(msgspec.Struct):

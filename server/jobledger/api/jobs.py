@@ -58,6 +58,7 @@ def job_out(view: JobView, waiting_reason: str | None = None) -> JobOut:
         waiting_reason=waiting_reason, secrets=view.secrets,
         definition=view.definition,
         definition_version=view.definition_version, source=view.source,
+        workflow_run=view.workflow_run, step=view.step,
     )  # fmt: skip
 
 
@@ -150,6 +151,7 @@ def _filter(query: dict[str, Any]) -> JobFilter:
         created_after=query["created_after"],
         created_before=query["created_before"],
         definition=query["definition"],
+        workflow_run=query["workflow_run"],
     )
 
 
@@ -248,6 +250,8 @@ ROUTES = (
         Query("created_after", _TIME, "created at or after (with an offset)"),
         Query("created_before", _TIME, "created before (with an offset)"),
         Query("definition", {"type": "string"}, "only jobs made from this definition"),
+        Query("workflow_run", {"type": "string", "format": "uuid"},
+              "only the child jobs of this workflow run"),
         Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size",
               default=DEFAULT_PAGE),
         Query("cursor", {"type": "string"}, "next_cursor of the previous page"),

@@ -56,6 +56,9 @@ class JobSubmitted(Event, frozen=True, kw_only=True, omit_defaults=True):
     #: For a job submitted by reference to a definition: which versions and parameters
     #: made its spec (absent for a spec submitted as it is, and in older events).
     source: FromDefinition | None = None
+    #: For a workflow step's child job: its run and step name (absent otherwise).
+    workflow_run: uuid.UUID | None = None
+    step: str | None = None
 
 
 class JobQueued(Event, frozen=True, kw_only=True):

@@ -90,6 +90,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     secrets: dict[str, SecretRef] = {}
     #: The definition, versions and parameters the spec was resolved from, if any.
     source: FromDefinition | None = None
+    #: For a workflow step's child job: its run and step name.
+    workflow_run: uuid.UUID | None = None
+    step: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -108,6 +111,9 @@ class Submit(msgspec.Struct, frozen=True, kw_only=True):
     #: The `JOBLEDGER_...` environment variables jobledger itself set on the spec (a
     #: schedule's occurrence); never from a request.
     injected: frozenset[str] = frozenset()
+    #: For a workflow step's child job: its run and step name.
+    workflow_run: uuid.UUID | None = None
+    step: str | None = None
 
 
 class Start(msgspec.Struct, frozen=True, kw_only=True):
@@ -219,7 +225,14 @@ def decide(state: Job | None, command: Command) -> list[Event]:
         if state is not None:
             raise InvalidTransition("job already exists", job_id=str(state.id))
         # queued as of now: one transition
-        return [JobSubmitted(spec=command.spec, source=command.source)]
+        return [
+            JobSubmitted(
+                spec=command.spec,
+                source=command.source,
+                workflow_run=command.workflow_run,
+                step=command.step,
+            )
+        ]
     if state is None:
         raise NotFound("job not found")
     name = type(command).__name__
@@ -309,6 +322,8 @@ def evolve(state: Job | None, rec: Recorded) -> Job:
             correlation_id=rec.meta.correlation_id,
             cause_event_id=rec.event_id,
             source=event.source,
+            workflow_run=event.workflow_run,
+            step=event.step,
             created_at=rec.recorded_at,
             updated_at=rec.recorded_at,
             # One representation for an instant, whatever offset the user wrote it with.

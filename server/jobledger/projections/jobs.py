@@ -63,6 +63,9 @@ class JobView(msgspec.Struct, kw_only=True):
     definition: str | None = None
     definition_version: int | None = None
     source: FromDefinition | None = None
+    #: For a workflow step's child job: its run and step name.
+    workflow_run: uuid.UUID | None = None
+    step: str | None = None
 
 
 COLUMNS: tuple[str, ...] = JobView.__struct_fields__
@@ -114,6 +117,8 @@ def view_of(job: Job) -> JobView:
         definition=job.source.definition if job.source is not None else None,
         definition_version=job.source.definition_version if job.source is not None else None,
         source=job.source,
+        workflow_run=job.workflow_run,
+        step=job.step,
     )
 
 
@@ -206,6 +211,8 @@ class JobFilter(msgspec.Struct, kw_only=True):
     created_before: datetime | None = None
     #: Only jobs made from the definition of this name.
     definition: str | None = None
+    #: Only the child jobs of this workflow run.
+    workflow_run: uuid.UUID | None = None
 
 
 class Cursor(msgspec.Struct, array_like=True, frozen=True):
@@ -241,6 +248,8 @@ async def list_jobs(
         w.add("labels @> {}::jsonb", _encoder.encode(filt.labels).decode())
     if filt.definition is not None:
         w.add("definition = {}::text", filt.definition)
+    if filt.workflow_run is not None:
+        w.add("workflow_run = {}::uuid", filt.workflow_run)
     if filt.created_after is not None:
         w.add("created_at >= {}::timestamptz", filt.created_after)
     if filt.created_before is not None:
