@@ -105,6 +105,10 @@ async def test_a_diamond_runs_in_order_and_succeeds(
     # Every run's row is its fold: replay verify finds nothing.
     verifier = Verifier(pool, batch=40)
     assert [p async for p in verifier.problems()] == []
+    await pool.execute("UPDATE workflow_runs SET state = 'failed' WHERE stream_id = $1",
+                       uuid.UUID(run["id"]))  # fmt: skip
+    problems = [p async for p in Verifier(pool, batch=40).problems()]
+    assert [str(p.stream_id) for p in problems] == [run["id"]], problems
 
 
 @pytest.mark.parametrize("policy", ["stop", "continue"])
