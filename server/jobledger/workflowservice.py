@@ -50,7 +50,6 @@ from .domain.workflows import (
     rerun_plan,
     waiting_reason,
 )
-from .ids import uuid7
 from .service import JobService, StreamService
 from .store.db import Conn
 from .store.eventstore import Announce, Change
@@ -78,6 +77,12 @@ async def _announce(conn: Conn, recorded: list[Recorded], announce: Announce) ->
     await conn.execute("SELECT pg_notify($1, $2)", channel, payload)
 
 
+def new_run_id() -> uuid.UUID:
+    """A fresh run id: random, not a time-ordered UUIDv7 like a job's, whose first 8 hex
+    digits (the `RUN` of a child's `RUN.N` label) are the same for every run of a minute."""
+    return uuid.uuid4()
+
+
 class WorkflowService:
     """The one way workflow runs change, and the reactions that move them."""
 
@@ -101,7 +106,7 @@ class WorkflowService:
         definition step does not resolve now)."""
         validate(spec)
         await self._check_definitions(spec)
-        return await self._execute(uuid7(), Submit(spec=spec), meta)
+        return await self._execute(new_run_id(), Submit(spec=spec), meta)
 
     async def _check_definitions(self, spec: WorkflowSpec) -> None:
         for i, step in enumerate(spec.steps):
@@ -126,7 +131,7 @@ class WorkflowService:
     async def rerun(self, run_id: uuid.UUID, mode: RerunMode, meta: EventMeta) -> Run:
         """A new run of an ended run's spec: whole, or from its failed steps."""
         old = await self.load(run_id)
-        return await self._execute(uuid7(), rerun_plan(old, mode), meta)
+        return await self._execute(new_run_id(), rerun_plan(old, mode), meta)
 
     # ---- reads --------------------------------------------------------------------------
 

@@ -89,6 +89,8 @@ async def test_a_diamond_runs_in_order_and_succeeds(
     assert first["a"]["state"] == "ready" and first["b"]["waiting_reason"] == "waiting for a"
     assert first["d"]["waiting_reason"] == "waiting for b, c"
     assert [s["label"] for s in run["steps"]] == [f"{run['id'][:8]}.{n}" for n in (1, 2, 3, 4)]
+    other = await submit(client, {"steps": [step("a", test_image, "true")]})
+    assert other["steps"][0]["label"][:8] != run["id"][:8]  # runs of one minute differ
 
     done = await ended(client, run["id"])
     assert done["state"] == "succeeded", done
