@@ -25,7 +25,13 @@ import msgspec
 import structlog
 
 from .catalog import Catalog
-from .domain.errors import ConcurrencyError, DomainError, InvalidTransition, NotFound
+from .domain.errors import (
+    ConcurrencyError,
+    DomainError,
+    InvalidTransition,
+    InvalidValue,
+    NotFound,
+)
 from .domain.events import EventMeta, Recorded
 from .domain.jobs import Job, JobState, RequestCancel
 from .domain.jobs import Submit as JobSubmit
@@ -120,7 +126,10 @@ class WorkflowService:
                 at = f"$.steps[{i}].definition"
                 details["field"] = at + inner[1:] if isinstance(inner, str) else at
                 details["step"] = step.name
-                raise type(exc)(exc.message, **details) from None
+                # A definition, version or environment that does not exist is the body's
+                # fault: 422 naming it, as a schedule's run (a 404 would say the route).
+                kind = InvalidValue if isinstance(exc, NotFound) else type(exc)
+                raise kind(exc.message, **details) from None
 
     async def cancel(self, run_id: uuid.UUID, reason: str | None, meta: EventMeta) -> Run:
         """Cancel a run: what has not started is skipped, running steps' jobs cancelled."""

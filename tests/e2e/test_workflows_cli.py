@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import urllib.request
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import AUTH, Server
 from tests.e2e.conftest import run_cli as run
 
 
@@ -27,6 +29,12 @@ async def server(dsn: str, test_image: str) -> AsyncIterator[Server]:
             await asyncio.to_thread(srv.stop)
 
 
+def _get(url: str) -> dict[str, Any]:
+    with urllib.request.urlopen(urllib.request.Request(url, headers=AUTH)) as resp:
+        body: dict[str, Any] = json.load(resp)
+        return body
+
+
 async def ok(*args: str) -> str:
     code, out, err = await run(*args)
     assert code == 0, (args, out, err)
@@ -34,7 +42,7 @@ async def ok(*args: str) -> str:
 
 
 async def test_submit_show_and_rerun_a_workflow(
-    server: Server, tmp_path: Path, test_image: str
+    server: Server, tmp_path: Path, test_image: str, dsn: str
 ) -> None:
     url = ("--url", server.url)
     spec = {"steps": [
@@ -61,3 +69,12 @@ async def test_submit_show_and_rerun_a_workflow(
     assert run_id in listed
     code, _, err = await run("workflows", "cancel", run_id, *url)
     assert code == 1 and "already failed" in err, err
+    # Time travel: the run as it stood after its first three events.
+    events = (await asyncio.to_thread(_get, f"{server.url}/api/v1/workflows/{run_id}/events"))[
+        "events"
+    ]
+    assert [e["type"] for e in events[:3]] == ["WorkflowSubmitted", "StepReady", "StepStarted"]
+    at = json.loads(await ok("replay", "--database-url", dsn, "show", "workflow", run_id,
+                             "--at", str(events[2]["position"])))  # fmt: skip
+    assert at["state"]["state"] == "running", at
+    assert at["state"]["steps"]["extract"]["state"] == "running", at
