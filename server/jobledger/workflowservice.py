@@ -281,7 +281,8 @@ class WorkflowService:
         assert step.job_id is not None
         spec_step = next(s for s in state.spec.steps if s.name == step.name)
         project = state.spec.project
-        labels = {**state.spec.labels, RUN_LABEL: str(state.id), STEP_LABEL: step.name}
+        # The run's labels, the step's own over them, jobledger's over both.
+        ours = {RUN_LABEL: str(state.id), STEP_LABEL: step.name}
         key = f"jobledger.workflow/{state.id}/{step.name}"
         try:
             if spec_step.definition is not None:
@@ -290,8 +291,8 @@ class WorkflowService:
                 assert spec_step.spec is not None
                 base = JobSubmit(spec=spec_step.spec)
             spec = msgspec.structs.replace(
-                base.spec, project=project, labels={**base.spec.labels, **labels},
-                idempotency_key=key,
+                base.spec, project=project, idempotency_key=key,
+                labels={**state.spec.labels, **base.spec.labels, **ours},
             )  # fmt: skip
             command = msgspec.structs.replace(
                 base, spec=spec, workflow_run=state.id, step=step.name

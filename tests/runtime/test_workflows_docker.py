@@ -229,3 +229,25 @@ async def test_reactions_are_idempotent(service: JobService, client: Any, test_i
     assert await one.react(run_id, "p1") == 0
     assert (await one.load(run_id)).version == version == 5  # submitted, 2 ready, 2 started
     assert set(await child_jobs(client, run["id"])) == {"a", "b"}
+
+
+async def test_a_definition_step_is_resolved_when_it_becomes_ready(
+    client: Any, running: WorkflowRuntime, test_image: str
+) -> None:
+    definition = {"image": test_image, "command": ["sh", "-c", "exit {{params.code}}"],
+                  "params": [{"name": "code", "type": "integer"}]}  # fmt: skip
+    resp = await client.put("/api/v1/projects/default/definitions/probe", json=definition)
+    assert resp.status == 201, await resp.text()
+    run = await submit(client, {"labels": {"team": "data"}, "steps": [
+        {"name": "ok", "definition": {"definition": "probe", "params": {"code": 0},
+                                      "labels": {"team": "mine"}}},
+        {"name": "bad", "definition": {"definition": "probe", "params": {"code": 5}},
+         "needs": ["ok"]},
+    ]})  # fmt: skip
+    done = await ended(client, run["id"])
+    s = steps(done)
+    assert done["state"] == "failed" and s["ok"]["state"] == "succeeded", done
+    assert s["bad"]["state"] == "failed"
+    jobs = await child_jobs(client, run["id"])
+    assert jobs["ok"]["definition"] == "probe" and jobs["bad"]["exit_code"] == 5
+    assert jobs["ok"]["labels"]["team"] == "mine" and jobs["bad"]["labels"]["team"] == "data"
