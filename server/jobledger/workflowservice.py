@@ -187,6 +187,8 @@ class WorkflowService:
         """The unfinished runs something is to be done for: a ready step, a running step
         whose job has ended or does not exist, or (being cancelled) whose job still runs."""
         rows = await self.pool.fetch(QUERIES["unfinished_runs"])
+        if not rows:
+            return []
         steps = {r["stream_id"]: _steps_decoder.decode(r["steps"]) for r in rows}
         job_ids = [s.job_id for ss in steps.values() for s in ss if s.job_id is not None and
                    s.state is StepState.RUNNING]  # fmt: skip
