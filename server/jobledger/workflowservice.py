@@ -54,6 +54,7 @@ from .domain.workflows import (
     child_label,
     ready_steps,
     rerun_plan,
+    step_inputs,
     waiting_reason,
 )
 from .service import JobService, StreamService
@@ -299,6 +300,9 @@ class WorkflowService:
             command = msgspec.structs.replace(
                 base, spec=spec, workflow_run=state.id, step=step.name
             )
+            if "inputs" in JobSubmit.__struct_fields__:
+                # Its needs' outputs, once jobs take inputs (issue 16's outputs).
+                command = msgspec.structs.replace(command, inputs=step_inputs(state, step.name))
             child_meta = msgspec.structs.replace(meta, causation_id=f"workflow:{state.id}")
             await self.jobs.submit_as(step.job_id, command, child_meta)
         except ConcurrencyError:
