@@ -154,7 +154,10 @@ CREATE TABLE jobs (
     definition          text,
     definition_version  integer,
     source              jsonb,
-    -- Issue 16: the running job whose token submitted this one, and the job it reruns.
+    -- A workflow step's child job: its run and step name.
+    workflow_run        uuid,
+    step                text,
+    -- The running job whose token submitted this one, and the job it reruns.
     parent_job          uuid,
     rerun_of            uuid
 );
@@ -382,3 +385,23 @@ CREATE INDEX schedules_due ON schedules (next_due_at) WHERE next_due_at IS NOT N
 -- overlap policy's count of a schedule's running and waiting jobs.
 CREATE INDEX jobs_schedule ON jobs (project, (labels ->> 'jobledger.schedule'), created_at DESC)
     WHERE labels ? 'jobledger.schedule';
+CREATE INDEX jobs_workflow_run ON jobs (workflow_run) WHERE workflow_run IS NOT NULL;
+
+CREATE TABLE workflow_runs (
+    stream_id    uuid        PRIMARY KEY,
+    project      text        NOT NULL,
+    state        text        NOT NULL,
+    -- The spec as submitted and each step's summary, in spec order.
+    spec         json        NOT NULL,
+    steps        json        NOT NULL,
+    rerun_of     uuid,
+    submitted_by text        NOT NULL,
+    created_at   timestamptz NOT NULL,
+    updated_at   timestamptz NOT NULL,
+    finished_at  timestamptz,
+    version      integer     NOT NULL
+);
+CREATE INDEX workflow_runs_project_created ON workflow_runs (project, created_at DESC, stream_id DESC);
+-- Runs not finished: what every workflow runtime sweeps.
+CREATE INDEX workflow_runs_unfinished ON workflow_runs (updated_at)
+    WHERE state IN ('running', 'cancelling');

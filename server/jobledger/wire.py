@@ -24,6 +24,8 @@ from .domain.templates import Change, DefinitionSpec, EnvironmentSpec, FromDefin
 # The timeline route answers with the domain's own structs.
 from .domain.timeline import Timeline as Timeline
 from .domain.timeline import Transition as Transition
+from .domain.workflow_specs import Condition, WorkflowSpec
+from .domain.workflows import RerunMode, RunState, SkipReason, StepState
 
 # ---- jobs ---------------------------------------------------------------------------------
 
@@ -78,6 +80,9 @@ class JobOut(msgspec.Struct, kw_only=True):
     #: and the job this one reruns.
     parent_job: uuid.UUID | None = None
     rerun_of: uuid.UUID | None = None
+    #: For a workflow step's child job: its run and step name.
+    workflow_run: uuid.UUID | None = None
+    step: str | None = None
 
 
 class JobList(msgspec.Struct):
@@ -588,3 +593,64 @@ class TriggeredOut(msgspec.Struct, kw_only=True):
 
     schedule: ScheduleOut
     job_id: uuid.UUID
+
+
+# ---- workflows ----------------------------------------------------------------------------
+
+
+class WorkflowStepOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """One step of a run: its state, its child job (id and readable `RUN.N` label), times,
+    why it waits, failed or was skipped, and its output."""
+
+    name: str
+    state: StepState
+    #: The child job's readable form: the run id's first 8 hex digits and the step's
+    #: position in the spec (from 1), e.g. `1a2b3c4d.2`.
+    label: str
+    needs: list[str] = []
+    condition: Condition = Condition.ON_SUCCESS
+    job_id: uuid.UUID | None = None
+    #: A waiting step's unfinished needs: `waiting for extract, transform`.
+    waiting_reason: str | None = None
+    ready_at: datetime | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    reason: str | None = None
+    skip_reason: SkipReason | None = None
+    output: Any = None
+    output_sha256: str | None = None
+    #: For a reused step: the run that really ran it.
+    from_run: uuid.UUID | None = None
+
+
+class WorkflowRunOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A workflow run: its state, its steps in spec order, and the spec it runs."""
+
+    id: uuid.UUID
+    project: str
+    state: RunState
+    steps: list[WorkflowStepOut]
+    spec: WorkflowSpec
+    submitted_by: str
+    created_at: datetime
+    updated_at: datetime
+    finished_at: datetime | None = None
+    rerun_of: uuid.UUID | None = None
+    version: int
+
+
+class WorkflowRunList(msgspec.Struct):
+    """Runs newest first; pass `next_cursor` as `cursor` for older ones."""
+
+    runs: list[WorkflowRunOut]
+    next_cursor: str | None
+
+
+class RerunRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """What a rerun runs again: every step, or only what did not succeed."""
+
+    mode: RerunMode = RerunMode.WHOLE
+
+
+class WorkflowEventList(msgspec.Struct):
+    events: list[LogEvent]

@@ -189,7 +189,7 @@ async def test_verify_names_a_tampered_row_and_a_rebuild_keeps_tokens_working(
     report = await rebuild(pool)
     assert report.tables == {
         "projects": 2, "service_accounts": 3, "api_tokens": 3,
-        "secrets": 0, "definitions": 0, "environments": 0, "schedules": 0,
+        "secrets": 0, "definitions": 0, "environments": 0, "schedules": 0, "workflow_runs": 0,
     }  # fmt: skip
     assert await problems(pool) == []
     # The hashes, kept beside the log, survived: every token works again, with its role.

@@ -63,7 +63,10 @@ async def test_real_answers_decode_as_their_documented_types(client: Client) -> 
     )
     token = await (await client.post("/api/v1/projects/p1/service-accounts/bot/tokens")).json()
     job = await (await client.post("/api/v1/jobs", json={"image": "b", "project": "p1"})).json()
+    wf = {"project": "p1", "steps": [{"name": "a", "spec": {"image": "b"}}]}
+    run = await (await client.post("/api/v1/workflows", json=wf)).json()
     values = {
+        "run": run["id"],
         "id": job["id"], "project": "p1", "account": "bot", "token_id": token["id"],
         "secret": "db-password", "definition": "d1", "environment": "e1",
         "schedule": "nightly",
@@ -79,6 +82,7 @@ async def test_real_answers_decode_as_their_documented_types(client: Client) -> 
         "put_environment": {"env": {"A": "1"}},
         "create_schedule": {"name": "nightly", "cron": "@daily", "run": {"spec": {"image": "b"}}},
         "put_schedule": {"cron": "@hourly", "run": {"spec": {"image": "b"}}},
+        "submit_workflow": wf,
     }
     checked = 0
     for route in ROUTES:

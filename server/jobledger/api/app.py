@@ -21,6 +21,7 @@ from ..service import JobService
 from ..store.access import token_hash
 from ..store.db import DB_ERRORS, unavailable
 from ..store.secretbox import SecretBox
+from ..workflowservice import WorkflowService
 from . import (
     audit,
     definitions,
@@ -32,6 +33,7 @@ from . import (
     projects,
     schedules,
     secrets,
+    workflows,
 )  # fmt: skip
 from .auth import ENV_ADMIN_HASH, auth_middleware
 from .context import ACCESS, LOOKUPS, READS, REQUEST_ID, SERVICE, client_id
@@ -133,7 +135,7 @@ async def healthz(request: web.Request) -> web.Response:
 #: Every API operation, in the order the OpenAPI document lists them.
 ROUTES = (
     *jobs.ROUTES, *logs.ROUTES, *projects.ROUTES, *audit.ROUTES, *secrets.ROUTES,
-    *definitions.ROUTES, *schedules.ROUTES,
+    *definitions.ROUTES, *schedules.ROUTES, *workflows.ROUTES,
 )  # fmt: skip
 
 
@@ -160,6 +162,7 @@ def create_app(
     app[LOOKUPS] = Lookups(access, reads)
     app[secrets.SECRETS] = SecretService(service.store, secrets_box)
     app[schedules.SCHEDULES] = ScheduleService(service)
+    app[workflows.WORKFLOWS] = WorkflowService(service)
     app.on_response_prepare.append(_request_id_header)
     app.router.add_get("/healthz", healthz)
     register(app.router, ROUTES)

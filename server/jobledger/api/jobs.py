@@ -59,6 +59,7 @@ def job_out(view: JobView, waiting_reason: str | None = None) -> JobOut:
         definition=view.definition,
         definition_version=view.definition_version, source=view.source,
         parent_job=view.parent_job, rerun_of=view.rerun_of,
+        workflow_run=view.workflow_run, step=view.step,
     )  # fmt: skip
 
 
@@ -156,6 +157,7 @@ def _filter(query: dict[str, Any]) -> JobFilter:
         created_before=query["created_before"],
         definition=query["definition"],
         parent_job=query["parent_job"],
+        workflow_run=query["workflow_run"],
     )
 
 
@@ -269,6 +271,8 @@ ROUTES = (
         Query("definition", {"type": "string"}, "only jobs made from this definition"),
         Query("parent_job", {"type": "string", "format": "uuid"},
               "only the children of this job (submitted with its token)"),
+        Query("workflow_run", {"type": "string", "format": "uuid"},
+              "only the child jobs of this workflow run"),
         Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size",
               default=DEFAULT_PAGE),
         Query("cursor", {"type": "string"}, "next_cursor of the previous page"),

@@ -35,6 +35,7 @@ PATH_PARAMS: dict[str, dict[str, Any]] = {
     "definition": {"type": "string", "pattern": PROJECT_NAME, "maxLength": 63},
     "environment": {"type": "string", "pattern": PROJECT_NAME, "maxLength": 63},
     "schedule": {"type": "string", "pattern": PROJECT_NAME, "maxLength": 63},
+    "run": {"type": "string", "format": "uuid"},
 }
 
 _patterns: dict[str, re.Pattern[str]] = {}

@@ -10,7 +10,7 @@ import sys
 from .. import logconfig
 from ..domain.errors import DomainError
 from ..exitcodes import EXIT_ERROR, Exit
-from . import clientverbs, definitionverbs, replay, schedules, secrets, server
+from . import clientverbs, definitionverbs, replay, schedules, secrets, server, workflows
 from .options import add_client_args, env_option
 
 DESCRIPTION = """\
@@ -63,6 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     definitionverbs.configure_definitions_parser(sub)
     definitionverbs.configure_environments_parser(sub)
     schedules.configure_schedules_parser(sub)
+    workflows.configure_workflows_parser(sub)
     return parser
 
 

@@ -133,6 +133,7 @@ async def run_scheduler(
     executor = await make_executor(args.executor)
     backoff = 1.0
     firing = asyncio.create_task(run_firing(service, dsn, args, stop), name="firing")
+    workflows = asyncio.create_task(run_workflows(service, dsn, args, stop), name="workflows")
     try:
         while not stop.is_set():
             try:
@@ -146,7 +147,7 @@ async def run_scheduler(
                 backoff = min(backoff * 2, 30.0)
     finally:
         stop.set()
-        await asyncio.gather(firing, return_exceptions=True)
+        await asyncio.gather(firing, workflows, return_exceptions=True)
         await executor.close()
 
 
@@ -171,6 +172,34 @@ async def run_firing(
             await firing.run(stop)
         except Exception:
             log.exception("schedule firing failed, starting it again", retry_in=backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, 30.0)
+
+
+async def run_workflows(
+    service: JobService, dsn: str, args: argparse.Namespace, stop: asyncio.Event
+) -> None:
+    """Move workflow runs beside the scheduler until `stop` (every scheduler process does:
+    each decision is taken once on the run's stream). Restarted like the scheduler."""
+    import asyncio
+    import contextlib
+
+    import structlog
+
+    from ..runtime.workflows import WorkflowRuntime
+    from ..workflowservice import WorkflowService
+
+    log = structlog.get_logger("jobledger")
+    runtime = WorkflowRuntime(
+        WorkflowService(service), dsn, f"worker:{args.worker_id}", args.poll_interval
+    )
+    backoff = 1.0
+    while not stop.is_set():
+        try:
+            await runtime.run(stop)
+        except Exception:
+            log.exception("workflow runtime failed, starting it again", retry_in=backoff)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), backoff)
             backoff = min(backoff * 2, 30.0)

@@ -60,6 +60,9 @@ class JobSubmitted(Event, frozen=True, kw_only=True, omit_defaults=True):
     parent_job: uuid.UUID | None = None
     #: Issue 16 (wftoken): the job this one reruns (`POST /api/v1/jobs/{id}/rerun`).
     rerun_of: uuid.UUID | None = None
+    #: For a workflow step's child job: its run and step name (absent otherwise).
+    workflow_run: uuid.UUID | None = None
+    step: str | None = None
 
 
 class JobQueued(Event, frozen=True, kw_only=True):

@@ -94,6 +94,9 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     parent_job: uuid.UUID | None = None
     #: The job this one reruns.
     rerun_of: uuid.UUID | None = None
+    #: For a workflow step's child job: its run and step name.
+    workflow_run: uuid.UUID | None = None
+    step: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -116,6 +119,9 @@ class Submit(msgspec.Struct, frozen=True, kw_only=True):
     parent_job: uuid.UUID | None = None
     #: The job this one reruns (`POST /api/v1/jobs/{id}/rerun`).
     rerun_of: uuid.UUID | None = None
+    #: For a workflow step's child job: its run and step name.
+    workflow_run: uuid.UUID | None = None
+    step: str | None = None
 
 
 class Start(msgspec.Struct, frozen=True, kw_only=True):
@@ -233,6 +239,8 @@ def decide(state: Job | None, command: Command) -> list[Event]:
                 source=command.source,
                 parent_job=command.parent_job,
                 rerun_of=command.rerun_of,
+                workflow_run=command.workflow_run,
+                step=command.step,
             )
         ]
     if state is None:
@@ -326,6 +334,8 @@ def evolve(state: Job | None, rec: Recorded) -> Job:
             source=event.source,
             parent_job=event.parent_job,
             rerun_of=event.rerun_of,
+            workflow_run=event.workflow_run,
+            step=event.step,
             created_at=rec.recorded_at,
             updated_at=rec.recorded_at,
             # One representation for an instant, whatever offset the user wrote it with.

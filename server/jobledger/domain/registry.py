@@ -8,5 +8,8 @@ from .jobs import JOB
 from .kinds import Registry
 from .schedules import SCHEDULE
 from .secrets import SECRET
+from .workflows import WORKFLOW
 
-KINDS = Registry([JOB, PROJECT, SERVICE_ACCOUNT, TOKEN, SECRET, DEFINITION, ENVIRONMENT, SCHEDULE])
+KINDS = Registry(
+    [JOB, PROJECT, SERVICE_ACCOUNT, TOKEN, SECRET, DEFINITION, ENVIRONMENT, SCHEDULE, WORKFLOW]
+)

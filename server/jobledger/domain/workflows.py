@@ -681,6 +681,6 @@ def fold(records: Iterable[Recorded], state: Run | None = None) -> Run | None:
     return state
 
 
-#: Workflow runs as a kind of stream (not registered in `domain.registry` yet).
+#: Workflow runs as a kind of stream (registered in `domain.registry`).
 WORKFLOW_EVENTS_CODEC = EventCodec(WORKFLOW_EVENTS, {})
 WORKFLOW = StreamKind("workflow", WORKFLOW_EVENTS_CODEC, evolve, decide)

@@ -63,8 +63,10 @@ class JobView(msgspec.Struct, kw_only=True):
     definition: str | None = None
     definition_version: int | None = None
     source: FromDefinition | None = None
-    #: Issue 16 (wftoken): the running job whose token submitted this one, and the job
-    #: this one reruns.
+    #: For a workflow step's child job: its run and step name.
+    workflow_run: uuid.UUID | None = None
+    step: str | None = None
+    #: The running job whose token submitted this one, and the job this one reruns.
     parent_job: uuid.UUID | None = None
     rerun_of: uuid.UUID | None = None
 
@@ -118,6 +120,8 @@ def view_of(job: Job) -> JobView:
         definition=job.source.definition if job.source is not None else None,
         definition_version=job.source.definition_version if job.source is not None else None,
         source=job.source,
+        workflow_run=job.workflow_run,
+        step=job.step,
         parent_job=job.parent_job,
         rerun_of=job.rerun_of,
     )
@@ -214,6 +218,8 @@ class JobFilter(msgspec.Struct, kw_only=True):
     definition: str | None = None
     #: Only the children of this job (submitted with its token).
     parent_job: uuid.UUID | None = None
+    #: Only the child jobs of this workflow run.
+    workflow_run: uuid.UUID | None = None
 
 
 class Cursor(msgspec.Struct, array_like=True, frozen=True):
@@ -251,6 +257,8 @@ async def list_jobs(
         w.add("definition = {}::text", filt.definition)
     if filt.parent_job is not None:
         w.add("parent_job = {}::uuid", filt.parent_job)
+    if filt.workflow_run is not None:
+        w.add("workflow_run = {}::uuid", filt.workflow_run)
     if filt.created_after is not None:
         w.add("created_at >= {}::timestamptz", filt.created_after)
     if filt.created_before is not None:

@@ -8,8 +8,18 @@ from .definitions import DEFINITIONS, ENVIRONMENTS
 from .named import Projections
 from .schedules import SCHEDULES
 from .secrets import SECRETS
+from .workflows import WORKFLOW_RUNS
 
 # In this order: a token names its service account (a foreign key), a rebuild writes both.
 PROJECTIONS = Projections(
-    [PROJECTS, SERVICE_ACCOUNTS, API_TOKENS, SECRETS, DEFINITIONS, ENVIRONMENTS, SCHEDULES]
+    [
+        PROJECTS,
+        SERVICE_ACCOUNTS,
+        API_TOKENS,
+        SECRETS,
+        DEFINITIONS,
+        ENVIRONMENTS,
+        SCHEDULES,
+        WORKFLOW_RUNS,
+    ]
 )
