@@ -13,7 +13,7 @@ CREATE TABLE schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The version this file stands for: the last migration's.
-INSERT INTO schema_migrations (version, name) VALUES (12, '0012_schedules');
+INSERT INTO schema_migrations (version, name) VALUES (14, '0014_job_io');
 
 -- The event log: the source of truth (design map I2). One stream per aggregate.
 CREATE TABLE events (
@@ -153,7 +153,13 @@ CREATE TABLE jobs (
     -- resolved from (definition and environment versions, parameters, the request).
     definition          text,
     definition_version  integer,
-    source              jsonb
+    source              jsonb,
+    -- What the worker copies into the container before it starts ({}: nothing), and the
+    -- output of the attempt that ended the job (secrets masked) with the SHA-256 of its
+    -- stored bytes; from JobSubmitted and JobSucceeded/JobFailed.
+    inputs              jsonb       NOT NULL DEFAULT '{}',
+    output              jsonb,
+    output_sha256       text
 );
 -- One job per idempotency key and project; a second submit finds the first job.
 CREATE UNIQUE INDEX jobs_idempotency

@@ -74,6 +74,12 @@ class JobOut(msgspec.Struct, kw_only=True):
     definition: str | None = None
     definition_version: int | None = None
     source: FromDefinition | None = None
+    #: What the worker copied into the container at its start ({}: nothing; set by
+    #: jobledger, e.g. a workflow step's needs' outputs), and the output the attempt that
+    #: ended the job wrote (JSON, secrets masked) with the SHA-256 of its stored bytes.
+    inputs: dict[str, Any] = {}
+    output: Any = None
+    output_sha256: str | None = None
 
 
 class JobList(msgspec.Struct):

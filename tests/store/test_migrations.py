@@ -135,6 +135,8 @@ async def test_baseline_upgraded_through_every_migration_equals_schema_sql(
             job["secrets"] = "{}"  # 0009: no start resolved a secret before they existed
             # 0010: a job from before definitions was made from none.
             job |= {"definition": None, "definition_version": None, "source": None}
+            # 0014: a job from before inputs and outputs had neither.
+            job |= {"inputs": "{}", "output": None, "output_sha256": None}
         assert after == before
         recorded = await conn.fetch("SELECT version, name FROM schema_migrations ORDER BY 1")
         assert [tuple(r) for r in recorded] == [(m.version, m.name) for m in migrations()]

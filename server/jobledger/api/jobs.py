@@ -58,6 +58,7 @@ def job_out(view: JobView, waiting_reason: str | None = None) -> JobOut:
         waiting_reason=waiting_reason, secrets=view.secrets,
         definition=view.definition,
         definition_version=view.definition_version, source=view.source,
+        inputs=view.inputs, output=view.output, output_sha256=view.output_sha256,
     )  # fmt: skip
 
 

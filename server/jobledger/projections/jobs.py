@@ -63,6 +63,11 @@ class JobView(msgspec.Struct, kw_only=True):
     definition: str | None = None
     definition_version: int | None = None
     source: FromDefinition | None = None
+    #: What the worker copies into the container (see `domain.jobs.Submit.inputs`), and
+    #: the output of the attempt that ended the job with the SHA-256 of its stored bytes.
+    inputs: dict[str, Any] = {}
+    output: Any = None
+    output_sha256: str | None = None
 
 
 COLUMNS: tuple[str, ...] = JobView.__struct_fields__
@@ -72,6 +77,8 @@ _JSON_COLUMNS = {
     "usage": Usage | None,
     "secrets": dict[str, SecretRef],
     "source": FromDefinition | None,
+    "inputs": dict[str, Any],
+    "output": Any,
 }
 _decoders = {name: msgspec.json.Decoder(t) for name, t in _JSON_COLUMNS.items()}
 _encoder = msgspec.json.Encoder()
@@ -114,6 +121,9 @@ def view_of(job: Job) -> JobView:
         definition=job.source.definition if job.source is not None else None,
         definition_version=job.source.definition_version if job.source is not None else None,
         source=job.source,
+        inputs=job.inputs,
+        output=job.output,
+        output_sha256=job.output_sha256,
     )
 
 
