@@ -4,8 +4,13 @@ would pull behind our back), labelled so a restarted worker can find and adopt t
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import io as _io
 import json
+import posixpath
 import re
+import tarfile
 import time
 import uuid
 from collections import Counter
@@ -14,6 +19,7 @@ from typing import Any, Literal
 
 import aiodocker
 import aiohttp
+import msgspec
 import structlog
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
@@ -21,6 +27,7 @@ from structlog.typing import FilteringBoundLogger
 
 from ..domain.events import FailureReason, Usage
 from ..domain.specs import JobSpec
+from ..domain.workflows import INPUTS_ENV, INPUTS_PATH, MAX_OUTPUT_BYTES, OUTPUT_ENV, OUTPUT_PATH
 from .dockerlogs import ContainerOutput
 from .executor import (
     OUTPUT_DRAIN_SECONDS,
@@ -28,6 +35,7 @@ from .executor import (
     BaseExecutor,
     EngineUnavailable,
     Found,
+    FoundOutput,
     JobIO,
     Outcome,
     RunRequest,
@@ -69,6 +77,8 @@ _ENGINE_TROUBLE_TRIES = 5
 #: What talking to an engine that went away raises (besides a DockerError of status 900):
 #: a response cut mid-read, a timeout.
 _CONNECTION_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+#: The header of an archive answer that describes the path (base64 JSON: name, size, mode).
+_PATH_STAT = "X-Docker-Container-Path-Stat"
 
 
 async def docker_available(timeout: float = 2.0) -> bool:  # noqa: ASYNC109
@@ -149,6 +159,9 @@ class DockerExecutor(BaseExecutor):
             raise EngineUnavailable(f"docker: {e!r}") from e
         if earlier in (None, "created"):
             try:
+                # Its inputs (and the directory its output goes to) before it starts, through
+                # the archive API: no bind mount, so a worker in a container works the same.
+                await container.put_archive("/", io_archive(req))
                 await container.start()
             except _CONNECTION_ERRORS as e:
                 # The container is left for the next try to find by its name.
@@ -420,6 +433,39 @@ class _Container(Attempt):
     async def remove(self) -> None:
         await _remove(self.container, self.log)
 
+    async def read_output(self) -> FoundOutput | None:
+        """The file at `OUTPUT_PATH` in the exited container, through the archive API. The
+        answer's stat header tells its size before its body is read: the body of one larger
+        than `MAX_OUTPUT_BYTES` is never read (its response is closed unread)."""
+        try:
+            async with self.docker._query(
+                f"containers/{self.container.id}/archive",
+                method="GET",
+                params={"path": OUTPUT_PATH},
+            ) as response:
+                stat = json.loads(base64.b64decode(response.headers[_PATH_STAT]))
+                size = int(stat["size"])
+                if size > MAX_OUTPUT_BYTES:
+                    # Unread, its connection would go back to the pool mid-body: close it.
+                    response.close()
+                    return FoundOutput(size, None)
+                body = await response.read()
+            with tarfile.open(fileobj=_io.BytesIO(body), mode="r:") as archive:
+                member = archive.next()
+                if member is None or not member.isfile():  # a link, a directory
+                    self.log.warning("output path is not a file", path=OUTPUT_PATH)
+                    return None
+                reader = archive.extractfile(member)
+                data = reader.read(MAX_OUTPUT_BYTES + 1) if reader is not None else b""
+        except DockerError as e:
+            if e.status != 404:  # 404: the job wrote none
+                self.log.warning("reading the output failed", error=e.message)
+            return None
+        except (*_CONNECTION_ERRORS, ValueError, KeyError, binascii.Error, tarfile.TarError) as e:
+            self.log.warning("reading the output failed", error=repr(e))
+            return None
+        return FoundOutput(len(data), data)
+
     async def _kill(self) -> None:
         try:
             await self.container.kill()
@@ -466,13 +512,41 @@ async def _remove(container: DockerContainer, bound: FilteringBoundLogger) -> No
             bound.warning("removing container failed", error=e.message)
 
 
+def io_archive(req: RunRequest) -> bytes:
+    """The tar put into a created container at /: the directory of `OUTPUT_PATH`, writable
+    by any user the image runs as, and the job's inputs at `INPUTS_PATH` if it has any."""
+    buf = _io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for directory in sorted({posixpath.dirname(OUTPUT_PATH), posixpath.dirname(INPUTS_PATH)}):
+            info = tarfile.TarInfo(directory.lstrip("/"))
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777  # like /tmp: anyone may write, only the owner remove
+            tar.addfile(info)
+        if req.inputs:
+            data = msgspec.json.encode(req.inputs)
+            info = tarfile.TarInfo(INPUTS_PATH.lstrip("/"))
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, _io.BytesIO(data))
+    return buf.getvalue()
+
+
+def io_environment(req: RunRequest) -> dict[str, str]:
+    """The variables naming the attempt's output path, and its inputs' if it has any."""
+    env = {OUTPUT_ENV: OUTPUT_PATH}
+    if req.inputs:
+        env[INPUTS_ENV] = INPUTS_PATH
+    return env
+
+
 def container_config(req: RunRequest, network_mode: str | None = None) -> dict[str, Any]:
     """The Docker Engine create-container body for one attempt."""
     spec = req.spec
     memory = spec.resources.memory_mb * _MIB
+    env = req.environment() | io_environment(req)
     config: dict[str, Any] = {
         "Image": spec.image,
-        "Env": [f"{k}={v}" for k, v in req.environment().items()],
+        "Env": [f"{k}={v}" for k, v in env.items()],
         "Labels": {
             LABEL_JOB: str(req.job_id),
             LABEL_WORKER: req.worker_id,

@@ -340,6 +340,7 @@ class Scheduler:
             worker_id=self.config.worker_id,
             spec=job.spec,
             env=env.env,
+            inputs=job.inputs,
         )
         usage = UsageRecorder(self.pool, job.id, job.attempt, self.config.sample_interval)
         limits = LogLimits(max_total_bytes=log_limit or self.config.log_limit_bytes)
