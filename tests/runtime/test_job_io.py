@@ -6,8 +6,10 @@ stored bytes; a secret written into it is masked as in the log."""
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import uuid
 
 import asyncpg
 from aiohttp import web
@@ -17,7 +19,8 @@ from jobledger.domain.events import EventMeta
 from jobledger.domain.jobs import JobState, Submit
 from jobledger.domain.specs import JobSpec, SecretRef
 from jobledger.ids import uuid7
-from jobledger.runtime.docker import DockerExecutor
+from jobledger.runtime.docker import DockerExecutor, container_config
+from jobledger.runtime.executor import RunRequest
 from jobledger.service import JobService
 from tests.conftest import SECRETS_BOX
 from tests.runtime.conftest import StartScheduler
@@ -73,3 +76,27 @@ async def test_a_job_reads_its_inputs_and_its_output_is_shown_and_recorded_maske
     assert VALUE not in everything
     row = await pool.fetchrow("SELECT output::text, inputs::text FROM jobs WHERE id = $1", view.id)
     assert VALUE not in row["output"] and json.loads(row["inputs"]) == inputs
+
+
+async def test_a_container_adopted_before_its_start_gets_its_inputs(test_image: str) -> None:
+    # A worker that died between create and start may not have put the inputs in: the
+    # next life, starting it, does.
+    req = RunRequest(
+        job_id=uuid.uuid4(),
+        attempt=1,
+        worker_id=f"job-io-{uuid.uuid4().hex[:8]}",
+        spec=JobSpec(
+            image=test_image, command=["sh", "-c", 'cat "$JOBLEDGER_INPUTS" > "$JOBLEDGER_OUTPUT"']
+        ),
+        inputs={"a": 1},
+    )
+    executor = DockerExecutor(pull_policy="never")
+    try:
+        await executor._docker.containers.create(
+            container_config(req), name=f"jobledger-{req.job_id}-1"
+        )
+        [found] = await executor.find(req.worker_id)
+        outcome = await executor.adopt(found, req, asyncio.Event())
+    finally:
+        await executor.close()
+    assert (outcome.exit_code, outcome.output) == (0, b'{"a":1}')

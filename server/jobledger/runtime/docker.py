@@ -256,8 +256,10 @@ class DockerExecutor(BaseExecutor):
                 message=f"container {found.ref[:12]} disappeared while no worker watched it",
             )
         if info["State"]["Status"] == "created":
-            # The previous life died between create and start: finish what it began.
+            # The previous life died between create and start: finish what it began (its
+            # inputs too: it may have died before putting them).
             try:
+                await container.put_archive("/", io_archive(req))
                 await container.start()
             except _CONNECTION_ERRORS as e:
                 raise EngineUnavailable(f"docker: {e!r}") from e
