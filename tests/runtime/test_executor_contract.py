@@ -45,10 +45,14 @@ DEADLINE = 15.0  # seconds any wait for a state may take before the case fails
 #: Set in every run's environment: its processes (and their children) carry it.
 MARKER = "JOBLEDGER_CONTRACT_WORKER"
 MISSING = "jobledger-no-such-program"
+#: A job given no inputs creates the directory of its output (unless its image has it).
+MKDIR_OUTPUT = 'mkdir -p "${JOBLEDGER_OUTPUT%/*}"; '
 #: Says it is ready, then ticks until `release` creates /tmp/go; says so and exits 5.
 UNTIL_GO = (
     "echo ready; until [ -e /tmp/go ]; do echo tick; sleep 0.05; done; "
-    'echo after; echo after-err >&2; printf \'{"adopted": true}\' > "$JOBLEDGER_OUTPUT"; exit 5'
+    "echo after; echo after-err >&2; "
+    + MKDIR_OUTPUT
+    + 'printf \'{"adopted": true}\' > "$JOBLEDGER_OUTPUT"; exit 5'
 )
 ADOPTED_OUTPUT = b'{"adopted": true}'
 #: A secret value the masking cases inject (through the sink's masker, as the scheduler does).
@@ -409,7 +413,9 @@ class ExecutorContract:
         code: int,
     ) -> None:
         written = b'{"rows": 3, "secret": "' + SECRET.encode() + b'"}'
-        script = f"printf '%s' '{written.decode()}' > \"$JOBLEDGER_OUTPUT\"; exit {code}"
+        script = (
+            MKDIR_OUTPUT + f"printf '%s' '{written.decode()}' > \"$JOBLEDGER_OUTPUT\"; exit {code}"
+        )
         req = make_request(["sh", "-c", script])
         outcome, _ = await self.run_with_sink(executor, req, log_pool, Masker([SECRET]))
         stored = b'{"rows": 3, "secret": "***"}'  # masked as the log is, then hashed
@@ -451,7 +457,7 @@ class ExecutorContract:
         script: str,
         why: str,
     ) -> None:
-        req = make_request(["sh", "-c", script + "; exit 4"])
+        req = make_request(["sh", "-c", MKDIR_OUTPUT + script + "; exit 4"])
         outcome, lines = await self.run_with_sink(executor, req, log_pool)
         assert outcome.command(req.attempt) == Finish(attempt=1, exit_code=4, usage=outcome.usage)
         [system] = [ln.text for ln in lines if ln.stream == "system"]

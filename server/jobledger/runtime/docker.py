@@ -159,9 +159,9 @@ class DockerExecutor(BaseExecutor):
             raise EngineUnavailable(f"docker: {e!r}") from e
         if earlier in (None, "created"):
             try:
-                # Its inputs (and the directory its output goes to) before it starts, through
-                # the archive API: no bind mount, so a worker in a container works the same.
-                await container.put_archive("/", io_archive(req))
+                # Its inputs before it starts, through the archive API: no bind mount, so a
+                # worker in a container works the same.
+                await _put_inputs(container, req)
                 await container.start()
             except _CONNECTION_ERRORS as e:
                 # The container is left for the next try to find by its name.
@@ -259,7 +259,7 @@ class DockerExecutor(BaseExecutor):
             # The previous life died between create and start: finish what it began (its
             # inputs too: it may have died before putting them).
             try:
-                await container.put_archive("/", io_archive(req))
+                await _put_inputs(container, req)
                 await container.start()
             except _CONNECTION_ERRORS as e:
                 raise EngineUnavailable(f"docker: {e!r}") from e
@@ -342,6 +342,9 @@ class _Container(Attempt):
             self.output = ContainerOutput(docker, container.id, io.logs, bound)
             self.output.start(since)
         self.sampler = None
+        #: The read of its output, begun as soon as it exits: it overlaps the draining of
+        #: its log and the inspect of its end (each waits a while on a container just ended).
+        self.reading: asyncio.Task[FoundOutput | None] | None = None
         if io is not None and io.usage is not None:
             self.sampler = asyncio.create_task(io.usage.follow(CgroupReader(container.id)))
 
@@ -384,6 +387,9 @@ class _Container(Attempt):
     def abandon(self) -> None:
         if self.output is not None:
             self.output.stop_soon()
+        if self.reading is not None:
+            # The next life reads the output again when it adopts the container.
+            self.reading.cancel()
 
     async def stop(self, grace: int) -> None:
         try:
@@ -397,6 +403,7 @@ class _Container(Attempt):
     async def exited(self) -> None:
         if self.sampler is not None:
             self.sampler.cancel()
+        self.reading = asyncio.create_task(self._read_output())
 
     async def release(self) -> None:
         if self.sampler is not None:
@@ -436,6 +443,11 @@ class _Container(Attempt):
         await _remove(self.container, self.log)
 
     async def read_output(self) -> FoundOutput | None:
+        if self.reading is None:
+            return await self._read_output()
+        return await self.reading
+
+    async def _read_output(self) -> FoundOutput | None:
         """The file at `OUTPUT_PATH` in the exited container, through the archive API. The
         answer's stat header tells its size before its body is read: the body of one larger
         than `MAX_OUTPUT_BYTES` is never read (its response is closed unread)."""
@@ -514,9 +526,19 @@ async def _remove(container: DockerContainer, bound: FilteringBoundLogger) -> No
             bound.warning("removing container failed", error=e.message)
 
 
+async def _put_inputs(container: DockerContainer, req: RunRequest) -> None:
+    """Copy the job's inputs into its created container, if it has any. Only then: a put
+    into a container not running costs a mount of its file system (measured 50-110 ms, a
+    third of a whole short container's life), too much for every job. So the directory of
+    `OUTPUT_PATH` exists in every container given inputs; a job without any that writes an
+    output creates it (`mkdir -p /jobledger`) unless its image has it."""
+    if req.inputs:
+        await container.put_archive("/", io_archive(req))
+
+
 def io_archive(req: RunRequest) -> bytes:
-    """The tar put into a created container at /: the directory of `OUTPUT_PATH`, writable
-    by any user the image runs as, and the job's inputs at `INPUTS_PATH` if it has any."""
+    """The tar put into a created container at /: the directories of `OUTPUT_PATH` and
+    `INPUTS_PATH`, writable by any user the image runs as, and the job's inputs."""
     buf = _io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for directory in sorted({posixpath.dirname(OUTPUT_PATH), posixpath.dirname(INPUTS_PATH)}):
