@@ -157,6 +157,12 @@ CREATE TABLE jobs (
     -- A workflow step's child job: its run and step name.
     workflow_run        uuid,
     step                text,
+    -- What the worker copies into the container before it starts ({}: nothing), and the
+    -- output of the attempt that ended the job (secrets masked) with the SHA-256 of its
+    -- stored bytes; from JobSubmitted and JobSucceeded/JobFailed.
+    inputs              jsonb       NOT NULL DEFAULT '{}',
+    output              jsonb,
+    output_sha256       text,
     -- The running job whose token submitted this one, and the job it reruns.
     parent_job          uuid,
     rerun_of            uuid

@@ -83,6 +83,12 @@ class JobOut(msgspec.Struct, kw_only=True):
     #: For a workflow step's child job: its run and step name.
     workflow_run: uuid.UUID | None = None
     step: str | None = None
+    #: What the worker copied into the container at its start ({}: nothing; set by
+    #: jobledger, e.g. a workflow step's needs' outputs), and the output the attempt that
+    #: ended the job wrote (JSON, secrets masked) with the SHA-256 of its stored bytes.
+    inputs: dict[str, Any] = {}
+    output: Any = None
+    output_sha256: str | None = None
 
 
 class JobList(msgspec.Struct):

@@ -268,10 +268,9 @@ class WorkflowService:
         assert step.job_id is not None
         command = StepJobEnded(
             step=step.name, job_id=step.job_id, outcome=outcome, reason=reason,
-            # A job's output, once jobs keep one (issue 16's outputs).
-            output=getattr(job, "output", None) if outcome is Outcome.SUCCEEDED else None,
+            output=job.output if job is not None and outcome is Outcome.SUCCEEDED else None,
             output_sha256=(
-                getattr(job, "output_sha256", None) if outcome is Outcome.SUCCEEDED else None
+                job.output_sha256 if job is not None and outcome is Outcome.SUCCEEDED else None
             ),
         )  # fmt: skip
         with contextlib.suppress(InvalidTransition):  # told by another process meanwhile
@@ -297,12 +296,11 @@ class WorkflowService:
                 base.spec, project=project, idempotency_key=key,
                 labels={**state.spec.labels, **base.spec.labels, **ours},
             )  # fmt: skip
+            # Its needs' outputs are its inputs.
             command = msgspec.structs.replace(
-                base, spec=spec, workflow_run=state.id, step=step.name
-            )
-            if "inputs" in JobSubmit.__struct_fields__:
-                # Its needs' outputs, once jobs take inputs (issue 16's outputs).
-                command = msgspec.structs.replace(command, inputs=step_inputs(state, step.name))
+                base, spec=spec, workflow_run=state.id, step=step.name,
+                inputs=step_inputs(state, step.name),
+            )  # fmt: skip
             child_meta = msgspec.structs.replace(meta, causation_id=f"workflow:{state.id}")
             await self.jobs.submit_as(step.job_id, command, child_meta)
         except ConcurrencyError:

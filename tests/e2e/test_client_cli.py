@@ -497,6 +497,18 @@ def test_job_details_shows_set_fields_by_their_api_names() -> None:
     assert not {"workdir", "waiting_reason", "retry", "scheduled_for"} & set(fields)
 
 
+def test_job_details_show_the_output_and_its_hash_as_compact_json() -> None:
+    job = a_job(
+        Start(worker_id="w1"),
+        Finish(exit_code=0, output={"rows": [1, 2]}, output_sha256="ab" * 32),
+    )
+    fields = dict(line.split(": ", 1) for line in job_details(job).splitlines() if ": " in line)
+    assert fields["output"].strip() == '{"rows":[1,2]}'
+    assert fields["output_sha256"].strip() == "ab" * 32
+    assert "inputs" not in fields  # none given
+    assert not any(line.startswith("output") for line in job_details(a_job()).splitlines())
+
+
 @pytest.mark.parametrize(
     ("commands", "expected"),
     [

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import io
 import json
 import os
@@ -23,15 +24,18 @@ from typing import Any, ClassVar
 
 import aiodocker
 import asyncpg
+import msgspec
 import pytest
 
 from jobledger.domain.events import FailureReason
 from jobledger.domain.jobs import ConfirmCancelled, Fail, Finish
 from jobledger.domain.specs import JobSpec
+from jobledger.domain.workflows import MAX_OUTPUT_BYTES
 from jobledger.runtime.docker import DockerExecutor
 from jobledger.runtime.executor import Executor, JobIO, Outcome, RunRequest
+from jobledger.runtime.masking import Masker
 from jobledger.runtime.noop import NoopExecutor
-from jobledger.runtime.output import LogSink
+from jobledger.runtime.output import LogLimits, LogSink
 from jobledger.runtime.process import ProcessExecutor
 from jobledger.store.embedded import EmbeddedPostgres
 from jobledger.store.logs import LogLine, read_logs
@@ -41,11 +45,18 @@ DEADLINE = 15.0  # seconds any wait for a state may take before the case fails
 #: Set in every run's environment: its processes (and their children) carry it.
 MARKER = "JOBLEDGER_CONTRACT_WORKER"
 MISSING = "jobledger-no-such-program"
+#: A job given no inputs creates the directory of its output (unless its image has it).
+MKDIR_OUTPUT = 'mkdir -p "${JOBLEDGER_OUTPUT%/*}"; '
 #: Says it is ready, then ticks until `release` creates /tmp/go; says so and exits 5.
 UNTIL_GO = (
     "echo ready; until [ -e /tmp/go ]; do echo tick; sleep 0.05; done; "
-    "echo after; echo after-err >&2; exit 5"
+    "echo after; echo after-err >&2; "
+    + MKDIR_OUTPUT
+    + 'printf \'{"adopted": true}\' > "$JOBLEDGER_OUTPUT"; exit 5'
 )
+ADOPTED_OUTPUT = b'{"adopted": true}'
+#: A secret value the masking cases inject (through the sink's masker, as the scheduler does).
+SECRET = "hunter2-but-longer"
 
 MakeRequest = Callable[..., RunRequest]
 
@@ -69,10 +80,10 @@ async def log_pool(pg_cluster: EmbeddedPostgres, template_dsn: str) -> AsyncIter
 
 @contextlib.asynccontextmanager
 async def sink_of(
-    pool: asyncpg.Pool, req: RunRequest, *, fresh: bool = True
+    pool: asyncpg.Pool, req: RunRequest, *, fresh: bool = True, masker: Masker | None = None
 ) -> AsyncIterator[LogSink]:
     """The attempt's sink, started and closed around the run as the scheduler does."""
-    sink = LogSink(pool, req.job_id, req.attempt)
+    sink = LogSink(pool, req.job_id, req.attempt, LogLimits(), masker)
     await sink.start(fresh=fresh)
     try:
         yield sink
@@ -350,7 +361,14 @@ class ExecutorContract:
             await self.nothing_left(restarted, worker_id)
         finally:
             await restarted.close()
-        assert outcome.command(req.attempt) == Finish(attempt=2, exit_code=5, usage=outcome.usage)
+        # The output is read from the adopted run at its exit, as from one run here.
+        assert outcome.command(req.attempt) == Finish(
+            attempt=2,
+            exit_code=5,
+            usage=outcome.usage,
+            output={"adopted": True},
+            output_sha256=hashlib.sha256(ADOPTED_OUTPUT).hexdigest(),
+        )
         assert outcome.usage.wall_seconds > 0
         adopted = await read_logs(log_pool, req.job_id, before)
         assert [ln.seq for ln in adopted] == list(range(before + 1, before + 1 + len(adopted)))
@@ -359,6 +377,92 @@ class ExecutorContract:
             assert out["stdout"][-1] == "after"
             assert set(out["stdout"][:-1]) == {"tick"}
             assert out["stderr"] == ["after-err"]
+
+    # ---- inputs and output (issue 16) -------------------------------------------------
+
+    async def run_with_sink(
+        self, executor: Executor, req: RunRequest, pool: asyncpg.Pool, masker: Masker | None = None
+    ) -> tuple[Outcome, list[LogLine]]:
+        async with sink_of(pool, req, masker=masker) as sink:
+            outcome = await executor.run(req, asyncio.Event(), JobIO(sink))
+        return outcome, await read_logs(pool, req.job_id)
+
+    async def test_inputs_are_visible_to_the_command(
+        self, executor: Executor, make_request: MakeRequest, worker_id: str, log_pool: asyncpg.Pool
+    ) -> None:
+        script = 'cat "$JOBLEDGER_INPUTS"; echo; echo "out=${JOBLEDGER_OUTPUT:+set}"'
+        req = msgspec.structs.replace(
+            make_request(["sh", "-c", script]), inputs={"extract": {"rows": [1, "two"]}}
+        )
+        outcome, lines = await self.run_with_sink(executor, req, log_pool)
+        assert outcome.exit_code == 0
+        assert by_stream(lines)["stdout"] == ['{"extract":{"rows":[1,"two"]}}', "out=set"]
+        # Without inputs nothing is copied and no variable names them.
+        req = make_request(["sh", "-c", 'echo "inputs=${JOBLEDGER_INPUTS:-unset}"'])
+        outcome, lines = await self.run_with_sink(executor, req, log_pool)
+        assert by_stream(lines)["stdout"] == ["inputs=unset"]
+        await self.nothing_left(executor, worker_id)
+
+    @pytest.mark.parametrize("code", [0, 3])
+    async def test_output_is_recorded_with_its_sha256(
+        self,
+        executor: Executor,
+        make_request: MakeRequest,
+        worker_id: str,
+        log_pool: asyncpg.Pool,
+        code: int,
+    ) -> None:
+        written = b'{"rows": 3, "secret": "' + SECRET.encode() + b'"}'
+        script = (
+            MKDIR_OUTPUT + f"printf '%s' '{written.decode()}' > \"$JOBLEDGER_OUTPUT\"; exit {code}"
+        )
+        req = make_request(["sh", "-c", script])
+        outcome, _ = await self.run_with_sink(executor, req, log_pool, Masker([SECRET]))
+        stored = b'{"rows": 3, "secret": "***"}'  # masked as the log is, then hashed
+        assert outcome.output == stored
+        assert outcome.command(req.attempt) == Finish(
+            attempt=1,
+            exit_code=code,
+            usage=outcome.usage,
+            output={"rows": 3, "secret": "***"},
+            output_sha256=hashlib.sha256(stored).hexdigest(),
+        )
+        await self.nothing_left(executor, worker_id)
+
+    async def test_no_output_written_records_none(
+        self, executor: Executor, make_request: MakeRequest, worker_id: str, log_pool: asyncpg.Pool
+    ) -> None:
+        outcome, lines = await self.run_with_sink(executor, make_request(["true"]), log_pool)
+        assert outcome.output is None and lines == []
+        await self.nothing_left(executor, worker_id)
+
+    @pytest.mark.parametrize(
+        ("script", "why"),
+        [
+            (
+                f'yes 1234567 | head -c {MAX_OUTPUT_BYTES + 1} > "$JOBLEDGER_OUTPUT"',
+                f"{MAX_OUTPUT_BYTES + 1} bytes, more than the {MAX_OUTPUT_BYTES} allowed",
+            ),
+            ("echo 'not json' > \"$JOBLEDGER_OUTPUT\"", "not valid JSON"),
+            ("printf '\\377' > \"$JOBLEDGER_OUTPUT\"", "not UTF-8"),
+        ],
+        ids=["oversized", "invalid-json", "not-utf8"],
+    )
+    async def test_output_left_out_says_why_and_the_job_ends_as_it_would(
+        self,
+        executor: Executor,
+        make_request: MakeRequest,
+        worker_id: str,
+        log_pool: asyncpg.Pool,
+        script: str,
+        why: str,
+    ) -> None:
+        req = make_request(["sh", "-c", MKDIR_OUTPUT + script + "; exit 4"])
+        outcome, lines = await self.run_with_sink(executor, req, log_pool)
+        assert outcome.command(req.attempt) == Finish(attempt=1, exit_code=4, usage=outcome.usage)
+        [system] = [ln.text for ln in lines if ln.stream == "system"]
+        assert system.startswith(f"[jobledger: the output at its path was left out: {why}")
+        await self.nothing_left(executor, worker_id)
 
 
 class TestDockerExecutor(ExecutorContract):
@@ -459,3 +563,7 @@ class TestNoopExecutor(ExecutorContract):
     test_adopted_run_records_its_real_exit_code_and_output = not_applicable(
         "it leaves nothing to adopt"
     )
+    _no_command = "it runs no command, so nothing reads inputs or writes an output"
+    test_inputs_are_visible_to_the_command = not_applicable(_no_command)
+    test_output_is_recorded_with_its_sha256 = not_applicable(_no_command)
+    test_output_left_out_says_why_and_the_job_ends_as_it_would = not_applicable(_no_command)

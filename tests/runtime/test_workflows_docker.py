@@ -37,6 +37,10 @@ async def running(
     await task
 
 
+#: A step's script that writes its inputs, wrapped under its own name, as its output.
+WRAP = 'printf \'{"%s": %%s}\' "$(cat "$JOBLEDGER_INPUTS")" > "$JOBLEDGER_OUTPUT"'
+
+
 def step(name: str, image: str, script: str, **kw: Any) -> dict[str, Any]:
     return {"name": name, "spec": {"image": image, "command": ["sh", "-c", script],
                                    "stop_grace_seconds": 1}, **kw}  # fmt: skip
@@ -79,11 +83,13 @@ async def child_jobs(client: Any, run_id: str) -> dict[str, dict[str, Any]]:
 async def test_a_diamond_runs_in_order_and_succeeds(
     client: Any, running: WorkflowRuntime, test_image: str, pool: asyncpg.Pool
 ) -> None:
+    # Each step writes an output; b and c read a's from their inputs file, d reads both.
+    # (busybox has no JSON tool: the steps copy what they read into their own output.)
     run = await submit(client, {"steps": [
-        step("a", test_image, "true"),
-        step("b", test_image, "true", needs=["a"]),
-        step("c", test_image, "true", needs=["a"]),
-        step("d", test_image, "true", needs=["b", "c"]),
+        step("a", test_image, 'echo \'{"rows": 3}\' > "$JOBLEDGER_OUTPUT"'),
+        step("b", test_image, WRAP % "b", needs=["a"]),
+        step("c", test_image, WRAP % "c", needs=["a"]),
+        step("d", test_image, 'cp "$JOBLEDGER_INPUTS" "$JOBLEDGER_OUTPUT"', needs=["b", "c"]),
     ]})  # fmt: skip
     first = steps(run)
     assert first["a"]["state"] == "ready" and first["b"]["waiting_reason"] == "waiting for a"
@@ -96,6 +102,12 @@ async def test_a_diamond_runs_in_order_and_succeeds(
     assert done["state"] == "succeeded", done
     s = steps(done)
     assert all(x["state"] == "succeeded" for x in s.values())
+    # Outputs passed on: a's to b and c, theirs to d, each kept with its SHA-256.
+    a_out = {"rows": 3}
+    assert s["a"]["output"] == a_out
+    assert s["b"]["output"] == {"b": {"a": a_out}} and s["c"]["output"] == {"c": {"a": a_out}}
+    assert s["d"]["output"] == {"b": s["b"]["output"], "c": s["c"]["output"]}
+    assert all(len(x["output_sha256"]) == 64 for x in s.values())
     for later, need in (("b", "a"), ("c", "a"), ("d", "b"), ("d", "c")):
         assert at(s[later]["started_at"]) >= at(s[need]["finished_at"]), (later, need)
     jobs = await child_jobs(client, run["id"])

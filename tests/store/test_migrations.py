@@ -141,6 +141,8 @@ async def test_baseline_upgraded_through_every_migration_equals_schema_sql(
             token["job_id"] = None
             # 0013: a job from before workflows is no step's child.
             job |= {"workflow_run": None, "step": None}
+            # 0014: a job from before inputs and outputs had neither.
+            job |= {"inputs": "{}", "output": None, "output_sha256": None}
         assert after == before
         recorded = await conn.fetch("SELECT version, name FROM schema_migrations ORDER BY 1")
         assert [tuple(r) for r in recorded] == [(m.version, m.name) for m in migrations()]

@@ -60,6 +60,7 @@ def job_out(view: JobView, waiting_reason: str | None = None) -> JobOut:
         definition_version=view.definition_version, source=view.source,
         parent_job=view.parent_job, rerun_of=view.rerun_of,
         workflow_run=view.workflow_run, step=view.step,
+        inputs=view.inputs, output=view.output, output_sha256=view.output_sha256,
     )  # fmt: skip
 
 

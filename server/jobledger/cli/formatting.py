@@ -144,6 +144,10 @@ def job_fields(job: JobOut) -> list[tuple[str, str]]:
         ("exit_code", job.exit_code),
         ("failure_reason", job.failure_reason.value if job.failure_reason else None),
         ("message", job.message),
+        # A job's output (and what it was given), as compact JSON; the hash of the former.
+        ("output", _json(job.output) if job.output_sha256 is not None else None),
+        ("output_sha256", job.output_sha256),
+        ("inputs", _json(job.inputs) if job.inputs else None),
         ("attempt", job.attempt),
         ("worker_id", job.worker_id),
         ("project", job.project),
@@ -205,6 +209,10 @@ def job_fields(job: JobOut) -> list[tuple[str, str]]:
             continue
         shown.append((key, format_time(value) if isinstance(value, datetime) else str(value)))
     return shown
+
+
+def _json(value: object) -> str:
+    return msgspec.json.encode(value).decode()
 
 
 def job_details(job: JobOut) -> str:

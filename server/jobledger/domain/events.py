@@ -63,6 +63,9 @@ class JobSubmitted(Event, frozen=True, kw_only=True, omit_defaults=True):
     #: For a workflow step's child job: its run and step name (absent otherwise).
     workflow_run: uuid.UUID | None = None
     step: str | None = None
+    #: A small JSON document the worker copies into the job's container before it starts
+    #: (at `domain.workflows.INPUTS_PATH`; empty: none is copied). Absent in older events.
+    inputs: dict[str, Any] = {}
 
 
 class JobQueued(Event, frozen=True, kw_only=True):
@@ -102,6 +105,10 @@ class JobSucceeded(Event, frozen=True, kw_only=True):
 
     exit_code: int = 0
     usage: Usage | None = None
+    #: What the attempt wrote at `domain.workflows.OUTPUT_PATH` (JSON, secrets masked), and
+    #: the SHA-256 of its stored bytes; None if it wrote none (or one that was left out).
+    output: Any = None
+    output_sha256: str | None = None
 
 
 class JobFailed(Event, frozen=True, kw_only=True):
@@ -111,6 +118,9 @@ class JobFailed(Event, frozen=True, kw_only=True):
     exit_code: int | None = None
     message: str | None = None
     usage: Usage | None = None
+    #: The last attempt's output, as in `JobSucceeded`.
+    output: Any = None
+    output_sha256: str | None = None
 
 
 class JobCancelled(Event, frozen=True, kw_only=True):

@@ -10,6 +10,7 @@ import enum
 import uuid
 from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import msgspec
 
@@ -97,6 +98,14 @@ class Job(msgspec.Struct, frozen=True, kw_only=True):
     #: For a workflow step's child job: its run and step name.
     workflow_run: uuid.UUID | None = None
     step: str | None = None
+    #: What the worker copies into the job's container before it starts (see `Submit`).
+    inputs: dict[str, Any] = {}
+    #: The output of the attempt that ended the job (JSON, secrets masked) and the SHA-256 of
+    #: its stored bytes. It belongs to that attempt alone: an attempt that failed and was
+    #: retried records none (`JobRetryScheduled` carries no output), a start clears it, and a
+    #: cancelled job has none. So it is only ever set on a succeeded or failed job.
+    output: Any = None
+    output_sha256: str | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -122,6 +131,10 @@ class Submit(msgspec.Struct, frozen=True, kw_only=True):
     #: For a workflow step's child job: its run and step name.
     workflow_run: uuid.UUID | None = None
     step: str | None = None
+    #: A small JSON document copied into the container at `workflows.INPUTS_PATH` (named by
+    #: the `INPUTS_ENV` variable) before it starts; empty: nothing is copied. Set by
+    #: jobledger (a workflow step's child gets its needs' outputs), not by the submit body.
+    inputs: dict[str, Any] = {}
 
 
 class Start(msgspec.Struct, frozen=True, kw_only=True):
@@ -146,6 +159,10 @@ class Finish(msgspec.Struct, frozen=True, kw_only=True):
     exit_code: int
     oom_killed: bool = False
     usage: Usage | None = None
+    #: What the attempt wrote at `workflows.OUTPUT_PATH`, parsed, masked (None: nothing),
+    #: and the SHA-256 of the stored bytes.
+    output: Any = None
+    output_sha256: str | None = None
 
 
 class Fail(msgspec.Struct, frozen=True, kw_only=True):
@@ -156,6 +173,9 @@ class Fail(msgspec.Struct, frozen=True, kw_only=True):
     message: str | None = None
     exit_code: int | None = None
     usage: Usage | None = None
+    #: As in `Finish`: kept if this failure ends the job, dropped if it is retried.
+    output: Any = None
+    output_sha256: str | None = None
 
 
 class ConfirmCancelled(msgspec.Struct, frozen=True, kw_only=True):
@@ -214,6 +234,10 @@ def validate(command: Command) -> None:
         params = command.source.params if command.source is not None else {}
         allowed = command.injected | {param_env(p) for p in params}
         reserved_env(command.spec.env, "$.env", allowed)
+    if isinstance(command, Submit) and (path := unstorable_path(command.inputs, "$.inputs")):
+        raise InvalidInput(
+            "text must be UTF-8 without NUL characters (\\u0000) or lone surrogates", field=path
+        )
     payload = command.spec if isinstance(command, Submit) else command
     try:  # the common case in one pass of C: nothing to look for
         if b"\\u0000" not in _encoder.encode(payload):
@@ -241,6 +265,7 @@ def decide(state: Job | None, command: Command) -> list[Event]:
                 rerun_of=command.rerun_of,
                 workflow_run=command.workflow_run,
                 step=command.step,
+                inputs=command.inputs,
             )
         ]
     if state is None:
@@ -276,13 +301,19 @@ def decide(state: Job | None, command: Command) -> list[Event]:
             return [JobCancelRequested(reason=reason)]
         case RequestCancel(), JobState.CANCELLING:
             return []  # asked again: nothing new to record
-        case Finish(exit_code=0, usage=usage), JobState.RUNNING:
-            return [JobSucceeded(exit_code=0, usage=usage)]
-        case Finish(exit_code=code, oom_killed=oom, usage=usage), JobState.RUNNING:
+        case Finish(exit_code=0, usage=usage, output=out, output_sha256=sha), JobState.RUNNING:
+            return [JobSucceeded(exit_code=0, usage=usage, output=out, output_sha256=sha)]
+        case (
+            Finish(exit_code=code, oom_killed=oom, usage=usage) as finished,
+            JobState.RUNNING,
+        ):
             reason = FailureReason.OOM if oom else FailureReason.EXIT_CODE
-            return [_failure(state, reason, code, None, usage)]
-        case Fail(reason=reason, message=msg, exit_code=code, usage=usage), JobState.RUNNING:
-            return [_failure(state, reason, code, msg, usage)]
+            return [_failure(state, reason, code, None, usage, finished)]
+        case (
+            Fail(reason=reason, message=msg, exit_code=code, usage=usage) as failed,
+            JobState.RUNNING,
+        ):
+            return [_failure(state, reason, code, msg, usage, failed)]
         case (
             Finish(exit_code=code, usage=usage)
             | Fail(exit_code=code, usage=usage)
@@ -297,7 +328,12 @@ def decide(state: Job | None, command: Command) -> list[Event]:
 
 
 def _failure(
-    state: Job, reason: FailureReason, code: int | None, message: str | None, usage: Usage | None
+    state: Job,
+    reason: FailureReason,
+    code: int | None,
+    message: str | None,
+    usage: Usage | None,
+    ended: Finish | Fail,
 ) -> Event:
     policy = state.spec.retry
     # A start error (missing image, bad command) will fail the same way again.
@@ -311,7 +347,14 @@ def _failure(
             delay_seconds=policy.backoff_seconds * 2 ** (state.attempt - 1),
             usage=usage,
         )
-    return JobFailed(reason=reason, exit_code=code, message=message, usage=usage)
+    return JobFailed(
+        reason=reason,
+        exit_code=code,
+        message=message,
+        usage=usage,
+        output=ended.output,
+        output_sha256=ended.output_sha256,
+    )
 
 
 def evolve(state: Job | None, rec: Recorded) -> Job:
@@ -336,6 +379,7 @@ def evolve(state: Job | None, rec: Recorded) -> Job:
             rerun_of=event.rerun_of,
             workflow_run=event.workflow_run,
             step=event.step,
+            inputs=event.inputs,
             created_at=rec.recorded_at,
             updated_at=rec.recorded_at,
             # One representation for an instant, whatever offset the user wrote it with.
@@ -374,6 +418,8 @@ def evolve(state: Job | None, rec: Recorded) -> Job:
                 failure_reason=None,
                 message=None,
                 usage=None,
+                output=None,
+                output_sha256=None,
             )
         case JobCancelRequested():
             return msgspec.structs.replace(
@@ -384,9 +430,11 @@ def evolve(state: Job | None, rec: Recorded) -> Job:
                 cancel_requested_by=rec.meta.actor,
             )
         case JobSucceeded(exit_code=code, usage=usage):
-            return _ended(state, common, JobState.SUCCEEDED, code, None, None, usage)
+            ended = _ended(state, common, JobState.SUCCEEDED, code, None, None, usage)
+            return _with_output(ended, event.output, event.output_sha256)
         case JobFailed(reason=reason, exit_code=code, message=msg, usage=usage):
-            return _ended(state, common, JobState.FAILED, code, reason, msg, usage)
+            ended = _ended(state, common, JobState.FAILED, code, reason, msg, usage)
+            return _with_output(ended, event.output, event.output_sha256)
         case JobCancelled(exit_code=code, usage=usage):
             return _ended(state, common, JobState.CANCELLED, code, None, None, usage)
         case JobRetryScheduled():
@@ -428,6 +476,12 @@ def _ended(
         message=message,
         usage=usage,
     )
+
+
+def _with_output(state: Job, output: Any, sha256: str | None) -> Job:
+    if output is None and sha256 is None:
+        return state
+    return msgspec.structs.replace(state, output=output, output_sha256=sha256)
 
 
 def fold(events: Iterable[Recorded], state: Job | None = None) -> Job | None:

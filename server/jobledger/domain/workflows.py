@@ -61,6 +61,8 @@ OUTPUT_PATH = "/jobledger/output.json"
 INPUTS_PATH = "/jobledger/inputs.json"
 #: The environment variable naming the inputs file in a step's container.
 INPUTS_ENV = "JOBLEDGER_INPUTS"
+#: The environment variable naming where a job writes its output (any job, not only steps).
+OUTPUT_ENV = "JOBLEDGER_OUTPUT"
 #: Labels jobledger sets on a step's child job: its run's id and the step's name.
 RUN_LABEL = "jobledger.workflow"
 STEP_LABEL = "jobledger.step"

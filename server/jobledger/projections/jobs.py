@@ -66,6 +66,11 @@ class JobView(msgspec.Struct, kw_only=True):
     #: For a workflow step's child job: its run and step name.
     workflow_run: uuid.UUID | None = None
     step: str | None = None
+    #: What the worker copies into the container (see `domain.jobs.Submit.inputs`), and
+    #: the output of the attempt that ended the job with the SHA-256 of its stored bytes.
+    inputs: dict[str, Any] = {}
+    output: Any = None
+    output_sha256: str | None = None
     #: The running job whose token submitted this one, and the job this one reruns.
     parent_job: uuid.UUID | None = None
     rerun_of: uuid.UUID | None = None
@@ -78,6 +83,8 @@ _JSON_COLUMNS = {
     "usage": Usage | None,
     "secrets": dict[str, SecretRef],
     "source": FromDefinition | None,
+    "inputs": dict[str, Any],
+    "output": Any,
 }
 _decoders = {name: msgspec.json.Decoder(t) for name, t in _JSON_COLUMNS.items()}
 _encoder = msgspec.json.Encoder()
@@ -122,6 +129,9 @@ def view_of(job: Job) -> JobView:
         source=job.source,
         workflow_run=job.workflow_run,
         step=job.step,
+        inputs=job.inputs,
+        output=job.output,
+        output_sha256=job.output_sha256,
         parent_job=job.parent_job,
         rerun_of=job.rerun_of,
     )

@@ -9,14 +9,14 @@ WITH written AS (
         exit_code, failure_reason, message, usage, created_at, updated_at, started_at,
         finished_at, cancel_requested_at, cancel_requested_by, version, last_position,
         correlation_id, cause_event_id, secrets, definition, definition_version, source,
-        workflow_run, step, parent_job, rerun_of
+        workflow_run, step, inputs, output, output_sha256, parent_job, rerun_of
     )
     SELECT id, project, state, spec, priority, labels, tags, concurrency_key, concurrency_limit,
            idempotency_key, submitted_by, attempt, requeue_reason, scheduled_for, worker_id,
            exit_code, failure_reason, message, usage, created_at, updated_at, started_at,
            finished_at, cancel_requested_at, cancel_requested_by, version, last_position,
            correlation_id, cause_event_id, secrets, definition, definition_version, source,
-           workflow_run, step, parent_job, rerun_of
+           workflow_run, step, inputs, output, output_sha256, parent_job, rerun_of
     FROM jsonb_populate_recordset(NULL::jobs, $1::jsonb)
     ON CONFLICT (id) DO UPDATE SET
         state = EXCLUDED.state,
@@ -36,7 +36,9 @@ WITH written AS (
         version = EXCLUDED.version,
         last_position = EXCLUDED.last_position,
         cause_event_id = EXCLUDED.cause_event_id,
-        secrets = EXCLUDED.secrets
+        secrets = EXCLUDED.secrets,
+        output = EXCLUDED.output,
+        output_sha256 = EXCLUDED.output_sha256
 )
 SELECT pg_notify($2, $3);
 

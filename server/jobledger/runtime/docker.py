@@ -4,8 +4,13 @@ would pull behind our back), labelled so a restarted worker can find and adopt t
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
+import io as _io
 import json
+import posixpath
 import re
+import tarfile
 import time
 import uuid
 from collections import Counter
@@ -14,6 +19,7 @@ from typing import Any, Literal
 
 import aiodocker
 import aiohttp
+import msgspec
 import structlog
 from aiodocker.containers import DockerContainer
 from aiodocker.exceptions import DockerError
@@ -21,6 +27,7 @@ from structlog.typing import FilteringBoundLogger
 
 from ..domain.events import FailureReason, Usage
 from ..domain.specs import JobSpec
+from ..domain.workflows import INPUTS_ENV, INPUTS_PATH, MAX_OUTPUT_BYTES, OUTPUT_ENV, OUTPUT_PATH
 from .dockerlogs import ContainerOutput
 from .executor import (
     OUTPUT_DRAIN_SECONDS,
@@ -28,6 +35,7 @@ from .executor import (
     BaseExecutor,
     EngineUnavailable,
     Found,
+    FoundOutput,
     JobIO,
     Outcome,
     RunRequest,
@@ -69,6 +77,8 @@ _ENGINE_TROUBLE_TRIES = 5
 #: What talking to an engine that went away raises (besides a DockerError of status 900):
 #: a response cut mid-read, a timeout.
 _CONNECTION_ERRORS = (aiohttp.ClientError, OSError, TimeoutError)
+#: The header of an archive answer that describes the path (base64 JSON: name, size, mode).
+_PATH_STAT = "X-Docker-Container-Path-Stat"
 
 
 async def docker_available(timeout: float = 2.0) -> bool:  # noqa: ASYNC109
@@ -149,6 +159,9 @@ class DockerExecutor(BaseExecutor):
             raise EngineUnavailable(f"docker: {e!r}") from e
         if earlier in (None, "created"):
             try:
+                # Its inputs before it starts, through the archive API: no bind mount, so a
+                # worker in a container works the same.
+                await _put_inputs(container, req)
                 await container.start()
             except _CONNECTION_ERRORS as e:
                 # The container is left for the next try to find by its name.
@@ -243,8 +256,10 @@ class DockerExecutor(BaseExecutor):
                 message=f"container {found.ref[:12]} disappeared while no worker watched it",
             )
         if info["State"]["Status"] == "created":
-            # The previous life died between create and start: finish what it began.
+            # The previous life died between create and start: finish what it began (its
+            # inputs too: it may have died before putting them).
             try:
+                await _put_inputs(container, req)
                 await container.start()
             except _CONNECTION_ERRORS as e:
                 raise EngineUnavailable(f"docker: {e!r}") from e
@@ -327,6 +342,9 @@ class _Container(Attempt):
             self.output = ContainerOutput(docker, container.id, io.logs, bound)
             self.output.start(since)
         self.sampler = None
+        #: The read of its output, begun as soon as it exits: it overlaps the draining of
+        #: its log and the inspect of its end (each waits a while on a container just ended).
+        self.reading: asyncio.Task[FoundOutput | None] | None = None
         if io is not None and io.usage is not None:
             self.sampler = asyncio.create_task(io.usage.follow(CgroupReader(container.id)))
 
@@ -369,6 +387,9 @@ class _Container(Attempt):
     def abandon(self) -> None:
         if self.output is not None:
             self.output.stop_soon()
+        if self.reading is not None:
+            # The next life reads the output again when it adopts the container.
+            self.reading.cancel()
 
     async def stop(self, grace: int) -> None:
         try:
@@ -382,6 +403,7 @@ class _Container(Attempt):
     async def exited(self) -> None:
         if self.sampler is not None:
             self.sampler.cancel()
+        self.reading = asyncio.create_task(self._read_output())
 
     async def release(self) -> None:
         if self.sampler is not None:
@@ -419,6 +441,44 @@ class _Container(Attempt):
 
     async def remove(self) -> None:
         await _remove(self.container, self.log)
+
+    async def read_output(self) -> FoundOutput | None:
+        if self.reading is None:
+            return await self._read_output()
+        return await self.reading
+
+    async def _read_output(self) -> FoundOutput | None:
+        """The file at `OUTPUT_PATH` in the exited container, through the archive API. The
+        answer's stat header tells its size before its body is read: the body of one larger
+        than `MAX_OUTPUT_BYTES` is never read (its response is closed unread)."""
+        try:
+            async with self.docker._query(
+                f"containers/{self.container.id}/archive",
+                method="GET",
+                params={"path": OUTPUT_PATH},
+            ) as response:
+                stat = json.loads(base64.b64decode(response.headers[_PATH_STAT]))
+                size = int(stat["size"])
+                if size > MAX_OUTPUT_BYTES:
+                    # Unread, its connection would go back to the pool mid-body: close it.
+                    response.close()
+                    return FoundOutput(size, None)
+                body = await response.read()
+            with tarfile.open(fileobj=_io.BytesIO(body), mode="r:") as archive:
+                member = archive.next()
+                if member is None or not member.isfile():  # a link, a directory
+                    self.log.warning("output path is not a file", path=OUTPUT_PATH)
+                    return None
+                reader = archive.extractfile(member)
+                data = reader.read(MAX_OUTPUT_BYTES + 1) if reader is not None else b""
+        except DockerError as e:
+            if e.status != 404:  # 404: the job wrote none
+                self.log.warning("reading the output failed", error=e.message)
+            return None
+        except (*_CONNECTION_ERRORS, ValueError, KeyError, binascii.Error, tarfile.TarError) as e:
+            self.log.warning("reading the output failed", error=repr(e))
+            return None
+        return FoundOutput(len(data), data)
 
     async def _kill(self) -> None:
         try:
@@ -466,13 +526,52 @@ async def _remove(container: DockerContainer, bound: FilteringBoundLogger) -> No
             bound.warning("removing container failed", error=e.message)
 
 
+async def _put_inputs(container: DockerContainer, req: RunRequest) -> None:
+    """Copy the job's inputs into its created container, with the directory of
+    `OUTPUT_PATH`, if it has inputs or is expected to write an output (a workflow step).
+    Only then: a put into a container not running costs a mount of its file system
+    (measured 50-110 ms, a third of a whole short container's life), too much for every
+    job. Another job that writes an output creates the directory (`mkdir -p /jobledger`)
+    unless its image has it."""
+    if req.inputs or req.writes_output:
+        await container.put_archive("/", io_archive(req))
+
+
+def io_archive(req: RunRequest) -> bytes:
+    """The tar put into a created container at /: the directories of `OUTPUT_PATH` and
+    `INPUTS_PATH`, writable by any user the image runs as, and the job's inputs."""
+    buf = _io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for directory in sorted({posixpath.dirname(OUTPUT_PATH), posixpath.dirname(INPUTS_PATH)}):
+            info = tarfile.TarInfo(directory.lstrip("/"))
+            info.type = tarfile.DIRTYPE
+            info.mode = 0o1777  # like /tmp: anyone may write, only the owner remove
+            tar.addfile(info)
+        if req.inputs:
+            data = msgspec.json.encode(req.inputs)
+            info = tarfile.TarInfo(INPUTS_PATH.lstrip("/"))
+            info.size = len(data)
+            info.mode = 0o644
+            tar.addfile(info, _io.BytesIO(data))
+    return buf.getvalue()
+
+
+def io_environment(req: RunRequest) -> dict[str, str]:
+    """The variables naming the attempt's output path, and its inputs' if it has any."""
+    env = {OUTPUT_ENV: OUTPUT_PATH}
+    if req.inputs:
+        env[INPUTS_ENV] = INPUTS_PATH
+    return env
+
+
 def container_config(req: RunRequest, network_mode: str | None = None) -> dict[str, Any]:
     """The Docker Engine create-container body for one attempt."""
     spec = req.spec
     memory = spec.resources.memory_mb * _MIB
+    env = req.environment() | io_environment(req)
     config: dict[str, Any] = {
         "Image": spec.image,
-        "Env": [f"{k}={v}" for k, v in req.environment().items()],
+        "Env": [f"{k}={v}" for k, v in env.items()],
         "Labels": {
             LABEL_JOB: str(req.job_id),
             LABEL_WORKER: req.worker_id,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
+import hashlib
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Literal, Protocol
@@ -13,8 +14,9 @@ import msgspec
 from structlog.typing import FilteringBoundLogger
 
 from ..domain.events import FailureReason, Usage
-from ..domain.jobs import Command, ConfirmCancelled, Fail, Finish
+from ..domain.jobs import Command, ConfirmCancelled, Fail, Finish, unstorable_path
 from ..domain.specs import JobSpec
+from ..domain.workflows import MAX_OUTPUT_BYTES
 from .output import LogSink
 from .usage import UsageRecorder
 
@@ -52,6 +54,12 @@ class RunRequest(msgspec.Struct, frozen=True, kw_only=True):
     #: The environment the container gets: the spec's, with each secret reference resolved
     #: to its value (None: the spec's plain values). Never printed (see `__repr__`).
     env: dict[str, str] | None = None
+    #: The job's inputs: copied where the attempt can read them before it starts, at the
+    #: path the `INPUTS_ENV` variable names (empty: nothing is copied, no variable set).
+    inputs: dict[str, Any] = {}
+    #: Whether the attempt is expected to write an output (a workflow step's): its output
+    #: directory is made before it starts even without inputs.
+    writes_output: bool = False
 
     def environment(self) -> dict[str, str]:
         """The variables to start the attempt with."""
@@ -76,6 +84,9 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
       worker_lost), with a human `message`.
     - otherwise the command exited by itself with `exit_code` (`oom_killed` if the kernel
       killed it for memory).
+
+    `output`: what the attempt wrote at its output path, as it is recorded: secrets masked,
+    valid JSON the database can store, at most `MAX_OUTPUT_BYTES` (see `checked_output`).
     """
 
     exit_code: int | None = None
@@ -84,11 +95,18 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
     failure: FailureReason | None = None
     message: str | None = None
     usage: Usage = Usage()
+    output: bytes | None = None
 
     def command(self, attempt: int) -> Command:
-        """The domain command that records this outcome of `attempt`."""
+        """The domain command that records this outcome of `attempt` (with its output
+        parsed, and the SHA-256 of its bytes as stored)."""
         if self.cancelled:
             return ConfirmCancelled(attempt=attempt, exit_code=self.exit_code, usage=self.usage)
+        output: Any = None
+        sha256 = None
+        if self.output is not None:
+            output = msgspec.json.decode(self.output)
+            sha256 = hashlib.sha256(self.output).hexdigest()
         if self.failure is not None:
             return Fail(
                 attempt=attempt,
@@ -96,11 +114,60 @@ class Outcome(msgspec.Struct, frozen=True, kw_only=True):
                 message=self.message,
                 exit_code=self.exit_code,
                 usage=self.usage,
+                output=output,
+                output_sha256=sha256,
             )
         assert self.exit_code is not None
         return Finish(
-            attempt=attempt, exit_code=self.exit_code, oom_killed=self.oom_killed, usage=self.usage
+            attempt=attempt,
+            exit_code=self.exit_code,
+            oom_killed=self.oom_killed,
+            usage=self.usage,
+            output=output,
+            output_sha256=sha256,
         )
+
+
+class FoundOutput(msgspec.Struct, frozen=True):
+    """What an attempt left at its output path: its size, and its bytes unless it is larger
+    than `MAX_OUTPUT_BYTES` (then they are not read at all)."""
+
+    size: int
+    data: bytes | None
+
+
+def checked_output(
+    found: FoundOutput | None, io: JobIO | None, bound: FilteringBoundLogger
+) -> bytes | None:
+    """The output to record, from what the attempt left (None: it wrote none): at most
+    `MAX_OUTPUT_BYTES`, UTF-8, masked as its log lines are (`io.logs.masker`, the job's
+    secret values), then valid JSON the database can store. Anything else is left out, and a
+    system line of the job's log says why: the job ends as it would have without it."""
+    if found is None:
+        return None
+    why: str
+    if found.data is None or found.size > MAX_OUTPUT_BYTES:
+        why = f"{found.size} bytes, more than the {MAX_OUTPUT_BYTES} allowed"
+    else:
+        try:
+            text = found.data.decode()
+        except UnicodeDecodeError:
+            why = "not UTF-8"
+        else:
+            masker = io.logs.masker if io is not None and io.logs is not None else None
+            data = masker(text).encode() if masker is not None else found.data
+            try:
+                value = msgspec.json.decode(data)
+            except msgspec.DecodeError as exc:
+                why = f"not valid JSON ({exc})"
+            else:
+                if (path := unstorable_path(value, "$")) is None:
+                    return data
+                why = f"text at {path} holds NUL (\\u0000) or a lone surrogate"
+    bound.warning("output left out", why=why)
+    if io is not None and io.logs is not None:
+        io.logs.system(f"[jobledger: the output at its path was left out: {why}]")
+    return None
 
 
 #: Why an executor stopped an attempt itself.
@@ -248,6 +315,10 @@ class Attempt(abc.ABC):
         """Remove what is left of it, once its outcome is recorded."""
         return None
 
+    async def read_output(self) -> FoundOutput | None:
+        """What it wrote at its output path, once it has exited (None: nothing)."""
+        return None
+
     async def exited(self) -> None:
         """Called once it has exited, before its output is drained."""
         return None
@@ -298,6 +369,11 @@ async def follow(attempt: Attempt, cancel: asyncio.Event, io: JobIO | None = Non
             pump.cancel()
         await attempt.release()
     outcome = await attempt.outcome(stopped_for, exit_code)
+    if not outcome.cancelled and outcome.failure is not FailureReason.START_ERROR:
+        # Before the outcome is recorded and the attempt removed: an adopted one too.
+        output = checked_output(await attempt.read_output(), io, attempt.log)
+        if output is not None:
+            outcome = msgspec.structs.replace(outcome, output=output)
     if io is not None and io.record is not None:
         await io.record(outcome)
     await attempt.remove()

@@ -21,7 +21,9 @@ import asyncio
 import contextlib
 import ctypes
 import os
+import shutil
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -35,16 +37,19 @@ from structlog.typing import FilteringBoundLogger
 
 from ..domain.events import FailureReason, Usage
 from ..domain.specs import JobSpec
+from ..domain.workflows import INPUTS_ENV, MAX_OUTPUT_BYTES, OUTPUT_ENV
 from ..store.logs import Stream
 from . import procwatch
 from .executor import (
     Attempt,
     BaseExecutor,
     Found,
+    FoundOutput,
     JobIO,
     Outcome,
     RunRequest,
     StopReason,
+    checked_output,
     ended,
     start_error,
 )
@@ -164,6 +169,9 @@ class ProcessExecutor(BaseExecutor):
     def _path(self, worker_id: str, job_id: uuid.UUID, attempt: int) -> Path:
         return self._dir(worker_id) / f"{job_id}.{attempt}.json"
 
+    def _io_dir(self, worker_id: str, job_id: uuid.UUID, attempt: int) -> Path:
+        return _io_dir_of(self._path(worker_id, job_id, attempt))
+
     def _warden(self, worker_id: str) -> _Warden:
         if (w := self._wardens.get(worker_id)) is None:
             w = self._wardens[worker_id] = _Warden(worker_id)
@@ -180,6 +188,15 @@ class ProcessExecutor(BaseExecutor):
             return start_error("the process executor needs a command (the image is ignored)")
         env = {"PATH": os.environ.get("PATH", os.defpath), "HOME": os.environ.get("HOME", "/")}
         env.update(req.environment())
+        # The attempt's inputs and output are files of its own beside its record (the
+        # container's fixed paths have no meaning here): the variables name them.
+        io_dir = self._io_dir(req.worker_id, req.job_id, req.attempt)
+        io_dir.mkdir(parents=True, exist_ok=True)
+        (io_dir / _OUTPUT).unlink(missing_ok=True)  # an earlier try's is not this one's
+        env[OUTPUT_ENV] = str(io_dir / _OUTPUT)
+        if req.inputs:
+            (io_dir / _INPUTS).write_bytes(msgspec.json.encode(req.inputs))
+            env[INPUTS_ENV] = str(io_dir / _INPUTS)
         sink = io.logs if io is not None else None
         # Without a sink the output goes nowhere: pipes nobody reads would block the command.
         out = asyncio.subprocess.PIPE if sink is not None else asyncio.subprocess.DEVNULL
@@ -219,7 +236,7 @@ class ProcessExecutor(BaseExecutor):
         bound.info("process started", pid=proc.pid)
         return _Process(
             proc, spec, bound.bind(pid=proc.pid), began, sink, record, path,
-            self._warden(req.worker_id),
+            self._warden(req.worker_id), io_dir,
         )  # fmt: skip
 
     async def find(self, worker_id: str) -> list[Found]:
@@ -259,7 +276,9 @@ class ProcessExecutor(BaseExecutor):
         if record.exit_code is not None:
             bound.info("process ended while its worker was away", exit_code=record.exit_code)
             usage = Usage(wall_seconds=record.wall_seconds)
-            return ended(None, req.spec, record.exit_code, usage)
+            outcome = ended(None, req.spec, record.exit_code, usage)
+            output = checked_output(_read_output(_io_dir_of(Path(found.ref))), io, bound)
+            return msgspec.structs.replace(outcome, output=output)
         what = "killed it" if killed else "found it gone"
         bound.warning("process lost with its worker", pid=record.pid, killed=killed)
         return Outcome(
@@ -274,10 +293,12 @@ class ProcessExecutor(BaseExecutor):
         if (record := _read(path)) is not None:
             await self._kill(record, log.bind(job_id=str(found.job_id)))
         _forget(path)
+        shutil.rmtree(_io_dir_of(path), ignore_errors=True)
 
     async def settled(self, req: RunRequest) -> None:
-        """The attempt's outcome is in the log: forget its record."""
+        """The attempt's outcome is in the log: forget its record and its files."""
         _forget(self._path(req.worker_id, req.job_id, req.attempt))
+        shutil.rmtree(self._io_dir(req.worker_id, req.job_id, req.attempt), ignore_errors=True)
 
     async def _kill(self, record: _Record, bound: FilteringBoundLogger) -> bool:
         """SIGKILL the attempt's processes until none is left; whether there were any."""
@@ -305,8 +326,10 @@ class _Process(Attempt):
         record: _Record,
         path: Path,
         warden: _Warden,
+        io_dir: Path,
     ) -> None:
         super().__init__(spec, bound, began)
+        self.io_dir = io_dir
         self.proc = proc
         self.record = record
         self.path = path
@@ -354,6 +377,9 @@ class _Process(Attempt):
         if self.record.exit_code is None:
             _forget(self.path)
 
+    async def read_output(self) -> FoundOutput | None:
+        return _read_output(self.io_dir)
+
     async def outcome(self, stopped_for: StopReason | None, exit_code: int | None) -> Outcome:
         assert exit_code is not None  # a process always has one
         usage = Usage(wall_seconds=time.monotonic() - self.began)
@@ -377,6 +403,37 @@ async def _kill_until_gone(record: _Record, bound: FilteringBoundLogger) -> bool
 
 
 # Records are a few hundred bytes on a local disk: written and read in the loop's thread.
+# So are inputs and outputs (at most MAX_OUTPUT_BYTES are read).
+
+_INPUTS = "inputs.json"
+_OUTPUT = "output.json"
+
+
+def _io_dir_of(record_path: Path) -> Path:
+    """The directory of an attempt's inputs and output, beside its record."""
+    return record_path.with_suffix(".io")
+
+
+def _read_output(io_dir: Path) -> FoundOutput | None:
+    """The attempt's output file (None: it wrote none); one too large is not read."""
+    try:
+        # Never through a link (the command's rights are not the worker's), never blocking
+        # on a FIFO: a regular file or nothing.
+        fd = os.open(io_dir / _OUTPUT, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+        with os.fdopen(fd, "rb") as f:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                log.warning("output path is not a file", path=str(io_dir / _OUTPUT))
+                return None
+            if st.st_size > MAX_OUTPUT_BYTES:
+                return FoundOutput(st.st_size, None)
+            data = f.read(MAX_OUTPUT_BYTES + 1)
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        log.warning("reading the output failed", path=str(io_dir / _OUTPUT), error=str(e))
+        return None
+    return FoundOutput(len(data), data)
 
 
 def _forget(path: Path) -> None:

@@ -358,6 +358,8 @@ class Scheduler:
             worker_id=self.config.worker_id,
             spec=job.spec,
             env=env.env,
+            inputs=job.inputs,
+            writes_output=job.workflow_run is not None,
         )
         usage = UsageRecorder(self.pool, job.id, job.attempt, self.config.sample_interval)
         limits = LogLimits(max_total_bytes=log_limit or self.config.log_limit_bytes)

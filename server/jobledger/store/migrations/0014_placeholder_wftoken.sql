@@ -1,3 +1,0 @@
--- Placeholder on branch wftoken only, so that 0015 follows without a gap: the other
--- issue-16 branches own migration 0014 (drop this file when merging theirs).
-SELECT 1;
