@@ -100,12 +100,19 @@ BASE_BODIES: dict[str, dict[str, Any]] = {
         "run": {"definition": "fuzzdef", "params": {"n": 1}},
     },
     "ScheduleSettings": {"cron": "@daily", "run": {"spec": {"image": "x"}}},
+    "WorkflowSpec": {
+        "steps": [
+            {"name": "a", "spec": {"image": "x"}},
+            {"name": "b", "spec": {"image": "x"}, "needs": ["a"]},
+        ]
+    },
+    "RerunRequest": {"mode": "from_failure"},
 }
 FIELDS = [
     "image", "priority", "labels", "scheduled_for", "description", "name", "reason", "env",
     "max_running_jobs", "project", "idempotency_key", "expires_in_seconds", "command", "jobs",
     "resources", "role", "submit_rate", "definition", "params", "definition_version", "value",
-    "cron", "timezone", "run", "overlap", "start_at",
+    "cron", "timezone", "run", "overlap", "start_at", "steps", "needs", "mode",
 ]  # fmt: skip
 
 
@@ -207,7 +214,12 @@ async def setup_ids(client: Client) -> dict[str, bytes]:
     schedule = {"name": "fuzzsched", "cron": "@daily", "run": {"definition": "fuzzdef"}}
     resp = await client.post("/api/v1/projects/default/schedules", json=schedule)
     assert resp.status == 201, await resp.text()
+    workflow = {"steps": [{"name": "a", "spec": {"image": "x"}}]}
+    resp = await client.post("/api/v1/workflows", json=workflow)
+    assert resp.status == 201, await resp.text()
+    run_id = (await resp.json())["id"]
     return {
+        "run": run_id.encode(),
         "schedule": b"fuzzsched",
         "secret": b"fuzzsecret",
         "definition": b"fuzzdef",

@@ -243,6 +243,11 @@ class ProcessExecutor(BaseExecutor):
         """The attempts a previous life of this worker started and whose outcome it did not
         record; `running` if any of their processes is still there."""
         found = []
+        # Files of an attempt whose record was never written (the worker died starting it)
+        # belong to nobody: a record is written before the command runs.
+        for io_dir in self._dir(worker_id).glob("*.io"):
+            if not io_dir.with_suffix(".json").exists():
+                shutil.rmtree(io_dir, ignore_errors=True)
         for path in sorted(self._dir(worker_id).glob("*.json")):
             record = _read(path)
             if record is None:
@@ -293,12 +298,10 @@ class ProcessExecutor(BaseExecutor):
         if (record := _read(path)) is not None:
             await self._kill(record, log.bind(job_id=str(found.job_id)))
         _forget(path)
-        shutil.rmtree(_io_dir_of(path), ignore_errors=True)
 
     async def settled(self, req: RunRequest) -> None:
         """The attempt's outcome is in the log: forget its record and its files."""
         _forget(self._path(req.worker_id, req.job_id, req.attempt))
-        shutil.rmtree(self._io_dir(req.worker_id, req.job_id, req.attempt), ignore_errors=True)
 
     async def _kill(self, record: _Record, bound: FilteringBoundLogger) -> bool:
         """SIGKILL the attempt's processes until none is left; whether there were any."""
@@ -437,7 +440,9 @@ def _read_output(io_dir: Path) -> FoundOutput | None:
 
 
 def _forget(path: Path) -> None:
+    """Forget an attempt: its record and its files (inputs, output)."""
     path.unlink(missing_ok=True)
+    shutil.rmtree(_io_dir_of(path), ignore_errors=True)
 
 
 def _write(path: Path, record: _Record) -> None:
