@@ -16,7 +16,7 @@ import structlog
 from ..scheduleservice import SCHEDULE_CHANGE, ScheduleService
 from ..store.db import DB_ERRORS
 from ..store.eventstore import Notification
-from ..store.notifications import EVENTS, Listener
+from .rounds import run_rounds
 
 log = structlog.get_logger(__name__)
 
@@ -47,21 +47,11 @@ class Firing:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Fire schedules until `stop` is set."""
-        listener = Listener(self.dsn, self._on_connect, application_name="jobledger-firing")
-        listener.on(EVENTS.renamed(self.schedules.store.channel), self._on_notification)
-        listen_task = asyncio.create_task(listener.run(), name="firing-listener")
-        try:
-            while not stop.is_set():
-                timeout = await self.round()
-                waits = [asyncio.create_task(e.wait()) for e in (self.wake, stop)]
-                try:
-                    await asyncio.wait(waits, timeout=timeout, return_when="FIRST_COMPLETED")
-                finally:
-                    for w in waits:
-                        w.cancel()
-        finally:
-            listen_task.cancel()
-            await asyncio.gather(listen_task, return_exceptions=True)
+        await run_rounds(
+            stop, self.wake, dsn=self.dsn, channel=self.schedules.store.channel,
+            name="jobledger-firing", on_notification=self._on_notification,
+            on_connect=self._on_connect, round=self.round,
+        )  # fmt: skip
 
     async def round(self) -> float:
         """Repair, fire what is due; return how long to sleep."""

@@ -16,8 +16,8 @@ from ..domain.errors import DomainError
 from ..domain.jobs import TERMINAL_STATES
 from ..store.db import DB_ERRORS
 from ..store.eventstore import Notification
-from ..store.notifications import EVENTS, Listener
 from ..workflowservice import WORKFLOW_CHANGE, WorkflowService
+from .rounds import run_rounds
 
 log = structlog.get_logger(__name__)
 
@@ -47,23 +47,16 @@ class WorkflowRuntime:
 
     async def run(self, stop: asyncio.Event) -> None:
         """React until `stop` is set."""
-        listener = Listener(self.dsn, self._on_connect, application_name="jobledger-workflows")
-        listener.on(EVENTS.renamed(self.workflows.store.channel), self._on_notification)
-        listen_task = asyncio.create_task(listener.run(), name="workflows-listener")
-        try:
-            while not stop.is_set():
-                await self.round()
-                waits = [asyncio.create_task(e.wait()) for e in (self.wake, stop)]
-                try:
-                    await asyncio.wait(
-                        waits, timeout=self.poll_interval, return_when="FIRST_COMPLETED"
-                    )
-                finally:
-                    for w in waits:
-                        w.cancel()
-        finally:
-            listen_task.cancel()
-            await asyncio.gather(listen_task, return_exceptions=True)
+
+        async def round_then_poll() -> float:
+            await self.round()
+            return self.poll_interval
+
+        await run_rounds(
+            stop, self.wake, dsn=self.dsn, channel=self.workflows.store.channel,
+            name="jobledger-workflows", on_notification=self._on_notification,
+            on_connect=self._on_connect, round=round_then_poll,
+        )  # fmt: skip
 
     async def round(self) -> None:
         """React to every run that asks for something now."""
