@@ -6,7 +6,9 @@ machine facts, versions), plus a short table on stderr.
 Each workload is its own script, runnable alone with its own sizes:
 engine.py (submit, drain, pickup, RSS, WAL), container_overhead.py, log_streaming.py,
 scale.py, fire_lag.py (how late a schedule firing every second fires and creates its jobs,
-of a spec and of a definition). --quick runs tiny sizes (a smoke run: the figures mean nothing).
+of a spec and of a definition), workflow_overhead.py (per workflow step, step ready to its
+child job submitted and started, with the no-op and the Docker executor). --quick runs tiny
+sizes (a smoke run: the figures mean nothing).
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ WORKLOADS: dict[str, tuple[str, list[str], list[str]]] = {
     "fire_lag_definition": ("fire_lag.py", ["--seconds", "20", "--run", "definition"], [
         "--seconds", "3", "--run", "definition",
     ]),
+    "workflow_overhead": ("workflow_overhead.py", ["--runs", "20"], ["--runs", "2"]),
+    "workflow_overhead_docker": ("workflow_overhead.py", [
+        "--runs", "5", "--executor", "docker",
+    ], ["--runs", "1", "--executor", "docker", "--shapes", "diamond"]),
 }  # fmt: skip
 
 

@@ -34,4 +34,13 @@ def test_every_workload_runs_and_reports(docker_engine: None) -> None:  # noqa: 
         lag = report[workload]
         assert lag["occurrences_fired"] >= 1 and lag["jobs_created"] == lag["occurrences_fired"]
         assert lag["occurrence_to_job_submitted"]["max"] >= lag["occurrence_to_fired"]["min"]
+    for workload, shapes in (("workflow_overhead", ("chain", "diamond")),
+                             ("workflow_overhead_docker", ("diamond",))):  # fmt: skip
+        for shape in shapes:
+            wf = report[workload][shape]
+            assert wf["steps"] == wf["runs"] * {"chain": 5, "diamond": 4}[shape]
+            started, made = wf["step_ready_to_job_started"], wf["step_ready_to_job_submitted"]
+            assert started["max"] >= made["min"] > 0
+            assert wf["run_submitted_to_succeeded"]["min"] >= started["min"]
+            assert wf["events_per_run"]["with_child_jobs"] > wf["events_per_run"]["run_stream"]
     assert report["versions"]["postgres"].startswith("postgres (PostgreSQL) 15")
