@@ -577,11 +577,15 @@ class OccurrenceOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     detail: str | None = None
     job_id: uuid.UUID | None = None
     job_state: JobState | None = None
+    #: For a schedule that runs a workflow: the run the occurrence started, and its state.
+    workflow_run: uuid.UUID | None = None
+    workflow_run_state: RunState | None = None
     manual: bool = False
     jitter_seconds: int = 0
     #: Seconds from the occurrence (plus jitter) to the ScheduleFired.
     fire_lag_seconds: float | None = None
-    #: Seconds from the occurrence to the job's creation (None: not created yet).
+    #: Seconds from the occurrence to the job's (or workflow run's) creation (None: not
+    #: created yet).
     job_lag_seconds: float | None = None
 
 
@@ -594,11 +598,12 @@ class OccurrenceList(msgspec.Struct):
     next_before: int | None
 
 
-class TriggeredOut(msgspec.Struct, kw_only=True):
-    """A manual occurrence: the schedule and the job it created."""
+class TriggeredOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A manual occurrence: the schedule and the job (or workflow run) it created."""
 
     schedule: ScheduleOut
-    job_id: uuid.UUID
+    job_id: uuid.UUID | None = None
+    workflow_run: uuid.UUID | None = None
 
 
 # ---- workflows ----------------------------------------------------------------------------
@@ -643,6 +648,9 @@ class WorkflowRunOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     finished_at: datetime | None = None
     rerun_of: uuid.UUID | None = None
     version: int
+    #: A schedule's run: the schedule that started it and the occurrence.
+    schedule: str | None = None
+    occurrence: datetime | None = None
 
 
 class WorkflowRunList(msgspec.Struct):

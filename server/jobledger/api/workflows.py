@@ -69,7 +69,7 @@ async def submit_workflow(request: web.Request) -> web.Response:
 
 
 async def list_workflows(request: web.Request) -> web.Response:
-    """GET /api/v1/workflows: newest first, by project and state."""
+    """GET /api/v1/workflows: newest first, by project, state and schedule."""
     query = request[QUERY]
     who = principal(request)
     project = query["project"]
@@ -89,6 +89,7 @@ async def list_workflows(request: web.Request) -> web.Response:
         states=[RunState(s) for s in query["state"]] or None,
         before=(after.created_at, after.id) if after is not None else None,
         limit=query["limit"],
+        schedule=query["schedule"],
     )
     cursor = msgspec.json.encode(_Cursor(*more)).hex() if more is not None else None
     return json_response(WorkflowRunList(runs=[run_out(r) for r in runs], next_cursor=cursor))
@@ -137,6 +138,7 @@ ROUTES = (
           query=(Query("project", {"type": "string"}, "only this project's runs"),
                  Query("state", {"type": "string", "enum": [s.value for s in RunState]},
                        "only runs in these states (repeat or comma-separate)", True),
+                 Query("schedule", {"type": "string"}, "only runs this schedule started"),
                  Query("limit", {"type": "integer", "minimum": 1, "maximum": 500},
                        "page size", default=50),
                  Query("cursor", {"type": "string"}, "next_cursor of the previous page"))),
