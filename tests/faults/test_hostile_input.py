@@ -108,6 +108,12 @@ BASE_BODIES: dict[str, dict[str, Any]] = {
     },
     "RerunRequest": {"mode": "from_failure"},
 }
+#: Other valid shapes of a body type, spoiled the same way (a schedule that runs a workflow).
+ALSO_BODIES: dict[str, list[dict[str, Any]]] = {
+    "ScheduleSettings": [
+        {"cron": "@daily", "run": {"workflow": BASE_BODIES["WorkflowSpec"]}},
+    ],
+}
 FIELDS = [
     "image", "priority", "labels", "scheduled_for", "description", "name", "reason", "env",
     "max_running_jobs", "project", "idempotency_key", "expires_in_seconds", "command", "jobs",
@@ -185,7 +191,8 @@ def hostile_requests(draw: st.DrawFn, ids: dict[str, bytes]) -> tuple[str, bytes
     if route.body is not None:
         headers.append((b"Content-Type", b"application/json"))
         body_type = draw(st.sampled_from([route.body, *route.body_also]))
-        base = BASE_BODIES[getattr(body_type, "__name__", "")]
+        name = getattr(body_type, "__name__", "")
+        base = draw(st.sampled_from([BASE_BODIES[name], *ALSO_BODIES.get(name, [])]))
         fields = {k: json.dumps(v).encode() for k, v in base.items()}
         fields[draw(st.sampled_from(FIELDS))] = draw(st.sampled_from(HOSTILE_JSON))
         body = draw(st.sampled_from([body_of(fields), *HOSTILE_JSON]))
