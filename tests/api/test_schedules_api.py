@@ -17,10 +17,11 @@ from jobledger.api.schedules import SCHEDULES
 from jobledger.domain.events import EventMeta
 from jobledger.domain.schedules import SCHEDULE, Bound, Trigger
 from jobledger.domain.schedules import run_id as schedule_run_id
+from jobledger.domain.workflows import StepJobStarted, child_job_id
 from jobledger.replay.archive import stream_at
 from jobledger.replay.rebuild import rebuild
 from jobledger.replay.verify import Verifier
-from jobledger.scheduleservice import ScheduleService
+from jobledger.scheduleservice import QUERIES, ScheduleService
 from jobledger.service import JobService
 from jobledger.wire import NewSchedule
 from tests.api.test_access_api import call, project_with_accounts
@@ -377,3 +378,11 @@ async def test_a_run_not_started_before_a_crash_is_started_once_by_the_repair(
     assert len(submitted) == 1 and str(state.recent[-1].event_id) in submitted[0]["meta"]
     run = await schedules.workflows.load(run_id)
     assert (run.schedule, run.occurrence) == ("nightly", now)
+    # The overlap policy's facts: a run waits until one of its steps has started.
+    counts = QUERIES["run_counts"]
+    assert tuple(await pool.fetchrow(counts, "p1", "nightly")) == (0, 1)
+    job = child_job_id(run_id, "extract")
+    await schedules.workflows._execute(run_id, StepJobStarted(step="extract", job_id=job), META)
+    assert tuple(await pool.fetchrow(counts, "p1", "nightly")) == (1, 0)
+    await schedules.workflows.cancel(run_id, None, META)
+    assert tuple(await pool.fetchrow(counts, "p1", "nightly")) == (1, 0)  # cancelling
