@@ -276,7 +276,9 @@ class Client:
                 if 400 <= exc.status < 500:
                     # The upgrade was refused; the JSON route says why in the API's words.
                     await self.get_raw(f"/api/v1/jobs/{job_id}/logs", {"after": after, "limit": 1})
-                    raise ClientError(f"server refused the log stream: {exc.message}") from exc
+                    raise ClientError(
+                        f"server refused the log stream: {exc.message}", exc.status
+                    ) from exc
                 reason = f"server answered {exc.status}"
             except aiohttp.ClientConnectionError as exc:
                 if not connected_once:

@@ -114,7 +114,7 @@ async def test_follow_prints_every_steps_lines_once_then_the_stored_logs(
         code, out, err = await follower.finish()
     finally:
         follower.kill()
-    assert code == 0, err
+    assert code == 0, (err, out[-500:])
     assert of_step(out, "extract   | ") == [f"extract {i}" for i in range(301)]
     assert of_step(out, "transform | ") == [f"transform {i}" for i in range(1, 201)]
     assert of_step(out, "load      | ") == [f"load {i}" for i in range(1, 4)]
@@ -142,7 +142,7 @@ async def test_a_failed_or_cancelled_run_exits_1_and_an_unknown_run_is_named(
         step("a", "echo one; exit 3"), step("b", "echo never", "a")])  # fmt: skip
     code, out, err = await run("workflows", "logs", "-f", *url, failed)
     assert (code, out) == (1, "a | one\n"), err
-    assert f"jobledger: workflow run {failed} failed: failed steps a (" in err, err
+    assert f"jobledger: workflow run {failed} failed: a failed (exit code 3)\n" in err, err
     gate = tmp_path / "never"
     waiting = f"echo started; while [ ! -e {gate} ]; do sleep 0.05; done"
     cancelled = await submit(server.url, tmp_path, [step("slow", waiting)])
@@ -155,7 +155,7 @@ async def test_a_failed_or_cancelled_run_exits_1_and_an_unknown_run_is_named(
     finally:
         follower.kill()
     assert (code, out) == (1, "slow | started\n"), err
-    assert f"jobledger: workflow run {cancelled} cancelled" in err, err
+    assert f"jobledger: workflow run {cancelled} cancelled: slow was cancelled\n" in err, err
     for args in (("-f",), ()):
         code, out, err = await run("workflows", "logs", *args, *url, MISSING)
         assert (code, out) == (1, ""), err

@@ -22,7 +22,8 @@ from typing import TextIO
 import msgspec
 
 from ..client import Client, ClientError
-from ..domain.workflows import STEP_FAILED, STEP_TERMINAL, RunState
+from ..domain.events import FailureReason
+from ..domain.workflows import STEP_TERMINAL, RunState, StepState
 from ..exitcodes import EXIT_ERROR, EXIT_OK
 from ..wire import LinesMessage, LogLine, WorkflowRunOut, WorkflowStepOut
 from .clientverbs import with_client
@@ -141,23 +142,34 @@ async def follow(client: Client, run_id: str, as_json: bool) -> WorkflowRunOut:
     return run
 
 
-def run_outcome(run: WorkflowRunOut) -> tuple[int, str | None]:
+async def run_outcome(client: Client, run: WorkflowRunOut) -> tuple[int, str | None]:
     """The exit status of an ended run, and what to tell the user when it did not succeed:
     0 when it succeeded, 1 when it failed or was cancelled (as `submit --wait` exits 1 for a
-    cancelled job; a run has no single exit code of its own)."""
+    cancelled job; a run has no single exit code of its own). The message names the steps
+    that failed and why (a step's command's exit code, read from its job)."""
     if run.state is RunState.SUCCEEDED:
         return EXIT_OK, None
-    failed = [f"{s.name} ({s.reason})" if s.reason else s.name
-              for s in run.steps if s.state in STEP_FAILED]  # fmt: skip
-    why = f": failed steps {', '.join(failed)}" if failed else ""
-    return EXIT_ERROR, f"workflow run {run.id} {run.state.value}{why}"
+    failed = []
+    for step in run.steps:
+        if step.state is StepState.CANCELLED:
+            failed.append(f"{step.name} was cancelled")
+        elif step.state is StepState.FAILED:
+            why = step.reason or "failed"
+            if step.job_id is not None:
+                job = await client.get_job(str(step.job_id))
+                if job.failure_reason is FailureReason.EXIT_CODE and job.exit_code is not None:
+                    why = f"exit code {job.exit_code}"
+            failed.append(f"{step.name} failed ({why})")
+    return EXIT_ERROR, f"workflow run {run.id} {run.state.value}" + (
+        f": {'; '.join(failed)}" if failed else ""
+    )
 
 
 async def cmd_workflow_logs(args: argparse.Namespace) -> int:
     async def act(client: Client) -> int:
         if args.follow:
             run = await follow(client, args.run, args.json)
-            code, message = run_outcome(run)
+            code, message = await run_outcome(client, run)
             if message:
                 print(f"jobledger: {message}", file=sys.stderr)
             return code
