@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import ADMIN_TOKEN
 from tests.e2e import conftest as e2e
-from tests.e2e.conftest import ROOT, Server
+from tests.e2e.conftest import ROOT, Server, Worker, free_port
 from tests.e2e.conftest import run_cli as run
 
 #: A failsafe against a hung test, never a timing assertion.
@@ -160,3 +160,35 @@ async def test_a_failed_or_cancelled_run_exits_1_and_an_unknown_run_is_named(
         code, out, err = await run("workflows", "logs", *args, *url, MISSING)
         assert (code, out) == (1, ""), err
         assert err == "jobledger: workflow run not found\n", err
+
+
+async def test_follow_resumes_after_the_api_server_restarts(
+    dsn: str, tmp_path: Path, workers: list[Worker], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    port = free_port()
+    monkeypatch.setattr(e2e, "free_port", lambda: port)  # the restarted server takes it again
+    # The API alone restarts; a worker runs the steps (and moves the run) meanwhile.
+    first = await asyncio.to_thread(Server, "--database-url", dsn, "--no-scheduler")
+    workers.append(await asyncio.to_thread(Worker, dsn, "wf-logs-w", "--executor", "process"))
+    gate = tmp_path / "gate"
+    extract = f"echo 'extract 0'; while [ ! -e {gate} ]; do sleep 0.05; done; "
+    run_id = await submit(first.url, tmp_path, [
+        step("extract", extract + counted("extract", 100)),
+        step("load", counted("load", 100), "extract"),
+    ])  # fmt: skip
+    follower = await Follower.start(first.url, run_id)
+    second: Server | None = None
+    try:
+        await follower.until_line("extract | extract 0")
+        assert await asyncio.to_thread(first.stop) == 0
+        gate.touch()  # extract goes on, and load may start, while no server answers
+        second = await asyncio.to_thread(Server, "--database-url", dsn, "--no-scheduler")
+        code, out, err = await follower.finish()
+    finally:
+        follower.kill()
+        if second is not None:
+            await asyncio.to_thread(second.stop)
+    assert code == 0, err
+    assert out == "".join(f"extract | extract {i}\n" for i in range(101)) + "".join(
+        f"load    | load {i}\n" for i in range(1, 101)
+    )  # no gap, no duplicate
