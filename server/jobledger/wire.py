@@ -668,3 +668,70 @@ class RerunRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 class WorkflowEventList(msgspec.Struct):
     events: list[LogEvent]
+
+
+# ---- dashboard (issue 17) -----------------------------------------------------------------
+
+
+class WhoAmI(msgspec.Struct, kw_only=True):
+    """The caller a token stands for, so a page can show only what it may do."""
+
+    #: How events name this caller: `PROJECT/ACCOUNT`, or `admin`.
+    actor: str
+    role: Role
+    #: None for the server-wide admin, who may act in every project.
+    project: str | None
+    #: None for the server-wide admin token given in the environment.
+    token_id: uuid.UUID | None
+    expires_at: datetime | None
+    #: For a running job's own token: that job.
+    job_id: uuid.UUID | None = None
+
+
+class JobCounts(msgspec.Struct, kw_only=True):
+    """How many jobs match the filters, per state (every state present) and in all."""
+
+    counts: dict[JobState, int]
+    total: int
+
+
+class HelloMessage(msgspec.Struct, tag="hello", tag_field="type"):
+    """Jobs watch WebSocket: sent once after the upgrade; changes follow."""
+
+
+class JobMessage(msgspec.Struct, tag="job", tag_field="type"):
+    """Jobs watch WebSocket: a job changed. `matches` is false when it no longer matches the
+    watch's filters (its state left the `state` filter): a list drops it."""
+
+    job: JobOut
+    matches: bool
+
+
+class ResyncMessage(msgspec.Struct, tag="resync", tag_field="type"):
+    """Jobs watch WebSocket: changes may have been missed (the server's LISTEN connection
+    came back, or a change listed too many jobs): reload the list."""
+
+
+#: What the jobs watch WebSocket sends, decodable as one tagged union.
+WatchMessage = HelloMessage | JobMessage | ResyncMessage
+
+
+class ChainProblem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The first thing wrong with a stream's history."""
+
+    #: broken_chain, version_gap, unchained, undecodable, fold_error, events_missing, ...
+    kind: str
+    message: str
+    #: The event at fault (absent when the problem is not one event's, e.g. events missing
+    #: at the end of the stream).
+    version: int | None = None
+
+
+class ChainVerdict(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Whether one job's history recomputes: its hash chain, versions, decoding and fold,
+    and its `jobs` row at the version the log ends at."""
+
+    verified: bool
+    events: int
+    checked_at: datetime
+    problem: ChainProblem | None = None

@@ -24,6 +24,7 @@ from ..store.secretbox import SecretBox
 from ..workflowservice import WorkflowService
 from . import (
     audit,
+    dashboard,
     definitions,
     errors,
     jobs,
@@ -33,6 +34,7 @@ from . import (
     projects,
     schedules,
     secrets,
+    watch,
     workflows,
 )  # fmt: skip
 from .auth import ENV_ADMIN_HASH, auth_middleware
@@ -134,6 +136,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 #: Every API operation, in the order the OpenAPI document lists them.
 ROUTES = (
+    *dashboard.ROUTES, *watch.ROUTES,  # before `/api/v1/jobs/{id}`, which would take them
     *jobs.ROUTES, *logs.ROUTES, *projects.ROUTES, *audit.ROUTES, *secrets.ROUTES,
     *definitions.ROUTES, *schedules.ROUTES, *workflows.ROUTES,
 )  # fmt: skip
@@ -168,4 +171,5 @@ def create_app(
     register(app.router, ROUTES)
     openapi.install(app, ROUTES)
     loghub.setup(app, dsn)
+    watch.setup(app)
     return app
