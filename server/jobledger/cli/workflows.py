@@ -38,6 +38,7 @@ def configure_workflows_parser(sub: argparse._SubParsersAction[argparse.Argument
     lister = verbs.add_parser("list", help="list runs, newest first")
     lister.add_argument("--project")
     lister.add_argument("--state", help="running, cancelling, succeeded, failed, cancelled")
+    lister.add_argument("--schedule", help="only the runs this schedule started (with --project)")
     for verb in ("show", "cancel", "rerun"):
         q = verbs.add_parser(verb, help=f"{verb} a run")
         q.add_argument("run", metavar="RUN_ID")
@@ -114,7 +115,7 @@ async def cmd_workflows(args: argparse.Namespace) -> int:
         if args.verb == "submit":
             raw = await client.request_raw("POST", _BASE, body=_load(args.file))
         elif args.verb == "list":
-            params = {k: v for k in ("project", "state") if (v := getattr(args, k))}
+            params = {k: v for k in ("project", "state", "schedule") if (v := getattr(args, k))}
             raw = await client.request_raw("GET", _BASE, params=params)
         elif args.verb == "show":
             raw = await client.request_raw("GET", f"{_BASE}/{args.run}")
