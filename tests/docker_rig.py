@@ -4,6 +4,7 @@ never skip."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import subprocess
 from pathlib import Path
@@ -47,3 +48,13 @@ def containers(label: str) -> list[dict[str, object]]:
         capture_output=True, text=True, check=True,
     ).stdout  # fmt: skip
     return [json.loads(line) for line in out.splitlines()]
+
+
+async def left_behind(label: str, within: float = 30.0) -> list[dict[str, object]]:
+    """The containers still carrying `label` after waiting up to `within` seconds for them to
+    go: an executor removes a container only once its job's end is recorded (so a crash
+    between the two leaves it to be found), so right after the end it may still be there."""
+    deadline = asyncio.get_running_loop().time() + within
+    while (found := containers(label)) and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.1)
+    return found

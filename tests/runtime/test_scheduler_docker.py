@@ -6,7 +6,7 @@ from jobledger.domain.events import EventMeta, FailureReason
 from jobledger.domain.jobs import JobState, RequestCancel
 from jobledger.runtime.docker import DockerExecutor
 from jobledger.service import JobService
-from tests.docker_rig import containers
+from tests.docker_rig import left_behind
 from tests.factories import spec
 from tests.runtime.conftest import StartScheduler
 from tests.watching import JobWatcher
@@ -43,4 +43,4 @@ async def test_container_jobs_succeed_fail_and_are_cancelled(
     assert start_error.failure_reason is FailureReason.START_ERROR
     assert "jobledger-absent" in (start_error.message or "")
     for job_id in (ok, bad, long, missing.id):
-        assert containers(f"jobledger.job_id={job_id}") == []  # nothing left behind
+        assert await left_behind(f"jobledger.job_id={job_id}") == []  # nothing left behind

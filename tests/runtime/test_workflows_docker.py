@@ -17,7 +17,7 @@ from jobledger.runtime.docker import DockerExecutor
 from jobledger.runtime.workflows import WorkflowRuntime
 from jobledger.service import JobService
 from jobledger.workflowservice import WorkflowService
-from tests.docker_rig import containers
+from tests.docker_rig import left_behind
 from tests.runtime.conftest import StartScheduler
 
 ENDED = {"succeeded", "failed", "cancelled"}
@@ -184,7 +184,7 @@ async def test_cancel_while_two_steps_run(
     jobs = await child_jobs(client, run["id"])
     assert set(jobs) == {"x", "y"} and {j["state"] for j in jobs.values()} == {"cancelled"}
     for job in jobs.values():
-        assert containers(f"jobledger.job_id={job['id']}") == []
+        assert await left_behind(f"jobledger.job_id={job['id']}") == []
 
 
 async def test_rerun_from_failure_reuses_the_succeeded_steps(
