@@ -10,6 +10,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from .. import web as dashboard
 from ..administration import AccessService
 from ..catalog import Catalog
 from ..domain.errors import DomainError, InvalidInput
@@ -168,4 +169,5 @@ def create_app(
     register(app.router, ROUTES)
     openapi.install(app, ROUTES)
     loghub.setup(app, dsn)
+    dashboard.setup(app)  # the web pages under / (issue 17)
     return app
