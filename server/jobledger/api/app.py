@@ -10,7 +10,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
-from .. import web as dashboard
+from .. import web as web_pages
 from ..administration import AccessService
 from ..catalog import Catalog
 from ..domain.errors import DomainError, InvalidInput
@@ -169,5 +169,5 @@ def create_app(
     register(app.router, ROUTES)
     openapi.install(app, ROUTES)
     loghub.setup(app, dsn)
-    dashboard.setup(app)  # the web pages under / (issue 17)
+    web_pages.setup(app)  # the web pages under / (issue 17)
     return app
