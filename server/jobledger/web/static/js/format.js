@@ -27,7 +27,9 @@ export function duration(job) {
   return seconds((end - start) / 1000);
 }
 
-export const shortId = (id) => String(id).slice(0, 8);
+// Ids are UUIDv7: their first digits are the time, the same for jobs made together; the
+// last group tells them apart.
+export const shortId = (id) => String(id).slice(-12);
 
 export function bytes(n) {
   if (n === null || n === undefined) return '—';

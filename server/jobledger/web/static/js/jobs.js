@@ -1,7 +1,7 @@
 // The jobs list: filters kept in the URL (a view can be shared), counts per state, keyset
 // paging, and live updates pushed over the jobs watch WebSocket. With `at`, the list as it
 // stood at that instant (no live updates).
-import { html, useState, useEffect, useMemo, useRef } from './lib.js';
+import { html, useState, useEffect, useLayoutEffect, useMemo, useRef } from './lib.js';
 import { api, query, liveSocket } from './api.js';
 import { Link, StateBadge, ErrorBox, navigate } from './ui.js';
 import { STATES, when, duration, shortId, toIso, toLocalInput } from './format.js';
@@ -107,6 +107,11 @@ export function JobsPage() {
   const [live, setLive] = useState('');
   const [loading, setLoading] = useState(true);
   const generation = useRef(0);
+  const rendered = useRef(false);
+  // For bench/dashboard.py: when a loaded page's rows are in the DOM.
+  useLayoutEffect(() => {
+    if (rendered.current) { rendered.current = false; performance.mark('jobledger:jobs-rendered'); }
+  }, [jobs]);
 
   const loadCounts = async () => {
     if (filters.at) { setCounts(null); return; }
@@ -123,7 +128,7 @@ export function JobsPage() {
       setJobs(page.jobs);
       setCursor(page.next_cursor);
       setError(null);
-      performance.mark('jobledger:jobs-rendered');
+      rendered.current = true;
     } catch (e) {
       if (mine === generation.current) setError(e);
     } finally {
