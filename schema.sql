@@ -13,7 +13,7 @@ CREATE TABLE schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The version this file stands for: the last migration's.
-INSERT INTO schema_migrations (version, name) VALUES (15, '0015_job_tokens');
+INSERT INTO schema_migrations (version, name) VALUES (16, '0016_workflow_schedules');
 
 -- The event log: the source of truth (design map I2). One stream per aggregate.
 CREATE TABLE events (
@@ -405,9 +405,14 @@ CREATE TABLE workflow_runs (
     created_at   timestamptz NOT NULL,
     updated_at   timestamptz NOT NULL,
     finished_at  timestamptz,
-    version      integer     NOT NULL
+    version      integer     NOT NULL,
+    -- A schedule's run: the schedule and the occurrence (NULL: not a schedule's).
+    schedule     text,
+    occurrence   timestamptz
 );
 CREATE INDEX workflow_runs_project_created ON workflow_runs (project, created_at DESC, stream_id DESC);
+CREATE INDEX workflow_runs_schedule
+    ON workflow_runs (project, schedule, created_at DESC, stream_id DESC) WHERE schedule IS NOT NULL;
 -- Runs not finished: what every workflow runtime sweeps.
 CREATE INDEX workflow_runs_unfinished ON workflow_runs (updated_at)
     WHERE state IN ('running', 'cancelling');

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 import aiohttp
 import msgspec
 
+from .domain.workflows import RUN_TERMINAL
 from .wire import (
     AuditPage,
     EndMessage,
@@ -21,6 +22,7 @@ from .wire import (
     LogLine,
     LogMessage,
     LogPage,
+    WorkflowRunOut,
 )  # fmt: skip
 
 DEFAULT_URL = "http://127.0.0.1:8080"
@@ -43,6 +45,9 @@ _message_decoder: msgspec.json.Decoder[LogMessage] = msgspec.json.Decoder(LogMes
 _job_decoder = msgspec.json.Decoder(JobOut)
 _list_decoder = msgspec.json.Decoder(JobList)
 _audit_decoder = msgspec.json.Decoder(AuditPage)
+_run_decoder = msgspec.json.Decoder(WorkflowRunOut)
+#: Seconds a workflow run's long-poll waits for a change (the server takes up to 25).
+RUN_WAIT_SECONDS = 20.0
 
 
 class ClientError(Exception):
@@ -271,7 +276,9 @@ class Client:
                 if 400 <= exc.status < 500:
                     # The upgrade was refused; the JSON route says why in the API's words.
                     await self.get_raw(f"/api/v1/jobs/{job_id}/logs", {"after": after, "limit": 1})
-                    raise ClientError(f"server refused the log stream: {exc.message}") from exc
+                    raise ClientError(
+                        f"server refused the log stream: {exc.message}", exc.status
+                    ) from exc
                 reason = f"server answered {exc.status}"
             except aiohttp.ClientConnectionError as exc:
                 if not connected_once:
@@ -285,6 +292,44 @@ class Client:
             if failures > retries:
                 raise ConnectionDropped(f"lost the log stream after seq {after}: {reason}")
             await asyncio.sleep(min(max_backoff, 0.125 * 2**failures))
+
+    # ---- workflow runs ------------------------------------------------------------------
+
+    async def get_workflow(self, run_id: str) -> WorkflowRunOut:
+        """One workflow run with its steps."""
+        return self._decode(_run_decoder, await self.get_raw(f"/api/v1/workflows/{run_id}"))
+
+    async def watch_workflow(
+        self, run_id: str, *, retries: int = 8, max_backoff: float = 2.0
+    ) -> AsyncIterator[WorkflowRunOut]:
+        """The run now, then again each time it changes, until it has ended. Changes come by
+        long-poll (`after_version`, `wait`: the server answers as soon as the run changes),
+        not by polling at an interval. A dropped connection or a restarting server is
+        retried up to `retries` times in a row with growing pauses; the version asked
+        about makes the retry miss nothing."""
+        path = f"/api/v1/workflows/{run_id}"
+        version: int | None = None
+        failures = 0
+        while True:
+            params = {} if version is None else {"after_version": version,
+                                                 "wait": RUN_WAIT_SECONDS}  # fmt: skip
+            try:
+                run = self._decode(_run_decoder, await self.get_raw(path, params))
+            except ClientError as exc:
+                gone = isinstance(exc, ServerUnreachable) or (exc.status or 0) >= 500
+                if version is None or not gone:
+                    raise
+                failures += 1
+                if failures > retries:
+                    raise ConnectionDropped(f"lost workflow run {run_id}: {exc.message}") from exc
+                await asyncio.sleep(min(max_backoff, 0.125 * 2**failures))
+                continue
+            failures = 0
+            if version is None or run.version > version:
+                yield run
+            version = run.version
+            if run.state in RUN_TERMINAL:
+                return
 
 
 def _error_message(body: bytes, reason: str | None) -> str:

@@ -4,7 +4,9 @@ through `runtime.firing`). A tick is decided once: the ScheduleFired append expe
 stream's version, so of several processes one records it and the others, deciding again on
 the fresh state, find nothing due. Its job is created after that append with an id and an
 idempotency key derived from the occurrence, so whichever process creates it (the one that
-fired, or any other after a crash in between) creates it once."""
+fired, or any other after a crash in between) creates it once. A schedule that runs a
+workflow starts a run the same way: its id comes from the occurrence, and a run's stream
+can be started once (`Submit` on an existing run is refused)."""
 
 from __future__ import annotations
 
@@ -20,7 +22,14 @@ import structlog
 
 from .catalog import Catalog
 from .domain.cron import zone
-from .domain.errors import ConcurrencyError, Conflict, DomainError, InvalidValue, NotFound
+from .domain.errors import (
+    ConcurrencyError,
+    Conflict,
+    DomainError,
+    InvalidTransition,
+    InvalidValue,
+    NotFound,
+)
 from .domain.events import EventMeta, Recorded
 from .domain.jobs import JobState, Submit
 from .domain.schedules import (
@@ -41,15 +50,18 @@ from .domain.schedules import (
     Update,
     occurrence_request,
     occurrence_submit,
+    occurrence_workflow,
     occurrences,
     validate,
 )
+from .domain.workflows import RunState
 from .projections.jobs import JobFilter
 from .service import JobService, StreamService
 from .store.db import Conn
 from .store.eventstore import Announce, Change
 from .store.queries import load_queries
 from .wire import OccurrenceList, OccurrenceOut, PreviewTime, ScheduleOut
+from .workflowservice import WorkflowService
 
 QUERIES = load_queries(Path(__file__).parent / "projections" / "schedules.sql")
 #: The state the NOTIFY of a schedule's append names, so schedulers wake for it alone.
@@ -82,6 +94,7 @@ class ScheduleService:
         self.pool: asyncpg.Pool = jobs.pool
         self.streams = StreamService(jobs.store)
         self.catalog = Catalog(jobs)
+        self.workflows = WorkflowService(jobs)
 
     # ---- commands -----------------------------------------------------------------------
 
@@ -117,8 +130,9 @@ class ScheduleService:
     async def delete(self, project: str, name: str, meta: EventMeta) -> Schedule:
         return await self._execute(project, name, Delete(), meta)
 
-    async def trigger(self, project: str, name: str, meta: EventMeta) -> tuple[Schedule, uuid.UUID]:
-        """Fire once now (a manual occurrence) and create its job; returns the job's id."""
+    async def trigger(self, project: str, name: str, meta: EventMeta) -> tuple[Schedule, FiredRef]:
+        """Fire once now (a manual occurrence) and create its job or workflow run; returns
+        what fired (its `job_id` or `workflow_run`)."""
         sid = SCHEDULE.stream_id(project, name)
         now = await self.pool.fetchval(QUERIES["now"])
         current, _ = await self.streams.load(SCHEDULE.name, sid)
@@ -127,7 +141,7 @@ class ScheduleService:
             await self.check_run(project, name, current.settings, now)
         state = await self._execute(project, name, Bound(sid, Trigger(now=now)), meta)
         await self.ensure_jobs(sid, state, meta.actor)
-        return state, state.recent[-1].job_id
+        return state, state.recent[-1]
 
     async def check_run(
         self,
@@ -139,8 +153,16 @@ class ScheduleService:
         """Refuse a run that could not be made now, so a bad schedule is refused when it is
         saved, not at 02:00: the settings' own checks, then for a definition its resolution
         (it exists and is enabled, the version and environment exist, the parameters fit
-        its declaration), errors naming the field under `$.run`."""
-        validate(settings)
+        its declaration), errors naming the field under `$.run`; for a workflow its steps'
+        definitions the same way (under `$.run.workflow`)."""
+        validate(settings, project=project)
+        if settings.run.workflow is not None:
+            spec = msgspec.structs.replace(settings.run.workflow, project=project)
+            try:
+                await self.workflows.check_definitions(spec)
+            except DomainError as exc:
+                raise _in_run(exc, "$.run.workflow") from None
+            return
         if settings.run.definition is None:
             return
         when = now or datetime.now(UTC)
@@ -246,14 +268,16 @@ class ScheduleService:
             return []
         await self.ensure_jobs(sid, state, actor)  # a job before it counts as running
         counts = await self.pool.fetchrow(QUERIES["job_counts"], state.project, state.name)
+        runs = await self.pool.fetchrow(QUERIES["run_counts"], state.project, state.name)
         now = await self.pool.fetchval(QUERIES["now"])
-        assert counts is not None
+        assert counts is not None and runs is not None
         blocked, detail = await self._blocked(state, now)
         command = Bound(
             sid,
             Fire(
-                now=now, running=counts["running"], waiting=counts["waiting"],
-                blocked=blocked, blocked_detail=detail,
+                now=now, running=counts["running"] + runs["running"],
+                waiting=counts["waiting"] + runs["waiting"], blocked=blocked,
+                blocked_detail=detail,
             ),
         )  # fmt: skip
         meta = EventMeta(actor=actor, correlation_id=state.correlation_id)
@@ -265,28 +289,37 @@ class ScheduleService:
         if fired:
             await self.ensure_jobs(sid, new, actor)
         return [
-            ScheduleFired(occurrence=r.occurrence, job_id=r.job_id, lag_seconds=0.0) for r in fired
-        ]
+            ScheduleFired(
+                occurrence=r.occurrence, job_id=r.job_id, workflow_run=r.workflow_run,
+                lag_seconds=0.0,
+            )
+            for r in fired
+        ]  # fmt: skip
 
     async def ensure_jobs(self, sid: uuid.UUID, state: Schedule, actor: str) -> int:
-        """Create the jobs of the state's recent fired occurrences that do not exist yet
-        (each once: its id and idempotency key come from the occurrence); returns how many
-        this call created. Each job's JobSubmitted is caused by its ScheduleFired."""
+        """Create the jobs (or workflow runs) of the state's recent fired occurrences that do
+        not exist yet (each once: its id and idempotency key come from the occurrence);
+        returns how many this call created. Each job's JobSubmitted (a run's
+        WorkflowSubmitted) is caused by its ScheduleFired."""
         if not state.recent or state.deleted:
             return 0
-        ids = [r.job_id for r in state.recent]
+        ids = [r.started for r in state.recent]
         found = {r["stream_id"] for r in await self.pool.fetch(QUERIES["existing_streams"], ids)}
         created = 0
         for ref in state.recent:
-            if ref.job_id in found:
+            if ref.started in found:
                 continue
             meta = EventMeta(
                 actor=actor,
                 correlation_id=state.correlation_id or f"schedule:{sid}",
                 causation_id=str(ref.event_id),
             )
+            then = await self._as_fired(state, ref)
+            if ref.workflow_run is not None:
+                created += await self._ensure_run(then, ref, meta)
+                continue
             try:
-                command = await self.occurrence_command(state, ref)
+                command = await self.occurrence_command(then, ref)
                 done = await self.jobs.submit_as(ref.job_id, command, meta)
             except ConcurrencyError:
                 continue  # another process created it at the same moment
@@ -301,6 +334,35 @@ class ScheduleService:
                 continue
             created += done.created
         return created
+
+    async def _ensure_run(self, state: Schedule, ref: FiredRef, meta: EventMeta) -> int:
+        """Start a fired occurrence's workflow run if it does not exist (1: this call did)."""
+        assert ref.workflow_run is not None
+        try:
+            await self.workflows.submit_as(ref.workflow_run, occurrence_workflow(state, ref), meta)
+        except (ConcurrencyError, InvalidTransition):
+            return 0  # another process started it at the same moment
+        except DomainError as exc:
+            log.warning(
+                "schedule workflow run not started", schedule=state.name, project=state.project,
+                occurrence=ref.occurrence.isoformat(), error=exc.message,
+            )  # fmt: skip
+            return 0
+        return 1
+
+    async def _as_fired(self, state: Schedule, ref: FiredRef) -> Schedule:
+        """The schedule as it was when `ref` fired, if it runs another kind of thing since
+        (a job then, a workflow now, or the other way): read from the log, so what fired is
+        what starts. Otherwise the current state (as ever: a changed spec applies)."""
+        if (ref.workflow_run is not None) == (state.settings.run.workflow is not None):
+            return state
+        then: Schedule | None = None
+        for rec in await self.store.read_stream(SCHEDULE.stream_id(state.project, state.name)):
+            then = SCHEDULE.evolve(then, rec)
+            if rec.event_id == ref.event_id:
+                break
+        assert then is not None
+        return then
 
 
 def preview_times(settings: ScheduleSettings, after: datetime, n: int) -> list[PreviewTime]:
@@ -331,7 +393,11 @@ def occurrence_out(row: asyncpg.Record) -> OccurrenceOut:
         created = row["job_created_at"]
         due = event.occurrence + timedelta(seconds=event.jitter_seconds)
         return OccurrenceOut(
-            outcome="fired", job_id=event.job_id, manual=event.manual,
+            outcome="fired", job_id=event.job_id, workflow_run=event.workflow_run,
+            workflow_run_state=(
+                RunState(row["workflow_run_state"]) if row["workflow_run_state"] else None
+            ),
+            manual=event.manual,
             jitter_seconds=event.jitter_seconds,
             job_state=JobState(row["job_state"]) if row["job_state"] else None,
             fire_lag_seconds=round((row["recorded_at"] - due).total_seconds(), 6),
@@ -346,13 +412,13 @@ def occurrence_out(row: asyncpg.Record) -> OccurrenceOut:
     )  # fmt: skip
 
 
-def _in_run(exc: DomainError) -> DomainError:
-    """A resolution error in a schedule's terms: its field under `$.run`, and a definition,
-    version or environment that does not exist a 422 (the body names it)."""
+def _in_run(exc: DomainError, under: str = "$.run") -> DomainError:
+    """A resolution error in a schedule's terms: its field under `$.run` (or `under`), and
+    a definition, version or environment that does not exist a 422 (the body names it)."""
     details = dict(exc.details)
     field = details.get("field")
     if isinstance(field, str) and field.startswith("$."):
-        details["field"] = "$.run." + field[2:]
+        details["field"] = under + "." + field[2:]
     elif field is None:
         details["field"] = "$.run.definition"
     if isinstance(exc, NotFound):

@@ -577,11 +577,15 @@ class OccurrenceOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     detail: str | None = None
     job_id: uuid.UUID | None = None
     job_state: JobState | None = None
+    #: For a schedule that runs a workflow: the run the occurrence started, and its state.
+    workflow_run: uuid.UUID | None = None
+    workflow_run_state: RunState | None = None
     manual: bool = False
     jitter_seconds: int = 0
     #: Seconds from the occurrence (plus jitter) to the ScheduleFired.
     fire_lag_seconds: float | None = None
-    #: Seconds from the occurrence to the job's creation (None: not created yet).
+    #: Seconds from the occurrence to the job's (or workflow run's) creation (None: not
+    #: created yet).
     job_lag_seconds: float | None = None
 
 
@@ -594,11 +598,12 @@ class OccurrenceList(msgspec.Struct):
     next_before: int | None
 
 
-class TriggeredOut(msgspec.Struct, kw_only=True):
-    """A manual occurrence: the schedule and the job it created."""
+class TriggeredOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A manual occurrence: the schedule and the job (or workflow run) it created."""
 
     schedule: ScheduleOut
-    job_id: uuid.UUID
+    job_id: uuid.UUID | None = None
+    workflow_run: uuid.UUID | None = None
 
 
 # ---- workflows ----------------------------------------------------------------------------
@@ -643,6 +648,9 @@ class WorkflowRunOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     finished_at: datetime | None = None
     rerun_of: uuid.UUID | None = None
     version: int
+    #: A schedule's run: the schedule that started it and the occurrence.
+    schedule: str | None = None
+    occurrence: datetime | None = None
 
 
 class WorkflowRunList(msgspec.Struct):
@@ -660,3 +668,70 @@ class RerunRequest(msgspec.Struct, forbid_unknown_fields=True):
 
 class WorkflowEventList(msgspec.Struct):
     events: list[LogEvent]
+
+
+# ---- dashboard (issue 17) -----------------------------------------------------------------
+
+
+class WhoAmI(msgspec.Struct, kw_only=True):
+    """The caller a token stands for, so a page can show only what it may do."""
+
+    #: How events name this caller: `PROJECT/ACCOUNT`, or `admin`.
+    actor: str
+    role: Role
+    #: None for the server-wide admin, who may act in every project.
+    project: str | None
+    #: None for the server-wide admin token given in the environment.
+    token_id: uuid.UUID | None
+    expires_at: datetime | None
+    #: For a running job's own token: that job.
+    job_id: uuid.UUID | None = None
+
+
+class JobCounts(msgspec.Struct, kw_only=True):
+    """How many jobs match the filters, per state (every state present) and in all."""
+
+    counts: dict[JobState, int]
+    total: int
+
+
+class HelloMessage(msgspec.Struct, tag="hello", tag_field="type"):
+    """Jobs watch WebSocket: sent once after the upgrade; changes follow."""
+
+
+class JobMessage(msgspec.Struct, tag="job", tag_field="type"):
+    """Jobs watch WebSocket: a job changed. `matches` is false when it no longer matches the
+    watch's filters (its state left the `state` filter): a list drops it."""
+
+    job: JobOut
+    matches: bool
+
+
+class ResyncMessage(msgspec.Struct, tag="resync", tag_field="type"):
+    """Jobs watch WebSocket: changes may have been missed (the server's LISTEN connection
+    came back, or a change listed too many jobs): reload the list."""
+
+
+#: What the jobs watch WebSocket sends, decodable as one tagged union.
+WatchMessage = HelloMessage | JobMessage | ResyncMessage
+
+
+class ChainProblem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The first thing wrong with a stream's history."""
+
+    #: broken_chain, version_gap, unchained, undecodable, fold_error, events_missing, ...
+    kind: str
+    message: str
+    #: The event at fault (absent when the problem is not one event's, e.g. events missing
+    #: at the end of the stream).
+    version: int | None = None
+
+
+class ChainVerdict(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Whether one job's history recomputes: its hash chain, versions, decoding and fold,
+    and its `jobs` row at the version the log ends at."""
+
+    verified: bool
+    events: int
+    checked_at: datetime
+    problem: ChainProblem | None = None

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import uuid
+from datetime import UTC
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,7 @@ from .domain.errors import (
 from .domain.events import EventMeta, Recorded
 from .domain.jobs import Job, JobState, RequestCancel
 from .domain.jobs import Submit as JobSubmit
+from .domain.schedules import OCCURRENCE_ENV, SCHEDULE_ENV
 from .domain.workflow_specs import WorkflowSpec, needs_of, validate
 from .domain.workflows import (
     RUN_LABEL,
@@ -112,10 +114,17 @@ class WorkflowService:
         """A new run of a spec (422 naming the field if it does not hold together, or if a
         definition step does not resolve now)."""
         validate(spec)
-        await self._check_definitions(spec)
+        await self.check_definitions(spec)
         return await self._execute(new_run_id(), Submit(spec=spec), meta)
 
-    async def _check_definitions(self, spec: WorkflowSpec) -> None:
+    async def submit_as(self, run_id: uuid.UUID, command: Submit, meta: EventMeta) -> Run:
+        """A run whose id the caller derived (a schedule's occurrence): a second submit of
+        the same id, from any process, is refused (`InvalidTransition`: it exists, or
+        `ConcurrencyError` at the same moment), so the run starts once."""
+        return await self._execute(run_id, command, meta)
+
+    async def check_definitions(self, spec: WorkflowSpec) -> None:
+        """Refuse a definition step that does not resolve now: 422 naming the step's field."""
         for i, step in enumerate(spec.steps):
             if step.definition is None:
                 continue
@@ -164,9 +173,11 @@ class WorkflowService:
         states: list[RunState] | None,
         before: tuple[Any, uuid.UUID] | None,
         limit: int,
+        schedule: str | None = None,
     ) -> tuple[list[Run], tuple[Any, uuid.UUID] | None]:
-        """Runs newest first (of these projects, None: all; in these states), a page after
-        `before` (created_at, id), and the next page's position."""
+        """Runs newest first (of these projects, None: all; in these states; started by
+        this schedule), a page after `before` (created_at, id), and the next page's
+        position."""
         rows = await self.pool.fetch(
             QUERIES["list_runs"],
             projects,
@@ -174,6 +185,7 @@ class WorkflowService:
             before[0] if before else None,
             before[1] if before else None,
             limit + 1,
+            schedule,
         )
         runs = [run_of_row(r) for r in rows[:limit]]
         more = len(rows) > limit
@@ -286,6 +298,14 @@ class WorkflowService:
         # The run's labels, the step's own over them, jobledger's over both.
         ours = {RUN_LABEL: str(state.id), STEP_LABEL: step.name}
         key = f"jobledger.workflow/{state.id}/{step.name}"
+        # A schedule's run: its steps' jobs know the schedule and occurrence as a job of the
+        # schedule does (variables only: the `jobledger.schedule` label counts a schedule's
+        # own jobs, and the run is what counts for its overlap policy).
+        from_schedule = (
+            {SCHEDULE_ENV: state.schedule, OCCURRENCE_ENV: state.occurrence.astimezone(UTC)
+             .isoformat()}
+            if state.schedule is not None and state.occurrence is not None else {}
+        )  # fmt: skip
         try:
             if spec_step.definition is not None:
                 base = await self.catalog.resolve(spec_step.definition, project)
@@ -295,11 +315,13 @@ class WorkflowService:
             spec = msgspec.structs.replace(
                 base.spec, project=project, idempotency_key=key,
                 labels={**state.spec.labels, **base.spec.labels, **ours},
+                env={**base.spec.env, **from_schedule},
             )  # fmt: skip
             # Its needs' outputs are its inputs.
             command = msgspec.structs.replace(
                 base, spec=spec, workflow_run=state.id, step=step.name,
                 inputs=step_inputs(state, step.name),
+                injected=base.injected | frozenset(from_schedule),
             )  # fmt: skip
             child_meta = msgspec.structs.replace(meta, causation_id=f"workflow:{state.id}")
             await self.jobs.submit_as(step.job_id, command, child_meta)
@@ -350,6 +372,7 @@ def run_of_row(row: asyncpg.Record) -> Run:
         steps={s.name: s for s in steps}, state=RunState(row["state"]),
         submitted_by=row["submitted_by"], created_at=row["created_at"],
         updated_at=row["updated_at"], finished_at=row["finished_at"], rerun_of=row["rerun_of"],
+        schedule=row["schedule"], occurrence=row["occurrence"],
     )  # fmt: skip
 
 
@@ -381,4 +404,5 @@ def run_out(run: Run) -> WorkflowRunOut:
         id=run.id, project=run.spec.project, state=run.state, steps=steps, spec=run.spec,
         submitted_by=run.submitted_by, created_at=run.created_at, updated_at=run.updated_at,
         finished_at=run.finished_at, rerun_of=run.rerun_of, version=run.version,
+        schedule=run.schedule, occurrence=run.occurrence,
     )  # fmt: skip

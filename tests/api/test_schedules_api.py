@@ -9,17 +9,25 @@ import uuid
 from typing import Any
 
 import asyncpg
+import msgspec
 from aiohttp import web
 from aiohttp.test_utils import TestClient
 
 from jobledger.api.schedules import SCHEDULES
-from jobledger.domain.schedules import SCHEDULE
+from jobledger.domain.events import EventMeta
+from jobledger.domain.schedules import SCHEDULE, Bound, Trigger
+from jobledger.domain.schedules import run_id as schedule_run_id
+from jobledger.domain.workflows import StepJobStarted, child_job_id
 from jobledger.replay.archive import stream_at
 from jobledger.replay.rebuild import rebuild
 from jobledger.replay.verify import Verifier
+from jobledger.scheduleservice import QUERIES, ScheduleService
+from jobledger.service import JobService
+from jobledger.wire import NewSchedule
 from tests.api.test_access_api import call, project_with_accounts
 
 Client = TestClient[web.Request, web.Application]
+META = EventMeta(actor="test")
 BASE = "/api/v1/projects/p1/schedules"
 DEFS = "/api/v1/projects/p1/definitions"
 
@@ -265,3 +273,116 @@ async def test_a_disabled_or_deleted_definition_skips_the_occurrence_with_the_re
     assert occ["occurrences"][0]["reason"] == "definition_deleted", occ
     assert not any(o["outcome"] == "fired" and o.get("job_state") is None
                    for o in occ["occurrences"])  # fmt: skip
+
+
+# ---- a schedule that runs a workflow ---------------------------------------------------------
+
+WF_RUN: dict[str, Any] = {"workflow": {"steps": [
+    {"name": "extract", "spec": {"image": "jobledger-test:latest", "command": ["true"]}},
+    {"name": "load", "spec": {"image": "jobledger-test:latest", "command": ["true"]},
+     "needs": ["extract"]},
+]}}  # fmt: skip
+
+
+def wf_step(**kw: Any) -> dict[str, Any]:
+    return {"name": "a", "spec": {"image": "x"}, **kw}
+
+
+async def test_a_schedule_runs_a_workflow_and_a_bad_one_is_422_naming_the_field(
+    client: Client, service: JobService, pool: asyncpg.Pool
+) -> None:
+    tokens = await project_with_accounts(client, "p1")
+    op = tokens["operator"]
+    cases = [
+        (body(run={**WF_RUN, "spec": {"image": "x"}}), "$.run"),
+        (body(run={**WF_RUN, "priority": 3}), "$.run.priority"),
+        (body(run={"workflow": {"steps": []}}), "$.run.workflow.steps"),
+        (body(run={"workflow": {"steps": [wf_step(needs=["zz"])]}}),
+         "$.run.workflow.steps[0].needs[0]"),
+        (body(run={"workflow": {"steps": [wf_step(needs=["b"]), wf_step(name="b", needs=["a"])]}}),
+         "$.run.workflow.steps[0].needs[0]"),
+        (body(run={"workflow": {"steps": [wf_step(condition="sometimes")]}}),
+         "$.run.workflow.steps[0].condition"),
+        (body(run={"workflow": {"steps": [{"name": "a", "definition": {"definition": "nope"}}]}}),
+         "$.run.workflow.steps[0].definition"),
+        (body(run={"workflow": {"steps": [wf_step()], "project": "p2"}}),
+         "$.run.workflow.project"),
+    ]  # fmt: skip
+    for sent, field in cases:
+        status, err = await call(client, "POST", BASE, op, sent)
+        assert (status, err["error"]["details"].get("field")) == (422, field), (sent, err)
+
+    status, created = await call(client, "POST", BASE, op, body(run=WF_RUN))
+    assert status == 201, created
+    assert [s["name"] for s in created["run"]["workflow"]["steps"]] == ["extract", "load"]
+    status, trig = await call(client, "POST", f"{BASE}/nightly/trigger", op)
+    assert status == 201, trig
+    assert "job_id" not in trig
+    sid = SCHEDULE.stream_id("p1", "nightly")
+    run_id = trig["workflow_run"]
+    occurrence = (await ScheduleService(service).streams.load("schedule", sid))[0].recent[-1]
+    assert run_id == str(schedule_run_id(sid, occurrence.occurrence, manual=True))
+    status, run = await call(client, "GET", f"/api/v1/workflows/{run_id}", tokens["viewer"])
+    assert status == 200, run
+    assert run["project"] == "p1" and run["schedule"] == "nightly"
+    assert run["occurrence"] == occurrence.occurrence.isoformat().replace("+00:00", "Z")
+    assert [s["state"] for s in run["steps"]] == ["ready", "waiting"]
+    # The ScheduleFired caused the WorkflowSubmitted.
+    fired = await pool.fetchrow(
+        "SELECT event_id FROM events WHERE type = 'ScheduleFired' AND stream_id = $1", sid
+    )
+    submitted = await pool.fetchrow(
+        "SELECT meta FROM events WHERE stream_id = $1 AND version = 1", uuid.UUID(run_id)
+    )
+    assert f'"causation_id": "{fired["event_id"]}"' in submitted["meta"]
+
+    status, page = await call(client, "GET", f"{BASE}/nightly/occurrences", tokens["viewer"])
+    [occ] = page["occurrences"]
+    assert (occ["outcome"], occ["workflow_run"], occ["workflow_run_state"]) == (
+        "fired",
+        run_id,
+        "running",
+    )
+    assert "job_id" not in occ and occ["job_lag_seconds"] >= 0
+    for query, want in (("schedule=nightly", [run_id]), ("schedule=other", [])):
+        status, runs = await call(client, "GET", f"/api/v1/workflows?{query}", tokens["viewer"])
+        assert status == 200 and [r["id"] for r in runs["runs"]] == want, runs
+    assert [p async for p in Verifier(pool).problems()] == []
+
+
+async def test_a_run_not_started_before_a_crash_is_started_once_by_the_repair(
+    client: Client, service: JobService, pool: asyncpg.Pool
+) -> None:
+    """A process died between the ScheduleFired and the run's creation: `unsubmitted`
+    finds the schedule, and repairs from several processes at once start the run once."""
+    await project_with_accounts(client, "p1")
+    schedules = ScheduleService(service)
+    settings = msgspec.convert(body(run=WF_RUN), NewSchedule).settings()
+    await schedules.create("p1", "nightly", settings, META)
+    sid = SCHEDULE.stream_id("p1", "nightly")
+    now = await pool.fetchval("SELECT clock_timestamp()")
+    # What `trigger` records before it creates the run; the "crash" is not creating it.
+    state = await schedules.streams.execute("schedule", sid, Bound(sid, Trigger(now=now)), META)
+    run_id = state.recent[-1].workflow_run
+    assert run_id is not None
+    assert await schedules.unsubmitted() == [sid]
+    others = [ScheduleService(service) for _ in range(3)]
+    made = await asyncio.gather(*(s.ensure_jobs(sid, state, f"repair-{n}")
+                                  for n, s in enumerate(others)))  # fmt: skip
+    assert sorted(made) == [0, 0, 1]
+    assert await schedules.ensure_jobs(sid, state, "again") == 0
+    assert await schedules.unsubmitted() == []
+    submitted = await pool.fetch(
+        "SELECT meta FROM events WHERE type = 'WorkflowSubmitted' AND stream_id = $1", run_id
+    )
+    assert len(submitted) == 1 and str(state.recent[-1].event_id) in submitted[0]["meta"]
+    run = await schedules.workflows.load(run_id)
+    assert (run.schedule, run.occurrence) == ("nightly", now)
+    # The overlap policy's facts: a run waits until one of its steps has started.
+    counts = QUERIES["run_counts"]
+    assert tuple(await pool.fetchrow(counts, "p1", "nightly")) == (0, 1)
+    job = child_job_id(run_id, "extract")
+    await schedules.workflows._execute(run_id, StepJobStarted(step="extract", job_id=job), META)
+    assert tuple(await pool.fetchrow(counts, "p1", "nightly")) == (1, 0)
+    await schedules.workflows.cancel(run_id, None, META)
+    assert tuple(await pool.fetchrow(counts, "p1", "nightly")) == (1, 0)  # cancelling

@@ -3,8 +3,11 @@ the list's filters and pages, the jobs list's `workflow_run` filter."""
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from typing import Any
 
+from jobledger.api.loghub import LOG_HUB
 from tests.api.test_access_api import call, project_with_accounts
 from tests.api.test_jobs_api import Client
 
@@ -78,3 +81,31 @@ async def test_the_list_filters_and_pages(client: Client) -> None:
     assert bad.status == 400
     jobs = await (await client.get("/api/v1/jobs", params={"workflow_run": ids[1]})).json()
     assert jobs["jobs"] == []  # no runtime here: a ready step has no job yet
+
+
+async def test_a_long_poll_answers_once_the_run_changes(client: Client) -> None:
+    run = await (await client.post("/api/v1/workflows", json=wf("a"))).json()
+    one, version = f"/api/v1/workflows/{run['id']}", run["version"]
+    # Already past the version asked about: at once.
+    now = await (await client.get(one, params={"after_version": "0", "wait": "25"})).json()
+    assert now["version"] == version
+    # Not past it: waits, and is answered by the cancel's notification.
+    poll = asyncio.create_task(client.get(one, params={"after_version": str(version),
+                                                        "wait": "25"}))  # fmt: skip
+    hub = client.server.app[LOG_HUB]
+    async with asyncio.timeout(10):
+        while hub.subscriber_count(uuid.UUID(run["id"])) == 0:
+            await asyncio.sleep(0.01)
+    assert not poll.done()
+    await client.post(f"{one}/cancel")
+    changed = await (await poll).json()
+    assert changed["version"] > version and changed["state"] == "cancelled"
+    # Nothing changes: answered after `wait` with the run as it is.
+    same = await (await client.get(one, params={"after_version": str(changed["version"]),
+                                                 "wait": "0.1"})).json()  # fmt: skip
+    assert same["version"] == changed["version"]
+    for params, field in (({"wait": "26", "after_version": "1"}, "query.wait"),
+                          ({"after_version": "-1"}, "query.after_version")):  # fmt: skip
+        resp = await client.get(one, params=params)
+        assert resp.status == 400, await resp.text()
+        assert (await resp.json())["error"]["details"]["field"] == field

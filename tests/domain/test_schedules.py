@@ -8,6 +8,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -35,9 +36,13 @@ from jobledger.domain.schedules import (
     Trigger,
     Update,
     jitter,
+    job_id,
     occurrence_request,
     occurrence_spec,
+    occurrence_workflow,
+    run_id,
 )
+from jobledger.domain.workflow_specs import WorkflowSpec
 from tests.factories import spec
 
 PRAGUE = ZoneInfo("Europe/Prague")
@@ -436,3 +441,83 @@ def test_a_blocked_run_records_the_occurrence_skipped_with_the_reason() -> None:
     assert log.state is not None and log.state.next_occurrence == minute(3)
     # Enabled again: the next occurrence fires.
     assert kinds(log.fire(minute(3))) == [("fired", minute(3))]
+
+
+# ---- a schedule that runs a workflow --------------------------------------------------------
+
+
+def workflow(*steps: dict[str, object], **kw: object) -> WorkflowSpec:
+    body = {
+        "steps": list(steps)
+        or [
+            {"name": "a", "spec": {"image": "b"}},
+            {"name": "b", "spec": {"image": "b"}, "needs": ["a"]},
+        ]
+    }
+    return msgspec.convert({**body, **kw}, WorkflowSpec)  # fmt: skip
+
+
+def bad_step(**kw: object) -> dict[str, object]:
+    return {"name": "a", "spec": {"image": "b"}, **kw}
+
+
+@pytest.mark.parametrize(
+    ("run", "field"),
+    [
+        (ScheduleRun(spec=spec(), workflow=workflow()), "$.run"),
+        (ScheduleRun(definition="etl", workflow=workflow()), "$.run"),
+        (ScheduleRun(workflow=workflow(), params={"day": "x"}), "$.run.params"),
+        (ScheduleRun(workflow=workflow(bad_step(needs=["zz"]))),
+         "$.run.workflow.steps[0].needs[0]"),
+        (ScheduleRun(workflow=workflow(bad_step(), bad_step())), "$.run.workflow.steps[1].name"),
+        (ScheduleRun(workflow=workflow(bad_step(spec={"image": "b", "idempotency_key": "k"}))),
+         "$.run.workflow.steps[0].spec.idempotency_key"),
+        (ScheduleRun(workflow=workflow(bad_step(spec={"image": "b", "project": "q"}))),
+         "$.run.workflow.steps[0].spec.project"),
+        (ScheduleRun(workflow=workflow(bad_step(), project="q")), "$.run.workflow.project"),
+        (ScheduleRun(workflow=workflow(bad_step(), labels={"jobledger.schedule": "x"})),
+         "$.run.workflow.labels.jobledger.schedule"),
+    ],
+)  # fmt: skip
+def test_a_workflow_run_is_checked_as_post_workflows_checks_it_under_the_run(
+    run: ScheduleRun, field: str
+) -> None:
+    with pytest.raises(InvalidInput) as exc:
+        created(T0, run=run)
+    assert exc.value.details["field"] == field
+
+
+def test_a_workflow_schedule_starts_a_run_per_occurrence_with_an_id_from_it() -> None:
+    # A step in the schedule's project by name is fine (as `default`, the field's default).
+    wf = workflow(bad_step(spec={"image": "b", "project": "p"}), {"name": "z", "spec":
+                  {"image": "b"}, "needs": ["a"]}, labels={"team": "data"})  # fmt: skip
+    a, b = created(T0, run=ScheduleRun(workflow=wf)), created(T0, run=ScheduleRun(workflow=wf))
+    [ea] = a.fire(minute(1))
+    [eb] = b.fire(minute(1) + timedelta(seconds=3))
+    assert isinstance(ea, ScheduleFired) and isinstance(eb, ScheduleFired)
+    assert ea.job_id is None and ea.workflow_run is not None
+    assert ea.workflow_run == eb.workflow_run == run_id(SID, minute(1))
+    assert ea.workflow_run != job_id(SID, minute(1))
+    assert a.state is not None
+    ref = a.state.recent[-1]
+    assert ref.started == ea.workflow_run and ref.job_id is None
+    submit = occurrence_workflow(a.state, ref)
+    assert submit.spec.project == "p" and submit.spec.labels == {"team": "data"}
+    assert (submit.schedule, submit.occurrence) == ("nightly", minute(1))
+    # A manual occurrence gets its own id; the overlap policy counts runs as jobs.
+    [manual] = a.run(Trigger(now=minute(1) + timedelta(seconds=5)))
+    assert isinstance(manual, ScheduleFired) and manual.manual
+    assert manual.workflow_run == run_id(SID, minute(1) + timedelta(seconds=5), manual=True)
+    assert kinds(a.fire(minute(2), running=1)) == [("overlap", minute(2))]
+    assert kinds(a.fire(minute(3), waiting=0, running=0)) == [("fired", minute(3))]
+
+
+def test_a_fired_event_written_before_workflows_still_decodes() -> None:
+    old = (
+        b'{"type": "ScheduleFired", "occurrence": "2030-01-01T12:01:00Z", "job_id": "%s", '
+        b'"lag_seconds": 0.5}'
+    )
+    jid = job_id(SID, minute(1))
+    event = SCHEDULE.decode("ScheduleFired", 1, old % str(jid).encode())
+    assert isinstance(event, ScheduleFired)
+    assert (event.job_id, event.workflow_run, event.manual) == (jid, None, False)

@@ -92,3 +92,38 @@ async def test_a_schedule_of_a_definition_from_the_cli(server: Server, tmp_path:
     assert skipped and "migrating" in skipped[0]["detail"], occ
     table = await ok("schedules", "occurrences", "often", *url)
     assert "definition_disabled: definition load is disabled: migrating" in table, table
+
+
+async def test_a_schedule_of_a_workflow_from_the_cli(server: Server, tmp_path: Path) -> None:
+    url = ("--url", server.url)
+    flow = {"steps": [
+        {"name": "extract", "spec": {"image": "busybox:1", "command": ["echo", "e"]}},
+        {"name": "load", "spec": {"image": "busybox:1", "command": ["echo", "l"]},
+         "needs": ["extract"]},
+    ]}  # fmt: skip
+    path = tmp_path / "etl.json"
+    path.write_text(json.dumps(flow))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"steps": [flow["steps"][0], {**flow["steps"][1], "needs": ["x"]}]}))
+    code, _, err = await run("schedules", "create", "etl", "--cron", "@daily", "--workflow",
+                             str(bad), *url)  # fmt: skip
+    assert code == 1 and "$.run.workflow.steps[1].needs[0]" in err, err
+    code, _, err = await run("schedules", "create", "etl", "--cron", "@daily", "--workflow",
+                             str(path), "--env", "A=1", *url)  # fmt: skip
+    assert code == 2 and "--env do not go with --workflow" in err, err
+
+    out = await ok("schedules", "create", "etl", "--cron", "@daily", "--workflow", str(path),
+                   *url)  # fmt: skip
+    assert "runs a workflow of 2 steps: extract, load" in out, out
+    trig = await ok("schedules", "trigger", "etl", *url)
+    assert "workflow run " in trig, trig
+    run_id = trig.split("workflow run ")[-1].strip()
+    shown: dict[str, object] = {}
+    for _ in range(150):
+        shown = json.loads(await ok("workflows", "show", run_id, "--json", *url))
+        if shown["state"] == "succeeded":
+            break
+        await asyncio.sleep(0.2)
+    assert shown["state"] == "succeeded" and shown["schedule"] == "etl", shown
+    table = await ok("schedules", "occurrences", "etl", *url)
+    assert f"run {run_id}" in table, table

@@ -108,6 +108,12 @@ BASE_BODIES: dict[str, dict[str, Any]] = {
     },
     "RerunRequest": {"mode": "from_failure"},
 }
+#: Other valid shapes of a body type, spoiled the same way (a schedule that runs a workflow).
+ALSO_BODIES: dict[str, list[dict[str, Any]]] = {
+    "ScheduleSettings": [
+        {"cron": "@daily", "run": {"workflow": BASE_BODIES["WorkflowSpec"]}},
+    ],
+}
 FIELDS = [
     "image", "priority", "labels", "scheduled_for", "description", "name", "reason", "env",
     "max_running_jobs", "project", "idempotency_key", "expires_in_seconds", "command", "jobs",
@@ -185,7 +191,8 @@ def hostile_requests(draw: st.DrawFn, ids: dict[str, bytes]) -> tuple[str, bytes
     if route.body is not None:
         headers.append((b"Content-Type", b"application/json"))
         body_type = draw(st.sampled_from([route.body, *route.body_also]))
-        base = BASE_BODIES[getattr(body_type, "__name__", "")]
+        name = getattr(body_type, "__name__", "")
+        base = draw(st.sampled_from([BASE_BODIES[name], *ALSO_BODIES.get(name, [])]))
         fields = {k: json.dumps(v).encode() for k, v in base.items()}
         fields[draw(st.sampled_from(FIELDS))] = draw(st.sampled_from(HOSTILE_JSON))
         body = draw(st.sampled_from([body_of(fields), *HOSTILE_JSON]))
@@ -308,6 +315,53 @@ async def test_times_that_do_not_exist_in_utc_are_400_in_queries(
     status, _ = await raw(client, "GET", b"/api/v1/audit?" + query.replace(b"created_after",
                           b"since").replace(b"created_before", b"until"), headers)  # fmt: skip
     assert status in (400, 200)  # audit takes no `cursor` of this form: 400 too
+
+
+#: The dashboard's routes (issue 17) and the query parameters each takes (None: all).
+DASHBOARD_TARGETS: dict[bytes, set[bytes] | None] = {
+    b"/api/v1/jobs": None,
+    b"/api/v1/jobs/{id}": {b"at"},
+    b"/api/v1/jobs/counts": {b"state", b"created_before", b"workflow_run"},
+    b"/api/v1/jobs/watch": None,  # and without an upgrade it is a 400 anyway
+    b"/api/v1/jobs/{id}/verify": set(),
+    b"/api/v1/whoami": set(),
+}
+
+
+@pytest.mark.parametrize("target", DASHBOARD_TARGETS)
+@pytest.mark.parametrize(
+    "query",
+    [
+        b"at=0001-01-01T00:00:00%2B01:00",
+        b"at=9999-12-31T23:59:59-01:00",
+        b"at=" + HOSTILE_TEXT[0],
+        b"at=%00",
+        b"state=%00",
+        b"created_before=9999-12-31T23:59:59-01:00",
+        b"workflow_run=" + HOSTILE_TEXT[-1],
+    ],
+)
+async def test_dashboard_routes_refuse_hostile_queries_with_4xx(
+    client: Client, pool: asyncpg.Pool, target: bytes, query: bytes
+) -> None:
+    """The dashboard's routes (issue 17): time travel's `at`, the counts' and the watch's
+    filters; a route without the parameter ignores it."""
+    ids = await setup_ids(client)
+    before = await counts(pool)
+    headers = [(b"Authorization", f"Bearer {ADMIN_TOKEN}".encode())]
+    path = target.replace(b"{id}", ids["id"])
+    status, _ = await raw(client, "GET", path + b"?" + query, headers)
+    takes = DASHBOARD_TARGETS[target]
+    # A NUL anywhere is refused on every route; a parameter a route does not take is ignored.
+    refused = takes is None or query.split(b"=")[0] in takes or b"%00" in query
+    assert status == (400 if refused else 200)
+    assert await counts(pool) == before
+
+
+async def test_the_last_instant_there_is_travels_to_now(client: Client) -> None:
+    headers = [(b"Authorization", f"Bearer {ADMIN_TOKEN}".encode())]
+    status, _ = await raw(client, "GET", b"/api/v1/jobs?at=9999-12-31T23:59:59.999999Z", headers)
+    assert status == 200
 
 
 async def test_a_bad_token_fails_alone_among_concurrent_requests(client: Client) -> None:

@@ -25,6 +25,7 @@ from ..store.secretbox import SecretBox
 from ..workflowservice import WorkflowService
 from . import (
     audit,
+    dashboard,
     definitions,
     errors,
     jobs,
@@ -34,6 +35,7 @@ from . import (
     projects,
     schedules,
     secrets,
+    watch,
     workflows,
 )  # fmt: skip
 from .auth import ENV_ADMIN_HASH, auth_middleware
@@ -135,6 +137,7 @@ async def healthz(request: web.Request) -> web.Response:
 
 #: Every API operation, in the order the OpenAPI document lists them.
 ROUTES = (
+    *dashboard.ROUTES, *watch.ROUTES,  # before `/api/v1/jobs/{id}`, which would take them
     *jobs.ROUTES, *logs.ROUTES, *projects.ROUTES, *audit.ROUTES, *secrets.ROUTES,
     *definitions.ROUTES, *schedules.ROUTES, *workflows.ROUTES,
 )  # fmt: skip
@@ -169,5 +172,6 @@ def create_app(
     register(app.router, ROUTES)
     openapi.install(app, ROUTES)
     loghub.setup(app, dsn)
+    watch.setup(app)
     web_pages.setup(app)  # the web pages under / (issue 17)
     return app

@@ -21,6 +21,8 @@ PRINCIPAL = web.RequestKey("principal", Principal)
 ENV_ADMIN_HASH = web.AppKey("env_admin_hash", bytes)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+#: The jobs watch WebSocket (issue 17): like the `/ws` routes, it takes `?access_token=`.
+WATCH_PATH = "/api/v1/jobs/watch"
 _SERVER_ADMIN = Principal(token_id=None, role=Role.ADMIN)
 
 
@@ -31,7 +33,7 @@ def bearer_token(request: web.Request) -> str | None:
     scheme, _, token = header.partition(" ")
     if scheme.lower() == "bearer" and token.strip():
         return token.strip()
-    if request.path.endswith("/ws"):
+    if request.path.endswith("/ws") or request.path == WATCH_PATH:
         return request.query.get("access_token") or None
     return None
 

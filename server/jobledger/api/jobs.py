@@ -3,19 +3,20 @@
 from __future__ import annotations
 
 import uuid
-from datetime import UTC
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
 from aiohttp import web
 
 from ..domain.errors import Forbidden, InvalidInput, NotFound, RateLimited
-from ..domain.jobs import JobState, RequestCancel
+from ..domain.jobs import JOB, JobState, RequestCancel
 from ..domain.schedules import SCHEDULE_LABEL
 from ..domain.specs import DEFAULT_PROJECT, JobSpec
 from ..domain.templates import DefinitionSubmit
 from ..projections import jobs as jobs_projection
 from ..projections.jobs import Cursor, JobFilter, JobView
+from ..replay.archive import jobs_at, stream_at
 from ..service import Submitted
 from ..wire import (
     MAX_BATCH,
@@ -162,11 +163,10 @@ def _filter(query: dict[str, Any]) -> JobFilter:
     )
 
 
-async def list_jobs(request: web.Request) -> web.Response:
-    """GET /api/v1/jobs: newest first, filtered, keyset-paginated; a service account sees
-    its own project's jobs only."""
-    query = request[QUERY]
-    filt = _filter(query)
+def scoped_filter(request: web.Request) -> JobFilter:
+    """The request's list filters; a service account's are held to its own project (403
+    for another)."""
+    filt = _filter(request[QUERY])
     who = principal(request)
     if who.project is not None:
         if filt.project not in (None, who.project):
@@ -174,12 +174,22 @@ async def list_jobs(request: web.Request) -> web.Response:
                 f"{who.actor} may not list project {filt.project}", field="query.project"
             )
         filt.project = who.project
+    return filt
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    """GET /api/v1/jobs: newest first, filtered, keyset-paginated; a service account sees
+    its own project's jobs only."""
+    query = request[QUERY]
+    filt = scoped_filter(request)
     try:
         after = Cursor.decode(query["cursor"]) if query["cursor"] else None
         if after is not None:
             after.created_at.astimezone(UTC)  # a forged time may not exist in UTC
     except (ValueError, OverflowError):
         raise InvalidInput("cursor is not one this server issued", field="query.cursor") from None
+    if query["at"] is not None:
+        return await _list_jobs_at(request, filt, after, query["at"])
     views, next_cursor = await request.app[READS].jobs(filt, after=after, limit=query["limit"])
     return json_response(
         JobList(
@@ -190,8 +200,10 @@ async def list_jobs(request: web.Request) -> web.Response:
 
 
 async def get_job(request: web.Request) -> web.Response:
-    """GET /api/v1/jobs/{id}."""
+    """GET /api/v1/jobs/{id}; `?at=` (issue 17): as it stood then."""
     view = await job_for(request, job_id_of(request))
+    if (at := request[QUERY]["at"]) is not None:
+        return json_response(await _job_at(request, view.id, at))
     [out] = await job_outs(request, [view])
     return json_response(out)
 
@@ -249,7 +261,52 @@ async def job_timeline(request: web.Request) -> web.Response:
     return json_response(await request.app[READS].timeline(job_id))
 
 
+# ---- time travel (issue 17) -----------------------------------------------------------------
+
+
+async def _job_at(request: web.Request, job_id: uuid.UUID, at: datetime) -> JobOut:
+    """A job folded from its events recorded at or before `at` (no waiting reason: that is
+    a fact of now); 404 if it did not exist yet."""
+    try:
+        then = await stream_at(request.app[READS].pool, JOB.name, job_id, at=at)
+    except NotFound:
+        raise NotFound(
+            "the job did not exist at that time", job_id=str(job_id), field="query.at"
+        ) from None
+    return job_out(then.state)
+
+
+async def _list_jobs_at(
+    request: web.Request, filt: JobFilter, after: Cursor | None, at: datetime
+) -> web.Response:
+    """The list as it stood at `at`: jobs created by then, newest first, each folded to `at`;
+    a state filter applies to the state then, after paging, so a page may be short."""
+    states = filt.states
+    filt.states = None
+    try:
+        until = at + timedelta(microseconds=1)  # created at or before `at`
+        filt.created_before = min(filt.created_before or until, until)
+    except OverflowError:  # `at` is the last instant there is: every job was created by then
+        pass
+    reads = request.app[READS]
+    views, next_cursor = await reads.jobs(filt, after=after, limit=request[QUERY]["limit"])
+    then = await jobs_at(reads.pool, [v.id for v in views], at)
+    outs = [
+        job_out(view)
+        for v in views
+        if (view := then.get(v.id)) is not None and (not states or view.state in states)
+    ]
+    return json_response(
+        JobList(jobs=outs, next_cursor=next_cursor.encode() if next_cursor else None)
+    )
+
+
 _JOB_ID = "{id}"
+_AT = Query(
+    "at",
+    {"type": "string", "format": "date-time"},
+    "time travel: as it stood at this instant (with an offset), folded from the log",
+)
 _STATES = {"type": "string", "enum": [s.value for s in JobState]}
 _TIME = {"type": "string", "format": "date-time"}
 
@@ -277,8 +334,10 @@ ROUTES = (
         Query("limit", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}, "page size",
               default=DEFAULT_PAGE),
         Query("cursor", {"type": "string"}, "next_cursor of the previous page"),
+        Query("at", _TIME, "time travel: the jobs created by then, each as it stood then; a "
+              "state filter applies to the state then, so a page may be shorter than limit"),
     )),
-    Route("GET", f"/api/v1/jobs/{_JOB_ID}", get_job, "A job", response=JobOut),
+    Route("GET", f"/api/v1/jobs/{_JOB_ID}", get_job, "A job", response=JobOut, query=(_AT,)),
     Route("GET", f"/api/v1/jobs/{_JOB_ID}/events", job_events, "A job's events",
           response=EventList),
     Route("POST", f"/api/v1/jobs/{_JOB_ID}/cancel", cancel_job, "Cancel a job",

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 from aiohttp import web
 
@@ -53,13 +53,17 @@ class LogHub:
         self._idle.set()
         self._listener: Listener | None = None
         self._task: asyncio.Task[None] | None = None
+        #: Others in this process that hear the events channel on the hub's one LISTEN
+        #: connection (the jobs watch): each change, and each (re)connection.
+        self.event_handlers: list[Callable[[Notification], None]] = []
+        self.connect_handlers: list[Callable[[], None]] = []
 
     # ---- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         """Open the LISTEN connection in the background (it retries until the database
         answers; followers re-read when it connects)."""
-        self._listener = Listener(self.dsn, self._wake_all, application_name=self.application_name)
+        self._listener = Listener(self.dsn, self._connected, application_name=self.application_name)
         self._listener.on(LOG_BATCHES, self._on_log_batch)
         self._listener.on(EVENTS, self._on_job_change)
         self._task = asyncio.create_task(self._listener.run(), name="log-hub-listener")
@@ -128,10 +132,17 @@ class LogHub:
             for sub in subs:
                 sub.wake.set()
 
+    def _connected(self) -> None:
+        self._wake_all()
+        for handler in self.connect_handlers:
+            handler()
+
     def _on_log_batch(self, notice: LogBatchNotice) -> None:
         self._wake(notice.job_id)
 
     def _on_job_change(self, note: Notification) -> None:
+        for handler in self.event_handlers:
+            handler(note)
         if note.more:  # the list was cut short: any follower's job may be among the rest
             self._wake_all()
             return

@@ -89,11 +89,12 @@ async def resume_schedule(request: web.Request) -> web.Response:
 async def trigger_schedule(request: web.Request) -> web.Response:
     """POST .../{schedule}/trigger: run now, as a manual occurrence (operator)."""
     project = await existing_project(request, Role.OPERATOR)
-    state, job_id = await _service(request).trigger(
+    state, fired = await _service(request).trigger(
         project, request[PATH]["schedule"], event_meta(request)
     )
     out = await _service(request).get(state.project, state.name)
-    return json_response(TriggeredOut(schedule=out, job_id=job_id), status=201)
+    triggered = TriggeredOut(schedule=out, job_id=fired.job_id, workflow_run=fired.workflow_run)
+    return json_response(triggered, status=201)
 
 
 async def list_occurrences(request: web.Request) -> web.Response:

@@ -4,6 +4,7 @@ A run's child jobs are listed by `GET /api/v1/jobs?workflow_run=ID`."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import UTC, datetime
 
@@ -26,11 +27,16 @@ from ..wire import (
 from ..workflowservice import WorkflowService, run_out
 from .auth import event_meta, principal, require
 from .context import LOOKUPS, decode_body, json_response
+from .loghub import LOG_HUB
 from .params import PATH, QUERY
 from .routes import Query, Route
 
 #: Submits, cancels, reruns and reads workflow runs.
 WORKFLOWS = web.AppKey("workflows", WorkflowService)
+#: Longest `wait` of a run's long-poll: below clients' usual 30-second read timeouts.
+MAX_WAIT_SECONDS = 25.0
+#: A long-poll re-reads the run this often even without a notification (one may be lost).
+SAFETY_RECHECK_SECONDS = 5.0
 
 
 class _Cursor(msgspec.Struct, array_like=True, frozen=True):
@@ -69,7 +75,7 @@ async def submit_workflow(request: web.Request) -> web.Response:
 
 
 async def list_workflows(request: web.Request) -> web.Response:
-    """GET /api/v1/workflows: newest first, by project and state."""
+    """GET /api/v1/workflows: newest first, by project, state and schedule."""
     query = request[QUERY]
     who = principal(request)
     project = query["project"]
@@ -89,15 +95,34 @@ async def list_workflows(request: web.Request) -> web.Response:
         states=[RunState(s) for s in query["state"]] or None,
         before=(after.created_at, after.id) if after is not None else None,
         limit=query["limit"],
+        schedule=query["schedule"],
     )
     cursor = msgspec.json.encode(_Cursor(*more)).hex() if more is not None else None
     return json_response(WorkflowRunList(runs=[run_out(r) for r in runs], next_cursor=cursor))
 
 
 async def get_workflow(request: web.Request) -> web.Response:
-    """GET /api/v1/workflows/{id}: the run with its steps."""
+    """GET /api/v1/workflows/{id}: the run with its steps. With `after_version=V&wait=S` a
+    long-poll: answered once the run's version passes V (it changed), or after S seconds
+    with the run as it is. Woken by the run's NOTIFY through the log hub, as log followers
+    are by their job's."""
     run_id = await _run_id(request)
-    return json_response(run_out(await _service(request).load(run_id)))
+    query = request[QUERY]
+    service = _service(request)
+    after, wait = query["after_version"], query["wait"]
+    if after is None or not wait:
+        return json_response(run_out(await service.load(run_id)))
+    hub = request.app[LOG_HUB]
+    deadline = asyncio.get_running_loop().time() + wait
+    # Register before reading: a change recorded in between then wakes us.
+    with hub.subscribe(run_id) as sub:
+        while True:
+            sub.clear()
+            run = await service.load(run_id)
+            left = deadline - asyncio.get_running_loop().time()
+            if run.version > after or left <= 0 or hub.closing:
+                return json_response(run_out(run))
+            await sub.wait(min(left, SAFETY_RECHECK_SECONDS))
 
 
 async def workflow_events(request: web.Request) -> web.Response:
@@ -137,11 +162,18 @@ ROUTES = (
           query=(Query("project", {"type": "string"}, "only this project's runs"),
                  Query("state", {"type": "string", "enum": [s.value for s in RunState]},
                        "only runs in these states (repeat or comma-separate)", True),
+                 Query("schedule", {"type": "string"}, "only runs this schedule started"),
                  Query("limit", {"type": "integer", "minimum": 1, "maximum": 500},
                        "page size", default=50),
                  Query("cursor", {"type": "string"}, "next_cursor of the previous page"))),
     Route("GET", _ONE, get_workflow, "A workflow run: its steps with state, child job, "
-          "times, waiting reason and output", response=WorkflowRunOut, tags=_T),
+          "times, waiting reason and output; with after_version and wait, once it changes",
+          response=WorkflowRunOut, tags=_T,
+          query=(Query("after_version", {"type": "integer", "minimum": 0},
+                       "with wait: answer once the run's version is past this one"),
+                 Query("wait", {"type": "number", "minimum": 0, "maximum": MAX_WAIT_SECONDS},
+                       "with after_version: seconds to wait for a change at most",
+                       default=0))),
     Route("GET", f"{_ONE}/events", workflow_events, "A workflow run's events, oldest first",
           response=WorkflowEventList, tags=_T),
     Route("POST", f"{_ONE}/cancel", cancel_workflow, "Cancel a run: waiting steps are "

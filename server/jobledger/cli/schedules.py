@@ -7,6 +7,7 @@ import argparse
 import shlex
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -28,13 +29,15 @@ def configure_schedules_parser(sub: argparse._SubParsersAction[argparse.Argument
     p = sub.add_parser(
         "schedules",
         help="cron schedules: create, list, show, pause, resume, trigger, delete, occurrences",
-        description="A schedule runs a job spec (--image) or a definition (--definition, "
-        "resolved at each occurrence) at the times of a cron expression (5 fields, "
+        description="A schedule runs a job spec (--image), a definition (--definition, "
+        "resolved at each occurrence) or a workflow (--workflow FILE.json, as `workflows "
+        "submit` takes it) at the times of a cron expression (5 fields, "
         "6 with seconds first, or @hourly/@daily/...) in an IANA time zone. Examples: "
         "jobledger schedules create nightly --cron '30 2 * * *' --timezone Europe/Prague "
         "--image busybox --command 'sh -c \"echo $JOBLEDGER_OCCURRENCE\"'; "
         "jobledger schedules create load --cron '@daily' --definition nightly-etl "
-        "--param table=events --param rows=100",
+        "--param table=events --param rows=100; "
+        "jobledger schedules create etl --cron '0 3 * * *' --workflow etl.json",
     )
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     create = verbs.add_parser("create", help="create a schedule")
@@ -48,6 +51,11 @@ def configure_schedules_parser(sub: argparse._SubParsersAction[argparse.Argument
         help="run the project's definition NAME, its latest version at each occurrence "
         "(with --param, --definition-version, --environment, --priority, --label, "
         "--concurrency-key/-limit)",
+    )  # fmt: skip
+    what.add_argument(
+        "--workflow", metavar="FILE.json",
+        help="run this workflow (a JSON file as `workflows submit` takes it, - for stdin) at "
+        "each occurrence, in the schedule's project",
     )  # fmt: skip
     create.add_argument("--env", action="append", default=[], metavar="VAR=VALUE")
     create.add_argument(
@@ -110,7 +118,10 @@ def _describe(s: ScheduleOut) -> str:
         f"  next {_t(s.next_occurrence)}, last {_t(s.last_occurrence)}",
     ]
     run = s.run
-    if run.definition is not None:
+    if run.workflow is not None:
+        steps = [step.name for step in run.workflow.steps]
+        lines.insert(1, f"  runs a workflow of {len(steps)} steps: {', '.join(steps)}")
+    elif run.definition is not None:
         pinned = f" version {run.definition_version}" if run.definition_version else " (latest)"
         params = " ".join(f"{k}={v}" for k, v in run.params.items())
         lines.insert(1, f"  runs definition {run.definition}{pinned} {params}".rstrip())
@@ -122,14 +133,20 @@ def _describe(s: ScheduleOut) -> str:
 
 
 async def _run(client: Client, args: argparse.Namespace) -> dict[str, Any]:
-    """What `create` runs: a spec from --image, or a definition with its --param values
-    typed as it declares them (as `submit --definition` types them)."""
+    """What `create` runs: a spec from --image, a workflow from --workflow's file, or a
+    definition with its --param values typed as it declares them (as `submit --definition`
+    types them)."""
     spec_only = {"--command": args.argv, "--env": args.env}
     definition_only = {
         "--param": args.param, "--definition-version": args.definition_version,
         "--environment": args.environment, "--priority": args.priority, "--label": args.label,
         "--concurrency-key": args.concurrency_key, "--concurrency-limit": args.concurrency_limit,
     }  # fmt: skip
+    if args.workflow is not None:
+        if given := [k for k, v in {**spec_only, **definition_only}.items() if v]:
+            raise Exit(EXIT_USAGE, f"{', '.join(given)} do not go with --workflow (its steps "
+                       "say them)")  # fmt: skip
+        return {"workflow": _workflow(args.workflow)}
     if args.definition is None:
         if given := [k for k, v in definition_only.items() if v]:
             raise Exit(EXIT_USAGE, f"{', '.join(given)} go with --definition")
@@ -158,6 +175,14 @@ async def _run(client: Client, args: argparse.Namespace) -> dict[str, Any]:
         "concurrency_limit": args.concurrency_limit,
     }
     return {k: v for k, v in fields.items() if v is not None}
+
+
+def _workflow(path: str) -> Any:
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        return msgspec.json.decode(text)
+    except (OSError, msgspec.DecodeError) as exc:
+        raise Exit(EXIT_USAGE, f"cannot read a workflow from {path}: {exc}") from None
 
 
 async def cmd_schedules(args: argparse.Namespace) -> int:
@@ -195,7 +220,10 @@ async def cmd_schedules(args: argparse.Namespace) -> int:
             print(_describe(msgspec.json.decode(raw, type=ScheduleOut)))
         elif args.verb == "trigger":
             done = msgspec.json.decode(raw, type=TriggeredOut)
-            print(f"triggered schedule {args.name}: job {done.job_id}")
+            if done.workflow_run is not None:
+                print(f"triggered schedule {args.name}: workflow run {done.workflow_run}")
+            else:
+                print(f"triggered schedule {args.name}: job {done.job_id}")
         elif args.verb == "list":
             rows = [[s.name, s.cron, s.timezone, "paused" if s.paused else "active",
                      _t(s.next_occurrence), str(s.fired), str(s.skipped)]
@@ -205,7 +233,8 @@ async def cmd_schedules(args: argparse.Namespace) -> int:
             page = msgspec.json.decode(raw, type=OccurrenceList)
             rows = [[_t(o.occurrence), o.outcome + (" (manual)" if o.manual else ""),
                      (o.reason or "") + (f": {o.detail}" if o.detail else ""),
-                     str(o.job_id or ""), f"{o.job_lag_seconds:.3f}s"
+                     str(o.job_id or "") or (f"run {o.workflow_run}" if o.workflow_run else ""),
+                     f"{o.job_lag_seconds:.3f}s"
                      if o.job_lag_seconds is not None else ""]
                     for o in page.occurrences]  # fmt: skip
             print(table(["OCCURRENCE", "OUTCOME", "REASON", "JOB", "LAG"], rows))

@@ -1,6 +1,6 @@
 """`jobledger workflows`: submit a workflow run from a JSON file, show a run's steps as a
-tree with their states, cancel and rerun runs, over HTTP (a client verb: no server module
-here)."""
+tree with their states, print their output (`logs`, in workflowlogs.py), cancel and rerun
+runs, over HTTP (a client verb: no server module here)."""
 
 from __future__ import annotations
 
@@ -17,19 +17,20 @@ from ..wire import WorkflowRunList, WorkflowRunOut, WorkflowStepOut
 from .clientverbs import with_client
 from .formatting import table
 from .options import add_client_args
+from .workflowlogs import cmd_workflow_logs
 
-VERBS = ("submit", "list", "show", "cancel", "rerun")
+VERBS = ("submit", "list", "show", "logs", "cancel", "rerun")
 _BASE = "/api/v1/workflows"
 
 
 def configure_workflows_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "workflows",
-        help="workflow runs: submit, list, show, cancel, rerun",
+        help="workflow runs: submit, list, show, logs, cancel, rerun",
         description="A workflow is named steps, each a job spec or a definition, with "
         "`needs`; each step runs as a child job when its needs have finished. Examples: "
         "jobledger workflows submit etl.json; jobledger workflows show RUN; "
-        "jobledger workflows rerun RUN --from-failure",
+        "jobledger workflows logs -f RUN; jobledger workflows rerun RUN --from-failure",
     )
     verbs = p.add_subparsers(dest="verb", required=True, metavar="VERB")
     submit = verbs.add_parser("submit", help="run a workflow spec (a JSON file, - for stdin)")
@@ -51,6 +52,24 @@ def configure_workflows_parser(sub: argparse._SubParsersAction[argparse.Argument
         q.add_argument("--json", action="store_true", help="print the answer as JSON")
         add_client_args(q)
         q.set_defaults(func=cmd_workflows)
+    logs = verbs.add_parser(
+        "logs", help="every step's output, each line prefixed by its step; -f follows the run",
+        description="Lines are prefixed by the step's name; stdout lines go to stdout, "
+        "stderr lines to stderr. Without -f: what the started steps printed so far, step by "
+        "step in start order. With -f: live, across steps, until the run ends; then exit 0 "
+        "if it succeeded, 1 if it failed or was cancelled.",
+    )  # fmt: skip
+    logs.add_argument("run", metavar="RUN_ID")
+    logs.add_argument(
+        "-f", "--follow", action="store_true",
+        help="follow every step live until the run ends (exit 0 if it succeeded, else 1)",
+    )  # fmt: skip
+    logs.add_argument(
+        "--json", action="store_true",
+        help="one JSON object a line: step, job_id, seq, stream, ts, text (all on stdout)",
+    )  # fmt: skip
+    add_client_args(logs)
+    logs.set_defaults(func=cmd_workflow_logs)
 
 
 def _load(path: str) -> Any:

@@ -12,7 +12,9 @@ schedule's jobs are running and waiting:
   `all` fires the newest `catch_up_limit` and skips the older ones.
 - overlap, when the schedule's previous job has not finished: `skip` records the occurrence
   as skipped `overlap`; `queue_one` fires it if no job of the schedule waits yet; `allow`
-  fires it.
+  fires it. For a schedule that runs a `workflow`, its unfinished runs count: a run is
+  running once one of its steps has started (its child job was made), and waiting while
+  none has (so `queue_one` keeps at most one run that has not started a step yet).
 - jitter: an occurrence is due `jitter(o)` seconds after its time, from a hash of the
   schedule and the occurrence (the same in every process, and recorded).
 - start/end: occurrences before `start_at` or after `end_at` do not exist.
@@ -39,8 +41,11 @@ from .errors import CorruptLog, InvalidTransition, InvalidValue, NotFound
 from .events import Event, EventCodec, Recorded
 from .jobs import Submit
 from .kinds import StreamKind
-from .specs import JobSpec, Key, LabelKey, LabelValue, Name, Priority
+from .specs import DEFAULT_PROJECT, JobSpec, Key, LabelKey, LabelValue, Name, Priority
 from .templates import ConcurrencyLimit, DefinitionSubmit, ParamValue, reserved_env
+from .workflow_specs import WorkflowSpec
+from .workflow_specs import validate as validate_workflow
+from .workflows import Submit as WorkflowSubmit
 
 #: Prefix of the labels jobledger sets on a schedule's jobs (its variables': RESERVED_ENV_PREFIX).
 RESERVED_LABEL_PREFIX = "jobledger."
@@ -105,7 +110,9 @@ class ScheduleRun(
 ):
     """What each occurrence runs: a job `spec`, or a `definition` (its latest version at
     each occurrence, or `definition_version`) with `params` and per-run fields, resolved at
-    fire time as a submit by reference is. `occurrence_submit` is the one place that reads it."""
+    fire time as a submit by reference is, or a `workflow` (a run of that spec in the
+    schedule's project). `occurrence_submit` and `occurrence_workflow` are the places that
+    read it."""
 
     spec: JobSpec | None = None
     definition: Name | None = None
@@ -120,6 +127,9 @@ class ScheduleRun(
     concurrency_key: Key | None = None
     #: Default 1 (overlap `allow`: no limit).
     concurrency_limit: ConcurrencyLimit | None = None
+    #: A workflow run per occurrence instead of a job (as `POST /api/v1/workflows` takes it;
+    #: its project is the schedule's).
+    workflow: WorkflowSpec | None = None
 
 
 #: The fields of a run that only go with `definition` (a spec says them itself).
@@ -152,9 +162,10 @@ class ScheduleSettings(msgspec.Struct, forbid_unknown_fields=True, frozen=True, 
     end_at: Aware | None = None
 
 
-def validate(settings: ScheduleSettings, field: str = "$") -> None:
-    """Refuse settings msgspec cannot judge: the expression, the zone, the dates, and what
-    jobledger reserves in the spec. `details.field` is the JSON path of the fault."""
+def validate(settings: ScheduleSettings, field: str = "$", project: str | None = None) -> None:
+    """Refuse settings msgspec cannot judge: the expression, the zone, the dates, what
+    jobledger reserves in the spec, and a workflow that does not hold together (checked as
+    in the schedule's `project`). `details.field` is the JSON path of the fault."""
     try:
         cron.zone(settings.timezone)
     except cron.CronError as exc:
@@ -166,19 +177,20 @@ def validate(settings: ScheduleSettings, field: str = "$") -> None:
     if settings.start_at and settings.end_at and settings.end_at <= settings.start_at:
         raise InvalidValue("end_at must be after start_at", field=f"{field}.end_at")
     run = settings.run
-    if (run.spec is None) == (run.definition is None):
+    if sum(w is not None for w in (run.spec, run.definition, run.workflow)) != 1:
         raise InvalidValue(
-            "a schedule runs either a `spec` or a `definition` (exactly one)", field=f"{field}.run"
+            "a schedule runs either a `spec`, a `definition` or a `workflow` (exactly one)",
+            field=f"{field}.run",
         )
+    if run.workflow is not None:
+        _only_definition_fields(run, f"{field}.run", "a workflow")
+        _check_workflow(run.workflow, f"{field}.run.workflow", project)
+        return
     if run.spec is None:
         for key in run.labels:
             _reserved_label(key, f"{field}.run.labels.{key}")
         return
-    for name in DEFINITION_ONLY:
-        if getattr(run, name) != getattr(_BARE_RUN, name):
-            raise InvalidValue(
-                f"{name} goes with a definition; a spec says it itself", field=f"{field}.run.{name}"
-            )
+    _only_definition_fields(run, f"{field}.run", "a spec")
     spec = run.spec
     reserved_env(spec.env, f"{field}.run.spec.env")
     for key in spec.labels:
@@ -195,6 +207,33 @@ def validate(settings: ScheduleSettings, field: str = "$") -> None:
 
 
 _BARE_RUN = ScheduleRun()
+
+
+def _only_definition_fields(run: ScheduleRun, field: str, what: str) -> None:
+    for name in DEFINITION_ONLY:
+        if getattr(run, name) != getattr(_BARE_RUN, name):
+            raise InvalidValue(
+                f"{name} goes with a definition; {what} says it itself", field=f"{field}.{name}"
+            )
+
+
+def _check_workflow(spec: WorkflowSpec, field: str, project: str | None) -> None:
+    """The checks `POST /api/v1/workflows` makes, its paths under the schedule's `field`;
+    the workflow runs in the schedule's project (`default`, the field's default, means it)."""
+    if project is not None:
+        if spec.project not in (DEFAULT_PROJECT, project):
+            raise InvalidValue(
+                f"a schedule's workflow runs in the schedule's project {project}",
+                field=f"{field}.project",
+            )
+        spec = msgspec.structs.replace(spec, project=project)
+    try:
+        validate_workflow(spec)
+    except InvalidValue as exc:
+        details = dict(exc.details)
+        inner = details.get("field")
+        details["field"] = field + inner[1:] if isinstance(inner, str) else field
+        raise InvalidValue(exc.message, **details) from None
 
 
 def _reserved_label(key: str, field: str) -> None:
@@ -235,10 +274,13 @@ class ScheduleDeleted(Event, frozen=True, kw_only=True):
 
 class ScheduleFired(Event, frozen=True, kw_only=True):
     """An occurrence fired: its job is `job_id` (created right after, with an idempotency
-    key from the occurrence, so at most once whatever happens in between)."""
+    key from the occurrence, so at most once whatever happens in between), or for a schedule
+    that runs a workflow its run is `workflow_run` (an id from the occurrence: once too)."""
 
     occurrence: datetime
-    job_id: uuid.UUID
+    job_id: uuid.UUID | None = None
+    #: The workflow run it started (a schedule whose run is a `workflow`; then no job_id).
+    workflow_run: uuid.UUID | None = None
     #: Seconds between the occurrence and the decision, by the database's clock.
     lag_seconds: float
     jitter_seconds: int = 0
@@ -271,12 +313,20 @@ SCHEDULE_EVENTS = (
 
 
 class FiredRef(msgspec.Struct, frozen=True, kw_only=True, array_like=True):
-    """A fired occurrence whose job a scheduler makes sure exists."""
+    """A fired occurrence whose job (or workflow run) a scheduler makes sure exists."""
 
     occurrence: datetime
-    job_id: uuid.UUID
+    job_id: uuid.UUID | None
     event_id: uuid.UUID
     manual: bool = False
+    workflow_run: uuid.UUID | None = None
+
+    @property
+    def started(self) -> uuid.UUID:
+        """The id of the stream the occurrence started: its job's or its workflow run's."""
+        started = self.workflow_run or self.job_id
+        assert started is not None, "a ScheduleFired names a job or a workflow run"
+        return started
 
 
 class Schedule(msgspec.Struct, frozen=True, kw_only=True):
@@ -397,6 +447,44 @@ def job_id(stream_id: uuid.UUID, occurrence: datetime, manual: bool = False) -> 
     """The id of an occurrence's job: deterministic, so a retry names the same job."""
     tag = "manual/" if manual else ""
     return uuid.uuid5(stream_id, tag + occurrence.astimezone(UTC).isoformat())
+
+
+def run_id(stream_id: uuid.UUID, occurrence: datetime, manual: bool = False) -> uuid.UUID:
+    """The id of an occurrence's workflow run: deterministic like `job_id` (and never the
+    same as it), so a retry or a second scheduler names the same run."""
+    tag = "manual/" if manual else ""
+    return uuid.uuid5(stream_id, "workflow/" + tag + occurrence.astimezone(UTC).isoformat())
+
+
+def fire_record(
+    state: Schedule, stream_id: uuid.UUID, occurrence: datetime, now: datetime,
+    manual: bool = False,
+) -> ScheduleFired:  # fmt: skip
+    """The record of an occurrence that fires: with its job's id, or its workflow run's."""
+    s = state.settings
+    workflow = s.run.workflow is not None
+    return ScheduleFired(
+        occurrence=occurrence,
+        job_id=None if workflow else job_id(stream_id, occurrence, manual),
+        workflow_run=run_id(stream_id, occurrence, manual) if workflow else None,
+        lag_seconds=round((now - occurrence).total_seconds(), 6),
+        jitter_seconds=0 if manual else jitter(state.project, state.name, occurrence,
+                                               s.jitter_seconds),
+        manual=manual,
+    )  # fmt: skip
+
+
+def occurrence_workflow(state: Schedule, fired: FiredRef) -> WorkflowSubmit:
+    """The run a workflow-running schedule's occurrence submits: its spec in the schedule's
+    project, recording the schedule and the occurrence (its steps' jobs get them as
+    `JOBLEDGER_SCHEDULE`/`JOBLEDGER_OCCURRENCE`)."""
+    spec = state.settings.run.workflow
+    assert spec is not None, "a job's occurrence: see occurrence_submit"
+    return WorkflowSubmit(
+        spec=msgspec.structs.replace(spec, project=state.project),
+        schedule=state.name,
+        occurrence=fired.occurrence,
+    )
 
 
 def idempotency_key(name: str, occurrence: datetime, manual: bool = False) -> str:
@@ -522,14 +610,7 @@ def plan(state: Schedule, stream_id: uuid.UUID, cmd: Fire) -> list[Event]:
             running = 1  # it will run: the next one overlaps it
         else:
             waiting += 1
-        events.append(
-            ScheduleFired(
-                occurrence=o,
-                job_id=job_id(stream_id, o),
-                lag_seconds=round((now - o).total_seconds(), 6),
-                jitter_seconds=jitter(state.project, state.name, o, s.jitter_seconds),
-            )
-        )
+        events.append(fire_record(state, stream_id, o, now))
     return events
 
 
@@ -541,13 +622,13 @@ def decide(
         case Create(project=project, name=name, settings=settings):
             if state is not None and not state.deleted:
                 raise InvalidTransition(f"schedule {name!r} exists already")
-            validate(settings)
+            validate(settings, project=project)
             return [ScheduleCreated(project=project, name=name, settings=settings)]
     if state is None or state.deleted:
         raise NotFound("no such schedule")
     match command:
         case Update(settings=settings):
-            validate(settings)
+            validate(settings, project=state.project)
             return [ScheduleUpdated(settings=settings)]
         case Pause():
             return [] if state.paused else [SchedulePaused()]
@@ -562,14 +643,7 @@ def decide(
             return plan(state, stream_id, command)
         case Trigger(now=now):
             assert stream_id is not None, "Trigger needs the stream id"
-            return [
-                ScheduleFired(
-                    occurrence=now,
-                    job_id=job_id(stream_id, now, manual=True),
-                    lag_seconds=0.0,
-                    manual=True,
-                )
-            ]
+            return [fire_record(state, stream_id, now, now, manual=True)]
     raise InvalidTransition(f"cannot {type(command).__name__} a schedule")
 
 
@@ -607,8 +681,10 @@ def evolve(state: Schedule | None, rec: Recorded) -> Schedule:
             )
         case ScheduleDeleted():
             return _advanced(state, deleted=True, updated_by=actor, updated_at=at, version=v)
-        case ScheduleFired(occurrence=o, job_id=jid, manual=manual):
-            ref = FiredRef(occurrence=o, job_id=jid, event_id=rec.event_id, manual=manual)
+        case ScheduleFired(occurrence=o, job_id=jid, manual=manual, workflow_run=run):
+            ref = FiredRef(
+                occurrence=o, job_id=jid, event_id=rec.event_id, manual=manual, workflow_run=run
+            )
             recent = (*state.recent, ref)[-RECENT_FIRED:]
             if manual:
                 return msgspec.structs.replace(

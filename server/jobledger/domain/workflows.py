@@ -107,6 +107,9 @@ class WorkflowSubmitted(Event, frozen=True, kw_only=True, omit_defaults=True):
     spec: WorkflowSpec
     rerun_of: uuid.UUID | None = None
     rerun_mode: RerunMode | None = None
+    #: A run a schedule started: the schedule's name and the occurrence.
+    schedule: str | None = None
+    occurrence: datetime | None = None
 
 
 class StepReady(Event, frozen=True, kw_only=True):
@@ -270,6 +273,9 @@ class Run(msgspec.Struct, frozen=True, kw_only=True):
     cancel_requested_by: str | None = None
     rerun_of: uuid.UUID | None = None
     correlation_id: str | None = None
+    #: The schedule that started it and the occurrence (None: not a schedule's run).
+    schedule: str | None = None
+    occurrence: datetime | None = None
 
     @property
     def is_terminal(self) -> bool:
@@ -306,6 +312,9 @@ class Submit(msgspec.Struct, frozen=True, kw_only=True):
     reuse: dict[str, Reuse] = {}
     rerun_of: uuid.UUID | None = None
     rerun_mode: RerunMode | None = None
+    #: A schedule's run: the schedule's name and the occurrence (set by jobledger).
+    schedule: str | None = None
+    occurrence: datetime | None = None
 
 
 class StepJobStarted(msgspec.Struct, frozen=True, kw_only=True):
@@ -514,8 +523,9 @@ def decide(state: Run | None, command: Command) -> list[Event]:
             if name not in names:
                 raise InvalidValue(f"no step {name!r} to reuse", field=f"$.reuse.{name}")
         submitted = WorkflowSubmitted(
-            spec=command.spec, rerun_of=command.rerun_of, rerun_mode=command.rerun_mode
-        )
+            spec=command.spec, rerun_of=command.rerun_of, rerun_mode=command.rerun_mode,
+            schedule=command.schedule, occurrence=command.occurrence,
+        )  # fmt: skip
         reused = [
             StepReused(step=s.name, from_run=r.from_run, output=r.output,
                        output_sha256=r.output_sha256)
@@ -600,6 +610,8 @@ def _new(
         updated_at=at,
         rerun_of=event.rerun_of,
         correlation_id=correlation,
+        schedule=event.schedule,
+        occurrence=event.occurrence,
     )
 
 

@@ -256,6 +256,20 @@ async def list_jobs(
 ) -> tuple[list[JobView], Cursor | None]:
     """A page of jobs, newest first, and the cursor of the next page (None at the end);
     the statement has only the filters given (see `store.where`)."""
+    w = job_where(filt)
+    if after is not None:
+        w.add("(created_at, id) < ({}::timestamptz, {}::uuid)", after.created_at, after.id)
+    sql = (
+        f"SELECT * FROM jobs {w.sql()}\nORDER BY created_at DESC, id DESC\nLIMIT {w.arg(limit + 1)}"
+    )
+    rows = await pool.fetch(sql, *w.args)
+    views = [view_from_row(r) for r in rows[:limit]]
+    more = len(rows) > limit
+    return views, (Cursor(views[-1].created_at, views[-1].id) if more else None)
+
+
+def job_where(filt: JobFilter) -> Where:
+    """The WHERE clause of a job filter, for the list and the counts."""
     w = Where()
     if filt.states:
         w.add("state = ANY({}::text[])", [s.value for s in filt.states])
@@ -273,12 +287,29 @@ async def list_jobs(
         w.add("created_at >= {}::timestamptz", filt.created_after)
     if filt.created_before is not None:
         w.add("created_at < {}::timestamptz", filt.created_before)
-    if after is not None:
-        w.add("(created_at, id) < ({}::timestamptz, {}::uuid)", after.created_at, after.id)
-    sql = (
-        f"SELECT * FROM jobs {w.sql()}\nORDER BY created_at DESC, id DESC\nLIMIT {w.arg(limit + 1)}"
+    return w
+
+
+async def count_jobs(pool: asyncpg.Pool, filt: JobFilter) -> dict[JobState, int]:
+    """How many jobs match the filter, per state (every state present)."""
+    w = job_where(filt)
+    rows = await pool.fetch(
+        f"SELECT state, count(*) AS n FROM jobs {w.sql()} GROUP BY state", *w.args
     )
-    rows = await pool.fetch(sql, *w.args)
-    views = [view_from_row(r) for r in rows[:limit]]
-    more = len(rows) > limit
-    return views, (Cursor(views[-1].created_at, views[-1].id) if more else None)
+    found = {r["state"]: r["n"] for r in rows}
+    return {s: found.get(s.value, 0) for s in JobState}
+
+
+def matches(filt: JobFilter, view: JobView) -> tuple[bool, bool]:
+    """Whether a job matches a filter's fixed part (what it was submitted with), and whether
+    it matches the whole filter in its current state: the list views' filter, in memory."""
+    fixed = (
+        (filt.project is None or view.project == filt.project)
+        and (not filt.labels or all(view.labels.get(k) == v for k, v in filt.labels.items()))
+        and (filt.definition is None or view.definition == filt.definition)
+        and (filt.parent_job is None or view.parent_job == filt.parent_job)
+        and (filt.workflow_run is None or view.workflow_run == filt.workflow_run)
+        and (filt.created_after is None or view.created_at >= filt.created_after)
+        and (filt.created_before is None or view.created_at < filt.created_before)
+    )
+    return fixed, fixed and (not filt.states or view.state in filt.states)

@@ -1,5 +1,6 @@
 """The `schedules` table: each live schedule's settings, whether it is paused, its next
-occurrence and when that is due, and the jobs of its latest fired occurrences, kept inline
+occurrence and when that is due, and the jobs (or workflow runs: `recent_job_ids` holds
+both) of its latest fired occurrences, kept inline
 with its stream's appends (a deleted schedule has no row)."""
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ def _row(state: Schedule) -> Row | None:
     return (
         state.project, state.name, s.cron, s.timezone, state.paused,
         _encoder.encode(s).decode(), state.next_occurrence, state.next_due_at,
-        state.last_occurrence, state.fired, state.skipped, [r.job_id for r in state.recent],
+        state.last_occurrence, state.fired, state.skipped, [r.started for r in state.recent],
         state.created_by, state.created_at, state.updated_by, state.updated_at, state.version,
     )  # fmt: skip
 

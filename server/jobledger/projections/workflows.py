@@ -1,5 +1,6 @@
 """The `workflow_runs` table: each run's state, spec and steps (state, job id, times,
-output), kept inline with its stream's appends; the API reads runs from it."""
+output), and the schedule that started it, kept inline with its stream's appends; the API
+reads runs from it."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ def _row(state: Run) -> Row | None:
         state.spec.project, state.state.value, _encoder.encode(state.spec).decode(),
         _encoder.encode(list(state.steps.values())).decode(), state.rerun_of,
         state.submitted_by, state.created_at, state.updated_at, state.finished_at,
-        state.version,
+        state.version, state.schedule, state.occurrence,
     )  # fmt: skip
 
 
@@ -24,6 +25,6 @@ WORKFLOW_RUNS = StateProjection(
     WORKFLOW,
     "workflow_runs",
     ["project", "state", "spec", "steps", "rerun_of", "submitted_by", "created_at",
-     "updated_at", "finished_at", "version"],
+     "updated_at", "finished_at", "version", "schedule", "occurrence"],
     _row,
 )  # fmt: skip

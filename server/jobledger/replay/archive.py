@@ -12,9 +12,10 @@ import asyncpg
 import msgspec
 
 from ..domain.errors import InvalidInput, NotFound
+from ..domain.events import Recorded
 from ..domain.jobs import JOB
 from ..domain.registry import KINDS
-from ..projections.jobs import view_of
+from ..projections.jobs import JobView, view_of
 from ..store.db import Conn
 from ..store.eventstore import STREAM_BEHIND, Checkpoint, EventStore, record_from_row
 from ..wire import RawEvent, event_out
@@ -183,6 +184,19 @@ async def stream_at(
         as_of_time=records[-1].recorded_at,
         state=view_of(state) if kind == JOB.name else state,
     )
+
+
+async def jobs_at(
+    pool: asyncpg.Pool, job_ids: Iterable[uuid.UUID], at: datetime
+) -> dict[uuid.UUID, JobView]:
+    """Some jobs as they stood at a time (`stream_at` for a page of jobs, in one query):
+    those that existed then, by id."""
+    by_stream: dict[uuid.UUID, list[Recorded]] = {}
+    for row in await pool.fetch(QUERIES["streams_until"], list(job_ids), at):
+        if row["stream_type"] == JOB.name:
+            by_stream.setdefault(row["stream_id"], []).append(record_from_row(row))
+    folded = {sid: JOB.fold(records, JOB.initial(sid)) for sid, records in by_stream.items()}
+    return {sid: view_of(job) for sid, job in folded.items() if job is not None}
 
 
 async def tail_start(pool: asyncpg.Pool, *, from_start: bool = False) -> Checkpoint:

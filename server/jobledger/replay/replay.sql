@@ -104,3 +104,20 @@ ORDER BY version;
 -- name: now_checkpoint
 -- The checkpoint of "everything committed so far": a tail from here sees only what follows.
 SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint - 1 AS txid;
+
+-- name: one_stream
+-- One stream's events, every column the verifier needs, in version order (the one-stream
+-- verify of the dashboard's "history verified" mark).
+SELECT event_id, stream_id, version, position, type, schema_version, data, meta, recorded_at,
+       hash, stream_type
+FROM events WHERE stream_id = $1
+ORDER BY version;
+
+-- name: streams_until
+-- Some streams' events up to a time (time travel of a page of the job list), each stream
+-- in version order.
+SELECT event_id, stream_id, version, position, type, schema_version, data, meta, recorded_at,
+       stream_type
+FROM events
+WHERE stream_id = ANY($1::uuid[]) AND recorded_at <= $2::timestamptz
+ORDER BY stream_id, version;

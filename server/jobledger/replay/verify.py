@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from datetime import datetime
 from typing import Any
 
 import asyncpg
@@ -237,3 +238,32 @@ class Verifier:
         seconds = time.perf_counter() - started
         report.seconds = round(seconds, 3)
         report.events_per_second = round(report.events / max(seconds, 1e-9))
+
+
+class StreamCheck(msgspec.Struct, kw_only=True):
+    """One stream verified: how many events it has and what is wrong, first problem first."""
+
+    events: int
+    problems: list[Problem]
+    checked_at: datetime
+
+
+async def verify_stream(pool: asyncpg.Pool, stream_id: uuid.UUID) -> StreamCheck:
+    """The checks `replay verify` makes, for one stream (its events, hash chain, fold, and
+    its `jobs` or state projection row), in one snapshot; no events: no problems either
+    (the caller knows what the stream should have)."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        rows = await conn.fetch(QUERIES["one_stream"], stream_id)
+        checked_at: datetime = await conn.fetchval("SELECT clock_timestamp()")
+        if not rows:
+            return StreamCheck(events=0, problems=[], checked_at=checked_at)
+        stream = _Stream(stream_id, rows[0]["stream_type"])
+        for row in rows:
+            stream.feed(row)
+        if stream.type == JOB.name:
+            stream.compare(await conn.fetchrow(QUERIES["jobs_by_id"], [stream_id]))
+        else:
+            projection = PROJECTIONS.get(stream.type)
+            if projection is not None:
+                stream.compare_state((await projection.rows(conn, [stream_id])).get(stream_id))
+    return StreamCheck(events=len(rows), problems=stream.problems, checked_at=checked_at)

@@ -3,8 +3,8 @@ sleeps until the next schedule is due (by the database's clock), wakes early whe
 schedule changes (the NOTIFY of its append) and at the poll interval at the latest, then
 fires what is due through `ScheduleService.fire` (a tick is decided once among all
 processes: see there). At start, after every reconnection and every poll interval it also
-creates the jobs of fired occurrences that have none (a process killed between the
-ScheduleFired and the job's creation)."""
+creates the jobs (or workflow runs) of fired occurrences that have none (a process killed
+between the ScheduleFired and their creation)."""
 
 from __future__ import annotations
 
@@ -67,6 +67,7 @@ class Firing:
                 self.fired += len(fired)
                 for ref in fired:
                     log.debug("schedule fired", stream_id=str(sid), job_id=str(ref.job_id),
+                              workflow_run=str(ref.workflow_run),
                               occurrence=ref.occurrence.isoformat())  # fmt: skip
                 if not fired:
                     # Another process fired it, or it was paused meanwhile: it moved on,

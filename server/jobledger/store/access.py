@@ -12,6 +12,7 @@ import hmac
 import secrets
 import uuid
 from collections.abc import Sequence
+from datetime import datetime
 from pathlib import Path
 
 import asyncpg
@@ -38,6 +39,8 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
     service_account: str | None = None
     #: A running job's own token: the job it was issued for (its submits are its children).
     job_id: uuid.UUID | None = None
+    #: When the token stops working (None: never, or the server-wide admin token).
+    expires_at: datetime | None = None
 
     @property
     def is_server_admin(self) -> bool:
@@ -77,13 +80,14 @@ def _principal(row: asyncpg.Record | None, digest: bytes) -> Principal | None:
     if row["revoked_at"] is not None or row["expired"]:
         return None
     if row["service_account_id"] is None:
-        return Principal(token_id=row["token_id"], role=Role.ADMIN)
+        return Principal(token_id=row["token_id"], role=Role.ADMIN, expires_at=row["expires_at"])
     return Principal(
         token_id=row["token_id"],
         role=Role(row["role"]),
         project=row["project"],
         service_account=row["name"],
         job_id=row["job_id"],
+        expires_at=row["expires_at"],
     )
 
 

@@ -3,7 +3,7 @@
 -- name: tokens_by_hash
 -- The tokens with these hashes and who holds each. A job's own token also counts as expired
 -- once its job no longer runs (should the worker's revoke be late or lost).
-SELECT t.id AS token_id, t.revoked_at, t.hash,
+SELECT t.id AS token_id, t.revoked_at, t.hash, t.expires_at,
        t.last_used_at IS NULL OR t.last_used_at < clock_timestamp() - interval '1 minute'
            AS stale_use,
        (t.expires_at IS NOT NULL AND t.expires_at <= clock_timestamp())
