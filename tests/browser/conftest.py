@@ -136,12 +136,21 @@ async def context(browser: Any, web: Web) -> AsyncIterator[Any]:
 
 @pytest.fixture
 async def page(context: Any) -> AsyncIterator[Any]:
-    """A page whose uncaught script errors fail the test."""
+    """A page whose uncaught script errors and Content-Security-Policy violations fail the
+    test (a violation is a console error naming the policy)."""
     page = await context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(
+        "console",
+        lambda msg: (
+            msg.type == "error"
+            and "Content Security Policy" in msg.text
+            and errors.append(msg.text)
+        ),
+    )
     yield page
-    assert not errors, f"script errors on the page: {errors}"
+    assert not errors, f"errors on the page: {errors}"
 
 
 async def sign_in_as(page: Any, token: str) -> None:
