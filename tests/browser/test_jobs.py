@@ -73,6 +73,11 @@ async def test_live_logs_resume_after_the_websocket_is_cut(
     assert await page.locator(".log .line.stream-stderr .text").all_text_contents() == ["bye"]
     assert len(log_sockets) >= 2, log_sockets
     assert "after=0" not in log_sockets[-1]  # the second connection resumed where it was
+    async with page.expect_download() as download:
+        await page.get_by_role("button", name="Download as text").click()
+    path = await (await download.value).path()
+    text = await asyncio.to_thread(path.read_text)
+    assert text == "".join(f"line {i}\n" for i in range(1, 17)) + "bye\n"
     # Search within the output.
     await page.fill("#log-search", "line 1")
     assert await page.locator(".log .line").count() == 8  # line 1, line 10..16
@@ -121,10 +126,17 @@ async def test_a_viewer_has_no_cancel_and_an_operator_cancels_from_the_keyboard(
         await wait_state(operator, "article.job", "running")
         await tab_to(operator, "button.cancel")
         await operator.keyboard.press("Enter")
-        focused = await operator.evaluate("document.activeElement.textContent")
-        assert focused == "Yes, cancel it"  # the confirmation takes the focus
+        # The confirmation takes the focus.
+        await operator.wait_for_function("document.activeElement.textContent === 'Yes, cancel it'")
         await operator.keyboard.press("Enter")
         await wait_state(operator, "article.job", "cancelled")
+        # Once ended, it can be run again: a new job, linked to this one.
+        await operator.get_by_role("button", name="Rerun").click()
+        await operator.get_by_role("button", name="Yes, rerun").click()
+        await operator.wait_for_url(lambda url: job["id"] not in url)
+        rerun_id = operator.url.rsplit("/", 1)[1]
+        await operator.wait_for_selector(f"a[href='/jobs/{job['id']}']")  # "Rerun of"
+        await asyncio.to_thread(web.api, "POST", f"/api/v1/jobs/{rerun_id}/cancel")
     finally:
         await ctx.close()
     # The viewer's page saw it too, pushed, without a reload.
@@ -149,6 +161,10 @@ async def test_the_time_slider_shows_the_job_queued_before_it_started(
     final = await asyncio.to_thread(web.api, "GET", f"/api/v1/jobs/{job['id']}")
     assert first["recorded_at"] < final["started_at"]  # a time before it started
     assert "JobSubmitted" in shown
+    # The list travels too: at the submit's instant the job was queued.
+    await page.goto(f"/jobs?project=web&at={first['recorded_at'].replace('+', '%2B')}")
+    await page.wait_for_selector(f"tr[data-job-id='{job['id']}'][data-state=queued]")
+    assert await page.text_content(".live") == "not live: showing the past"
 
 
 HOSTILE = '<script>window.__pwned = 1</script><img src=x onerror="window.__pwned = 2">'

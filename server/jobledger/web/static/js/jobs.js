@@ -92,8 +92,8 @@ export function JobRow({ job }) {
     <td data-label="Project">${job.project}</td>
     <td data-label="Image" class="mono">${job.spec.image}</td>
     <td data-label="Labels">${labels.map(([k, v]) => html`<span class="label">${k}=${v}</span> `)}</td>
-    <td data-label="Created">${when(job.created_at)}</td>
-    <td data-label="Ran">${duration(job)}</td>
+    <td data-label="Created" class="nowrap">${when(job.created_at)}</td>
+    <td data-label="Ran" class="nowrap">${duration(job)}</td>
   </tr>`;
 }
 

@@ -1,6 +1,6 @@
 // Small pieces every page uses: links that route in the page, the signed-in user, state
 // badges, error boxes and a button that asks before it acts.
-import { html, useState, useRef, useEffect, createContext, useContext } from './lib.js';
+import { html, useState, useRef, useEffect, useLayoutEffect, createContext, useContext } from './lib.js';
 
 export function navigate(url, { replace = false } = {}) {
   history[replace ? 'replaceState' : 'pushState'](null, '', url);
@@ -41,7 +41,8 @@ export function ConfirmButton({ label, question, confirmLabel, onConfirm, classN
   const [asking, setAsking] = useState(false);
   const [busy, setBusy] = useState(false);
   const yes = useRef(null);
-  useEffect(() => { if (asking && yes.current) yes.current.focus(); }, [asking]);
+  // Right after the DOM changes: the pressed button is gone, the focus must not drop to <body>.
+  useLayoutEffect(() => { if (asking && yes.current) yes.current.focus(); }, [asking]);
   if (!asking) {
     return html`<button type="button" class=${className} onClick=${() => setAsking(true)}>${label}</button>`;
   }
