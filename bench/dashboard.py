@@ -1,7 +1,8 @@
 """The dashboard's first load on a large log: load N jobs (about 3 events each, as scale.py
 does), then open the jobs page and a job's page in Debian's Chromium (Playwright) and read
-the browser's own timings: when the API answered, when the first 50 rows were in the DOM,
-and the gap between the two (the page's own work), cold (new browser context) and warm.
+the browser's own timings: when the list's API call answered, when its first 50 rows were
+in the DOM and the gap between the two (the page's own work), when the counts per state
+came; cold (a new browser context) and warm.
 
     .venv/bin/python bench/dashboard.py [--jobs 340000] [--data-dir DIR]
 
@@ -26,12 +27,15 @@ JOBS_TIMING = """() => {
   const nav = performance.getEntriesByType('navigation')[0];
   const api = performance.getEntriesByType('resource')
     .find((r) => r.name.includes('/api/v1/jobs?'));
+  const counts = performance.getEntriesByType('resource')
+    .find((r) => r.name.includes('/api/v1/jobs/counts'));
   const mark = performance.getEntriesByName('jobledger:jobs-rendered')[0];
   const bytes = performance.getEntriesByType('resource').reduce((n, r) => n + r.transferSize, 0);
   return {
     dom_content_loaded: nav.domContentLoadedEventEnd,
     api_request_start: api.requestStart, api_answered: api.responseEnd,
     rows_rendered: mark.startTime, render_after_answer: mark.startTime - api.responseEnd,
+    counts_answered: counts ? counts.responseEnd : -1,
     transferred_bytes: bytes + nav.transferSize,
   };
 }"""
@@ -58,12 +62,14 @@ async def measure(url: str, samples: int) -> dict[str, Any]:
             await page.wait_for_function(
                 "performance.getEntriesByName('jobledger:jobs-rendered').length > 0"
             )
+            await page.wait_for_selector("ul.counts")
             cold = await page.evaluate(JOBS_TIMING)
             await page.reload()
             await page.wait_for_selector("tbody tr:nth-child(50)", timeout=60_000)
             await page.wait_for_function(
                 "performance.getEntriesByName('jobledger:jobs-rendered').length > 0"
             )
+            await page.wait_for_selector("ul.counts")
             warm = await page.evaluate(JOBS_TIMING)
             job_id = await page.get_attribute("tbody tr:first-child", "data-job-id")
             await page.evaluate("performance.mark('open-job')")
