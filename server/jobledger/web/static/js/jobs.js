@@ -165,8 +165,9 @@ export function JobsPage() {
           if (js.length === 0 || job.created_at >= js[0].created_at) return [job, ...js];
           return js;
         });
-        clearTimeout(countTimer);
-        countTimer = setTimeout(loadCounts, 200);
+        // At most one counts read per 300 ms however many jobs change (a debounce would
+        // never read under steady traffic).
+        if (!countTimer) countTimer = setTimeout(() => { countTimer = null; loadCounts(); }, 300);
       },
     });
     return () => { clearTimeout(countTimer); socket.stop(); };

@@ -79,7 +79,7 @@ export function LogView({ jobId, onEnd }) {
       <span class="legend"><span class="stream-stdout">stdout</span> <span class="stream-stderr">stderr</span></span>
     </div>
     ${dropped ? html`<p class="hint">${dropped} earlier lines are only in the download.</p>` : null}
-    <div class="log" ref=${box} tabindex="0" aria-label="Job output" data-last-seq=${lines.length ? lines[lines.length - 1].seq : 0}>
+    <div class="log" role="log" ref=${box} tabindex="0" aria-label="Job output" data-last-seq=${lines.length ? lines[lines.length - 1].seq : 0}>
       ${shown.map((l) => html`<div key=${l.seq} class=${`line stream-${l.stream}`} data-seq=${l.seq}>
         <span class="seq" aria-hidden="true">${l.seq}</span><span class="tag">${l.stream === 'stdout' ? '' : l.stream}</span><span class="text">${l.text}</span></div>`)}
       ${lines.length === 0 ? html`<p class="empty">No output yet.</p>` : null}
