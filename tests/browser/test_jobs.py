@@ -127,7 +127,9 @@ async def test_a_viewer_has_no_cancel_and_an_operator_cancels_from_the_keyboard(
         await tab_to(operator, "button.cancel")
         await operator.keyboard.press("Enter")
         # The confirmation takes the focus.
-        await operator.wait_for_function("document.activeElement.textContent === 'Yes, cancel it'")
+        await operator.wait_for_function(
+            "() => document.activeElement.textContent === 'Yes, cancel it'"
+        )
         await operator.keyboard.press("Enter")
         await wait_state(operator, "article.job", "cancelled")
         # Once ended, it can be run again: a new job, linked to this one.

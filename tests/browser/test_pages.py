@@ -3,6 +3,7 @@ and leaves a screenshot for the README; sign-in works from the keyboard."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from tests.browser.conftest import PROJECT, Web, screenshot, sign_in_as
@@ -39,8 +40,24 @@ async def test_sign_in_with_a_token_from_the_keyboard(page: Any, web: Web) -> No
     assert await page.evaluate("sessionStorage.getItem('jobledger.token')") is None
 
 
-async def test_every_page_opens_and_is_captured(page: Any, web: Web) -> None:
+async def test_every_page_opens_and_is_captured(page: Any, web: Web, test_image: str) -> None:
+    step = {"image": test_image, "command": ["echo", "step"]}
+    run = await asyncio.to_thread(web.api, "POST", "/api/v1/workflows", {
+        "project": PROJECT,
+        "steps": [
+            {"name": "extract", "spec": step},
+            {"name": "transform", "spec": step, "needs": ["extract"]},
+            {"name": "load", "spec": step, "needs": ["transform"]},
+        ],
+    })  # fmt: skip
     await sign_in_as(page, web.admin)
+    # A run's steps with their states, once all have run.
+    await page.goto(f"/workflows/{run['id']}")
+    await page.wait_for_function(
+        "() => document.querySelectorAll('.steps li[data-state=succeeded]').length === 3",
+        timeout=60_000,
+    )
+    await screenshot(page, "workflow")
     for path, name, ready in [
         ("/jobs", "jobs", "table.jobs-table"),
         ("/audit", "audit", "table.audit"),

@@ -1,6 +1,6 @@
 // Projects, schedules, workflow runs and definitions: tables from the list routes.
-import { html, useState } from './lib.js';
-import { api, query } from './api.js';
+import { html, useState, useEffect } from './lib.js';
+import { api, query, liveSocket } from './api.js';
 import { Link, StateBadge, ErrorBox, useLoad, navigate, useMe } from './ui.js';
 import { when, shortId, seconds } from './format.js';
 
@@ -109,7 +109,22 @@ export function WorkflowsPage() {
 }
 
 export function WorkflowPage({ id }) {
-  const [run, error] = useLoad(() => api(`/workflows/${encodeURIComponent(id)}`), [id]);
+  const [run, error, reload] = useLoad(() => api(`/workflows/${encodeURIComponent(id)}`), [id]);
+  // Live: the run's child jobs come over the jobs watch WebSocket; the run records a step's
+  // end just after its job's (the reactor's next transaction), so read it now and once more.
+  useEffect(() => {
+    const timers = new Set();
+    const socket = liveSocket({
+      url: () => `/jobs/watch?workflow_run=${encodeURIComponent(id)}`,
+      onMessage: (msg) => {
+        if (msg.type !== 'job' && msg.type !== 'resync') return;
+        reload();
+        const t = setTimeout(() => { timers.delete(t); reload(); }, 500);
+        timers.add(t);
+      },
+    });
+    return () => { socket.stop(); timers.forEach(clearTimeout); };
+  }, [id]);
   if (error) return html`<${ErrorBox} error=${error} />`;
   if (!run) return html`<p class="loading">Loading run…</p>`;
   return html`<section><h1>Workflow run <span class="mono">${shortId(run.id)}</span> <${StateBadge} state=${run.state} /></h1>
