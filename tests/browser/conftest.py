@@ -21,8 +21,10 @@ from tests.conftest import ADMIN_TOKEN, fresh_database
 from tests.e2e.conftest import Server
 
 ROOT = Path(__file__).resolve().parents[2]
-#: Where each page's screenshot goes (the README shows them); JOBLEDGER_SCREENSHOTS moves them.
-SCREENSHOTS = Path(os.environ.get("JOBLEDGER_SCREENSHOTS", ROOT / "docs" / "screenshots"))
+#: Where each page's screenshot goes, a test artifact (git ignores the folder, so a test run
+#: leaves the tree clean). The README's are refreshed with
+#: `JOBLEDGER_SCREENSHOTS=docs/screenshots scripts/test tests/browser`.
+SCREENSHOTS = Path(os.environ.get("JOBLEDGER_SCREENSHOTS", ROOT / "artifacts" / "screenshots"))
 PROJECT = "web"
 #: A narrow phone's CSS width (an iPhone 12-15's).
 PHONE = {"width": 390, "height": 844}

@@ -137,7 +137,8 @@ export function JobPage({ id }) {
     const socket = liveSocket({
       url: () => `/jobs/watch?project=${encodeURIComponent(project)}`,
       onMessage: (msg) => {
-        if (msg.type === 'resync') load();
+        // A change before this connection was registered was not pushed: read again.
+        if (msg.type === 'resync' || msg.type === 'hello') load();
         if (msg.type === 'job' && msg.job.id === id) { setJob(msg.job); loadHistory().catch(() => {}); }
       },
     });

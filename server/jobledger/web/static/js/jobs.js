@@ -154,7 +154,10 @@ export function JobsPage() {
       url: () => `/jobs/watch${query(pick(filters, WATCHED))}`,
       onStatus: (s) => setLive({ open: 'live', connecting: 'connecting…', closed: 'reconnecting…' }[s] || s),
       onMessage: (msg) => {
-        if (msg.type === 'resync') { load(); return; }
+        // `hello` (at each connection): the watch is registered from now on, but a change
+        // between the list's read (or a dropped connection) and now was not pushed: read
+        // the list again. `resync`: the server missed notifications.
+        if (msg.type === 'resync' || msg.type === 'hello') { load(); return; }
         if (msg.type !== 'job') return;
         const job = msg.job;
         setJobs((js) => {

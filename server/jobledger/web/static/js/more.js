@@ -117,6 +117,7 @@ export function WorkflowPage({ id }) {
     const socket = liveSocket({
       url: () => `/jobs/watch?workflow_run=${encodeURIComponent(id)}`,
       onMessage: (msg) => {
+        if (msg.type === 'hello') { reload(); return; } // changes before it were not pushed
         if (msg.type !== 'job' && msg.type !== 'resync') return;
         reload();
         const t = setTimeout(() => { timers.delete(t); reload(); }, 500);
