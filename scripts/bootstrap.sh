@@ -1,6 +1,7 @@
 # Sourced by scripts/serve and scripts/test: everything they need on a fresh Debian machine.
 #   - PostgreSQL server binaries (apt-get install when missing and we are root)
 #   - Docker engine and a static busybox for the test image (installed, not started)
+#   - Chromium for the browser tests (scripts/test only: ensure_chromium)
 #   - .venv with the project and its test tools installed (re-installed when pyproject.toml changes)
 # shellcheck shell=bash
 set -euo pipefail
@@ -58,6 +59,17 @@ ensure_venv() {
         "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"
         touch "$stamp"
     fi
+}
+
+# Called by scripts/test only (serve needs no browser): the dashboard's browser tests drive
+# Debian's Chromium through Playwright, which cannot download browser builds of its own.
+ensure_chromium() {
+    command -v chromium >/dev/null 2>&1 && return
+    if [ "$(id -u)" -ne 0 ]; then
+        say "chromium is missing: browser tests will be skipped (apt-get install chromium)"
+        return
+    fi
+    apt_install chromium
 }
 
 ensure_postgres

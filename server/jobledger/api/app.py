@@ -10,6 +10,7 @@ import msgspec
 import structlog
 from aiohttp import web
 
+from .. import web as web_pages
 from ..administration import AccessService
 from ..catalog import Catalog
 from ..domain.errors import DomainError, InvalidInput
@@ -172,4 +173,5 @@ def create_app(
     openapi.install(app, ROUTES)
     loghub.setup(app, dsn)
     watch.setup(app)
+    web_pages.setup(app)  # the web pages under / (issue 17)
     return app
