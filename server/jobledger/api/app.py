@@ -30,6 +30,7 @@ from . import (
     jobs,
     loghub,
     logs,
+    metrics,
     openapi,
     projects,
     schedules,
@@ -168,6 +169,7 @@ def create_app(
     app[workflows.WORKFLOWS] = WorkflowService(service)
     app.on_response_prepare.append(_request_id_header)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get(metrics.PATH, metrics.server_metrics)  # a server admin's token
     register(app.router, ROUTES)
     openapi.install(app, ROUTES)
     loghub.setup(app, dsn)
