@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -34,6 +35,9 @@ from .domain.events import (
     Recorded,
 )
 from .domain.jobs import Job, JobState
+
+if TYPE_CHECKING:
+    import asyncpg
 
 # The `_created` series (one timestamp per counter and label set) double what a scrape
 # carries and nothing of ours reads them.
@@ -56,14 +60,19 @@ CLAIM_BUCKETS = (
     0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
 )  # fmt: skip
 
-_ENDED = {JobSucceeded: JobState.SUCCEEDED, JobFailed: JobState.FAILED, JobCancelled: JobState.CANCELLED}  # fmt: skip  # noqa: E501
+#: The events that end a job, and the state each ends it in.
+_ENDED = {
+    JobSucceeded: JobState.SUCCEEDED,
+    JobFailed: JobState.FAILED,
+    JobCancelled: JobState.CANCELLED,
+}
 
 
 class _PoolCollector(Collector):
     """The database pool's connections, read at scrape time (asyncpg keeps the counts)."""
 
     def __init__(self) -> None:
-        self.pool: object | None = None
+        self.pool: asyncpg.Pool | None = None
 
     def collect(self) -> Iterable[GaugeMetricFamily]:
         pool = self.pool
@@ -72,15 +81,15 @@ class _PoolCollector(Collector):
         size = GaugeMetricFamily(
             "jobledger_db_pool_connections", "Open connections of the process's database pool"
         )
-        size.add_metric([], pool.get_size())  # type: ignore[attr-defined]
+        size.add_metric([], pool.get_size())
         idle = GaugeMetricFamily(
             "jobledger_db_pool_idle_connections", "Open connections of the pool not in use"
         )
-        idle.add_metric([], pool.get_idle_size())  # type: ignore[attr-defined]
+        idle.add_metric([], pool.get_idle_size())
         top = GaugeMetricFamily(
             "jobledger_db_pool_max_connections", "Connections the pool may open at most"
         )
-        top.add_metric([], pool.get_max_size())  # type: ignore[attr-defined]
+        top.add_metric([], pool.get_max_size())
         yield from (size, idle, top)
 
 
@@ -221,8 +230,8 @@ class Metrics:
         self._pool = _PoolCollector()
         r.register(self._pool)
 
-    def watch_pool(self, pool: object | None) -> None:
-        """Report this database pool's connections (an asyncpg pool)."""
+    def watch_pool(self, pool: asyncpg.Pool | None) -> None:
+        """Report this database pool's connections."""
         self._pool.pool = pool
 
     def render(self) -> bytes:

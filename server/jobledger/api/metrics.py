@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import asyncpg
 import structlog
 from aiohttp import web
 
@@ -38,13 +39,13 @@ HEALTH_TIMEOUT_SECONDS = 3.0
 PATH = "/metrics"
 
 
-async def scrape(metrics: Metrics, pool: object, *, queue: bool) -> bytes:
+async def scrape(metrics: Metrics, pool: asyncpg.Pool, *, queue: bool) -> bytes:
     """The process's metrics, with the queue read now if `queue` (the server's)."""
     if queue:
         began = time.perf_counter()
         try:
             async with asyncio.timeout(QUEUE_TIMEOUT_SECONDS):
-                rows = await queue_depths(pool)  # type: ignore[arg-type]
+                rows = await queue_depths(pool)
         except (*DB_ERRORS, TimeoutError) as exc:
             log.warning("metrics: the queue could not be read", error=f"{type(exc).__name__}")
             metrics.queue_failed()
