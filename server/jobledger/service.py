@@ -29,6 +29,7 @@ from .domain.registry import KINDS
 from .domain.specs import JobSpec
 from .domain.templates import RESERVED_ENV_PREFIX, FromDefinition
 from .ids import uuid7
+from .metrics import Metrics
 from .projections import jobs as jobs_projection
 from .projections import queue
 from .projections.jobs import JobView
@@ -123,10 +124,15 @@ class Submitted(msgspec.Struct, frozen=True):
 class JobService:
     """The one way commands reach jobs' streams."""
 
-    def __init__(self, store: EventStore, *, max_attempts: int = 50) -> None:
+    def __init__(
+        self, store: EventStore, *, max_attempts: int = 50, metrics: Metrics | None = None
+    ) -> None:
         self.store = store
         self.pool = store.pool
         self.max_attempts = max_attempts
+        #: The process's metrics (issue 19): whatever uses this service counts there.
+        self.metrics = metrics or Metrics()
+        self.metrics.watch_pool(store.pool)
         self.streams = StreamService(store, max_attempts=max_attempts)
         #: Concurrent submits without an idempotency key share one transaction.
         self._submits: Batcher[tuple[Submit, EventMeta], tuple[JobView, str | None]] = Batcher(
@@ -140,15 +146,23 @@ class JobService:
     async def execute(self, job_id: uuid.UUID, command: Command, meta: EventMeta) -> Job:
         """Apply a command to a job, retrying `decide` on fresh state after a conflict.
         Raises the domain error `decide` raises (not found, invalid transition)."""
+        appended: list[Recorded] = []
+
+        def inline(state: Job | None) -> InlineHook:
+            project = jobs_projection.inline({job_id: state})
+
+            async def hook(conn: Conn, recorded: list[Recorded], announce: Announce) -> None:
+                appended[:] = recorded  # the last try's events: those that commit
+                await project(conn, recorded, announce)
+
+            return hook
+
         job: Job | None = await self.streams.execute(
-            JOB.name,
-            job_id,
-            command,
-            meta,
-            inline=lambda state: jobs_projection.inline({job_id: state}),
-            follow=following,
+            JOB.name, job_id, command, meta, inline=inline, follow=following
         )
         assert job is not None
+        if appended:
+            self.metrics.recorded(appended, {job_id: job})
         return job
 
     async def execute_batch(
@@ -158,6 +172,7 @@ class JobService:
         conn: Conn,
         known: Mapping[uuid.UUID, Job] | None = None,
         metas: Mapping[uuid.UUID, EventMeta] | None = None,
+        appended: list[Recorded] | None = None,
     ) -> list[Job]:
         """Apply one command to each of several jobs in the caller's transaction, all
         appended at once. Jobs whose command is refused (a race: e.g. cancelled meanwhile)
@@ -165,7 +180,8 @@ class JobService:
         caller's transaction rolls back. `known` states (e.g. `jobs` rows just read) are
         decided on without reading their streams; a stale one fails the version check.
         `metas` gives some jobs' events their own metadata (requests grouped together);
-        without, a job's events follow from its state as `following` says."""
+        without, a job's events follow from its state as `following` says. `appended` gets
+        the events, for the caller to count once its transaction commits (`metrics`)."""
         known = known or {}
         metas = metas or {}
         # A submit creates its stream: nothing to read for it.
@@ -186,6 +202,8 @@ class JobService:
         recorded = await self.store.append_many(
             items, meta, inline=jobs_projection.inline(priors), conn=conn
         )
+        if appended is not None:
+            appended.extend(recorded)
         by_stream: dict[uuid.UUID, list[Recorded]] = {}
         for rec in recorded:
             by_stream.setdefault(rec.stream_id, []).append(rec)
@@ -197,13 +215,15 @@ class JobService:
         """Apply one command to each of several jobs in one transaction, deciding from their
         `jobs` rows; a job's result is its new state or the domain error that refused the
         command. If another writer got to one of them first, each is retried on its own."""
+        appended: list[Recorded] = []
         try:
             async with self.pool.acquire() as conn, conn.transaction():
                 views = await jobs_projection.get_many(conn, commands)
                 known = {v.id: jobs_projection.job_of(v) for v in views}
-                done = await self.execute_batch(commands, meta, conn, known)
+                done = await self.execute_batch(commands, meta, conn, known, appended=appended)
         except ConcurrencyError:
             return {i: await self.execute_or_error(i, c, meta) for i, c in commands.items()}
+        self.metrics.recorded(appended, {j.id: j for j in done})
         results: dict[uuid.UUID, Job | DomainError] = {j.id: j for j in done}
         for job_id, command in commands.items():
             if job_id not in results:  # refused: decide again to say why
@@ -292,6 +312,7 @@ class JobService:
         given = list(job_ids) + [None] * (len(new) - len(job_ids))
         ids = [i or uuid7() for i in given]
         committed = False
+        appended: list[Recorded] = []
         conn = await self.pool.acquire()
         try:
             tx = conn.transaction()
@@ -302,6 +323,7 @@ class JobService:
                     new[0][1],
                     conn,
                     metas={i: meta for i, (_, meta) in zip(ids, new, strict=True)},
+                    appended=appended,
                 )
                 views = {j.id: jobs_projection.view_of(j) for j in jobs}
                 projects = queue.projects_waiting(list(views.values()))
@@ -317,6 +339,7 @@ class JobService:
                 # must say whether the jobs exist, so ask the database (raises if not).
                 await self._confirm_commit(ids, exc)
             committed = True
+            self.metrics.recorded(appended, {j.id: j for j in jobs})
         finally:
             try:
                 await self.pool.release(conn)

@@ -518,3 +518,24 @@ async def test_concurrent_replays_of_a_long_log_hold_bounded_memory(
         assert held < REPLAYS * 5 * 1024 * 1024, f"{held / 2**20:.0f} MiB for {REPLAYS} replays"
     finally:
         await asyncio.to_thread(server.stop)
+
+
+async def test_metrics_route_refuses_hostile_requests_with_4xx(client: Client) -> None:
+    """`/metrics` (issue 19) is outside the route table and takes no parameters: a token
+    that is not UTF-8, junk or NULs in the query, other methods, a body: 4xx or ignored,
+    never a 5xx."""
+    cases: list[tuple[str, bytes, list[tuple[bytes, bytes]], bytes, set[int]]] = [
+        ("GET", b"/metrics", [(b"Authorization", b"Bearer \xff\xfe")], b"", {401}),
+        ("GET", b"/metrics", [(b"Authorization", b"Bearer " + b"x" * 8000)], b"", {401}),
+        ("GET", b"/metrics", [(b"Authorization", b"Basic Zm9vOmJhcg==")], b"", {401}),
+        ("GET", b"/metrics?x=%00", [(b"Authorization", f"Bearer {ADMIN_TOKEN}".encode())],
+         b"", {400}),
+        ("GET", b"/metrics?name[]=" + b"%ff" * 500, [
+            (b"Authorization", f"Bearer {ADMIN_TOKEN}".encode())], b"", {200}),
+        ("POST", b"/metrics", [], b"{}", {405}),
+        ("DELETE", b"/metrics", [], b"", {405}),
+        ("GET", b"/metrics/../metrics", [], b"", {401, 404}),
+    ]  # fmt: skip
+    for method, target, headers, body, expected in cases:
+        status, _ = await raw(client, method, target, headers, body)
+        assert status in expected, (method, target, status)

@@ -31,6 +31,7 @@ from . import (
     jobs,
     loghub,
     logs,
+    metrics,
     openapi,
     projects,
     schedules,
@@ -169,6 +170,7 @@ def create_app(
     app[workflows.WORKFLOWS] = WorkflowService(service)
     app.on_response_prepare.append(_request_id_header)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get(metrics.PATH, metrics.server_metrics)  # a server admin's token
     register(app.router, ROUTES)
     openapi.install(app, ROUTES)
     loghub.setup(app, dsn)

@@ -108,6 +108,7 @@ async def _take_rate(request: web.Request, specs: list[JobSpec], *, batch: bool 
     for project, count in per_project.items():
         wait = await limiter.retry_after(request.app[ACCESS], project, count)
         if wait is not None:
+            request.app[SERVICE].metrics.rate_limited.labels(project).inc()
             raise RateLimited(
                 f"project {project} submits too fast; retry in {wait:.2f} s",
                 retry_after=round(wait, 3),

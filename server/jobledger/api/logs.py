@@ -16,7 +16,7 @@ from ..projections.reads import JobReads
 from ..store.db import DB_ERRORS
 from ..wire import EndMessage, LinesMessage, LogLine, LogPage
 from .auth import job_for
-from .context import READS, json_response
+from .context import READS, SERVICE, json_response
 from .jobs import job_id_of
 from .loghub import LOG_HUB, LogHub, Subscription
 from .params import QUERY
@@ -111,7 +111,8 @@ async def follow_logs(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(reason="this route needs a WebSocket upgrade")
     await ws.prepare(request)
     # Register before reading the backlog: a batch stored in between then wakes us.
-    with hub.subscribe(job_id) as sub:
+    sockets = request.app[SERVICE].metrics.websockets.labels("logs")
+    with hub.subscribe(job_id) as sub, sockets.track_inprogress():
         reader = asyncio.create_task(_read_client(ws, sub), name=f"ws-reader-{job_id}")
         code, why = WSCloseCode.OK, b""
         try:

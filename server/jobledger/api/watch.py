@@ -29,7 +29,7 @@ from ..store.db import DB_ERRORS
 from ..store.eventstore import Notification
 from ..wire import HelloMessage, ResyncMessage, Role, WatchMessage
 from .auth import WATCH_PATH, principal
-from .context import LOOKUPS, READS
+from .context import LOOKUPS, READS, SERVICE
 from .dashboard import LIST_FILTERS
 from .jobs import job_out, scoped_filter
 from .loghub import LOG_HUB
@@ -211,7 +211,8 @@ async def watch_jobs(request: web.Request) -> web.StreamResponse:
         raise web.HTTPBadRequest(reason="this route needs a WebSocket upgrade")
     await ws.prepare(request)
     # Registered before `hello`: a client that loads its list after `hello` misses nothing.
-    with hub.watch(principal(request), filt) as watcher:
+    sockets = request.app[SERVICE].metrics.websockets.labels("jobs_watch")
+    with hub.watch(principal(request), filt) as watcher, sockets.track_inprogress():
         reader = asyncio.create_task(_read_client(ws, watcher), name="jobs-watch-reader")
         try:
             await ws.send_frame(HELLO, WSMsgType.TEXT)

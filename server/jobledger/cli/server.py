@@ -5,6 +5,7 @@ build the parser, so the client verbs do not load the server."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import socket
 import sys
@@ -15,6 +16,7 @@ from .options import add_database_args, env_option
 
 if TYPE_CHECKING:
     import asyncio
+    from collections.abc import AsyncIterator
 
     from ..runtime.scheduler import WorkerConfig
     from ..service import JobService
@@ -72,6 +74,49 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
         "children with (default for serve: from --host/--port, a wildcard host as the "
         f"Docker bridge's {DOCKER_BRIDGE}; a worker without it gives jobs no token)",
     )  # fmt: skip
+
+
+def add_metrics_args(p: argparse.ArgumentParser, what: str) -> None:
+    """`--metrics-port` and `--metrics-host`: a listener of its own serving `/metrics`
+    without a token (issue 19)."""
+    g = p.add_argument_group("metrics")
+    env_option(
+        g, "--metrics-port", env="JOBLEDGER_METRICS_PORT", type=int, default=None,
+        help=f"serve {what} metrics (Prometheus text format) at /metrics on this port, "
+        "without a token, and /healthz (unset: no such listener)",
+    )  # fmt: skip
+    env_option(
+        g, "--metrics-host", env="JOBLEDGER_METRICS_HOST", default="127.0.0.1",
+        help="address the metrics listener binds to: only the scraper should reach it",
+    )  # fmt: skip
+
+
+@contextlib.asynccontextmanager
+async def metrics_listener(
+    service: JobService, args: argparse.Namespace, *, queue: bool
+) -> AsyncIterator[None]:
+    """The `--metrics-port` listener while the context lasts (none if the port is unset);
+    `queue`: its scrapes read the queue too (the server's do)."""
+    if args.metrics_port is None:
+        yield
+        return
+    import structlog
+
+    from ..api.metrics import start_listener
+
+    runner = await start_listener(service, args.metrics_host, args.metrics_port, queue=queue)
+    structlog.get_logger("jobledger").info(
+        "metrics listening",
+        url=f"http://{_url_host(args.metrics_host)}:{args.metrics_port}/metrics",
+    )
+    try:
+        yield
+    finally:
+        await runner.cleanup()
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host else host
 
 
 def worker_config(args: argparse.Namespace) -> WorkerConfig:
@@ -226,6 +271,7 @@ def configure_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentPars
         help="submits a project may make at once before the rate applies",
     )  # fmt: skip
     add_worker_args(p)
+    add_metrics_args(p, "the server's")
     p.set_defaults(func=cmd_serve)
 
 
@@ -240,7 +286,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
 
     log = structlog.get_logger("jobledger")
     stop = stop_on_signals()
-    async with service_for(args) as (service, dsn):
+    async with service_for(args) as (service, dsn), contextlib.AsyncExitStack() as stack:
         box = secrets_box(args, create=True)
         # A secret: read from the environment only, never an option (it would show in `ps`).
         admin_token = os.environ.get("JOBLEDGER_ADMIN_TOKEN") or None
@@ -260,6 +306,7 @@ async def cmd_serve(args: argparse.Namespace) -> int:
         await runner.setup()
         try:
             await web.TCPSite(runner, args.host, args.port).start()
+            await stack.enter_async_context(metrics_listener(service, args, queue=True))
             where = (
                 "DATABASE_URL"
                 if args.database_url
@@ -285,6 +332,7 @@ def configure_worker_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
     p = sub.add_parser("worker", help="run a scheduler and its executor, without the API")
     add_database_args(p)
     add_worker_args(p)
+    add_metrics_args(p, "this worker's")
     p.set_defaults(func=cmd_worker)
 
 
@@ -299,7 +347,8 @@ async def cmd_worker(args: argparse.Namespace) -> int:
         structlog.get_logger("jobledger").info(
             "worker starting", secrets_key=box.key_id if box is not None else None
         )
-        await run_scheduler(service, dsn, args, stop, box)
+        async with metrics_listener(service, args, queue=False):
+            await run_scheduler(service, dsn, args, stop, box)
     return EXIT_OK
 
 

@@ -106,3 +106,10 @@ def reasons(facts: QueueFacts, views: Sequence[JobView]) -> dict[uuid.UUID, str]
         for v in views
         if v.state is JobState.QUEUED
     }
+
+
+async def queue_depths(conn: Conn | asyncpg.Pool) -> list[tuple[str, int, int, float | None]]:
+    """Per project: queued jobs whose time has come, those waiting for a later time, and the
+    longest wait of a due one in seconds (None: none is due). Every project is listed."""
+    rows = await conn.fetch(QUERIES["queue_depths"])
+    return [(r["project"], r["due"], r["later"], r["oldest_seconds"]) for r in rows]

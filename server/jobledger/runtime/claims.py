@@ -4,6 +4,7 @@ scheduler agrees on."""
 from __future__ import annotations
 
 import contextlib
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -13,7 +14,7 @@ import msgspec
 
 from ..domain import admission
 from ..domain.errors import DomainError
-from ..domain.events import EventMeta
+from ..domain.events import EventMeta, Recorded
 from ..domain.jobs import ACTIVE_STATES, Command, Job, Start, decide
 from ..domain.specs import DEFAULT_MAX_RUNNING_JOBS
 from ..projections.jobs import get_many, job_of, view_from_row
@@ -129,6 +130,8 @@ async def claim(
     records the version each reference resolves to now."""
     outcomes = outcomes or {}
     meta = EventMeta(actor=f"worker:{worker_id}")
+    appended: list[Recorded] = []
+    began = time.perf_counter()
     async with service.pool.acquire() as conn:
         # BEGIN and the lock in one round trip; each later statement sees what the previous
         # holder of the lock committed.
@@ -151,7 +154,11 @@ async def claim(
                 **outcomes,
                 **(await _starts(conn, worker_id, starting)),
             }
-            jobs = await service.execute_batch(commands, meta, conn, known) if commands else []
+            jobs = (
+                await service.execute_batch(commands, meta, conn, known, appended=appended)
+                if commands
+                else []
+            )
             await conn.execute("COMMIT")
         except BaseException:
             # If this fails too, the pool's reset closes the connection.
@@ -159,6 +166,8 @@ async def claim(
                 await conn.execute("ROLLBACK")
             raise
     by_id = {j.id: j for j in jobs}
+    service.metrics.claim_cycle.observe(time.perf_counter() - began)
+    service.metrics.recorded(appended, by_id)
     return Cycle(
         claimed=[
             Claimed(by_id[i], r["project_log_limit"]) for i, r in chosen.items() if i in by_id

@@ -29,6 +29,7 @@ from datetime import UTC, datetime, timedelta
 import asyncpg
 import structlog
 
+from ..metrics import Metrics
 from ..store.db import DB_ERRORS
 from ..store.logs import LogLine, Stream, append_log_batch, last_log_seq, last_output_line
 
@@ -144,8 +145,12 @@ class LogSink:
         attempt: int,
         limits: LogLimits | None = None,
         masker: Callable[[str], str] | None = None,
+        *,
+        metrics: Metrics | None = None,
     ) -> None:
         self.pool = pool
+        #: Where the lines stored and dropped are counted (issue 19), if anywhere.
+        self.metrics = metrics
         #: Applied to every line of the job's output before it is stored (secret values).
         self.masker = masker
         self.job_id = job_id
@@ -251,6 +256,9 @@ class LogSink:
         if counted and self.stored_bytes + size > self.limits.max_total_bytes:
             self.dropped_lines += 1
             self.dropped_bytes += size
+            if self.metrics is not None:
+                self.metrics.log_lines_dropped.labels("limit").inc()
+                self.metrics.log_bytes_dropped.labels("limit").inc(size)
             return
         self.stored_bytes += size
         self.seq += 1
@@ -317,6 +325,9 @@ class LogSink:
                     self.log.error("log batch refused, dropped", lines=n, error=repr(exc))
                     self.lost_lines += n
                     self.lost_error = f"{type(exc).__name__}: {exc}"
+                    if self.metrics is not None:
+                        self.metrics.log_lines_dropped.labels("refused").inc(n)
+                        self.metrics.log_bytes_dropped.labels("refused").inc(_utf8_size(batch))
                     break
                 failures += 1
                 if failures == 1 or failures % 30 == 0:
@@ -328,6 +339,9 @@ class LogSink:
                 continue
             if failures:
                 self.log.info("storing logs works again", tries=failures + 1)
+            if self.metrics is not None:
+                self.metrics.log_lines.inc(n)
+                self.metrics.log_bytes.inc(_utf8_size(batch))
             break
         del self._pending[:n]
         self._pending_bytes -= size
@@ -335,3 +349,8 @@ class LogSink:
             self._has_pending.clear()
         if self._pending_bytes < self.limits.max_pending_bytes:
             self._drained.set()
+
+
+def _utf8_size(lines: list[LogLine]) -> int:
+    """The bytes of the lines' text as stored (UTF-8)."""
+    return sum(len(line.text.encode()) for line in lines)

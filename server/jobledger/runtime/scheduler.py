@@ -140,6 +140,9 @@ class Scheduler:
         #: Issues and revokes the jobs' own tokens (issue 16).
         self.access = AccessService(self.pool, service.streams)
         self.log = log.bind(worker_id=config.worker_id)
+        self.metrics = service.metrics
+        self.metrics.capacity.set(config.capacity)
+        self.metrics.running.set(0)
 
     # ---- notifications ----------------------------------------------------------------
 
@@ -171,6 +174,7 @@ class Scheduler:
         try:
             if await self.executor.available():
                 self.executor_up.set()
+            self.metrics.executor_up.labels(self.executor.name).set(self.executor_up.is_set())
             if not await self._start(listener, stop):
                 return
             heartbeat_task = asyncio.create_task(self._heartbeat_loop(), name="heartbeat")
@@ -320,6 +324,7 @@ class Scheduler:
             self._execute(job, cancel, found, log_limit), name=f"job-{job.id}"
         )
         self.active[job.id] = _Active(job.attempt, cancel, task)
+        self.metrics.running.set(len(self.active))
 
     async def _execute(
         self, job: Job, cancel: asyncio.Event, found: Found | None, log_limit: int | None
@@ -364,7 +369,7 @@ class Scheduler:
         usage = UsageRecorder(self.pool, job.id, job.attempt, self.config.sample_interval)
         limits = LogLimits(max_total_bytes=log_limit or self.config.log_limit_bytes)
         masker = Masker(env.secret_values) if env.secret_values else None
-        sink = LogSink(self.pool, job.id, job.attempt, limits, masker)
+        sink = LogSink(self.pool, job.id, job.attempt, limits, masker, metrics=self.metrics)
         recorded = sink_closed = False
 
         async def record(outcome: Outcome) -> None:
@@ -402,6 +407,7 @@ class Scheduler:
                 raise
             except Exception as exc:  # the executor's own fault, not the job's
                 jlog.exception("executor failed")
+                self.metrics.executor_errors.labels(self.executor.name, "crash").inc()
                 if not sink_closed:
                     sink_closed = True
                     await sink.shutdown(SHUTDOWN_SECONDS)
@@ -415,6 +421,7 @@ class Scheduler:
             await self.executor.settled(req)
         finally:
             self.active.pop(job.id, None)
+            self.metrics.running.set(len(self.active))
             self.wake.set()
 
     async def _issue_token(self, job: Job, jlog: structlog.BoundLogger) -> str | None:
@@ -459,6 +466,7 @@ class Scheduler:
                 return await self.executor.run(req, cancel, io)
             except EngineUnavailable as exc:
                 jlog.warning("executor unavailable; the attempt waits for it", error=str(exc))
+                self.metrics.executor_errors.labels(self.executor.name, "unavailable").inc()
                 self._executor_changed(False)
             # Asking on its own too: the attempt need not wait for the next watch round.
             while not self.executor_up.is_set():
@@ -524,6 +532,7 @@ class Scheduler:
         if up == self.executor_up.is_set():
             return
         self._executor_status_stored = False
+        self.metrics.executor_up.labels(self.executor.name).set(up)
         if up:
             self.log.info("executor answers again; claiming", executor=self.executor.name)
             self.executor_up.set()
@@ -624,6 +633,7 @@ class Scheduler:
                 self.log.warning(
                     "job lost with its worker", job_id=str(r["id"]), lost=r["worker_id"]
                 )
+                self.metrics.lease_reaps.inc()
             await self._revoke_tokens(r["id"], self.log)
 
     # ---- recovery (I8) ----------------------------------------------------------------
@@ -647,6 +657,7 @@ class Scheduler:
                 log_limit = await self.pool.fetchval(QUERIES["project_log_limit"], job.spec.project)
                 self._spawn(job, found=f, log_limit=log_limit)
                 adopted.add(f.job_id)
+                self.metrics.adoptions.inc()
                 self.log.info("adopted job", job_id=str(f.job_id), running=f.running)
             else:
                 await self.executor.discard(f)
