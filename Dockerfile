@@ -25,18 +25,6 @@ RUN python3 -m venv /opt/jobledger \
     && /opt/jobledger/bin/jobledger --help >/dev/null
 
 FROM ${BASE}
-# VERSION is pyproject.toml's (scripts/build-image passes it; a test keeps this default
-# equal to it). SOURCE and REVISION: the repository's address and commit, when known.
-ARG VERSION=0.1.0
-ARG SOURCE=""
-ARG REVISION=""
-LABEL org.opencontainers.image.title="jobledger" \
-      org.opencontainers.image.description="An asyncio, event-sourced job server: jobs in Docker containers, history in PostgreSQL." \
-      org.opencontainers.image.licenses="MIT" \
-      org.opencontainers.image.version="${VERSION}" \
-      org.opencontainers.image.source="${SOURCE}" \
-      org.opencontainers.image.revision="${REVISION}"
-
 # A user of its own (written directly: minimal Debian roots lack useradd). It runs jobs
 # through the Docker socket only when started with the socket's group:
 #   docker run --group-add "$(stat -c %g /var/run/docker.sock)" -v /var/run/docker.sock:/var/run/docker.sock ...
@@ -46,18 +34,34 @@ RUN echo 'jobledger:x:10001:10001:jobledger:/home/jobledger:/usr/sbin/nologin' >
     && chown 10001:10001 /home/jobledger
 
 COPY --from=builder /opt/jobledger /opt/jobledger
+# The Docker executor, not `auto`: without the engine (no socket, or not its group) a
+# container exits saying so rather than run jobs unisolated inside itself.
 ENV PATH=/opt/jobledger/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
-    JOBLEDGER_LOG_FORMAT=json \
+    JOBLEDGER_EXECUTOR=docker \
     JOBLEDGER_STATE_DIR=/home/jobledger/state
 USER 10001:10001
 WORKDIR /home/jobledger
 EXPOSE 8080
 
 # No curl in the image: the standard library asks /healthz (200 once the database answers).
+# `worker` serves no HTTP: run workers with --no-healthcheck (compose: healthcheck: disable).
 HEALTHCHECK --interval=15s --timeout=5s --start-period=20s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/healthz' % os.environ.get('JOBLEDGER_PORT', '8080'), timeout=4)"]
 
 ENTRYPOINT ["jobledger"]
 CMD ["serve", "--host", "0.0.0.0"]
+
+# VERSION is pyproject.toml's (scripts/build-image passes it; a test keeps this default
+# equal to it). SOURCE and REVISION: the repository's address and commit, when known.
+# Last, so that a new commit rebuilds nothing but the labels.
+ARG VERSION=0.1.0
+ARG SOURCE=""
+ARG REVISION=""
+LABEL org.opencontainers.image.title="jobledger" \
+      org.opencontainers.image.description="An asyncio, event-sourced job server: jobs in Docker containers, history in PostgreSQL." \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.source="${SOURCE}" \
+      org.opencontainers.image.revision="${REVISION}"

@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 
 from tests.conftest import ADMIN_TOKEN
 from tests.docker_rig import ROOT
@@ -162,6 +163,23 @@ def test_without_database_url_the_image_exits_with_a_clear_error(image: str) -> 
     assert "DATABASE_URL" in result.stderr
 
 
+def test_without_the_sockets_group_the_image_exits_rather_than_run_jobs_unisolated(
+    image: str, dsn: str
+) -> None:
+    url = urlsplit(dsn)
+    socket_dir = parse_qs(url.query)["host"][0]
+    result = subprocess.run(
+        ["docker", "run", "--rm", "--label", LABEL, "--network", "none",
+         "-v", f"{socket_dir}/.s.PGSQL.5432:/run/postgresql/.s.PGSQL.5432",
+         "-v", f"{DOCKER_SOCKET}:{DOCKER_SOCKET}",  # but no --group-add
+         "-e", f"DATABASE_URL=postgresql://jobledger@{url.path}?host=/run/postgresql",
+         image, "worker"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1, result.stderr
+    assert "the Docker engine does not answer" in result.stderr
+
+
 def test_server_and_worker_containers_run_jobs_on_the_host_engine(
     image: str, dsn: str, test_image: str, containers: list[Container]
 ) -> None:
@@ -202,7 +220,7 @@ def test_server_and_worker_containers_run_jobs_on_the_host_engine(
 
     # `worker` by command: a second container that alone has the tag the job asks for.
     worker = Container(
-        image, dsn, image, "worker", "--tags", "image",
+        image, dsn, "--no-healthcheck", image, "worker", "--tags", "image",
         name="worker", env={"JOBLEDGER_WORKER_ID": "image-worker"},
     )  # fmt: skip
     containers.append(worker)
@@ -226,3 +244,25 @@ def test_server_and_worker_containers_run_jobs_on_the_host_engine(
 def finished(base: str, job_id: str) -> Any:
     _, view = call("GET", f"{base}/api/v1/jobs/{job_id}")
     return view if view["state"] in ("succeeded", "failed", "cancelled") else None
+
+
+def test_compose_example_names_the_image_and_settings_tested_here() -> None:
+    """compose.yaml is not run (no compose tool on the test machines): it must at least
+    use this image the way the test above does."""
+    services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    ours = {name: s for name, s in services.items() if s["image"] == IMAGE}
+    assert sorted(ours) == ["server", "worker-1", "worker-2"]
+    tested_env = {"DATABASE_URL", "JOBLEDGER_ADMIN_TOKEN", "JOBLEDGER_WORKER_ID"}
+    for name, service in ours.items():
+        assert f"{DOCKER_SOCKET}:{DOCKER_SOCKET}" in service["volumes"], name
+        assert service["group_add"] and "DOCKER_GID" in service["group_add"][0], name
+        assert set(service["environment"]) <= tested_env, name
+        assert service["environment"]["DATABASE_URL"].startswith("postgresql://"), name
+    assert "command" not in ours["server"]  # the image's default: serve --host 0.0.0.0
+    assert ours["server"]["ports"] == ["8080:8080"]
+    assert "JOBLEDGER_ADMIN_TOKEN" in ours["server"]["environment"]
+    for name in ("worker-1", "worker-2"):
+        assert ours[name]["command"] == ["worker"]
+        assert ours[name]["healthcheck"] == {"disable": True}
+    ids = {s["environment"]["JOBLEDGER_WORKER_ID"] for s in ours.values()}
+    assert len(ids) == 3  # stable and distinct: a restart adopts its own jobs
