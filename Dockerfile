@@ -9,10 +9,12 @@
 ARG BASE=python:3.11-slim-bookworm
 
 FROM ${BASE} AS builder
+# scripts/build-image removes this stage's older images (the legacy builder keeps them).
+LABEL org.jobledger.stage=builder
 # A wheelhouse in the build context (wheels/*.whl: the project's wheel and its
 # dependencies) is installed from without the index; without one, the project is built
-# from its source here and its dependencies come from the index. pip itself is removed:
-# the installer is not needed at run time.
+# from its source here and its dependencies come from the index. pip and setuptools are
+# removed: installers are not needed at run time.
 COPY . /src
 RUN python3 -m venv /opt/jobledger \
     && if ls /src/wheels/*.whl >/dev/null 2>&1; then \
@@ -21,7 +23,8 @@ RUN python3 -m venv /opt/jobledger \
     else \
         /opt/jobledger/bin/pip install --no-cache-dir --disable-pip-version-check /src; \
     fi \
-    && /opt/jobledger/bin/pip uninstall --yes --quiet --disable-pip-version-check pip \
+    && /opt/jobledger/bin/pip uninstall --yes --quiet --disable-pip-version-check \
+        setuptools pip \
     && /opt/jobledger/bin/jobledger --help >/dev/null
 
 FROM ${BASE}
