@@ -163,8 +163,9 @@ def test_without_database_url_the_image_exits_with_a_clear_error(image: str) -> 
     assert "DATABASE_URL" in result.stderr
 
 
+@pytest.mark.parametrize("command", [[], ["worker"]], ids=["serve", "worker"])
 def test_without_the_sockets_group_the_image_exits_rather_than_run_jobs_unisolated(
-    image: str, dsn: str
+    image: str, dsn: str, command: list[str]
 ) -> None:
     url = urlsplit(dsn)
     socket_dir = parse_qs(url.query)["host"][0]
@@ -173,7 +174,7 @@ def test_without_the_sockets_group_the_image_exits_rather_than_run_jobs_unisolat
          "-v", f"{socket_dir}/.s.PGSQL.5432:/run/postgresql/.s.PGSQL.5432",
          "-v", f"{DOCKER_SOCKET}:{DOCKER_SOCKET}",  # but no --group-add
          "-e", f"DATABASE_URL=postgresql://jobledger@{url.path}?host=/run/postgresql",
-         image, "worker"],
+         image, *command],
         capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
