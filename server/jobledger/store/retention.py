@@ -111,6 +111,6 @@ async def prune_batch(
 
 
 async def retention_projects(pool: asyncpg.Pool, default_days: int) -> list[tuple[str, int]]:
-    """Every project and the days its finished jobs' output is kept (0: forever)."""
+    """Every project with finished jobs and the days their output is kept (0: forever)."""
     rows = await pool.fetch(QUERIES["retention_projects"], default_days)
     return [(r["name"], r["days"]) for r in rows]

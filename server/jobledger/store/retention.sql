@@ -2,9 +2,21 @@
 -- samples after their project's retention period.
 
 -- name: retention_projects
--- Every project with the days its finished jobs' output is kept ($1: the server's default
--- for a project without its own; 0: forever).
-SELECT name, coalesce(retention_days, $1::int) AS days FROM projects ORDER BY name;
+-- Every project that has jobs (a skip scan of the jobs_finished index: one probe per
+-- project, however many jobs) with the days its finished jobs' output is kept ($1: the
+-- server's default for a project without its own; 0: forever).
+WITH RECURSIVE p AS (
+    (SELECT project FROM jobs WHERE finished_at IS NOT NULL ORDER BY project LIMIT 1)
+    UNION ALL
+    SELECT (SELECT j.project FROM jobs j
+            WHERE j.finished_at IS NOT NULL AND j.project > p.project
+            ORDER BY j.project LIMIT 1)
+    FROM p WHERE p.project IS NOT NULL
+)
+SELECT p.project AS name, coalesce(pr.retention_days, $1::int) AS days
+FROM p LEFT JOIN projects pr ON pr.name = p.project
+WHERE p.project IS NOT NULL
+ORDER BY p.project;
 
 -- name: retention_cursor_ensure
 -- A project's prune cursor exists (before it is locked: a row to lock).
