@@ -13,7 +13,7 @@ CREATE TABLE schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The version this file stands for: the last migration's.
-INSERT INTO schema_migrations (version, name) VALUES (16, '0016_workflow_schedules');
+INSERT INTO schema_migrations (version, name) VALUES (17, '0017_retention');
 
 -- The event log: the source of truth (design map I2). One stream per aggregate.
 CREATE TABLE events (
@@ -224,7 +224,10 @@ CREATE TABLE projects (
     -- Submit rate limits (NULL: the server's defaults).
     submit_rate      double precision,
     submit_burst     integer,
-    stream_id        uuid        UNIQUE
+    stream_id        uuid        UNIQUE,
+    -- Days a finished job's output lines and usage samples are kept (NULL: the server's
+    -- --retention-days; 0: forever).
+    retention_days   integer
 );
 
 -- `default` exists from the first start (an unknown project is "not found" everywhere): a
@@ -416,3 +419,15 @@ CREATE INDEX workflow_runs_schedule
 -- Runs not finished: what every workflow runtime sweeps.
 CREATE INDEX workflow_runs_unfinished ON workflow_runs (updated_at)
     WHERE state IN ('running', 'cancelling');
+
+-- Retention (issue 19): where the background prune of each project's finished jobs' output
+-- and usage samples has got to (the last job pruned, in (finished_at, id) order), and the
+-- index it walks them by. A pruned job keeps one `system` line saying so and when.
+CREATE TABLE output_retention (
+    project     text        PRIMARY KEY,
+    finished_at timestamptz NOT NULL DEFAULT '-infinity',
+    job_id      uuid        NOT NULL DEFAULT '00000000-0000-0000-0000-000000000000',
+    jobs        bigint      NOT NULL DEFAULT 0,
+    updated_at  timestamptz NOT NULL DEFAULT clock_timestamp()
+);
+CREATE INDEX jobs_finished ON jobs (project, finished_at, id) WHERE finished_at IS NOT NULL;

@@ -66,6 +66,7 @@ class AccessService(AccessStore):
         log_limit_bytes: int | None = None,
         submit_rate: float | None = None,
         submit_burst: int | None = None,
+        retention_days: int | None = None,
         *,
         meta: EventMeta,
     ) -> None:
@@ -74,7 +75,7 @@ class AccessService(AccessStore):
         Records `ProjectLimitsChanged` with the limits that changed (nothing if none did)."""
         command = SetLimits(
             name=name, max_running_jobs=max_running_jobs, log_limit_bytes=log_limit_bytes,
-            submit_rate=submit_rate, submit_burst=submit_burst,
+            submit_rate=submit_rate, submit_burst=submit_burst, retention_days=retention_days,
         )  # fmt: skip
         await self.streams.execute("project", project_stream(name), command, meta, also=_look_again)
 

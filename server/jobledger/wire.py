@@ -298,6 +298,8 @@ class ProjectLimits(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
     submit_rate: Annotated[float, msgspec.Meta(ge=0, le=1e6)] | None = None
     #: How many submits may come at once before the rate applies.
     submit_burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    #: Days a finished job's output lines and usage samples are kept (0: forever).
+    retention_days: Annotated[int, msgspec.Meta(ge=0, le=36_500)] | None = None
 
 
 class ProjectView(msgspec.Struct, kw_only=True):
@@ -312,6 +314,8 @@ class ProjectView(msgspec.Struct, kw_only=True):
     submit_burst: int | None = None
     running: int
     queued: int
+    #: Days its finished jobs' output is kept (None: the server's --retention-days; 0: forever).
+    retention_days: int | None = None
 
 
 class ProjectList(msgspec.Struct):

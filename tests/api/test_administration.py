@@ -68,7 +68,7 @@ async def test_every_administrative_change_is_an_event_with_its_actor(
     # Only what changed, and by which token, in which request.
     assert project[1]["data"] == {
         "type": "ProjectLimitsChanged", "max_running_jobs": 7, "log_limit_bytes": None,
-        "submit_rate": 0.1, "submit_burst": None,
+        "submit_rate": 0.1, "submit_burst": None, "retention_days": None,
     }  # fmt: skip
     assert project[1]["meta"]["token_id"] == str(bot_id)
     assert project[1]["meta"]["request_id"]

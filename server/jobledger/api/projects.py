@@ -56,7 +56,7 @@ async def put_limits(request: web.Request) -> web.Response:
     limits = decode_body(await request.read(), ProjectLimits)
     await request.app[ACCESS].set_limits(
         name, limits.max_running_jobs, limits.log_limit_bytes, limits.submit_rate,
-        limits.submit_burst, meta=event_meta(request),
+        limits.submit_burst, limits.retention_days, meta=event_meta(request),
     )  # fmt: skip
     return json_response(await request.app[READS].project(name))
 

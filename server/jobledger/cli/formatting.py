@@ -252,7 +252,7 @@ AUDIT_COLUMNS = ("TIME", "JOB", "TYPE", "ACTOR", "DETAIL")
 #: What administration's events (projects, service accounts, tokens) show in the detail.
 ADMIN_FACTS = (
     "name", "project", "service_account", "role", "max_running_jobs", "log_limit_bytes",
-    "submit_rate", "submit_burst", "expires_at",
+    "submit_rate", "submit_burst", "expires_at", "retention_days",
 )  # fmt: skip
 
 

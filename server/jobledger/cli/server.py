@@ -179,6 +179,7 @@ async def run_scheduler(
     backoff = 1.0
     firing = asyncio.create_task(run_firing(service, dsn, args, stop), name="firing")
     workflows = asyncio.create_task(run_workflows(service, dsn, args, stop), name="workflows")
+    retention = asyncio.create_task(run_retention(service, args, stop), name="retention")
     try:
         while not stop.is_set():
             try:
@@ -192,7 +193,7 @@ async def run_scheduler(
                 backoff = min(backoff * 2, 30.0)
     finally:
         stop.set()
-        await asyncio.gather(firing, workflows, return_exceptions=True)
+        await asyncio.gather(firing, workflows, retention, return_exceptions=True)
         await executor.close()
 
 
@@ -250,6 +251,44 @@ async def run_workflows(
             backoff = min(backoff * 2, 30.0)
 
 
+def add_retention_args(p: argparse.ArgumentParser) -> None:
+    """Retention (issue 19): how long finished jobs' output is kept, pruned in the background
+    by every scheduler process."""
+    g = p.add_argument_group("retention")
+    env_option(
+        g, "--retention-days", env="JOBLEDGER_RETENTION_DAYS", type=int, default=30,
+        help="days a finished job's output lines and usage samples are kept, unless its "
+        "project sets retention_days (0: forever)",
+    )  # fmt: skip
+    env_option(
+        g, "--retention-interval", env="JOBLEDGER_RETENTION_INTERVAL", type=float, default=300.0,
+        help="seconds between two passes of the background prune",
+    )  # fmt: skip
+
+
+async def run_retention(service: JobService, args: argparse.Namespace, stop: asyncio.Event) -> None:
+    """Prune finished jobs' output past retention beside the scheduler until `stop`.
+    Restarted like the scheduler if it fails."""
+    import asyncio
+    import contextlib
+
+    import structlog
+
+    from ..runtime.retention import Retention
+
+    log = structlog.get_logger("jobledger")
+    retention = Retention(service.pool, args.retention_days, interval=args.retention_interval)
+    backoff = 1.0
+    while not stop.is_set():
+        try:
+            await retention.run(stop)
+        except Exception:
+            log.exception("retention failed, starting it again", retry_in=backoff)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), backoff)
+            backoff = min(backoff * 2, 30.0)
+
+
 def configure_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser(
         "serve",
@@ -272,6 +311,7 @@ def configure_serve_parser(sub: argparse._SubParsersAction[argparse.ArgumentPars
     )  # fmt: skip
     add_worker_args(p)
     add_metrics_args(p, "the server's")
+    add_retention_args(p)
     p.set_defaults(func=cmd_serve)
 
 
@@ -333,6 +373,7 @@ def configure_worker_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
     add_database_args(p)
     add_worker_args(p)
     add_metrics_args(p, "this worker's")
+    add_retention_args(p)
     p.set_defaults(func=cmd_worker)
 
 

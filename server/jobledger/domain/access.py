@@ -40,6 +40,8 @@ class ProjectCreated(Event, frozen=True, kw_only=True):
     submit_burst: int | None = None
     #: Set by the upgrade's backfill only: who created the row before the log had it.
     created_by: str | None = None
+    #: Issue 19: days finished jobs' output is kept (None: the server's default; 0: forever).
+    retention_days: int | None = None
 
 
 class ProjectLimitsChanged(Event, frozen=True, kw_only=True):
@@ -50,6 +52,7 @@ class ProjectLimitsChanged(Event, frozen=True, kw_only=True):
     log_limit_bytes: int | None = None
     submit_rate: float | None = None
     submit_burst: int | None = None
+    retention_days: int | None = None
 
 
 class Project(msgspec.Struct, frozen=True, kw_only=True):
@@ -62,6 +65,7 @@ class Project(msgspec.Struct, frozen=True, kw_only=True):
     submit_burst: int | None = None
     created_by: str | None = None
     version: int = 0
+    retention_days: int | None = None
 
 
 class CreateProject(msgspec.Struct, frozen=True, kw_only=True):
@@ -79,9 +83,10 @@ class SetLimits(msgspec.Struct, frozen=True, kw_only=True):
     log_limit_bytes: int | None = None
     submit_rate: float | None = None
     submit_burst: int | None = None
+    retention_days: int | None = None
 
 
-_LIMITS = ("max_running_jobs", "log_limit_bytes", "submit_rate", "submit_burst")
+_LIMITS = ("max_running_jobs", "log_limit_bytes", "submit_rate", "submit_burst", "retention_days")
 
 
 def decide_project(state: Project | None, command: Any) -> list[Event]:
@@ -124,6 +129,7 @@ def evolve_project(state: Project | None, rec: Recorded) -> Project:
                 submit_burst=e.submit_burst,
                 created_by=e.created_by or rec.meta.actor,
                 version=rec.version,
+                retention_days=e.retention_days,
             )
         case ProjectLimitsChanged() as e if state is not None:
             changed = {k: v for k in _LIMITS if (v := getattr(e, k)) is not None}

@@ -20,7 +20,7 @@ from .named import Row, StateProjection
 
 def _project(p: Project) -> Row:
     return (p.name, p.max_running_jobs, p.log_limit_bytes, p.submit_rate, p.submit_burst,
-            p.created_by)  # fmt: skip
+            p.created_by, p.retention_days)  # fmt: skip
 
 
 def _account(a: ServiceAccountState) -> Row:
@@ -35,7 +35,15 @@ def _token(t: Token) -> Row:
 PROJECTS = StateProjection(
     PROJECT,
     "projects",
-    ["name", "max_running_jobs", "log_limit_bytes", "submit_rate", "submit_burst", "created_by"],
+    [
+        "name",
+        "max_running_jobs",
+        "log_limit_bytes",
+        "submit_rate",
+        "submit_burst",
+        "created_by",
+        "retention_days",
+    ],
     _project,
 )
 SERVICE_ACCOUNTS = StateProjection(

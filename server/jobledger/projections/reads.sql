@@ -4,7 +4,7 @@
 -- Projects by name ($1 NULL: all, else that one) with their limits and how many of their
 -- jobs run and wait, in one statement.
 SELECT p.name, p.max_running_jobs, p.log_limit_bytes, p.submit_rate, p.submit_burst,
-       c.running, c.queued
+       c.running, c.queued, p.retention_days
 FROM projects p
 CROSS JOIN LATERAL (
     SELECT count(*) FILTER (WHERE state IN ('running', 'cancelling'))::int AS running,
@@ -21,6 +21,7 @@ SELECT coalesce((SELECT max_running_jobs FROM projects WHERE name = $1), $2::int
        (SELECT log_limit_bytes FROM projects WHERE name = $1) AS log_limit_bytes,
        (SELECT submit_rate FROM projects WHERE name = $1) AS submit_rate,
        (SELECT submit_burst FROM projects WHERE name = $1) AS submit_burst,
+       (SELECT retention_days FROM projects WHERE name = $1) AS retention_days,
        count(*) FILTER (WHERE state IN ('running', 'cancelling'))::int AS running,
        count(*) FILTER (WHERE state = 'queued')::int AS queued
 FROM jobs WHERE project = $1;
