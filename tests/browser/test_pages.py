@@ -57,6 +57,9 @@ async def test_every_page_opens_and_is_captured(page: Any, web: Web, test_image:
         "() => document.querySelectorAll('.steps li[data-state=succeeded]').length === 3",
         timeout=60_000,
     )
+    # Shown as the API and CLI label it: the run's first 8 hex digits, its steps' RUN.N.
+    assert run["id"][:8] in await page.locator("h1").inner_text()
+    assert f"{run['id'][:8]}.3" in await page.locator(".steps").inner_text()
     await screenshot(page, "workflow")
     for path, name, ready in [
         ("/jobs", "jobs", "table.jobs-table"),

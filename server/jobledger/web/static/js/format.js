@@ -30,6 +30,9 @@ export function duration(job) {
 // Ids are UUIDv7: their first digits are the time, the same for jobs made together; the
 // last group tells them apart.
 export const shortId = (id) => String(id).slice(-12);
+// A workflow run is shown as the API and CLI label its steps' jobs (RUN.N): its first 8 hex
+// digits (run ids are random, not time-ordered).
+export const runId = (id) => String(id).slice(0, 8);
 
 export function bytes(n) {
   if (n === null || n === undefined) return '—';

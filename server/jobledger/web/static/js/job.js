@@ -3,7 +3,7 @@
 import { html, useState, useEffect, useCallback } from './lib.js';
 import { api, liveSocket } from './api.js';
 import { Link, StateBadge, ErrorBox, ConfirmButton, navigate, useMe, mayOperate } from './ui.js';
-import { TERMINAL, when, seconds, failure, envValue, shortId } from './format.js';
+import { TERMINAL, when, seconds, failure, envValue, shortId, runId } from './format.js';
 import { LogView } from './logs.js';
 import { UsageCharts } from './charts.js';
 
@@ -183,7 +183,7 @@ export function JobPage({ id }) {
       <dt>Attempt</dt><dd>${job.attempt}</dd>
       ${job.parent_job ? html`<dt>Parent job</dt><dd><${Link} href=${`/jobs/${job.parent_job}`}>${shortId(job.parent_job)}</${Link}></dd>` : null}
       ${job.rerun_of ? html`<dt>Rerun of</dt><dd><${Link} href=${`/jobs/${job.rerun_of}`}>${shortId(job.rerun_of)}</${Link}></dd>` : null}
-      ${job.workflow_run ? html`<dt>Workflow run</dt><dd><${Link} href=${`/workflows/${job.workflow_run}`}>${shortId(job.workflow_run)}</${Link}> step ${job.step}</dd>` : null}
+      ${job.workflow_run ? html`<dt>Workflow run</dt><dd><${Link} href=${`/workflows/${job.workflow_run}`}>${runId(job.workflow_run)}</${Link}> step ${job.step}</dd>` : null}
       ${job.output !== null && job.output !== undefined ? html`<dt>Output</dt><dd><code class="output">${JSON.stringify(job.output)}</code></dd>` : null}
     </dl>
     <${TimeTravel} job=${job} events=${events} />

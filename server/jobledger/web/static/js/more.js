@@ -2,7 +2,7 @@
 import { html, useState, useEffect } from './lib.js';
 import { api, query, liveSocket } from './api.js';
 import { Link, StateBadge, ErrorBox, useLoad, navigate, useMe } from './ui.js';
-import { when, shortId, seconds } from './format.js';
+import { when, shortId, runId, seconds } from './format.js';
 
 function Table({ caption, head, rows }) {
   return html`<div class="table-wrap"><table>
@@ -78,9 +78,10 @@ function Occurrences({ project, name }) {
     () => api(`/projects/${project}/schedules/${encodeURIComponent(name)}/occurrences?limit=20`), [project, name]);
   if (error) return html`<${ErrorBox} error=${error} />`;
   if (!list) return null;
-  return html`<${Table} caption=${`Occurrences of ${name}`} head=${['Occurrence', 'Outcome', 'Reason', 'Job']}
+  return html`<${Table} caption=${`Occurrences of ${name}`} head=${['Occurrence', 'Outcome', 'Reason', 'Job or run']}
     rows=${list.occurrences.map((o) => [when(o.occurrence), o.outcome + (o.manual ? ' (manual)' : ''),
-      o.detail || o.reason || '', o.job_id ? html`<${Link} href=${`/jobs/${o.job_id}`}>${shortId(o.job_id)}</${Link}> ${o.job_state || ''}` : ''])} />`;
+      o.detail || o.reason || '', o.job_id ? html`<${Link} href=${`/jobs/${o.job_id}`}>${shortId(o.job_id)}</${Link}> ${o.job_state || ''}`
+        : o.workflow_run ? html`<${Link} href=${`/workflows/${o.workflow_run}`}>run ${runId(o.workflow_run)}</${Link}> ${o.workflow_run_state || ''}` : ''])} />`;
 }
 
 export function SchedulesPage() {
@@ -102,7 +103,7 @@ export function WorkflowsPage() {
   const [list, error] = useLoad(() => api('/workflows?limit=50'), []);
   return html`<section><h1>Workflow runs</h1><${ErrorBox} error=${error} />
     ${list ? html`<${Table} caption="Workflow runs" head=${['Run', 'State', 'Project', 'Steps', 'Created']}
-      rows=${list.runs.map((r) => [html`<${Link} href=${`/workflows/${r.id}`} class="mono">${shortId(r.id)}</${Link}>`,
+      rows=${list.runs.map((r) => [html`<${Link} href=${`/workflows/${r.id}`} class="mono">${runId(r.id)}</${Link}>`,
         html`<${StateBadge} state=${r.state} />`, r.project, r.steps.length, when(r.created_at)])} />` : null}
     ${list && list.runs.length === 0 ? html`<p class="empty">No workflow runs.</p>` : null}
   </section>`;
@@ -128,7 +129,7 @@ export function WorkflowPage({ id }) {
   }, [id]);
   if (error) return html`<${ErrorBox} error=${error} />`;
   if (!run) return html`<p class="loading">Loading run…</p>`;
-  return html`<section><h1>Workflow run <span class="mono">${shortId(run.id)}</span> <${StateBadge} state=${run.state} /></h1>
+  return html`<section><h1>Workflow run <span class="mono">${runId(run.id)}</span> <${StateBadge} state=${run.state} /></h1>
     <p>Project ${run.project}, submitted by ${run.submitted_by} at ${when(run.created_at)}</p>
     <h2>Steps</h2>
     <ol class="steps">${run.steps.map((s) => html`<li data-state=${s.state}>
