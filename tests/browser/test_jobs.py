@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
+import pytest
 
 from tests.browser.conftest import DESKTOP, PHONE, Web, screenshot, sign_in_as
 from tests.browser.test_pages import tab_to
@@ -69,7 +70,14 @@ async def test_live_logs_resume_after_the_websocket_is_cut(
     assert cut
     await page.wait_for_selector(".logs .live[data-status=ended]", timeout=30_000)
     texts = await page.locator(".log .line .text").all_text_contents()
-    assert texts == [f"line {i}" for i in range(1, 17)] + ["bye"]  # no gap, no duplicate
+    expected = [f"line {i}" for i in range(1, 17)] + ["bye"]
+    if texts != expected:  # seen once in CI (the tail missing): the page's fault or the store's?
+        stored = await asyncio.to_thread(web.api, "GET", f"/api/v1/jobs/{job['id']}/logs")
+        status = await page.locator(".logs .live").get_attribute("data-status")
+        pytest.fail(
+            f"the page shows {texts} (status {status}, sockets {log_sockets}); the server "
+            f"stored {[line['text'] for line in stored['lines']]}"
+        )
     assert await page.locator(".log .line.stream-stderr .text").all_text_contents() == ["bye"]
     assert len(log_sockets) >= 2, log_sockets
     assert "after=0" not in log_sockets[-1]  # the second connection resumed where it was
