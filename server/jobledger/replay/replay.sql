@@ -126,9 +126,12 @@ ORDER BY stream_id, version;
 
 -- name: archive_candidates
 -- The next jobs (by id, after $2) that ended before $1 and still have events in the log.
+-- Not the jobs of a schedule's recent occurrences: the scheduler creates those again when
+-- their streams are missing from the log (scheduleservice.ensure_jobs).
 SELECT j.id FROM jobs j
 WHERE j.finished_at < $1 AND ($2::uuid IS NULL OR j.id > $2::uuid)
   AND EXISTS (SELECT 1 FROM events e WHERE e.stream_id = j.id AND e.version = 1)
+  AND NOT EXISTS (SELECT 1 FROM schedules s WHERE j.id = ANY(s.recent_job_ids))
 ORDER BY j.id
 LIMIT $3;
 
