@@ -17,6 +17,9 @@ from jobledger.replay.archiving import archive_before, archive_files
 from jobledger.replay.rebuild import rebuild
 from jobledger.replay.verify import Problem, Verifier
 from jobledger.service import JobService
+from tests.api.test_access_api import call, project_with_accounts
+from tests.api.test_schedules_api import Client
+from tests.api.test_schedules_api import body as schedule_body
 from tests.factories import spec
 from tests.histories import META, write_mixed_history
 
@@ -134,3 +137,26 @@ async def test_import_of_the_archive_into_an_empty_database_restores_the_streams
     original = {r.id: r for r in await jobs_rows(pool) if r.id in old_finished}
     assert restored == original
     assert await verify(other_pool) == []
+
+
+async def test_a_schedules_recent_job_stays_in_the_log(
+    client: Client, pool: asyncpg.Pool, service: JobService, tmp_path: Path
+) -> None:
+    """The scheduler submits a recent occurrence's job again when its stream is missing from
+    the log, so archive leaves those jobs alone."""
+    tokens = await project_with_accounts(client, "p1")
+    base = "/api/v1/projects/p1/schedules"
+    status, _ = await call(client, "POST", base, tokens["operator"], schedule_body())
+    assert status == 201
+    status, trig = await call(client, "POST", f"{base}/nightly/trigger", tokens["operator"])
+    assert status == 201, trig
+    scheduled = uuid.UUID(trig["job_id"])
+    other, _ = await service.submit(spec(), META)
+    for job_id in (scheduled, other.id):
+        await service.execute(job_id, Start(worker_id="w"), META)
+        await service.execute(job_id, Finish(exit_code=0), META)
+    cutoff = await pool.fetchval("SELECT clock_timestamp()")
+    report = await archive_before(pool, cutoff, tmp_path / "a")
+    assert report.streams == 1
+    assert scheduled in await log_streams(pool) and other.id not in await log_streams(pool)
+    assert await verify(pool) == []
