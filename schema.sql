@@ -13,7 +13,7 @@ CREATE TABLE schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The version this file stands for: the last migration's.
-INSERT INTO schema_migrations (version, name) VALUES (17, '0017_retention');
+INSERT INTO schema_migrations (version, name) VALUES (18, '0018_archive');
 
 -- The event log: the source of truth (design map I2). One stream per aggregate.
 CREATE TABLE events (
@@ -62,10 +62,57 @@ BEGIN
         USING ERRCODE = 'restrict_violation';
 END
 $$;
-CREATE TRIGGER events_no_update_delete
-    BEFORE UPDATE OR DELETE ON events FOR EACH ROW EXECUTE FUNCTION events_append_only();
+CREATE TRIGGER events_no_update
+    BEFORE UPDATE ON events FOR EACH ROW EXECUTE FUNCTION events_append_only();
 CREATE TRIGGER events_no_truncate
     BEFORE TRUNCATE ON events FOR EACH STATEMENT EXECUTE FUNCTION events_append_only();
+-- Only `jobledger replay archive` removes events (issue 19): whole streams, listed by an
+-- archive checkpoint event its own transaction wrote and named in
+-- jobledger.archive_checkpoint; checked once per statement, after it.
+CREATE FUNCTION events_delete_archived() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+    named text := nullif(current_setting('jobledger.archive_checkpoint', true), '');
+    listed jsonb;
+BEGIN
+    IF named IS NULL THEN
+        RAISE EXCEPTION 'the event log is append-only: DELETE on events is not allowed '
+            'outside `jobledger replay archive`' USING ERRCODE = 'restrict_violation';
+    END IF;
+    -- The checkpoint: an archive event written by this very transaction.
+    SELECT c.data -> 'streams' INTO listed FROM events c
+    WHERE c.event_id = named::uuid AND c.stream_type = 'archive'
+        AND c.type = 'StreamsArchived' AND c.txid = pg_current_xact_id();
+    IF listed IS NULL THEN
+        RAISE EXCEPTION 'the event log is append-only: DELETE on events needs an archive '
+            'checkpoint written in the same transaction (% is none)', named
+            USING ERRCODE = 'restrict_violation';
+    END IF;
+    -- Every removed event belongs to a stream the checkpoint lists (an anti-join, not a
+    -- per-row search of the list), and no archive stream is removed.
+    IF EXISTS (
+        SELECT 1 FROM old_rows o
+        LEFT JOIN (SELECT s::uuid AS id FROM jsonb_array_elements_text(listed) s) l
+            ON l.id = o.stream_id
+        WHERE l.id IS NULL OR o.stream_type = 'archive'
+    ) THEN
+        RAISE EXCEPTION 'the event log is append-only: DELETE on events removed events of '
+            'streams checkpoint % does not list', named USING ERRCODE = 'restrict_violation';
+    END IF;
+    -- Whole streams only: nothing of a listed stream is left behind.
+    IF EXISTS (
+        SELECT 1 FROM jsonb_array_elements_text(listed) s
+        JOIN events e ON e.stream_id = s::uuid
+    ) THEN
+        RAISE EXCEPTION 'the event log is append-only: an archive removes whole streams '
+            '(checkpoint % lists a stream left in part)', named
+            USING ERRCODE = 'restrict_violation';
+    END IF;
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER events_delete_archived
+    AFTER DELETE ON events REFERENCING OLD TABLE AS old_rows
+    FOR EACH STATEMENT EXECUTE FUNCTION events_delete_archived();
 
 -- Tamper evidence: each event stores a SHA-256 over the previous event's hash in its stream
 -- and its own canonical bytes (server/jobledger/store/chain.py computes the same bytes to

@@ -209,13 +209,13 @@ async def test_a_job_whose_event_was_altered_shows_not_verified(
     try:
         async with conn.transaction():
             # Behind the append-only guard, as the replay verify tests do.
-            await conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
+            await conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_update")
             await conn.execute(
                 "UPDATE events SET data = jsonb_set(data, '{spec,command}', '[\"false\"]') "
                 "WHERE stream_id = $1::uuid AND version = 1",
                 altered["id"],
             )
-            await conn.execute("ALTER TABLE events ENABLE TRIGGER events_no_update_delete")
+            await conn.execute("ALTER TABLE events ENABLE TRIGGER events_no_update")
     finally:
         await conn.close()
     await page.goto(f"/jobs/{altered['id']}")

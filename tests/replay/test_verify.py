@@ -25,9 +25,11 @@ async def verify(pool: asyncpg.Pool) -> tuple[list[Problem], Verifier]:
 async def behind_the_guard(pool: asyncpg.Pool, sql: str, *args: object) -> None:
     """Run a statement on `events` as its owner with the append-only trigger disabled."""
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
+        for trigger in ("events_no_update", "events_delete_archived"):
+            await conn.execute(f"ALTER TABLE events DISABLE TRIGGER {trigger}")
         await conn.execute(sql, *args)
-        await conn.execute("ALTER TABLE events ENABLE TRIGGER events_no_update_delete")
+        for trigger in ("events_no_update", "events_delete_archived"):
+            await conn.execute(f"ALTER TABLE events ENABLE TRIGGER {trigger}")
 
 
 async def a_stream(pool: asyncpg.Pool, events: int) -> uuid.UUID:

@@ -214,11 +214,11 @@ async def test_verify_checks_every_kind_and_the_chain_covers_the_kind(
 
     # A kind changed behind the append-only guard no longer matches the chain.
     async with pool.acquire() as conn, conn.transaction():
-        await conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_update_delete")
+        await conn.execute("ALTER TABLE events DISABLE TRIGGER events_no_update")
         await conn.execute(
             "UPDATE events SET stream_type = 'counter2' WHERE stream_id = $1 AND version = 2", sid
         )
-        await conn.execute("ALTER TABLE events ENABLE TRIGGER events_no_update_delete")
+        await conn.execute("ALTER TABLE events ENABLE TRIGGER events_no_update")
     kinds = {(p.kind, p.stream_id, p.version) async for p in Verifier(pool).problems()}
     assert ("broken_chain", sid, 2) in kinds
 

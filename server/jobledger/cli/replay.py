@@ -6,12 +6,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import itertools
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime
-from typing import TextIO
+from pathlib import Path
+from typing import BinaryIO, TextIO
 
 import msgspec
 
@@ -111,6 +113,9 @@ def configure_replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
         "projection with the fold of the log; exit 1 on any problem",
     )
     vf.add_argument("--json", action="store_true", help="problems as JSON lines")
+    vf.add_argument("--archive", type=Path, metavar="PATH",
+                    help="also check `replay archive` files (a file or directory) against "
+                    "their checkpoints: digest, chains, states")  # fmt: skip
     vf.set_defaults(func=cmd_verify)
 
     sh = verbs.add_parser(
@@ -140,9 +145,23 @@ def configure_replay_parser(sub: argparse._SubParsersAction[argparse.ArgumentPar
     im = verbs.add_parser(
         "import", help="load an export into a database with an empty log, then rebuild"
     )
-    im.add_argument("input", type=argparse.FileType("rb"), metavar="FILE",
-                    help="NDJSON export, or - for stdin")  # fmt: skip
+    im.add_argument("input", nargs="+", metavar="FILE",
+                    help="NDJSON export, or - for stdin; several, or a directory of "
+                    "`replay archive` files, are imported as one")  # fmt: skip
     im.set_defaults(func=cmd_import)
+
+    ar = verbs.add_parser(
+        "archive",
+        help="move the event streams of jobs finished before a time to NDJSON files, keeping "
+        "a checkpoint (and the jobs rows) in the database",
+    )
+    ar.add_argument("--before", type=iso_time, required=True, metavar="TIME",
+                    help="archive jobs that finished before this time (ISO 8601)")  # fmt: skip
+    ar.add_argument("--to", type=Path, required=True, metavar="DIR",
+                    help="directory to write the archive files to (made if missing)")  # fmt: skip
+    ar.add_argument("--dry-run", action="store_true", help="count, write and remove nothing")
+    ar.add_argument("--batch", type=int, default=1000, help="streams per file and transaction")
+    ar.set_defaults(func=cmd_archive)
 
     tl = verbs.add_parser("tail", help="follow the log live, one event per line (NDJSON)")
     tl.add_argument("--from-start", action="store_true", help="print the whole log first")
@@ -166,7 +185,7 @@ async def cmd_verify(args: argparse.Namespace) -> int:
     from .startup import service_for
 
     async with service_for(args, min_size=1, max_size=2) as (service, _):
-        verifier = Verifier(service.pool, progress=ProgressLine("verify"))
+        verifier = Verifier(service.pool, progress=ProgressLine("verify"), archive=args.archive)
         async for problem in verifier.problems():
             if args.json:
                 emit(problem)
@@ -235,7 +254,10 @@ async def cmd_import(args: argparse.Namespace) -> int:
     from ..replay.rebuild import rebuild
     from .startup import service_for
 
-    with args.input as source:
+    with contextlib.ExitStack() as files:
+        source = itertools.chain.from_iterable(
+            files.enter_context(f) for f in _import_sources(args.input)
+        )
         async with service_for(args, min_size=1, max_size=2) as (service, _):
             count = await import_lines(service.pool, source)
             print(f"imported {count:,} events; rebuilding projections", file=sys.stderr)
@@ -267,4 +289,33 @@ async def cmd_tail(args: argparse.Namespace) -> int:
             t.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    return EXIT_OK
+
+
+def _import_sources(names: list[str]) -> Iterator[BinaryIO]:
+    """The files `import` reads, in order: - is stdin, a directory its archive files."""
+    from ..replay.archiving import archive_files
+
+    for name in names:
+        if name == "-":
+            yield sys.stdin.buffer
+            continue
+        for path in archive_files(Path(name)):
+            yield open(path, "rb")  # noqa: SIM115 - closed by the caller's ExitStack
+
+
+async def cmd_archive(args: argparse.Namespace) -> int:
+    from ..replay.archiving import archive_before
+    from .startup import service_for
+
+    async with service_for(args, min_size=1, max_size=2) as (service, _):
+
+        def progress(streams: int, events: int) -> None:
+            print(f"archive: {streams:,} streams, {events:,} events", file=sys.stderr)
+
+        report = await archive_before(
+            service.pool, args.before, args.to, batch=args.batch, dry_run=args.dry_run,
+            progress=progress,
+        )  # fmt: skip
+    emit(report)
     return EXIT_OK

@@ -29,7 +29,7 @@ import msgspec
 import structlog
 
 from ..domain.jobs import JOB, Job, evolve
-from ..projections.jobs import COLUMNS, row_args, view_of
+from ..projections.jobs import COLUMNS, JobView, row_args, view_of
 from ..projections.registry import PROJECTIONS
 from ..store.db import Conn
 from ..store.eventstore import record_from_row
@@ -208,9 +208,31 @@ async def _swap(conn: Conn, started_xmin: int) -> tuple[int, int]:
         if late:
             await conn.execute(_DELETE_SHADOW_ROWS, late)
             await _copy(conn, _fold_streams(await conn.fetch(STORE_QUERIES["read_streams"], late)))
+        await _seed_archived(conn)
         deleted = await conn.execute(_MERGE_DELETE)
         upserted = await conn.execute(_MERGE_UPSERT)
         await conn.execute(f"DROP TABLE {SHADOW}")
         await conn.execute(QUERIES["rebuild_end"], PROJECTION)
     changed = int(deleted.split()[-1]) + int(upserted.split()[-1])
     return len(late), changed
+
+
+_ARCHIVED_MISSING = f"""
+    SELECT DISTINCT ON (s.key) s.value AS state
+    FROM events c, jsonb_each(c.data -> 'states') s
+    WHERE c.stream_type = 'archive' AND c.type = 'StreamsArchived'
+      AND NOT EXISTS (SELECT 1 FROM {SHADOW} r WHERE r.id = s.key::uuid)
+    ORDER BY s.key, c.position DESC
+"""
+
+
+async def _seed_archived(conn: Conn) -> None:
+    """Issue 19: the rows of archived jobs, whose streams left the log, from the final
+    states their archive checkpoints keep (I2: the log, checkpoints included, still makes
+    every row)."""
+    rows = await conn.fetch(_ARCHIVED_MISSING)
+    if rows:
+        views = [msgspec.json.decode(r["state"].encode(), type=JobView) for r in rows]
+        await conn.copy_records_to_table(
+            SHADOW, records=[row_args(v) for v in views], columns=list(COLUMNS)
+        )

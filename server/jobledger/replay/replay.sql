@@ -121,3 +121,49 @@ SELECT event_id, stream_id, version, position, type, schema_version, data, meta,
 FROM events
 WHERE stream_id = ANY($1::uuid[]) AND recorded_at <= $2::timestamptz
 ORDER BY stream_id, version;
+
+-- Issue 19: `replay archive`.
+
+-- name: archive_candidates
+-- The next jobs (by id, after $2) that ended before $1 and still have events in the log.
+-- Not the jobs of a schedule's recent occurrences: the scheduler creates those again when
+-- their streams are missing from the log (scheduleservice.ensure_jobs).
+SELECT j.id FROM jobs j
+WHERE j.finished_at < $1 AND ($2::uuid IS NULL OR j.id > $2::uuid)
+  AND EXISTS (SELECT 1 FROM events e WHERE e.stream_id = j.id AND e.version = 1)
+  AND NOT EXISTS (SELECT 1 FROM schedules s WHERE j.id = ANY(s.recent_job_ids))
+ORDER BY j.id
+LIMIT $3;
+
+-- name: archive_events
+-- Every event of some streams, as `export` writes them, in position order.
+SELECT position, event_id, stream_id, version, type, schema_version, data, meta,
+       recorded_at, hash, stream_type
+FROM events WHERE stream_id = ANY($1::uuid[])
+ORDER BY position;
+
+-- name: archive_delete
+-- Remove archived streams; the guard checks the checkpoint named in
+-- jobledger.archive_checkpoint (set by the same transaction) lists exactly them.
+DELETE FROM events WHERE stream_id = ANY($1::uuid[]);
+
+-- name: archive_name_checkpoint
+SELECT set_config('jobledger.archive_checkpoint', $1, true);
+
+-- name: archived_states
+-- The final states archive checkpoints keep of some streams (the latest checkpoint wins).
+SELECT DISTINCT ON (s.key) s.key::uuid AS stream_id, s.value AS state
+FROM events c, jsonb_each(c.data -> 'states') s
+WHERE c.stream_type = 'archive' AND c.type = 'StreamsArchived'
+  AND ($1::uuid[] IS NULL OR s.key::uuid = ANY($1::uuid[]))
+ORDER BY s.key, c.position DESC;
+
+-- name: archive_checkpoints
+-- Every archive checkpoint, oldest first.
+SELECT position, stream_id, data FROM events
+WHERE stream_type = 'archive' AND type = 'StreamsArchived'
+ORDER BY position;
+
+-- name: archived_left
+-- Streams a checkpoint lists that still have events in the log (the guard forbids it).
+SELECT DISTINCT e.stream_id FROM events e WHERE e.stream_id = ANY($1::uuid[]);

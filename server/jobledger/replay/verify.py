@@ -9,15 +9,18 @@ without a stream are reported too.
 
 from __future__ import annotations
 
+import hashlib
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import msgspec
 
+from ..domain.archives import ARCHIVE, StreamsArchived
 from ..domain.errors import DomainError
 from ..domain.events import Recorded
 from ..domain.jobs import JOB
@@ -26,7 +29,9 @@ from ..projections.jobs import COLUMNS, JobView, view_from_row, view_of
 from ..projections.registry import PROJECTIONS
 from ..store.chain import canonical, link
 from ..store.eventstore import record_from_row
+from ..wire import RawEvent
 from . import QUERIES
+from .archiving import archive_files, archived_views
 
 
 class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -158,8 +163,11 @@ class Verifier:
         *,
         batch: int = 500,
         progress: Callable[[int, int], None] | None = None,
+        archive: Path | None = None,
     ) -> None:
         self.pool = pool
+        #: Issue 19: archive files (a file or a directory) to check against checkpoints.
+        self.archive = archive
         self.batch = batch
         #: Called after each batch with (events done, events in the log).
         self.progress = progress
@@ -208,14 +216,33 @@ class Verifier:
                 report.events += len(rows)
                 if self.progress is not None:
                     self.progress(report.events, total)
-            for row in await conn.fetch(QUERIES["orphan_jobs"]):
+            # Issue 19: a jobs row whose stream was archived is checked against the state
+            # its checkpoint keeps; only rows no checkpoint explains are orphans.
+            orphans = [row["id"] for row in await conn.fetch(QUERIES["orphan_jobs"])]
+            archived = await archived_views(conn, orphans) if orphans else {}
+            rows = {r["id"]: r for r in await conn.fetch(QUERIES["jobs_by_id"], list(archived))}
+            for sid in orphans:
+                kept = archived.get(sid)
+                if kept is None:
+                    report.problems += 1
+                    yield Problem(
+                        kind="orphan_projection",
+                        stream_type=JOB.name,
+                        stream_id=sid,
+                        detail="a jobs row with no events",
+                    )
+                elif diff := _differences(kept, view_from_row(rows[sid])):
+                    report.problems += 1
+                    yield Problem(
+                        kind="projection_differs",
+                        stream_type=JOB.name,
+                        stream_id=sid,
+                        detail="jobs row of an archived job differs from its checkpoint in: "
+                        + ", ".join(diff),
+                    )
+            async for p in self._archive_problems(conn):
                 report.problems += 1
-                yield Problem(
-                    kind="orphan_projection",
-                    stream_type=JOB.name,
-                    stream_id=row["id"],
-                    detail="a jobs row with no events",
-                )
+                yield p
             for projection in PROJECTIONS:
                 # A built-in stream without events has its row all the same: as built.
                 idle = [sid for sid in projection.kind.builtin if sid not in seen]
@@ -238,6 +265,110 @@ class Verifier:
         seconds = time.perf_counter() - started
         report.seconds = round(seconds, 3)
         report.events_per_second = round(report.events / max(seconds, 1e-9))
+
+    async def _archive_problems(self, conn: asyncpg.Connection) -> AsyncIterator[Problem]:
+        """Issue 19: each archive checkpoint removed whole streams and keeps a state for
+        each; given the archive files, each file's digest matches its checkpoint, and its
+        events are whole streams whose chains recompute and whose folds are the states."""
+        checkpoints = await conn.fetch(QUERIES["archive_checkpoints"])
+        by_file: dict[str, tuple[asyncpg.Record, StreamsArchived]] = {}
+        for row in checkpoints:
+            cp = msgspec.json.decode(row["data"].encode(), type=StreamsArchived)
+            by_file[cp.file] = (row, cp)
+            if set(cp.states) != {str(s) for s in cp.streams}:
+                yield _archive_problem(
+                    "archive_checkpoint", row, f"{cp.file}: its states are not those of its streams"
+                )
+            for left in await conn.fetch(QUERIES["archived_left"], cp.streams):
+                yield _archive_problem(
+                    "archive_checkpoint", row,
+                    f"{cp.file}: stream {left['stream_id']} it archived still has events",
+                )  # fmt: skip
+        if self.archive is None:
+            return
+        seen: set[str] = set()
+        for path in archive_files(self.archive):
+            data = path.read_bytes()
+            found = by_file.get(path.name)
+            if found is None:
+                yield Problem(
+                    kind="archive_file", stream_type=ARCHIVE.name, stream_id=uuid.UUID(int=0),
+                    detail=f"{path}: no archive checkpoint names this file",
+                )  # fmt: skip
+                continue
+            row, cp = found
+            seen.add(path.name)
+
+            if hashlib.sha256(data).hexdigest() != cp.sha256:
+                yield _archive_problem(
+                    "archive_file",
+                    row,
+                    f"{path}: " + "its SHA-256 is not the one its checkpoint recorded: altered",
+                )
+            streams: dict[uuid.UUID, _Stream] = {}
+            count = 0
+            try:
+                for line in data.splitlines():
+                    if not line.strip():
+                        continue
+                    event = _raw_decoder.decode(line)
+                    count += 1
+                    st = streams.get(event.stream_id)
+                    if st is None:
+                        st = streams[event.stream_id] = _Stream(event.stream_id, event.stream_type)
+                    st.feed(_row_of(event))
+            except (msgspec.DecodeError, ValueError) as exc:
+                yield _archive_problem(
+                    "archive_file", row, f"{path}: " + f"not an archive of exported events: {exc}"
+                )
+                continue
+            if set(streams) != set(cp.streams) or count != cp.events:
+                yield _archive_problem(
+                    "archive_file",
+                    row,
+                    f"{path}: "
+                    + f"holds {len(streams)} streams and {count} events; its checkpoint lists "
+                    f"{len(cp.streams)} and {cp.events}",
+                )
+            for sid, st in streams.items():
+                for p in st.problems:
+                    yield p
+                kept = cp.states.get(str(sid))
+                if st.broken or st.type != JOB.name or st.state is None or kept is None:
+                    continue
+                if diff := _differences(msgspec.convert(kept, JobView), view_of(st.state)):
+                    yield _archive_problem(
+                        "archive_file",
+                        row,
+                        f"{path}: " + f"job {sid}'s fold differs from its checkpoint in {diff}",
+                    )
+        for name in sorted(set(by_file) - seen):
+            row, _ = by_file[name]
+            yield Problem(
+                kind="archive_file_missing", stream_type=ARCHIVE.name, stream_id=row["stream_id"],
+                detail=f"{name}: not found under {self.archive}", position=row["position"],
+            )  # fmt: skip
+
+
+_raw_decoder = msgspec.json.Decoder(RawEvent)
+
+
+def _archive_problem(kind: str, checkpoint: asyncpg.Record, detail: str) -> Problem:
+    return Problem(
+        kind=kind, stream_type=ARCHIVE.name, stream_id=checkpoint["stream_id"], detail=detail,
+        position=checkpoint["position"],
+    )  # fmt: skip
+
+
+def _row_of(event: RawEvent) -> dict[str, Any]:
+    """An exported event as the verifier reads a row of `events`."""
+    return {
+        "event_id": event.event_id, "stream_id": event.stream_id, "version": event.version,
+        "position": event.position, "type": event.type, "schema_version": event.schema_version,
+        "data": bytes(event.data).decode(), "meta": bytes(event.meta).decode(),
+        "recorded_at": event.recorded_at, "stream_type": event.stream_type,
+        "hash": bytes.fromhex(event.hash) if event.hash is not None else None,
+    }  # fmt: skip
 
 
 class StreamCheck(msgspec.Struct, kw_only=True):
