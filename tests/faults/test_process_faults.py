@@ -136,7 +136,10 @@ async def test_a_killed_worker_runs_no_command_twice(
         os.kill(warden, signal.SIGKILL)
     assert workers[0].stop(signal.SIGKILL) == -signal.SIGKILL
     if killed == "worker-and-warden":
-        # Only the shells died with the worker: their sleeps live on, holding their locks.
+        # Only the shells die with the worker (their death signal arrives a moment after it
+        # is reaped): their sleeps live on, holding their locks.
+        await until(lambda: len(processes_of(trial)) == 4, "the shells gone")
+        await asyncio.sleep(0.5)
         assert len(processes_of(trial)) == 4
     else:
         await until(lambda: processes_of(trial) == [], "all of the killed worker's gone")

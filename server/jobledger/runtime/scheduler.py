@@ -546,8 +546,8 @@ class Scheduler:
     async def _watch_executor(self) -> None:
         """Ask the executor whether it answers; keep the workers table saying so (the waiting
         reason of the jobs only this worker could run reads it)."""
+        # `run` asked once before starting this: store that answer first, then ask again.
         while True:
-            self._executor_changed(await self.executor.available())
             if not self._executor_status_stored:
                 try:
                     await self.pool.execute(
@@ -557,6 +557,7 @@ class Scheduler:
                 except DB_ERRORS as exc:
                     self.log.warning("storing the executor's status failed", error=str(exc))
             await asyncio.sleep(self.config.executor_check_interval)
+            self._executor_changed(await self.executor.available())
 
     async def _reconcile_loop(self) -> None:
         while True:
