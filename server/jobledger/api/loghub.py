@@ -20,6 +20,7 @@ from aiohttp import web
 from ..store.eventstore import Notification
 from ..store.logs import LogBatchNotice
 from ..store.notifications import EVENTS, LOG_BATCHES, Listener
+from .sockets import Hub
 
 
 class Subscription:
@@ -40,19 +41,15 @@ class Subscription:
                 await self.wake.wait()
 
 
-class LogHub:
+class LogHub(Hub):
     """One per server process; see the module docstring."""
 
     def __init__(self, dsn: str, *, application_name: str | None = None) -> None:
+        super().__init__()
         self.dsn = dsn
         self.application_name = application_name or f"jobledger-loghub:{os.getpid()}"
-        #: Set once the hub stops serving: followers end their sockets.
-        self.closing = False
         self._subscribers: dict[uuid.UUID, set[Subscription]] = {}
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._listener: Listener | None = None
-        self._task: asyncio.Task[None] | None = None
         #: Others in this process that hear the events channel on the hub's one LISTEN
         #: connection (the jobs watch): each change, and each (re)connection.
         self.event_handlers: list[Callable[[Notification], None]] = []
@@ -73,23 +70,8 @@ class LogHub:
         assert self._listener is not None, "start() first"
         await self._listener.started()
 
-    async def release(self, grace: float = 5.0) -> None:
-        """Tell every follower to end its socket, and wait (`grace` seconds at most) until
-        they have."""
-        self.closing = True
-        self._wake_all()
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace):
-                await self._idle.wait()
-
-    async def close(self) -> None:
-        """Release followers and close the LISTEN connection."""
-        if not self.closing:
-            await self.release()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+    def _end_all(self) -> None:
+        self._wake_all()  # each follower sees `closing` and ends its socket
 
     # ---- subscribers ----------------------------------------------------------------------
 
@@ -98,27 +80,21 @@ class LogHub:
         """Register for a job's wake-ups for the duration of the `with` block."""
         sub = Subscription(job_id)
         self._subscribers.setdefault(job_id, set()).add(sub)
-        self._idle.clear()
         try:
-            yield sub
+            with self._joined():
+                yield sub
         finally:
             subs = self._subscribers.get(job_id)
             if subs is not None:
                 subs.discard(sub)
                 if not subs:
                     del self._subscribers[job_id]
-            if not self._subscribers:
-                self._idle.set()
 
     def subscriber_count(self, job_id: uuid.UUID | None = None) -> int:
         """How many followers are registered (for one job, or in all)."""
         if job_id is not None:
             return len(self._subscribers.get(job_id, ()))
         return sum(len(s) for s in self._subscribers.values())
-
-    async def wait_idle(self) -> None:
-        """Until no follower is registered."""
-        await self._idle.wait()
 
     # ---- notifications --------------------------------------------------------------------
 

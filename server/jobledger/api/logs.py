@@ -3,7 +3,6 @@ job live (backlog, then new lines as they are stored, then an `end` message)."""
 
 from __future__ import annotations
 
-import asyncio
 import uuid
 from collections.abc import Iterator
 
@@ -21,6 +20,7 @@ from .jobs import job_id_of
 from .loghub import LOG_HUB, LogHub, Subscription
 from .params import QUERY
 from .routes import Query, Route
+from .sockets import open_socket, reading_client
 
 log = structlog.get_logger(__name__)
 
@@ -28,8 +28,6 @@ DEFAULT_PAGE = 1000
 MAX_PAGE = 10_000
 #: Largest `after` accepted: seq is a PostgreSQL bigint.
 MAX_SEQ = 2**63 - 1
-#: Seconds between WebSocket pings; a client that stops answering is disconnected.
-HEARTBEAT_SECONDS = 20.0
 #: A follower re-checks this often even without a notification (one may be lost).
 SAFETY_RECHECK_SECONDS = 5.0
 #: Lines read from the database at once while streaming, and their most text in bytes:
@@ -104,43 +102,23 @@ async def follow_logs(request: web.Request) -> web.StreamResponse:
     after = request[QUERY]["after"]
     await job_for(request, job_id)
     hub = request.app[LOG_HUB]
-    if hub.closing:
-        raise web.HTTPServiceUnavailable(reason="server shutting down")
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS)
-    if not ws.can_prepare(request).ok:
-        raise web.HTTPBadRequest(reason="this route needs a WebSocket upgrade")
-    await ws.prepare(request)
+    ws = await open_socket(request, hub)
     # Register before reading the backlog: a batch stored in between then wakes us.
     sockets = request.app[SERVICE].metrics.websockets.labels("logs")
     with hub.subscribe(job_id) as sub, sockets.track_inprogress():
-        reader = asyncio.create_task(_read_client(ws, sub), name=f"ws-reader-{job_id}")
         code, why = WSCloseCode.OK, b""
-        try:
-            code, why = await _stream(ws, hub, sub, request.app[READS], job_id, after)
-        except DB_ERRORS as exc:
-            log.warning("log stream failed", job_id=str(job_id), error=str(exc))
-            # The client resumes after the last line it got, once the database answers.
-            code, why = WSCloseCode.TRY_AGAIN_LATER, b"database unavailable"
-        except ConnectionResetError:
-            pass  # the client went away in the middle of a send
-        finally:
-            # Stop reading first: a close() racing a pending receive() drops the connection
-            # without waiting for the client's close frame.
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+        async with reading_client(ws, sub.wake.set, f"ws-reader-{job_id}"):
+            try:
+                code, why = await _stream(ws, hub, sub, request.app[READS], job_id, after)
+            except DB_ERRORS as exc:
+                log.warning("log stream failed", job_id=str(job_id), error=str(exc))
+                # The client resumes after the last line it got, once the database answers.
+                code, why = WSCloseCode.TRY_AGAIN_LATER, b"database unavailable"
+            except ConnectionResetError:
+                pass  # the client went away in the middle of a send
     if not ws.closed:
         await ws.close(code=code, message=why)
     return ws
-
-
-async def _read_client(ws: web.WebSocketResponse, sub: Subscription) -> None:
-    """Consume what the client sends (close frames, pongs); wake the streamer when it leaves."""
-    try:
-        async for msg in ws:
-            if msg.type is WSMsgType.ERROR:
-                break
-    finally:
-        sub.wake.set()
 
 
 async def _stream(

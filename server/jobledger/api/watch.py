@@ -33,9 +33,9 @@ from .context import LOOKUPS, READS, SERVICE
 from .dashboard import LIST_FILTERS
 from .jobs import job_out, scoped_filter
 from .loghub import LOG_HUB
-from .logs import HEARTBEAT_SECONDS
 from .lookups import Lookups
 from .routes import Query, Route
+from .sockets import Hub, open_socket, reading_client
 
 log = structlog.get_logger(__name__)
 
@@ -81,44 +81,28 @@ class Watcher:
         self.queue.put_nowait(None)
 
 
-class WatchHub:
+class WatchHub(Hub):
     """One per server process; see the module docstring."""
 
     def __init__(self, reads: JobReads, lookups: Lookups, capacity: int = WATCH_QUEUE) -> None:
+        super().__init__()
         self.reads = reads
         self.lookups = lookups
         self.capacity = capacity
-        self.closing = False
         #: Projection reads made (one per notification or burst; a test counts them).
         self.reads_made = 0
         self._watchers: set[Watcher] = set()
         self._pending: set[uuid.UUID] = set()
         self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._task: asyncio.Task[None] | None = None
 
     # ---- lifecycle ------------------------------------------------------------------------
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._pump(), name="jobs-watch-hub")
 
-    async def release(self, grace: float = 5.0) -> None:
-        """End every watcher (going away) and wait, `grace` seconds at most, until gone."""
-        self.closing = True
+    def _end_all(self) -> None:
         for w in list(self._watchers):
             w.end(WSCloseCode.GOING_AWAY, b"server shutting down")
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(grace):
-                await self._idle.wait()
-
-    async def close(self) -> None:
-        if not self.closing:
-            await self.release()
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
 
     # ---- watchers -------------------------------------------------------------------------
 
@@ -127,19 +111,14 @@ class WatchHub:
         """Register a watcher for the duration of the `with` block."""
         watcher = Watcher(who, filt, self.capacity)
         self._watchers.add(watcher)
-        self._idle.clear()
         try:
-            yield watcher
+            with self._joined():
+                yield watcher
         finally:
             self._watchers.discard(watcher)
-            if not self._watchers:
-                self._idle.set()
 
     def watcher_count(self) -> int:
         return len(self._watchers)
-
-    async def wait_idle(self) -> None:
-        await self._idle.wait()
 
     # ---- notifications --------------------------------------------------------------------
 
@@ -204,38 +183,20 @@ async def watch_jobs(request: web.Request) -> web.StreamResponse:
     state leaves the state filter), and `resync` when changes may have been missed."""
     filt = scoped_filter(request)
     hub = request.app[WATCH_HUB]
-    if hub.closing:
-        raise web.HTTPServiceUnavailable(reason="server shutting down")
-    ws = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS)
-    if not ws.can_prepare(request).ok:
-        raise web.HTTPBadRequest(reason="this route needs a WebSocket upgrade")
-    await ws.prepare(request)
+    ws = await open_socket(request, hub)
     # Registered before `hello`: a client that loads its list after `hello` misses nothing.
     sockets = request.app[SERVICE].metrics.websockets.labels("jobs_watch")
     with hub.watch(principal(request), filt) as watcher, sockets.track_inprogress():
-        reader = asyncio.create_task(_read_client(ws, watcher), name="jobs-watch-reader")
-        try:
-            await ws.send_frame(HELLO, WSMsgType.TEXT)
-            while (message := await watcher.queue.get()) is not None:
-                await ws.send_frame(message, WSMsgType.TEXT)
-        except ConnectionResetError:
-            pass  # the client went away in the middle of a send
-        finally:
-            reader.cancel()
-            await asyncio.gather(reader, return_exceptions=True)
+        async with reading_client(ws, lambda: watcher.end(WSCloseCode.OK), "jobs-watch-reader"):
+            try:
+                await ws.send_frame(HELLO, WSMsgType.TEXT)
+                while (message := await watcher.queue.get()) is not None:
+                    await ws.send_frame(message, WSMsgType.TEXT)
+            except ConnectionResetError:
+                pass  # the client went away in the middle of a send
     if not ws.closed:
         await ws.close(code=watcher.close_code, message=watcher.close_reason)
     return ws
-
-
-async def _read_client(ws: web.WebSocketResponse, watcher: Watcher) -> None:
-    """Consume what the client sends (pongs, close); end the watcher when it leaves."""
-    try:
-        async for msg in ws:
-            if msg.type is WSMsgType.ERROR:
-                break
-    finally:
-        watcher.end(WSCloseCode.OK)
 
 
 def setup(app: web.Application) -> None:
