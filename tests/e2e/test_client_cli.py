@@ -635,3 +635,32 @@ def test_job_details_name_secrets_and_the_definition_never_a_value() -> None:
     shown = dict(fields)
     assert shown["definition"] == "etl v4" and shown["environment"] == "prod v1"
     assert shown["params"] == "day=2030-01-02, rows=50, dry_run=false"  # as placeholders write them
+
+
+@pytest.mark.parametrize(
+    ("argv", "what"),
+    [
+        (["definitions", "put", "etl", "-f", "{file}"], "the definition"),
+        (["environments", "put", "prod", "-f", "{file}"], "the environment"),
+        (["workflows", "submit", "{file}"], "a workflow"),
+        (["schedules", "create", "nightly", "--cron", "0 3 * * *", "--workflow", "{file}"],
+         "a workflow"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("content", [None, b"{not json", b"\xff\xfe"])
+def test_a_json_file_argument_that_cannot_be_read_is_a_usage_error(
+    argv: list[str],
+    what: str,
+    content: bytes | None,
+    tmp_path: object,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    # Read before any request: the URL is never asked (nothing listens there).
+    path = tmp_path / "in.json"  # type: ignore[operator]
+    if content is not None:
+        path.write_bytes(content)
+    url = f"http://127.0.0.1:{free_port()}"
+    code = cli.main([*(a.format(file=path) for a in argv), "--url", url, "--token", "t"])
+    out, err = capsys.readouterr()
+    assert code == 2, (out, err)
+    assert f"cannot read {what} from {path}" in err

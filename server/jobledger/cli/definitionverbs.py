@@ -7,13 +7,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
-from ..client import Client, ClientError
+from ..client import Client
 from ..domain.specs import DEFAULT_PROJECT
 from ..domain.templates import Param, ParamType, ParamValue
 from ..exitcodes import EXIT_OK
@@ -27,7 +25,7 @@ from ..wire import (
 )  # fmt: skip
 from .clientverbs import _when, with_client
 from .formatting import table
-from .options import add_client_args, env_option
+from .options import add_client_args, env_option, read_json_arg
 
 
 def _project_arg(p: argparse.ArgumentParser) -> None:
@@ -93,11 +91,7 @@ async def cmd_kind(args: argparse.Namespace) -> int:
         raw: bytes
         match args.verb:
             case "put":
-                text = _read(args.file)
-                try:
-                    body = json.loads(text)
-                except ValueError as exc:
-                    raise ClientError(f"{args.file} is not JSON: {exc}") from None
+                body = read_json_arg(args.file, f"the {args.kind}")
                 raw = await client.request_raw("PUT", one, body=body)
                 if not args.json:
                     saved = msgspec.json.decode(raw, type=out_type)
@@ -152,11 +146,6 @@ async def cmd_kind(args: argparse.Namespace) -> int:
     return await with_client(args, run)
 
 
-def _read(name: str) -> str:
-    """A content file's text (`-`: stdin); small, read before any request."""
-    return sys.stdin.read() if name == "-" else Path(name).read_text()
-
-
 def _list_table(kind: str, raw: bytes) -> str:
     if kind == "definition":
         defs = msgspec.json.decode(raw, type=DefinitionList).definitions
@@ -205,18 +194,24 @@ def typed(param: Param | None, text: str) -> ParamValue:
     return text
 
 
+async def declared_params(
+    client: Client, project: str, args: argparse.Namespace
+) -> dict[str, Param]:
+    """The params `--definition` (at `--definition-version`, else its latest) declares, read
+    from the server: their types make `--param` values JSON of the right type."""
+    where = f"/api/v1/projects/{project}/definitions/{args.definition}"
+    query = {"version": args.definition_version} if args.definition_version else None
+    shown = msgspec.json.decode(
+        await client.request_raw("GET", where, params=query), type=DefinitionOut
+    )
+    return {p.name: p for p in shown.definition.params}
+
+
 async def definition_body(client: Client, args: argparse.Namespace) -> dict[str, Any]:
     """The body of `submit --definition`: the definition's declared types (read from the
     server) give `--param` values their JSON type."""
     project = args.project or os.environ.get("JOBLEDGER_PROJECT") or None
-    declared: dict[str, Param] = {}
-    if args.param:
-        where = f"/api/v1/projects/{project or DEFAULT_PROJECT}/definitions/{args.definition}"
-        query = {"version": args.definition_version} if args.definition_version else None
-        shown = msgspec.json.decode(
-            await client.request_raw("GET", where, params=query), type=DefinitionOut
-        )
-        declared = {p.name: p for p in shown.definition.params}
+    declared = await declared_params(client, project or DEFAULT_PROJECT, args) if args.param else {}
     fields: dict[str, Any] = {
         "definition": args.definition,
         "definition_version": args.definition_version,

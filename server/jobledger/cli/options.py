@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from ..client import DEFAULT_URL
+from ..exitcodes import EXIT_USAGE, Exit
 
 Group = argparse.ArgumentParser | argparse._ArgumentGroup
 
@@ -90,3 +94,13 @@ def add_client_args(p: argparse.ArgumentParser, *, top: bool = False) -> None:
         g.add_argument(
             "--token", default=argparse.SUPPRESS, help=f"{token_help} (env JOBLEDGER_TOKEN)"
         )
+
+
+def read_json_arg(path: str, what: str) -> Any:
+    """The JSON document of a file argument (`-`: stdin), read before any request; a usage
+    error naming the file when it cannot be read or is not JSON."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+        return msgspec.json.decode(text)
+    except (OSError, UnicodeDecodeError, msgspec.DecodeError) as exc:
+        raise Exit(EXIT_USAGE, f"cannot read {what} from {path}: {exc}") from None

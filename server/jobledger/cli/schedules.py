@@ -7,20 +7,18 @@ import argparse
 import shlex
 import sys
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import msgspec
 
 from ..client import Client
 from ..domain.specs import DEFAULT_PROJECT
-from ..domain.templates import Param
 from ..exitcodes import EXIT_OK, EXIT_USAGE, Exit
-from ..wire import DefinitionOut, OccurrenceList, ScheduleList, ScheduleOut, TriggeredOut
+from ..wire import OccurrenceList, ScheduleList, ScheduleOut, TriggeredOut
 from .clientverbs import with_client
-from .definitionverbs import typed
+from .definitionverbs import declared_params, typed
 from .formatting import table
-from .options import add_client_args, key_value
+from .options import add_client_args, key_value, read_json_arg
 
 VERBS = ("create", "list", "show", "pause", "resume", "trigger", "delete", "occurrences")
 
@@ -146,7 +144,7 @@ async def _run(client: Client, args: argparse.Namespace) -> dict[str, Any]:
         if given := [k for k, v in {**spec_only, **definition_only}.items() if v]:
             raise Exit(EXIT_USAGE, f"{', '.join(given)} do not go with --workflow (its steps "
                        "say them)")  # fmt: skip
-        return {"workflow": _workflow(args.workflow)}
+        return {"workflow": read_json_arg(args.workflow, "a workflow")}
     if args.definition is None:
         if given := [k for k, v in definition_only.items() if v]:
             raise Exit(EXIT_USAGE, f"{', '.join(given)} go with --definition")
@@ -156,14 +154,7 @@ async def _run(client: Client, args: argparse.Namespace) -> dict[str, Any]:
         return {"spec": spec}
     if given := [k for k, v in spec_only.items() if v]:
         raise Exit(EXIT_USAGE, f"{', '.join(given)} go with --image (the definition sets them)")
-    declared: dict[str, Param] = {}
-    if args.param:
-        where = f"/api/v1/projects/{args.project}/definitions/{args.definition}"
-        query = {"version": args.definition_version} if args.definition_version else None
-        shown = msgspec.json.decode(
-            await client.request_raw("GET", where, params=query), type=DefinitionOut
-        )
-        declared = {p.name: p for p in shown.definition.params}
+    declared = await declared_params(client, args.project, args) if args.param else {}
     fields: dict[str, Any] = {
         "definition": args.definition,
         "definition_version": args.definition_version,
@@ -175,14 +166,6 @@ async def _run(client: Client, args: argparse.Namespace) -> dict[str, Any]:
         "concurrency_limit": args.concurrency_limit,
     }
     return {k: v for k, v in fields.items() if v is not None}
-
-
-def _workflow(path: str) -> Any:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-        return msgspec.json.decode(text)
-    except (OSError, msgspec.DecodeError) as exc:
-        raise Exit(EXIT_USAGE, f"cannot read a workflow from {path}: {exc}") from None
 
 
 async def cmd_schedules(args: argparse.Namespace) -> int:

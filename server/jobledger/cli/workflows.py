@@ -5,18 +5,15 @@ runs, over HTTP (a client verb: no server module here)."""
 from __future__ import annotations
 
 import argparse
-import sys
-from pathlib import Path
-from typing import Any
 
 import msgspec
 
 from ..client import Client
-from ..exitcodes import EXIT_OK, EXIT_USAGE, Exit
+from ..exitcodes import EXIT_OK
 from ..wire import WorkflowRunList, WorkflowRunOut, WorkflowStepOut
 from .clientverbs import with_client
 from .formatting import table
-from .options import add_client_args
+from .options import add_client_args, read_json_arg
 from .workflowlogs import cmd_workflow_logs
 
 VERBS = ("submit", "list", "show", "logs", "cancel", "rerun")
@@ -73,14 +70,6 @@ def configure_workflows_parser(sub: argparse._SubParsersAction[argparse.Argument
     logs.set_defaults(func=cmd_workflow_logs)
 
 
-def _load(path: str) -> Any:
-    try:
-        text = sys.stdin.read() if path == "-" else Path(path).read_text()
-        return msgspec.json.decode(text)
-    except (OSError, msgspec.DecodeError) as exc:
-        raise Exit(EXIT_USAGE, f"cannot read a workflow from {path}: {exc}") from None
-
-
 def _step_line(step: WorkflowStepOut) -> str:
     what = (
         step.waiting_reason
@@ -113,7 +102,8 @@ def describe(run: WorkflowRunOut) -> str:
 async def cmd_workflows(args: argparse.Namespace) -> int:
     async def run(client: Client) -> int:
         if args.verb == "submit":
-            raw = await client.request_raw("POST", _BASE, body=_load(args.file))
+            body = read_json_arg(args.file, "a workflow")
+            raw = await client.request_raw("POST", _BASE, body=body)
         elif args.verb == "list":
             params = {k: v for k in ("project", "state", "schedule") if (v := getattr(args, k))}
             raw = await client.request_raw("GET", _BASE, params=params)
