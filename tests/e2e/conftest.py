@@ -63,6 +63,48 @@ async def run_cli(*args: str) -> tuple[int, str, str]:
     return done.returncode, done.stdout, done.stderr
 
 
+#: A failsafe against a hung CLI child, never a timing assertion.
+FOLLOW_PATIENCE = 60
+
+
+class Follower:
+    """A `jobledger ARGS` child (e.g. `logs -f JOB`) whose stdout the test reads as it
+    comes, with the admin token in its environment."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.out = ""
+
+    @classmethod
+    async def start(cls, *args: str) -> Follower:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "jobledger", *args,
+            cwd=ROOT, env={**child_env(), "JOBLEDGER_TOKEN": ADMIN_TOKEN},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        return cls(proc)
+
+    async def until_line(self, last: str) -> str:
+        """Stdout so far, once it holds the line `last`."""
+        assert self.proc.stdout is not None
+        async with asyncio.timeout(FOLLOW_PATIENCE):
+            while not self.out.endswith(f"{last}\n"):
+                line = await self.proc.stdout.readline()
+                assert line, f"follower ended early: {self.out[-300:]!r}"
+                self.out += line.decode()
+        return self.out
+
+    async def finish(self) -> tuple[int, str, str]:
+        async with asyncio.timeout(FOLLOW_PATIENCE):
+            rest, err = await self.proc.communicate()
+        assert self.proc.returncode is not None
+        return self.proc.returncode, self.out + rest.decode(), err.decode()
+
+    def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+
+
 class Server:
     """A `jobledger serve` process on a free port."""
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import sys
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
@@ -14,9 +13,8 @@ from jobledger.domain.events import EventMeta
 from jobledger.domain.jobs import Finish, Start
 from jobledger.service import JobService
 from jobledger.store.logs import LogLine, Stream, append_log_batch
-from tests.conftest import ADMIN_TOKEN
 from tests.e2e import conftest as e2e
-from tests.e2e.conftest import ROOT, Server, free_port
+from tests.e2e.conftest import Follower, Server, free_port
 from tests.e2e.conftest import run_cli as run
 from tests.factories import spec
 
@@ -24,7 +22,6 @@ META = EventMeta(actor="test")
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 MISSING = "01a2087c-db01-725b-b63a-f89db42493f1"
 #: A failsafe against a hung test, never a timing assertion.
-PATIENCE = 60
 
 
 def text(seq: int) -> str:
@@ -62,43 +59,6 @@ async def server(dsn: str) -> AsyncIterator[Server]:
             await asyncio.to_thread(srv.stop)
 
 
-class Follower:
-    """`jobledger logs -f` as a child process whose output the test reads as it comes."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.out = ""
-
-    @classmethod
-    async def start(cls, url: str, job_id: uuid.UUID, *args: str) -> Follower:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "jobledger", "logs", "-f", "--url", url, *args, str(job_id),
-            cwd=ROOT, env={**e2e.child_env(), "JOBLEDGER_TOKEN": ADMIN_TOKEN},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        return cls(proc)
-
-    async def until_line(self, last: str) -> str:
-        """Stdout so far, once it holds the line `last`."""
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(PATIENCE):
-            while not self.out.endswith(f"{last}\n"):
-                line = await self.proc.stdout.readline()
-                assert line, f"follower ended early: {self.out[-200:]!r}"
-                self.out += line.decode()
-        return self.out
-
-    async def finish(self) -> tuple[int, str, str]:
-        async with asyncio.timeout(PATIENCE):
-            rest, err = await self.proc.communicate()
-        assert self.proc.returncode is not None
-        return self.proc.returncode, self.out + rest.decode(), err.decode()
-
-    def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-
-
 async def test_logs_prints_stdout_and_stderr_lines(server: Server, service: JobService) -> None:
     job = await running_job(service)
     await write(service, job, 1, 1500)
@@ -129,7 +89,7 @@ async def test_follow_streams_live_lines_until_the_job_ends(
 ) -> None:
     job = await running_job(service)
     await write(service, job, 1, 100)
-    follower = await Follower.start(server.url, job)
+    follower = await Follower.start("logs", "-f", "--url", server.url, str(job))
     try:
         assert await follower.until_line(text(100)) == expected(1, 100)
         await write(service, job, 101, 250)
@@ -150,7 +110,7 @@ async def test_follow_resumes_after_the_server_restarts(
     first = await asyncio.to_thread(Server, "--database-url", dsn, "--no-scheduler")
     job = await running_job(service)
     await write(service, job, 1, 100)
-    follower = await Follower.start(first.url, job)
+    follower = await Follower.start("logs", "-f", "--url", first.url, str(job))
     second: Server | None = None
     try:
         await follower.until_line(text(100))

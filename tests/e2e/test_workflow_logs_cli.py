@@ -7,20 +7,17 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import ADMIN_TOKEN
 from tests.e2e import conftest as e2e
-from tests.e2e.conftest import ROOT, Server, Worker, free_port
+from tests.e2e.conftest import Follower, Server, Worker, free_port
 from tests.e2e.conftest import run_cli as run
 
 #: A failsafe against a hung test, never a timing assertion.
-PATIENCE = 60
 MISSING = "5b0c1d4e-0000-4000-8000-000000000000"
 
 
@@ -54,44 +51,6 @@ async def submit(url: str, tmp_path: Path, steps: list[dict[str, Any]]) -> str:
     return str(json.loads(out)["id"])
 
 
-class Follower:
-    """`jobledger workflows logs -f RUN` as a child process whose stdout the test reads as
-    it comes."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.out = ""
-
-    @classmethod
-    async def start(cls, url: str, run_id: str) -> Follower:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "jobledger", "workflows", "logs", "-f", "--url", url, run_id,
-            cwd=ROOT, env={**e2e.child_env(), "JOBLEDGER_TOKEN": ADMIN_TOKEN},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
-        return cls(proc)
-
-    async def until_line(self, last: str) -> str:
-        """Stdout so far, once it holds the line `last`."""
-        assert self.proc.stdout is not None
-        async with asyncio.timeout(PATIENCE):
-            while not self.out.endswith(f"{last}\n"):
-                line = await self.proc.stdout.readline()
-                assert line, f"follower ended early: {self.out[-300:]!r}"
-                self.out += line.decode()
-        return self.out
-
-    async def finish(self) -> tuple[int, str, str]:
-        async with asyncio.timeout(PATIENCE):
-            rest, err = await self.proc.communicate()
-        assert self.proc.returncode is not None
-        return self.proc.returncode, self.out + rest.decode(), err.decode()
-
-    def kill(self) -> None:
-        if self.proc.returncode is None:
-            self.proc.kill()
-
-
 def of_step(out: str, prefix: str) -> list[str]:
     return [line[len(prefix) :] for line in out.splitlines() if line.startswith(prefix)]
 
@@ -107,7 +66,7 @@ async def test_follow_prints_every_steps_lines_once_then_the_stored_logs(
              step("transform", counted("transform", 200), "extract"),
              step("load", counted("load", 3), "transform")]  # fmt: skip
     run_id = await submit(server.url, tmp_path, steps)
-    follower = await Follower.start(server.url, run_id)
+    follower = await Follower.start("workflows", "logs", "-f", "--url", server.url, run_id)
     try:
         await follower.until_line("extract   | extract 0")
         gate.touch()
@@ -146,7 +105,7 @@ async def test_a_failed_or_cancelled_run_exits_1_and_an_unknown_run_is_named(
     gate = tmp_path / "never"
     waiting = f"echo started; while [ ! -e {gate} ]; do sleep 0.05; done"
     cancelled = await submit(server.url, tmp_path, [step("slow", waiting)])
-    follower = await Follower.start(server.url, cancelled)
+    follower = await Follower.start("workflows", "logs", "-f", "--url", server.url, cancelled)
     try:
         await follower.until_line("slow | started")
         code, _, err = await run("workflows", "cancel", *url, cancelled)
@@ -176,7 +135,7 @@ async def test_follow_resumes_after_the_api_server_restarts(
         step("extract", extract + counted("extract", 100)),
         step("load", counted("load", 100), "extract"),
     ])  # fmt: skip
-    follower = await Follower.start(first.url, run_id)
+    follower = await Follower.start("workflows", "logs", "-f", "--url", first.url, run_id)
     second: Server | None = None
     try:
         await follower.until_line("extract | extract 0")
