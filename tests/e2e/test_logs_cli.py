@@ -21,7 +21,6 @@ from tests.factories import spec
 META = EventMeta(actor="test")
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
 MISSING = "01a2087c-db01-725b-b63a-f89db42493f1"
-#: A failsafe against a hung test, never a timing assertion.
 
 
 def text(seq: int) -> str:
