@@ -17,7 +17,6 @@ from tests.e2e import conftest as e2e
 from tests.e2e.conftest import Follower, Server, Worker, free_port
 from tests.e2e.conftest import run_cli as run
 
-#: A failsafe against a hung test, never a timing assertion.
 MISSING = "5b0c1d4e-0000-4000-8000-000000000000"
 
 
