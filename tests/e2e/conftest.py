@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -11,7 +12,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -184,3 +185,21 @@ def workers() -> Iterator[list[Worker]]:
     yield started
     for w in started:
         w.stop(signal.SIGKILL)
+
+
+@contextlib.asynccontextmanager
+async def serving(*args: str) -> AsyncIterator[Server]:
+    """A `jobledger serve ARGS` for the block, stopped after it (unless a test did)."""
+    srv = await asyncio.to_thread(Server, *args)
+    try:
+        yield srv
+    finally:
+        if srv.proc.poll() is None:
+            await asyncio.to_thread(srv.stop)
+
+
+async def ok(*args: str) -> str:
+    """`jobledger ARGS`'s stdout; it must exit 0."""
+    code, out, err = await run_cli(*args)
+    assert code == 0, (args, out, err)
+    return out

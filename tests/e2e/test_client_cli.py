@@ -26,7 +26,7 @@ from jobledger.domain.templates import DefinitionSubmit, FromDefinition
 from jobledger.projections.jobs import view_of
 from jobledger.wire import JobOut
 from tests.conftest import ADMIN_TOKEN
-from tests.e2e.conftest import AUTH, ROOT, Server, child_env, free_port, jobledger
+from tests.e2e.conftest import AUTH, ROOT, Server, child_env, free_port, jobledger, serving
 from tests.e2e.conftest import run_cli as run
 from tests.factories import MemoryLog, spec
 
@@ -37,14 +37,10 @@ PATIENCE = 60
 
 @pytest.fixture
 async def server(dsn: str) -> AsyncIterator[Server]:
-    srv = await asyncio.to_thread(
-        Server, "--database-url", dsn, "--executor", "process", "--worker-id", "cli-e2e"
-    )
-    try:
+    async with serving(
+        "--database-url", dsn, "--executor", "process", "--worker-id", "cli-e2e"
+    ) as srv:
         yield srv
-    finally:
-        if srv.proc.poll() is None:
-            await asyncio.to_thread(srv.stop)
 
 
 async def submit(url: str, *args: str) -> str:

@@ -12,26 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, ok, serving
 from tests.e2e.conftest import run_cli as run
 
 
 @pytest.fixture
 async def server(dsn: str, docker_engine: None) -> AsyncIterator[Server]:
-    srv = await asyncio.to_thread(
-        Server, "--database-url", dsn, "--executor", "docker", "--worker-id", "defs-e2e"
-    )
-    try:
+    async with serving(
+        "--database-url", dsn, "--executor", "docker", "--worker-id", "defs-e2e"
+    ) as srv:
         yield srv
-    finally:
-        if srv.proc.poll() is None:
-            await asyncio.to_thread(srv.stop)
-
-
-async def ok(*args: str) -> str:
-    code, out, err = await run(*args)
-    assert code == 0, (args, out, err)
-    return out
 
 
 async def test_a_definition_from_put_to_a_job_that_prints_its_params(

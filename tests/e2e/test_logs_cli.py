@@ -14,7 +14,7 @@ from jobledger.domain.jobs import Finish, Start
 from jobledger.service import JobService
 from jobledger.store.logs import LogLine, Stream, append_log_batch
 from tests.e2e import conftest as e2e
-from tests.e2e.conftest import Follower, Server, free_port
+from tests.e2e.conftest import Follower, Server, free_port, serving
 from tests.e2e.conftest import run_cli as run
 from tests.factories import spec
 
@@ -50,12 +50,8 @@ def expected(first: int, last: int) -> str:
 
 @pytest.fixture
 async def server(dsn: str) -> AsyncIterator[Server]:
-    srv = await asyncio.to_thread(Server, "--database-url", dsn, "--no-scheduler")
-    try:
+    async with serving("--database-url", dsn, "--no-scheduler") as srv:
         yield srv
-    finally:
-        if srv.proc.poll() is None:
-            await asyncio.to_thread(srv.stop)
 
 
 async def test_logs_prints_stdout_and_stderr_lines(server: Server, service: JobService) -> None:

@@ -3,7 +3,6 @@ that says its output was pruned and when; `serve --help` names the setting."""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator
 from datetime import timedelta
 
@@ -11,19 +10,15 @@ import pytest
 
 from jobledger.runtime.retention import Retention
 from jobledger.service import JobService
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, serving
 from tests.e2e.conftest import run_cli as run
 from tests.store.test_retention import DAYS, finished_at, job_with_output
 
 
 @pytest.fixture
 async def server(dsn: str) -> AsyncIterator[Server]:
-    srv = await asyncio.to_thread(Server, "--database-url", dsn, "--no-scheduler")
-    try:
+    async with serving("--database-url", dsn, "--no-scheduler") as srv:
         yield srv
-    finally:
-        if srv.proc.poll() is None:
-            await asyncio.to_thread(srv.stop)
 
 
 async def test_logs_of_a_pruned_job(server: Server, service: JobService) -> None:

@@ -12,26 +12,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import Server
+from tests.e2e.conftest import Server, ok, serving
 from tests.e2e.conftest import run_cli as run
 
 
 @pytest.fixture
 async def server(dsn: str) -> AsyncIterator[Server]:
-    srv = await asyncio.to_thread(
-        Server, "--database-url", dsn, "--executor", "noop", "--worker-id", "sched-cli"
-    )
-    try:
+    async with serving(
+        "--database-url", dsn, "--executor", "noop", "--worker-id", "sched-cli"
+    ) as srv:
         yield srv
-    finally:
-        if srv.proc.poll() is None:
-            await asyncio.to_thread(srv.stop)
-
-
-async def ok(*args: str) -> str:
-    code, out, err = await run(*args)
-    assert code == 0, (args, out, err)
-    return out
 
 
 async def test_a_schedule_of_a_definition_from_the_cli(server: Server, tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from tests.e2e import conftest as e2e
-from tests.e2e.conftest import Follower, Server, Worker, free_port
+from tests.e2e.conftest import Follower, Server, Worker, free_port, serving
 from tests.e2e.conftest import run_cli as run
 
 MISSING = "5b0c1d4e-0000-4000-8000-000000000000"
@@ -22,14 +22,9 @@ MISSING = "5b0c1d4e-0000-4000-8000-000000000000"
 
 @pytest.fixture
 async def server(dsn: str) -> AsyncIterator[Server]:
-    srv = await asyncio.to_thread(
-        Server, "--database-url", dsn, "--executor", "process", "--worker-id", "wf-logs",
-    )  # fmt: skip
-    try:
+    args = ("--database-url", dsn, "--executor", "process", "--worker-id", "wf-logs")
+    async with serving(*args) as srv:
         yield srv
-    finally:
-        if srv.proc.poll() is None:
-            await asyncio.to_thread(srv.stop)
 
 
 def step(name: str, script: str, *needs: str) -> dict[str, Any]:

@@ -12,33 +12,23 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import AUTH, Server
+from tests.e2e.conftest import AUTH, Server, ok, serving
 from tests.e2e.conftest import run_cli as run
 
 
 @pytest.fixture
 async def server(dsn: str, test_image: str) -> AsyncIterator[Server]:
-    srv = await asyncio.to_thread(
-        Server, "--database-url", dsn, "--executor", "docker", "--worker-id", "wf-cli",
+    async with serving(
+        "--database-url", dsn, "--executor", "docker", "--worker-id", "wf-cli",
         "--poll-interval", "1",
-    )  # fmt: skip
-    try:
+    ) as srv:  # fmt: skip
         yield srv
-    finally:
-        if srv.proc.poll() is None:
-            await asyncio.to_thread(srv.stop)
 
 
 def _get(url: str) -> dict[str, Any]:
     with urllib.request.urlopen(urllib.request.Request(url, headers=AUTH)) as resp:
         body: dict[str, Any] = json.load(resp)
         return body
-
-
-async def ok(*args: str) -> str:
-    code, out, err = await run(*args)
-    assert code == 0, (args, out, err)
-    return out
 
 
 async def test_submit_show_and_rerun_a_workflow(
