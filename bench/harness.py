@@ -21,6 +21,7 @@ from typing import Any, NamedTuple
 
 import aiohttp
 import asyncpg
+import structlog
 
 from jobledger.cli.startup import DATABASE_NAME
 from jobledger.store.embedded import EmbeddedPostgres
@@ -166,7 +167,8 @@ async def cluster() -> AsyncIterator[Cluster]:
     """Start an embedded cluster as `jobledger serve` does (the same class and settings:
     defaults, fsync on) in a temporary directory and hold it, so servers started on its
     databases with `server(database_url=...)` come and go while it keeps running; stop it
-    and remove it at the end."""
+    and remove it at the end. Its log lines go to stderr: stdout is the report's."""
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     data = Path(tempfile.mkdtemp(prefix="jobledger-bench-"))
     data.chmod(0o755)  # as root the embedded cluster runs as `postgres`
     pg = EmbeddedPostgres(data / "pg")
