@@ -1,7 +1,7 @@
 """Run the whole benchmark set and print one JSON document (the figures of each workload,
 machine facts, versions), plus a short table on stderr.
 
-    scripts/bench [--only engine,scale] [--quick]
+    scripts/bench [--only engine,scale] [--skip peers] [--quick]
 
 Each workload is its own script, runnable alone with its own sizes:
 engine.py (submit, drain, pickup, RSS, WAL), container_overhead.py, log_streaming.py,
@@ -83,10 +83,13 @@ def peers_installed() -> bool:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated workloads: " + ", ".join(WORKLOADS))
+    parser.add_argument("--skip", default="", help="comma-separated workloads not to run")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(WORKLOADS)
-    unknown = [n for n in names if n not in WORKLOADS]
+    skipped = [n for n in args.skip.split(",") if n]
+    unknown = [n for n in names + skipped if n not in WORKLOADS]
+    names = [n for n in names if n not in skipped]
     if unknown:
         parser.error(f"unknown workload(s): {', '.join(unknown)}")
     report: dict[str, Any] = {
