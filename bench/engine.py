@@ -27,7 +27,17 @@ from typing import Any
 import aiohttp
 import asyncpg
 import msgspec
-from harness import ADMIN_TOKEN, IMAGE, ROOT, die_with_parent, machine, rss_bytes, server, summary
+from harness import (
+    ADMIN_TOKEN,
+    IMAGE,
+    ROOT,
+    die_with_parent,
+    machine,
+    rss_bytes,
+    server,
+    summary,
+    wal_lsn,
+)
 
 from jobledger.domain.events import EventMeta, JobSubmitted, encode_event
 from jobledger.domain.specs import JobSpec
@@ -41,10 +51,6 @@ from jobledger.store.queries import QUERIES as STORE_QUERIES
 #: find only their own jobs runnable.
 SPEC = {"image": IMAGE, "command": ["true"], "scheduled_for": "2099-01-01T00:00:00Z"}
 RUNNABLE = {"image": IMAGE, "command": ["true"]}
-
-
-async def wal_lsn(conn: asyncpg.Connection) -> int:
-    return int(await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
 
 
 async def post(http: aiohttp.ClientSession, url: str, body: bytes, latencies: list[float]) -> None:

@@ -14,11 +14,14 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 import aiohttp
+import asyncpg
+import structlog
 
 from jobledger.cli.startup import DATABASE_NAME
 from jobledger.store.embedded import EmbeddedPostgres
@@ -81,21 +84,32 @@ PR_SET_PDEATHSIG = 1
 
 
 @contextlib.asynccontextmanager
-async def server(*args: str, data_dir: Path | None = None) -> AsyncIterator[Served]:
+async def server(
+    *args: str,
+    data_dir: Path | None = None,
+    database_url: str | None = None,
+    build_image: bool = True,
+) -> AsyncIterator[Served]:
     """Start `jobledger serve` with `args`; yield it; stop it and remove its data (unless
-    `data_dir` names a directory to keep, e.g. a loaded log to measure again)."""
-    built = subprocess.run(
-        [str(ROOT / "scripts" / "build-test-image")], capture_output=True, text=True, check=False
-    )
-    if built.returncode != 0:
-        raise SystemExit(f"scripts/build-test-image failed: {built.stderr.strip()}")
+    `data_dir` names a directory to keep, e.g. a loaded log to measure again).
+    `database_url`: a database of a cluster already running (see `cluster`) instead of the
+    server's own embedded one. `build_image`: build the test image first (the no-op executor
+    needs none)."""
+    if build_image:
+        built = subprocess.run(
+            [str(ROOT / "scripts" / "build-test-image")],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        if built.returncode != 0:
+            raise SystemExit(f"scripts/build-test-image failed: {built.stderr.strip()}")
     data = data_dir or Path(tempfile.mkdtemp(prefix="jobledger-bench-"))
     data.mkdir(parents=True, exist_ok=True)
     data.chmod(0o755)  # as root the embedded cluster runs as `postgres`
     port = 18080 + os.getpid() % 1000
+    database = ["--database-url", database_url] if database_url else []
     proc = subprocess.Popen(
         [sys.executable, "-m", "jobledger", "--log-level", "warning", "serve",
-         "--data-dir", str(data), "--port", str(port), *args],
+         "--data-dir", str(data), "--port", str(port), *database, *args],
         cwd=ROOT, env={**os.environ, "JOBLEDGER_LOG_FORMAT": "json",
                        "JOBLEDGER_ADMIN_TOKEN": ADMIN_TOKEN},
         preexec_fn=die_with_parent,
@@ -112,9 +126,126 @@ async def server(*args: str, data_dir: Path | None = None) -> AsyncIterator[Serv
                             break
                 except aiohttp.ClientError:
                     await asyncio.sleep(0.1)
-        yield Served(url, EmbeddedPostgres(data / "pg").dsn(DATABASE_NAME), proc.pid)
+        dsn = database_url or EmbeddedPostgres(data / "pg").dsn(DATABASE_NAME)
+        yield Served(url, dsn, proc.pid)
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         if data_dir is None:
             subprocess.run(["rm", "-rf", str(data)], check=False)
+
+
+# --- One cluster shared by several systems, and what each process spends (issue 18) ---
+
+
+class Cluster(NamedTuple):
+    """An embedded PostgreSQL cluster this process started and holds (see `cluster`)."""
+
+    pg: EmbeddedPostgres
+
+    def dsn(self, database: str) -> str:
+        return self.pg.dsn(database)
+
+    @property
+    def postmaster(self) -> int:
+        """The cluster's postmaster pid (first line of postmaster.pid)."""
+        return int((self.pg.data_dir / "postmaster.pid").read_text().split()[0])
+
+    async def create_database(self, name: str) -> str:
+        """A new, empty database of the cluster; its DSN."""
+        conn = await asyncpg.connect(self.dsn("postgres"))
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+        return self.dsn(name)
+
+
+@contextlib.asynccontextmanager
+async def cluster() -> AsyncIterator[Cluster]:
+    """Start an embedded cluster as `jobledger serve` does (the same class and settings:
+    defaults, fsync on) in a temporary directory and hold it, so servers started on its
+    databases with `server(database_url=...)` come and go while it keeps running; stop it
+    and remove it at the end. Its log lines go to stderr: stdout is the report's."""
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
+    data = Path(tempfile.mkdtemp(prefix="jobledger-bench-"))
+    data.chmod(0o755)  # as root the embedded cluster runs as `postgres`
+    pg = EmbeddedPostgres(data / "pg")
+    lock = await asyncio.to_thread(pg.attach)
+    try:
+        yield Cluster(pg)
+    finally:
+        await asyncio.to_thread(pg.detach, lock)
+        subprocess.run(["rm", "-rf", str(data)], check=False)
+
+
+#: Clock ticks per second of /proc/<pid>/stat's times.
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+def _stat(pid: int) -> list[str]:
+    """The fields of /proc/<pid>/stat after the command name (field 3 onwards)."""
+    raw = Path(f"/proc/{pid}/stat").read_text()
+    return raw[raw.rindex(")") + 2 :].split()
+
+
+def cpu_seconds(pid: int, *, children: bool = False) -> float:
+    """User + system CPU of a process so far (Linux); `children`: plus that of its children
+    it has waited for (a postmaster's exited backends)."""
+    f = _stat(pid)
+    ticks = int(f[11]) + int(f[12])  # utime, stime
+    if children:
+        ticks += int(f[13]) + int(f[14])  # cutime, cstime
+    return ticks / CLK_TCK
+
+
+def cluster_cpu_seconds(postmaster: int) -> float:
+    """CPU of the whole cluster so far: the postmaster with its reaped children (backends
+    that ended) and every live child (backends, checkpointer, WAL writer, ...)."""
+    total = cpu_seconds(postmaster, children=True)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            f = _stat(int(entry.name))
+            if int(f[1]) == postmaster:  # ppid
+                total += (int(f[11]) + int(f[12])) / CLK_TCK
+        except (FileNotFoundError, ProcessLookupError, ValueError, IndexError):
+            continue  # ended meanwhile: counted in the postmaster's cutime once reaped
+    return total
+
+
+async def wal_lsn(conn: asyncpg.Connection) -> int:
+    """The cluster's current WAL position in bytes (cluster-wide: measure alone)."""
+    return int(await conn.fetchval("SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"))
+
+
+class Meter:
+    """CPU per process and WAL between `start` and `stop`, per job: the processes named in
+    `pids` (e.g. the API server, a worker), the PostgreSQL cluster, and this process (the
+    load generator)."""
+
+    def __init__(self, conn: asyncpg.Connection, postmaster: int, pids: dict[str, int]) -> None:
+        self.conn, self.postmaster, self.pids = conn, postmaster, pids
+
+    async def _read(self) -> dict[str, float]:
+        wal = await wal_lsn(self.conn)
+        return {
+            "wal": wal,
+            "postgres": cluster_cpu_seconds(self.postmaster),
+            "load_generator": time.process_time(),
+            **{name: cpu_seconds(pid) for name, pid in self.pids.items()},
+        }
+
+    async def start(self) -> None:
+        self.before = await self._read()
+
+    async def stop(self, jobs: int) -> dict[str, Any]:
+        """Per job since `start`: CPU ms of each process and WAL bytes."""
+        after = await self._read()
+        diff = {k: after[k] - self.before[k] for k in after}
+        return {
+            "cpu_ms_per_job": {k: round(v * 1000 / jobs, 4) for k, v in diff.items() if k != "wal"},
+            "wal_bytes_per_job": round(diff["wal"] / jobs),
+        }

@@ -1,14 +1,16 @@
 """Run the whole benchmark set and print one JSON document (the figures of each workload,
 machine facts, versions), plus a short table on stderr.
 
-    scripts/bench [--only engine,scale] [--quick]
+    scripts/bench [--only engine,scale] [--skip peers] [--quick]
 
 Each workload is its own script, runnable alone with its own sizes:
 engine.py (submit, drain, pickup, RSS, WAL), container_overhead.py, log_streaming.py,
 scale.py, fire_lag.py (how late a schedule firing every second fires and creates its jobs,
 of a spec and of a definition), workflow_overhead.py (per workflow step, step ready to its
-child job submitted and started, with the no-op and the Docker executor). --quick runs tiny
-sizes (a smoke run: the figures mean nothing).
+child job submitted and started, with the no-op and the Docker executor), peers.py
+(jobledger beside PgQueuer and procrastinate, CPU and WAL per job, ratios and targets),
+scaleout.py (a paced drain of 20 ms jobs by 1 to 8 workers, and the claims' lock waits).
+--quick runs tiny sizes (a smoke run: the figures mean nothing).
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import json
 import subprocess
 import sys
 import time
-from importlib.metadata import version
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +47,13 @@ WORKLOADS: dict[str, tuple[str, list[str], list[str]]] = {
     "workflow_overhead_docker": ("workflow_overhead.py", [
         "--runs", "5", "--executor", "docker",
     ], ["--runs", "1", "--executor", "docker", "--shapes", "diamond"]),
+    # Issue 18: jobledger beside PgQueuer and procrastinate on one cluster, and the drain
+    # with 1 to 8 workers of 20 ms jobs (the `bench` extra of pyproject.toml).
+    "peers": ("peers.py", [], [
+        "--serial", "20", "--concurrent", "32", "--batch-jobs", "500", "--drain", "500",
+        "--warmup", "5", "--rounds", "1",
+    ]),
+    "scaleout": ("scaleout.py", [], ["--jobs", "100", "--workers", "1,2", "--rate", "100"]),
 }  # fmt: skip
 
 
@@ -63,18 +72,30 @@ def run(name: str, quick: bool) -> dict[str, Any]:
     return result
 
 
+def peers_installed() -> bool:
+    """Whether the peers the `peers` workload measures are installed (the bench extra)."""
+    try:
+        return bool(version("pgqueuer") and version("procrastinate"))
+    except PackageNotFoundError:
+        return False
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", help="comma-separated workloads: " + ", ".join(WORKLOADS))
+    parser.add_argument("--skip", default="", help="comma-separated workloads not to run")
     parser.add_argument("--quick", action="store_true", help="tiny sizes: a smoke run")
     args = parser.parse_args()
     names = args.only.split(",") if args.only else list(WORKLOADS)
-    unknown = [n for n in names if n not in WORKLOADS]
+    skipped = [n for n in args.skip.split(",") if n]
+    unknown = [n for n in names + skipped if n not in WORKLOADS]
+    names = [n for n in names if n not in skipped]
     if unknown:
         parser.error(f"unknown workload(s): {', '.join(unknown)}")
     report: dict[str, Any] = {
         "machine": machine(),
         "versions": {p: version(p) for p in ("aiohttp", "asyncpg", "msgspec", "aiodocker")},
+        "peers_installed": peers_installed(),
         "quick": args.quick,
     }
     postgres = subprocess.run(

@@ -2,7 +2,8 @@
 #   - PostgreSQL server binaries (apt-get install when missing and we are root)
 #   - Docker engine and a static busybox for the test image (installed, not started)
 #   - Chromium for the browser tests (scripts/test only: ensure_chromium)
-#   - .venv with the project and its test tools installed (re-installed when pyproject.toml changes)
+#   - .venv with the project and its test tools installed (re-installed when pyproject.toml changes);
+#     JOBLEDGER_EXTRAS names the extras (default `test`; scripts/bench adds `bench`)
 # shellcheck shell=bash
 set -euo pipefail
 
@@ -52,11 +53,13 @@ ensure_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         "$py" -m venv "$VENV" 2>/dev/null || { apt_install python3-venv && "$py" -m venv "$VENV"; }
     fi
+    local extras="${JOBLEDGER_EXTRAS:-test}"
     local stamp="$VENV/.jobledger-installed"
+    [ "$extras" = test ] || stamp="$stamp-${extras//,/-}"
     if [ ! -e "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-        say "installing jobledger and its dependencies into $VENV"
+        say "installing jobledger and its dependencies ($extras) into $VENV"
         "$VENV/bin/python" -m pip install -q --upgrade pip
-        "$VENV/bin/python" -m pip install -q -e "$ROOT[test]"
+        "$VENV/bin/python" -m pip install -q -e "$ROOT[$extras]"
         touch "$stamp"
     fi
 }

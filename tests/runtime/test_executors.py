@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
+
 import pytest
 import structlog
 
+from jobledger.domain.specs import JobSpec
+from jobledger.runtime.executor import Outcome, RunRequest
 from jobledger.runtime.executors import ExecutorUnavailable, make_executor
 from jobledger.runtime.noop import NoopExecutor
 from jobledger.runtime.process import ProcessExecutor
@@ -39,3 +44,20 @@ async def test_explicit_kinds(docker_engine: None) -> None:
     assert chosen["asked"] == "auto" and chosen["executor"] == "docker"
     assert chosen["engine"].startswith("Docker Engine ") and "(API 1." in chosen["engine"]
     assert chosen["docker_host"].startswith(("unix://", "tcp://", "http"))
+
+
+async def test_noop_seconds_make_each_attempt_last_until_done_or_cancelled() -> None:
+    """`--noop-seconds` (benchmarks of fixed-length jobs): the attempt lasts that long and
+    then succeeds; a cancel meanwhile ends it as cancelled."""
+    req = RunRequest(
+        job_id=uuid.uuid4(), attempt=1, worker_id="w", spec=JobSpec(image="x", command=["x"])
+    )
+    short = await make_executor("noop", noop_seconds=0.01)
+    assert await short.run(req, asyncio.Event()) == Outcome(exit_code=0)
+    long = await make_executor("noop", noop_seconds=60)
+    cancel = asyncio.Event()
+    running = asyncio.create_task(long.run(req, cancel))
+    await asyncio.sleep(0.05)
+    assert not running.done()  # a 60 s attempt is still on
+    cancel.set()
+    assert await running == Outcome(cancelled=True)

@@ -47,6 +47,11 @@ def add_worker_args(p: argparse.ArgumentParser) -> None:
         help="how jobs run: docker, process (no isolation), noop (benchmarks), auto",
     )  # fmt: skip
     env_option(
+        g, "--noop-seconds", env="JOBLEDGER_NOOP_SECONDS", type=float, default=0.0,
+        help="with --executor noop: how long each attempt lasts (benchmarks of fixed-length "
+        "jobs; default 0, it ends at once)",
+    )  # fmt: skip
+    env_option(
         g, "--poll-interval", env="JOBLEDGER_POLL_INTERVAL", type=float, default=2.0,
         help="seconds between looks for work when no notification arrives",
     )  # fmt: skip
@@ -175,7 +180,7 @@ async def run_scheduler(
     from ..store.notifications import WorkerIdInUse
 
     log = structlog.get_logger("jobledger")
-    executor = await make_executor(args.executor)
+    executor = await make_executor(args.executor, noop_seconds=args.noop_seconds)
     backoff = 1.0
     firing = asyncio.create_task(run_firing(service, dsn, args, stop), name="firing")
     workflows = asyncio.create_task(run_workflows(service, dsn, args, stop), name="workflows")

@@ -18,10 +18,11 @@ class ExecutorUnavailable(RuntimeError):
     """The executor asked for cannot run here."""
 
 
-async def make_executor(kind: str) -> Executor:
+async def make_executor(kind: str, *, noop_seconds: float = 0.0) -> Executor:
     """An executor of the given kind, ready to run jobs; the log says which one `kind`
-    chose and what it runs on (for Docker: the engine's address and version)."""
-    executor = await _choose(kind)
+    chose and what it runs on (for Docker: the engine's address and version).
+    `noop_seconds`: how long each attempt of the `noop` executor lasts."""
+    executor = await _choose(kind, noop_seconds)
     try:
         about = await executor.describe()
     except Exception as exc:  # only a log line: the scheduler finds out soon enough
@@ -30,9 +31,9 @@ async def make_executor(kind: str) -> Executor:
     return executor
 
 
-async def _choose(kind: str) -> Executor:
+async def _choose(kind: str, noop_seconds: float) -> Executor:
     if kind == "noop":
-        return NoopExecutor()
+        return NoopExecutor(noop_seconds)
     if kind == "process":
         return ProcessExecutor()
     from .docker import DockerExecutor, docker_available
