@@ -60,13 +60,17 @@ async def main() -> None:
             if spy is not None:
                 spy.send_signal(2)
                 spy.wait(timeout=60)
-    print(json.dumps({
-        "jobs": args.jobs,
-        "jobs_per_s": round(args.jobs / (t1 - t0), 1),
-        "call_ms": summary(lat),
-        "server_cpu_ms_per_submit": round((cpu1 - cpu0) * 1000 / args.jobs, 3),
-        "profile": None if spy is None else args.out,
-    }))
+    print(
+        json.dumps(
+            {
+                "jobs": args.jobs,
+                "jobs_per_s": round(args.jobs / (t1 - t0), 1),
+                "call_ms": summary(lat),
+                "server_cpu_ms_per_submit": round((cpu1 - cpu0) * 1000 / args.jobs, 3),
+                "profile": None if spy is None else args.out,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":
