@@ -59,6 +59,12 @@ async def test_archived_job_and_run_say_where_their_events_went(
         data = (tmp_path / archived["file"]).read_bytes()
         assert archived["sha256"] == hashlib.sha256(data).hexdigest()
         assert archived["archived_at"] and archived["before"]
+    # Its timeline: no transitions (they are in the file), the state its row shows.
+    resp = await client.get(f"/api/v1/jobs/{job.id}/timeline")
+    assert resp.status == 200
+    assert await resp.json() == {
+        "job_id": str(job.id), "state": "failed", "transitions": [], "seconds_in_state": {}
+    }  # fmt: skip
     body = await (await client.get(f"/api/v1/jobs/{live.id}/events")).json()
     assert "archived" not in body and body["events"]
 

@@ -263,8 +263,11 @@ async def job_timeline(request: web.Request) -> web.Response:
     """GET /api/v1/jobs/{id}/timeline: every transition with its actor and time, and the
     seconds spent in each state (a job still going counts until now)."""
     job_id = job_id_of(request)
-    await job_for(request, job_id)
-    return json_response(await request.app[READS].timeline(job_id))
+    view = await job_for(request, job_id)
+    found = await request.app[READS].timeline(job_id)
+    if found is None:  # issue 19: archived, its transitions are in the archive file
+        found = Timeline(job_id=job_id, state=view.state, transitions=[], seconds_in_state={})
+    return json_response(found)
 
 
 # ---- time travel (issue 17) -----------------------------------------------------------------
