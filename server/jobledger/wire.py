@@ -205,8 +205,11 @@ LogEvent = EventOut[AnyKindEvent, EventMeta]  # type: ignore[valid-type]
 RawEvent = EventOut[msgspec.Raw, msgspec.Raw]
 
 
-class EventList(msgspec.Struct):
+class EventList(msgspec.Struct, omit_defaults=True):
     events: list[JobEvent]
+    #: Issue 19: the job's events were moved out of the log by `replay archive` (events is
+    #: then empty): where they are.
+    archived: ArchivedOut | None = None
 
 
 class AuditPage(msgspec.Struct):
@@ -670,8 +673,10 @@ class RerunRequest(msgspec.Struct, forbid_unknown_fields=True):
     mode: RerunMode = RerunMode.WHOLE
 
 
-class WorkflowEventList(msgspec.Struct):
+class WorkflowEventList(msgspec.Struct, omit_defaults=True):
     events: list[LogEvent]
+    #: Issue 19: the run's events were moved out of the log by `replay archive`: where.
+    archived: ArchivedOut | None = None
 
 
 # ---- dashboard (issue 17) -----------------------------------------------------------------
@@ -739,3 +744,25 @@ class ChainVerdict(msgspec.Struct, kw_only=True, omit_defaults=True):
     events: int
     checked_at: datetime
     problem: ChainProblem | None = None
+    #: Issue 19: the job's events were archived; `verified` then says whether its row
+    #: equals the final state the archive checkpoint (itself in the hash-chained log) keeps.
+    archived: ArchivedOut | None = None
+
+
+# ---- archived streams (issue 19) ----------------------------------------------------------
+
+
+class ArchivedOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """Where an archived job's or run's events went: `replay archive` wrote them to `file`
+    (in the directory the operator named; SHA-256 `sha256`) and recorded the checkpoint
+    event that removed them from the log, which keeps the stream's final state."""
+
+    file: str
+    sha256: str
+    checkpoint_event_id: uuid.UUID
+    checkpoint_position: int
+    archived_at: datetime
+    #: The archive run's cut-off: the stream ended before it.
+    before: datetime
+    #: Verify only: whether the row shown equals the final state the checkpoint keeps.
+    state_matches: bool | None = None

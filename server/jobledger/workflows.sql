@@ -2,6 +2,10 @@
 -- A run's project (None: no such run).
 SELECT project FROM workflow_runs WHERE stream_id = $1;
 
+-- name: run_row
+-- One run's row (issue 19: what is left of an archived run).
+SELECT * FROM workflow_runs WHERE stream_id = $1;
+
 -- name: list_runs
 -- Runs newest first: $1 projects (NULL: all), $2 states (NULL: any), after ($3, $4), $6
 -- started by this schedule (NULL: any).

@@ -155,9 +155,13 @@ class WorkflowService:
     # ---- reads --------------------------------------------------------------------------
 
     async def load(self, run_id: uuid.UUID) -> Run:
-        """A run folded from its stream; `NotFound` if there is none."""
+        """A run folded from its stream (an archived run: its row); `NotFound` if none."""
         state, _ = await self.streams.load(WORKFLOW.name, run_id)
         if state is None:
+            # Issue 19: an archived run's events left the log; its row stays, as it ended.
+            row = await self.pool.fetchrow(QUERIES["run_row"], run_id)
+            if row is not None:
+                return run_of_row(row)
             raise NotFound("workflow run not found", run_id=str(run_id))
         run: Run = state
         return run

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import asyncio
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
 
+from jobledger.replay.archiving import archive_before
 from tests.browser.conftest import DESKTOP, PHONE, Web, screenshot, sign_in_as
 from tests.browser.test_pages import tab_to
 
@@ -222,6 +224,30 @@ async def test_a_job_whose_event_was_altered_shows_not_verified(
     mark = page.locator(".verify[data-verified=false]")
     await mark.wait_for()
     assert "not verified" in (await mark.text_content() or "")
+
+
+async def test_an_archived_job_says_where_its_events_went(
+    page: Any, web: Web, test_image: str, tmp_path: Path
+) -> None:
+    job = await web.submit(test_image, "true")
+    await sign_in_as(page, web.viewer)
+    await page.goto(f"/jobs/{job['id']}")
+    await wait_state(page, "article.job", "succeeded")
+    pool = await asyncpg.create_pool(web.dsn, min_size=1, max_size=2)
+    try:
+        cutoff = await pool.fetchval("SELECT clock_timestamp()")
+        report = await archive_before(pool, cutoff, tmp_path)
+    finally:
+        await pool.close()
+    await page.reload()
+    mark = page.locator(".verify[data-archived=true][data-verified=true]")
+    await mark.wait_for()
+    text = await mark.text_content() or ""
+    assert "archived in" in text and any(f in text for f in report.files), text
+    file = await page.locator(".archived[data-archived-file]").get_attribute("data-archived-file")
+    assert file in report.files
+    assert await page.locator("table.events").count() == 0
+    assert await page.locator("#timeline-title").count() == 0
 
 
 async def test_a_phone_shows_the_jobs_list_without_sideways_scrolling(

@@ -7,7 +7,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from ..projections.jobs import count_jobs
-from ..replay.verify import verify_stream
+from ..replay.archiving import archived_out
+from ..replay.verify import ArchivedCheck, verify_archived, verify_stream
 from ..wire import ChainProblem, ChainVerdict, JobCounts, WhoAmI
 from .auth import job_for, principal
 from .context import READS, json_response
@@ -54,6 +55,8 @@ async def verify_job(request: web.Request) -> web.Response:
     job_id = job_id_of(request)
     await job_for(request, job_id)
     check = await verify_stream(request.app[READS].pool, job_id)
+    if check.events == 0 and (kept := await verify_archived(request.app[READS].pool, job_id)):
+        return json_response(_archived_verdict(kept))
     problem = None
     if check.problems:
         first = check.problems[0]
@@ -67,6 +70,27 @@ async def verify_job(request: web.Request) -> web.Response:
             checked_at=check.checked_at,
             problem=problem,
         )
+    )
+
+
+def _archived_verdict(kept: ArchivedCheck) -> ChainVerdict:
+    """Issue 19: an archived job's events are in its archive file; the log keeps the
+    checkpoint (hash-chained like every event) with the job's final state, which the row
+    must equal. `replay verify --archive DIR` checks the file itself."""
+    matches = not kept.differences
+    problem = None
+    if not matches:
+        problem = ChainProblem(
+            kind="projection_differs",
+            message="the jobs row differs from the final state its archive checkpoint keeps "
+            "in: " + ", ".join(kept.differences),
+        )
+    return ChainVerdict(
+        verified=matches,
+        events=kept.at.state.version,
+        checked_at=kept.checked_at,
+        problem=problem,
+        archived=archived_out(kept.at, state_matches=matches),
     )
 
 

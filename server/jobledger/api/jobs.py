@@ -17,6 +17,7 @@ from ..domain.templates import DefinitionSubmit
 from ..projections import jobs as jobs_projection
 from ..projections.jobs import Cursor, JobFilter, JobView
 from ..replay.archive import jobs_at, stream_at
+from ..replay.archiving import archived_at, archived_out
 from ..service import Submitted
 from ..wire import (
     MAX_BATCH,
@@ -214,6 +215,10 @@ async def job_events(request: web.Request) -> web.Response:
     job_id = job_id_of(request)
     await job_for(request, job_id)
     records = await request.app[READS].events(job_id)
+    if not records:  # issue 19: archived? Then say where its events went.
+        at = await archived_at(request.app[READS].pool, job_id)
+        if at is not None:
+            return json_response(EventList(events=[], archived=archived_out(at)))
     return json_response(EventList(events=[event_out(r, job_id=r.stream_id) for r in records]))
 
 
@@ -258,8 +263,11 @@ async def job_timeline(request: web.Request) -> web.Response:
     """GET /api/v1/jobs/{id}/timeline: every transition with its actor and time, and the
     seconds spent in each state (a job still going counts until now)."""
     job_id = job_id_of(request)
-    await job_for(request, job_id)
-    return json_response(await request.app[READS].timeline(job_id))
+    view = await job_for(request, job_id)
+    found = await request.app[READS].timeline(job_id)
+    if found is None:  # issue 19: archived, its transitions are in the archive file
+        found = Timeline(job_id=job_id, state=view.state, transitions=[], seconds_in_state={})
+    return json_response(found)
 
 
 # ---- time travel (issue 17) -----------------------------------------------------------------

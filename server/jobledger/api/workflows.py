@@ -15,6 +15,7 @@ from ..domain.errors import Forbidden, InvalidInput, NotFound
 from ..domain.specs import DEFAULT_PROJECT
 from ..domain.workflow_specs import WorkflowSpec
 from ..domain.workflows import RunState
+from ..replay.archiving import archived_at, archived_out
 from ..store.access import Role
 from ..wire import (
     CancelRequest,
@@ -129,6 +130,10 @@ async def workflow_events(request: web.Request) -> web.Response:
     """GET /api/v1/workflows/{id}/events: the run's history, oldest first."""
     run_id = await _run_id(request)
     records = await _service(request).events(run_id)
+    if not records:  # issue 19: archived? Then say where its events went.
+        at = await archived_at(_service(request).pool, run_id)
+        if at is not None:
+            return json_response(WorkflowEventList(events=[], archived=archived_out(at)))
     return json_response(WorkflowEventList(events=[event_out(r) for r in records]))
 
 

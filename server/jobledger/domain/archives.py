@@ -3,7 +3,8 @@
 
 The checkpoint is what the log keeps of those streams: which ones, how many events, the
 positions they spanned, the file and its SHA-256, and each stream's final state (a job's as
-its `jobs` row shows it), so that verify and rebuild still account for them (I2). The
+its `jobs` row shows it, a workflow run's as its fold), so that verify and rebuild still
+account for them (I2). The
 append-only guard lets a transaction delete events only of the streams a checkpoint it
 wrote lists (schema.sql, `events_delete_archived`)."""
 
@@ -20,7 +21,7 @@ from .events import Event, EventCodec, Recorded
 from .kinds import StreamKind
 
 
-class StreamsArchived(Event, frozen=True, kw_only=True):
+class StreamsArchived(Event, frozen=True, kw_only=True, omit_defaults=True):
     #: The cut-off: the streams are of jobs that ended before it.
     before: datetime
     #: The file's name (in the directory the run wrote to) and the SHA-256 of its bytes.
@@ -31,8 +32,16 @@ class StreamsArchived(Event, frozen=True, kw_only=True):
     events: int
     first_position: int
     last_position: int
-    #: Each stream's final state by stream id (a job: its JobView as JSON).
+    #: Each stream's final state by stream id (a job: its JobView as JSON; a workflow run:
+    #: its `Run` fold as JSON).
     states: dict[str, Any]
+    #: Each stream's kind by stream id; a stream not named here is a job (checkpoints
+    #: written before workflow runs were archived name none).
+    kinds: dict[str, str] = msgspec.field(default_factory=dict)
+
+    def kind_of(self, stream_id: uuid.UUID | str) -> str:
+        """The kind of an archived stream: `job` unless the checkpoint says otherwise."""
+        return self.kinds.get(str(stream_id), "job")
 
 
 class ArchiveRun(msgspec.Struct, frozen=True, kw_only=True):

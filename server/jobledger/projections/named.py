@@ -95,12 +95,13 @@ class StateProjection:
         if upserts:
             await conn.executemany(self._upsert, upserts)
 
-    async def rebuild(self, conn: Conn) -> int:
+    async def rebuild(self, conn: Conn, kept: Mapping[uuid.UUID, Any] | None = None) -> int:
         """Fold every stream of the kind again and make the table hold exactly their rows,
         in the caller's transaction (writers of the kind wait; readers see the old rows
-        until it commits). Returns the number of streams folded."""
+        until it commits). `kept`: the states of streams no longer in the log (archived),
+        whose rows stay as those states show them. Returns the number of streams folded."""
         await conn.execute(f"LOCK TABLE {self.table} IN EXCLUSIVE MODE")
-        states = dict(await self.fold_all(conn))
+        states = {**(kept or {}), **dict(await self.fold_all(conn))}
         # Rows are changed in place, not emptied and refilled: a table may hold columns
         # kept beside the log (a token's hash), which the fold cannot give back.
         live = [sid for sid, st in states.items() if st is not None and self.row(st) is not None]

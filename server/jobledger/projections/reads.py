@@ -53,10 +53,11 @@ class JobReads:
         """A job's events, oldest first."""
         return await self.store.read_stream(job_id)
 
-    async def timeline(self, job_id: uuid.UUID) -> Timeline:
-        """A job's transitions and time per state, a job still going counted until now."""
+    async def timeline(self, job_id: uuid.UUID) -> Timeline | None:
+        """A job's transitions and time per state, a job still going counted until now;
+        None for a job with no events in the log (archived, issue 19)."""
         records = await self.store.read_stream(job_id)
-        return timeline(records, await self.now())
+        return timeline(records, await self.now()) if records else None
 
     async def usage_samples(self, job_id: uuid.UUID) -> list[UsageSample]:
         return await logs_store.read_usage_samples(self.pool, job_id)

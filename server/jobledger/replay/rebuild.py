@@ -35,6 +35,7 @@ from ..store.db import Conn
 from ..store.eventstore import record_from_row
 from ..store.queries import QUERIES as STORE_QUERIES
 from . import QUERIES
+from .archiving import ARCHIVABLE, archived_states
 
 log = structlog.get_logger(__name__)
 
@@ -182,7 +183,13 @@ async def rebuild(
         tables: dict[str, int] = {}
         for projection in PROJECTIONS:  # small tables: each in one transaction
             async with conn.transaction():
-                tables[projection.table] = await projection.rebuild(conn)
+                # Issue 19: archived streams' rows come from their checkpoints' states.
+                kept = (
+                    await archived_states(conn, projection.kind.name)
+                    if projection.kind.name in ARCHIVABLE
+                    else {}
+                )
+                tables[projection.table] = await projection.rebuild(conn, kept)
     seconds = time.perf_counter() - started
     return RebuildReport(
         projection=PROJECTION,
@@ -221,6 +228,7 @@ _ARCHIVED_MISSING = f"""
     SELECT DISTINCT ON (s.key) s.value AS state
     FROM events c, jsonb_each(c.data -> 'states') s
     WHERE c.stream_type = 'archive' AND c.type = 'StreamsArchived'
+      AND coalesce(c.data -> 'kinds' ->> s.key, 'job') = 'job'
       AND NOT EXISTS (SELECT 1 FROM {SHADOW} r WHERE r.id = s.key::uuid)
     ORDER BY s.key, c.position DESC
 """

@@ -127,12 +127,32 @@ ORDER BY stream_id, version;
 -- name: archive_candidates
 -- The next jobs (by id, after $2) that ended before $1 and still have events in the log.
 -- Not the jobs of a schedule's recent occurrences: the scheduler creates those again when
--- their streams are missing from the log (scheduleservice.ensure_jobs).
+-- their streams are missing from the log (scheduleservice.ensure_jobs). Not a workflow
+-- run's step jobs either: they go with their run (archive_run_candidates).
 SELECT j.id FROM jobs j
 WHERE j.finished_at < $1 AND ($2::uuid IS NULL OR j.id > $2::uuid)
+  AND j.workflow_run IS NULL
   AND EXISTS (SELECT 1 FROM events e WHERE e.stream_id = j.id AND e.version = 1)
   AND NOT EXISTS (SELECT 1 FROM schedules s WHERE j.id = ANY(s.recent_job_ids))
 ORDER BY j.id
+LIMIT $3;
+
+-- name: archive_run_candidates
+-- The next workflow runs (by id, after $2) that ended before $1, still in the log, whose
+-- step jobs all ended before $1 too, with those of their step jobs still in the log. Not a
+-- schedule's recent run (`recent_job_ids` holds runs' ids too).
+SELECT r.stream_id AS id,
+       ARRAY(SELECT j.id FROM jobs j
+             WHERE j.workflow_run = r.stream_id
+               AND EXISTS (SELECT 1 FROM events e WHERE e.stream_id = j.id AND e.version = 1)
+             ORDER BY j.id) AS jobs
+FROM workflow_runs r
+WHERE r.finished_at < $1 AND ($2::uuid IS NULL OR r.stream_id > $2::uuid)
+  AND EXISTS (SELECT 1 FROM events e WHERE e.stream_id = r.stream_id AND e.version = 1)
+  AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.workflow_run = r.stream_id
+                  AND (j.finished_at IS NULL OR j.finished_at >= $1))
+  AND NOT EXISTS (SELECT 1 FROM schedules s WHERE r.stream_id = ANY(s.recent_job_ids))
+ORDER BY r.stream_id
 LIMIT $3;
 
 -- name: archive_events
@@ -151,12 +171,26 @@ DELETE FROM events WHERE stream_id = ANY($1::uuid[]);
 SELECT set_config('jobledger.archive_checkpoint', $1, true);
 
 -- name: archived_states
--- The final states archive checkpoints keep of some streams (the latest checkpoint wins).
+-- The final states archive checkpoints keep of some streams of kind $2 (the latest
+-- checkpoint wins; a stream its checkpoint gives no kind is a job).
 SELECT DISTINCT ON (s.key) s.key::uuid AS stream_id, s.value AS state
 FROM events c, jsonb_each(c.data -> 'states') s
 WHERE c.stream_type = 'archive' AND c.type = 'StreamsArchived'
   AND ($1::uuid[] IS NULL OR s.key::uuid = ANY($1::uuid[]))
+  AND coalesce(c.data -> 'kinds' ->> s.key, 'job') = $2::text
 ORDER BY s.key, c.position DESC;
+
+-- name: archived_at
+-- The latest archive checkpoint of one stream ($1: its id as text): where its events went.
+SELECT c.event_id, c.position, c.recorded_at, c.data ->> 'file' AS file,
+       c.data ->> 'sha256' AS sha256, (c.data ->> 'before')::timestamptz AS before,
+       coalesce(c.data -> 'kinds' ->> $1::text, 'job') AS kind,
+       c.data -> 'states' -> $1::text AS state
+FROM events c
+WHERE c.stream_type = 'archive' AND c.type = 'StreamsArchived'
+  AND c.data -> 'states' ? $1::text
+ORDER BY c.position DESC
+LIMIT 1;
 
 -- name: archive_checkpoints
 -- Every archive checkpoint, oldest first.

@@ -31,7 +31,15 @@ from ..store.chain import canonical, link
 from ..store.eventstore import record_from_row
 from ..wire import RawEvent
 from . import QUERIES
-from .archiving import archive_files, archived_views
+from .archiving import (
+    ARCHIVABLE,
+    ArchivedAt,
+    archive_files,
+    archived_at,
+    archived_states,
+    archived_views,
+    kept_state,
+)
 
 
 class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -254,13 +262,27 @@ class Verifier:
                         report.problems += 1
                         yield p
                 orphans = await conn.fetch(projection.orphans, list(projection.kind.builtin))
-                for row in orphans:
+                ids = [row["stream_id"] for row in orphans]
+                # Issue 19: an archived stream's row is checked against its checkpoint's state.
+                kept = (
+                    await archived_states(conn, projection.kind.name, ids)
+                    if ids and projection.kind.name in ARCHIVABLE
+                    else {}
+                )
+                rows_of = await projection.rows(conn, list(kept)) if kept else {}
+                for sid in ids:
+                    if sid not in kept:
+                        detail = f"a {projection.table} row with no events"
+                        kind = "orphan_projection"
+                    elif diff := projection.differences(kept[sid], rows_of.get(sid)):
+                        detail = f"{projection.table} row of an archived stream differs from "
+                        detail += "its checkpoint in: " + ", ".join(diff)
+                        kind = "projection_differs"
+                    else:
+                        continue
                     report.problems += 1
                     yield Problem(
-                        kind="orphan_projection",
-                        stream_type=projection.kind.name,
-                        stream_id=row["stream_id"],
-                        detail=f"a {projection.table} row with no events",
+                        kind=kind, stream_type=projection.kind.name, stream_id=sid, detail=detail
                     )
         seconds = time.perf_counter() - started
         report.seconds = round(seconds, 3)
@@ -334,13 +356,18 @@ class Verifier:
                 for p in st.problems:
                     yield p
                 kept = cp.states.get(str(sid))
-                if st.broken or st.type != JOB.name or st.state is None or kept is None:
+                if st.broken or st.state is None or kept is None:
                     continue
-                if diff := _differences(msgspec.convert(kept, JobView), view_of(st.state)):
+                if st.type != cp.kind_of(sid):
+                    yield _archive_problem(
+                        "archive_file", row,
+                        f"{path}: {st.type} stream {sid} is a {cp.kind_of(sid)} in its checkpoint",
+                    )  # fmt: skip
+                elif diff := _kept_differences(st.type, kept, st.state):
                     yield _archive_problem(
                         "archive_file",
                         row,
-                        f"{path}: " + f"job {sid}'s fold differs from its checkpoint in {diff}",
+                        f"{path}: {st.type} {sid}'s fold differs from its checkpoint in {diff}",
                     )
         for name in sorted(set(by_file) - seen):
             row, _ = by_file[name]
@@ -351,6 +378,17 @@ class Verifier:
 
 
 _raw_decoder = msgspec.json.Decoder(RawEvent)
+
+
+def _kept_differences(kind: str, kept: Any, fold: Any) -> list[str]:
+    """What differs between an archived stream's fold (from its file) and the state its
+    checkpoint keeps: a job's `jobs` columns, another kind's projection columns."""
+    if kind == JOB.name:
+        return _differences(kept_state(kind, kept), view_of(fold))
+    projection = PROJECTIONS.get(kind)
+    if kind not in ARCHIVABLE or projection is None:
+        return []
+    return projection.differences(fold, projection.row(kept_state(kind, kept)))
 
 
 def _archive_problem(kind: str, checkpoint: asyncpg.Record, detail: str) -> Problem:
@@ -398,3 +436,32 @@ async def verify_stream(pool: asyncpg.Pool, stream_id: uuid.UUID) -> StreamCheck
             if projection is not None:
                 stream.compare_state((await projection.rows(conn, [stream_id])).get(stream_id))
     return StreamCheck(events=len(rows), problems=stream.problems, checked_at=checked_at)
+
+
+class ArchivedCheck(msgspec.Struct, kw_only=True):
+    """An archived stream (issue 19): the checkpoint that removed its events, and what of its
+    projection row differs from the final state that checkpoint keeps (nothing: it matches)."""
+
+    at: ArchivedAt
+    differences: list[str]
+    checked_at: datetime
+
+
+async def verify_archived(pool: asyncpg.Pool, stream_id: uuid.UUID) -> ArchivedCheck | None:
+    """For a stream `replay archive` moved out of the log: its checkpoint, and its row (the
+    `jobs` row, or its kind's projection row) compared with the state the checkpoint keeps.
+    None when no checkpoint names the stream."""
+    async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read", readonly=True):
+        at = await archived_at(conn, stream_id)
+        checked_at: datetime = await conn.fetchval("SELECT clock_timestamp()")
+        if at is None:
+            return None
+        if at.kind == JOB.name:
+            row = await conn.fetchrow(QUERIES["jobs_by_id"], [stream_id])
+            diff = ["row"] if row is None else _differences(at.state, view_from_row(row))
+        else:
+            projection = PROJECTIONS.get(at.kind)
+            assert projection is not None  # every archived kind has one
+            stored = (await projection.rows(conn, [stream_id])).get(stream_id)
+            diff = projection.differences(at.state, stored)
+    return ArchivedCheck(at=at, differences=diff, checked_at=checked_at)

@@ -17,6 +17,15 @@ function Verified({ jobId, version }) {
   }, [jobId, version]);
   if (!result) return html`<span class="verify pending">checking history…</span>`;
   if (result.error) return html`<span class="verify unknown" title=${result.error.message}>history not checked</span>`;
+  if (result.archived) {
+    // Issue 19: the events are in an archive file; the log keeps the checkpoint and the
+    // final state, which the row shown must equal.
+    const a = result.archived;
+    return html`<span class=${`verify archived ${result.verified ? 'ok' : 'bad'}`} data-archived="true"
+      data-verified=${String(result.verified)}
+      title=${`checkpoint event ${a.checkpoint_position} (SHA-256 ${a.sha256}); ${result.verified ? 'the job matches the final state it keeps' : 'the job differs from the final state it keeps'}`}
+      >${result.verified ? '✓' : '✗'} archived in <span class="mono">${a.file}</span> on ${when(a.archived_at)}</span>`;
+  }
   if (result.verified) {
     return html`<span class="verify ok" data-verified="true"
       title=${`${result.events} events; hash chain recomputed at ${when(result.checked_at)}`}>✓ history verified</span>`;
@@ -62,7 +71,16 @@ function Timeline({ timeline }) {
   </section>`;
 }
 
-function Events({ events }) {
+function Events({ events, archived }) {
+  if (archived) {
+    return html`<section aria-labelledby="events-title">
+      <h2 id="events-title">Events</h2>
+      <p class="archived" data-archived-file=${archived.file}>Archived in <span class="mono">${archived.file}</span>
+        on ${when(archived.archived_at)} (it ended before ${when(archived.before)}): its events left the log
+        for that file, which <code>jobledger replay verify --archive DIR</code> checks and
+        <code>jobledger replay import</code> restores.</p>
+    </section>`;
+  }
   return html`<section aria-labelledby="events-title">
     <h2 id="events-title">Events</h2>
     <div class="table-wrap"><table class="events">
@@ -112,6 +130,7 @@ export function JobPage({ id }) {
   const me = useMe();
   const [job, setJob] = useState(null);
   const [events, setEvents] = useState([]);
+  const [archived, setArchived] = useState(null);
   const [timeline, setTimeline] = useState(null);
   const [error, setError] = useState(null);
   const [actionError, setActionError] = useState(null);
@@ -119,6 +138,7 @@ export function JobPage({ id }) {
   const loadHistory = useCallback(async () => {
     const [ev, tl] = await Promise.all([api(`/jobs/${id}/events`), api(`/jobs/${id}/timeline`)]);
     setEvents(ev.events);
+    setArchived(ev.archived || null);
     setTimeline(tl);
   }, [id]);
   const load = useCallback(async () => {
@@ -190,7 +210,7 @@ export function JobPage({ id }) {
     <${LogView} jobId=${job.id} onEnd=${() => load()} />
     <${UsageCharts} jobId=${job.id} running=${!ended} />
     <${Spec} job=${job} />
-    <${Timeline} timeline=${timeline} />
-    <${Events} events=${events} />
+    ${archived ? null : html`<${Timeline} timeline=${timeline} />`}
+    <${Events} events=${events} archived=${archived} />
   </article>`;
 }
