@@ -74,9 +74,13 @@ async def test_live_logs_resume_after_the_websocket_is_cut(
     if texts != expected:  # seen once in CI (the tail missing): the page's fault or the store's?
         stored = await asyncio.to_thread(web.api, "GET", f"/api/v1/jobs/{job['id']}/logs")
         status = await page.locator(".logs .live").get_attribute("data-status")
+        # The job's end says whether it printed everything (a container killed from outside
+        # ends 137: another install's worker recovering under the same worker id did that).
+        end = await asyncio.to_thread(web.api, "GET", f"/api/v1/jobs/{job['id']}")
         pytest.fail(
             f"the page shows {texts} (status {status}, sockets {log_sockets}); the server "
-            f"stored {[line['text'] for line in stored['lines']]}"
+            f"stored {[line['text'] for line in stored['lines']]}; the job ended "
+            f"{end['state']} (exit code {end['exit_code']})"
         )
     assert await page.locator(".log .line.stream-stderr .text").all_text_contents() == ["bye"]
     assert len(log_sockets) >= 2, log_sockets
