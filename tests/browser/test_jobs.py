@@ -76,9 +76,13 @@ async def test_live_logs_resume_after_the_websocket_is_cut(
     if texts != expected:  # seen once in CI (the tail missing): the page's fault or the store's?
         stored = await asyncio.to_thread(web.api, "GET", f"/api/v1/jobs/{job['id']}/logs")
         status = await page.locator(".logs .live").get_attribute("data-status")
+        # The job's end says whether it printed everything (a container killed from outside
+        # ends 137: another install's worker recovering under the same worker id did that).
+        end = await asyncio.to_thread(web.api, "GET", f"/api/v1/jobs/{job['id']}")
         pytest.fail(
             f"the page shows {texts} (status {status}, sockets {log_sockets}); the server "
-            f"stored {[line['text'] for line in stored['lines']]}"
+            f"stored {[line['text'] for line in stored['lines']]}; the job ended "
+            f"{end['state']} (exit code {end['exit_code']})"
         )
     assert await page.locator(".log .line.stream-stderr .text").all_text_contents() == ["bye"]
     assert len(log_sockets) >= 2, log_sockets
@@ -153,6 +157,33 @@ async def test_a_viewer_has_no_cancel_and_an_operator_cancels_from_the_keyboard(
         await ctx.close()
     # The viewer's page saw it too, pushed, without a reload.
     await wait_state(page, "article.job", "cancelled")
+
+
+async def test_an_answer_that_arrives_late_does_not_take_the_page_back(
+    page: Any, web: Web, test_image: str
+) -> None:
+    # The cancel's answer (the job `cancelling`) reaching the page after the watch pushed
+    # `cancelled`, as under load: the page went back to the older state and stayed there,
+    # a cancel button on an ended job (a way the operator's cancel test can fail).
+    job = await web.submit(test_image, "sleep 60", stop_grace_seconds=1)
+    await sign_in_as(page, web.operator)
+    await page.goto(f"/jobs/{job['id']}")
+    await wait_state(page, "article.job", "running")
+
+    async def answer_late(route: Any) -> None:
+        answer = await route.fetch()  # the job as the cancel left it: cancelling
+        await wait_state(page, "article.job", "cancelled")  # pushed meanwhile
+        await route.fulfill(response=answer)
+
+    await page.route(f"**/api/v1/jobs/{job['id']}/cancel", answer_late)
+    await page.get_by_role("button", name="Cancel job").click()
+    async with page.expect_response(f"**/api/v1/jobs/{job['id']}/cancel") as answered:
+        await page.get_by_role("button", name="Yes, cancel it").click()
+    assert (await (await answered.value).json())["state"] == "cancelling"
+    # Let the page handle the answer (its tasks, then a frame) before looking.
+    await page.evaluate("() => new Promise((r) => requestAnimationFrame(() => setTimeout(r)))")
+    assert await page.get_attribute("article.job", "data-state") == "cancelled"
+    assert await page.get_by_role("button", name="Cancel job").count() == 0
 
 
 async def test_the_time_slider_shows_the_job_queued_before_it_started(

@@ -648,9 +648,18 @@ class Scheduler:
             for r in await self.pool.fetch(QUERIES["my_active_jobs"], self.config.worker_id)
         }
         adopted: set[uuid.UUID] = set(self.active)  # by an earlier try of this start
+        # Two installs (databases) sharing an engine can have workers of the same id (the
+        # default is the host's name): a container of a job this database does not hold is
+        # the other's, running, and not ours to remove (as in `_reconcile`).
+        known = {
+            r["id"] for r in await self.pool.fetch(QUERIES["known_jobs"], [f.job_id for f in found])
+        }
         for f in found:
             row = mine.get(f.job_id)
             if f.job_id in self.active:
+                continue
+            if f.job_id not in known:
+                self.log.info("left another install's container alone", job_id=str(f.job_id))
                 continue
             if row is not None and row["attempt"] == f.attempt and f.job_id not in adopted:
                 job = await self.service.load(f.job_id)

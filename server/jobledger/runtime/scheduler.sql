@@ -105,6 +105,11 @@ UPDATE workers SET executor_error = $2 WHERE id = $1;
 -- Which of these jobs have ended (jobs unknown here are not: they may be another install's).
 SELECT id FROM jobs WHERE id = ANY($1::uuid[]) AND state IN ('succeeded', 'failed', 'cancelled');
 
+-- name: known_jobs
+-- Which of these jobs this database holds (the others are another install's, on the same
+-- engine).
+SELECT id FROM jobs WHERE id = ANY($1::uuid[]);
+
 -- name: heartbeat
 -- Renew a worker's lease.
 UPDATE workers SET heartbeat_at = clock_timestamp() WHERE id = $1;

@@ -128,7 +128,11 @@ function TimeTravel({ job, events }) {
 
 export function JobPage({ id }) {
   const me = useMe();
-  const [job, setJob] = useState(null);
+  const [job, setLoadedJob] = useState(null);
+  // Answers and pushes can arrive out of order (a read begun before a change, answered
+  // after the change was pushed): never go back to an older version of the job.
+  const setJob = useCallback((next) => setLoadedJob((cur) => (
+    cur && next && cur.id === next.id && cur.version > next.version ? cur : next)), []);
   const [events, setEvents] = useState([]);
   const [archived, setArchived] = useState(null);
   const [timeline, setTimeline] = useState(null);
