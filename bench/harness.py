@@ -98,7 +98,7 @@ async def server(
     needs none)."""
     shared = os.environ.get(SHARED_CLUSTER)
     if shared and database_url is None and data_dir is None:
-        database_url = await fresh_database(shared)
+        database_url = await create_database(shared)
     if build_image and not os.environ.get(IMAGE_BUILT):
         built = subprocess.run(
             [str(ROOT / "scripts" / "build-test-image")],
@@ -148,11 +148,13 @@ SHARED_CLUSTER = "JOBLEDGER_BENCH_CLUSTER"
 IMAGE_BUILT = "JOBLEDGER_BENCH_IMAGE_BUILT"
 
 
-async def fresh_database(postgres_dsn: str) -> str:
-    """A new, empty database in the cluster of `postgres_dsn`; its DSN."""
-    name = f"bench_{os.getpid()}_{secrets.token_hex(4)}"
+async def create_database(postgres_dsn: str, name: str | None = None) -> str:
+    """A new, empty database (`name`, replacing one of that name; else a fresh name) in the
+    cluster of `postgres_dsn`; its DSN."""
+    name = name or f"bench_{os.getpid()}_{secrets.token_hex(4)}"
     conn = await asyncpg.connect(postgres_dsn)
     try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
         await conn.execute(f'CREATE DATABASE "{name}"')
     finally:
         await conn.close()
@@ -205,13 +207,7 @@ class Cluster(NamedTuple):
 
     async def create_database(self, name: str) -> str:
         """A new, empty database of the cluster; its DSN."""
-        conn = await asyncpg.connect(self.dsn("postgres"))
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        return self.dsn(name)
+        return await create_database(self.dsn("postgres"), name)
 
 
 @contextlib.asynccontextmanager
