@@ -1,7 +1,11 @@
 -- name: upsert_jobs
--- Write folded states ($1: a JSON array of job views) and send the append's one
+-- Write folded states ($1: a JSON array of whole job views, new jobs'; $4: of the columns
+-- a transition changes, `JobChange`, jobs' with a row) and send the append's one
 -- notification ($2 channel, $3 payload) in the same statement: the inline projection runs
--- this in the append transaction, one round trip whatever the number of jobs.
+-- this in the append transaction, one round trip whatever the number of jobs. A transition
+-- sends and parses only what it changes: the spec (most of a row) is written once, at the
+-- submit (measured in a drain: this statement's bind and execution 0.23 ms per job with
+-- whole views through the upsert).
 WITH written AS (
     INSERT INTO jobs (
         id, project, state, spec, priority, labels, tags, concurrency_key, concurrency_limit,
@@ -39,6 +43,30 @@ WITH written AS (
         secrets = EXCLUDED.secrets,
         output = EXCLUDED.output,
         output_sha256 = EXCLUDED.output_sha256
+), changed AS (
+    UPDATE jobs j SET
+        state = c.state,
+        attempt = c.attempt,
+        requeue_reason = c.requeue_reason,
+        scheduled_for = c.scheduled_for,
+        worker_id = c.worker_id,
+        exit_code = c.exit_code,
+        failure_reason = c.failure_reason,
+        message = c.message,
+        usage = c.usage,
+        updated_at = c.updated_at,
+        started_at = c.started_at,
+        finished_at = c.finished_at,
+        cancel_requested_at = c.cancel_requested_at,
+        cancel_requested_by = c.cancel_requested_by,
+        version = c.version,
+        last_position = c.last_position,
+        cause_event_id = c.cause_event_id,
+        secrets = c.secrets,
+        output = c.output,
+        output_sha256 = c.output_sha256
+    FROM jsonb_populate_recordset(NULL::jobs, $4::jsonb) c
+    WHERE j.id = c.id
 )
 SELECT pg_notify($2, $3);
 
