@@ -13,7 +13,7 @@ CREATE TABLE schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The version this file stands for: the last migration's.
-INSERT INTO schema_migrations (version, name) VALUES (18, '0018_archive');
+INSERT INTO schema_migrations (version, name) VALUES (19, '0019_labels_partial');
 
 -- The event log: the source of truth (design map I2). One stream per aggregate.
 CREATE TABLE events (
@@ -221,7 +221,8 @@ CREATE UNIQUE INDEX jobs_idempotency
 CREATE INDEX jobs_created ON jobs (created_at DESC, id DESC);
 CREATE INDEX jobs_project_created ON jobs (project, created_at DESC, id DESC);
 CREATE INDEX jobs_state_created ON jobs (state, created_at DESC, id DESC);
-CREATE INDEX jobs_labels ON jobs USING gin (labels jsonb_path_ops);
+-- Only jobs with labels: no other can match a label filter (which says `labels <> '{}'` too).
+CREATE INDEX jobs_labels ON jobs USING gin (labels jsonb_path_ops) WHERE labels <> '{}'::jsonb;
 -- The scheduler's claim: queued jobs without a time in priority, then submission order (the
 -- due ones of those with a time come from jobs_scheduled).
 CREATE INDEX jobs_ready

@@ -316,6 +316,9 @@ def job_where(filt: JobFilter) -> Where:
     if filt.project is not None:
         w.add("project = {}::text", filt.project)
     if filt.labels:
+        # A job with no labels matches no label filter; saying so lets the partial index
+        # jobs_labels (which leaves those out) serve it.
+        w.literal("labels <> '{}'::jsonb")
         w.add("labels @> {}::jsonb", _encoder.encode(filt.labels).decode())
     if filt.definition is not None:
         w.add("definition = {}::text", filt.definition)
