@@ -51,12 +51,15 @@ async def pgqueuer(dsn: str) -> None:
 
     pgq = PgQueuer.from_asyncpg_connection(await asyncpg.connect(dsn))
 
-    @pgq.entrypoint(DRAIN, concurrency_limit=SLOTS)
+    @pgq.entrypoint(DRAIN)
     async def noop(job: Job) -> None:
         return None
 
     await go()
-    await pgq.run(batch_size=SLOTS)
+    # Ten slots is PgQueuer's per-worker cap, `max_concurrent_tasks`, which wants at least
+    # twice the batch size. (An entrypoint's `concurrency_limit` is a limit across all
+    # workers, counted by every dequeue: with it, this consumer drained 2-3x slower.)
+    await pgq.run(batch_size=SLOTS // 2, max_concurrent_tasks=SLOTS)
 
 
 async def procrastinate(dsn: str) -> None:

@@ -11,7 +11,7 @@ ratios to PgQueuer's and the issue's targets, met or not.
 
 jobledger runs as `jobledger serve --no-scheduler` plus `jobledger worker --executor noop
 --capacity 10`, driven over HTTP; PgQueuer 1.6 through `Queries.enqueue` and a `PgQueuer`
-consumer (entrypoint concurrency_limit 10, batch_size 10); procrastinate 3.10 through
+consumer (max_concurrent_tasks 10, batch_size 5); procrastinate 3.10 through
 `defer_async` / `batch_defer_async` and `run_worker_async(concurrency=10)` (psycopg). The
 peers' consumers are processes of their own (peer_workers.py). Rounds alternate the order
 (jobledger, pgqueuer, procrastinate, then reversed); the summary takes each figure's median.
