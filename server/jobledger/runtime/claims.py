@@ -120,14 +120,17 @@ async def claim(
     outcomes: Mapping[uuid.UUID, Command] | None = None,
     *,
     has_key: bool = False,
+    priors: Mapping[uuid.UUID, Job] | None = None,
 ) -> Cycle:
     """Record the outcomes of this worker's jobs that ended and start up to `n` queued jobs,
     in one transaction under the claim lock, so two schedulers never both take a job or both
     fill a project's last slot. Decides from `jobs` rows (the candidates', the ending jobs'):
-    six round trips whatever the numbers. A concurrent append to any of these jobs (e.g. a
-    cancel request) raises `ConcurrencyError` and nothing is written. A worker that holds the
-    secrets key (`has_key`) also takes jobs whose environment uses secrets: their JobStarted
-    records the version each reference resolves to now."""
+    at most six round trips whatever the numbers. A concurrent append to any of these jobs
+    (e.g. a cancel request) raises `ConcurrencyError` and nothing is written. A worker that
+    holds the secrets key (`has_key`) also takes jobs whose environment uses secrets: their
+    JobStarted records the version each reference resolves to now. `priors`: the state of
+    some ending jobs as the caller knows it (their rows are not read; if one moved on
+    meanwhile, the append's version check raises `ConcurrencyError`)."""
     outcomes = outcomes or {}
     meta = EventMeta(actor=f"worker:{worker_id}")
     appended: list[Recorded] = []
@@ -137,7 +140,9 @@ async def claim(
         # holder of the lock committed.
         await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK})")
         try:
-            known = {v.id: job_of(v) for v in await get_many(conn, outcomes)} if outcomes else {}
+            known = {i: j for i, j in (priors or {}).items() if i in outcomes}
+            if unknown := [i for i in outcomes if i not in known]:
+                known |= {v.id: job_of(v) for v in await get_many(conn, unknown)}
             # The slots of the jobs that end here are free for the candidates' quotas.
             ending = [i for i, j in known.items() if _ends(j, outcomes[i])]
             chosen: dict[uuid.UUID, asyncpg.Record] = {}

@@ -383,7 +383,7 @@ class Scheduler:
                 outcome = msgspec.structs.replace(
                     outcome, usage=usage.summary(outcome.usage.wall_seconds)
                 )
-            await self._record(job.id, outcome.command(job.attempt), jlog)
+            await self._record(job, outcome.command(job.attempt), jlog)
             recorded = True
 
         try:
@@ -476,11 +476,10 @@ class Scheduler:
                 if await self.executor.available():
                     self._executor_changed(True)
 
-    async def _record(
-        self, job_id: uuid.UUID, command: Command, jlog: structlog.BoundLogger
-    ) -> None:
-        """Record an outcome; keep trying through database outages, it must not be lost."""
-        result = await _retrying(lambda: self._outcomes((job_id, command)), "recording", jlog)
+    async def _record(self, job: Job, command: Command, jlog: structlog.BoundLogger) -> None:
+        """Record an outcome of `job` (its state as this worker started it); keep trying
+        through database outages, it must not be lost."""
+        result = await _retrying(lambda: self._outcomes((job, command)), "recording", jlog)
         if isinstance(result, DomainError):
             # E.g. our lease expired and another scheduler already failed the attempt, or a
             # retry after a commit whose answer was lost finds it recorded already.
@@ -488,12 +487,14 @@ class Scheduler:
         else:
             jlog.info("job ended", state=result.state.value, exit_code=result.exit_code)
 
-    async def _record_batch(
-        self, batch: list[tuple[uuid.UUID, Command]]
-    ) -> list[Job | DomainError]:
+    async def _record_batch(self, batch: list[tuple[Job, Command]]) -> list[Job | DomainError]:
         """Record outcomes that ended together and, in the same transaction, start as many
-        jobs as they leave slots for (they still count against the capacity until then)."""
-        outcomes = dict(batch)
+        jobs as they leave slots for (they still count against the capacity until then).
+        Each job's state as this worker started it is the outcome's prior: nothing but a
+        cancel request writes to a running job, and then the append's version check sends
+        the outcomes through `execute_many`, which reads the rows."""
+        outcomes = {job.id: command for job, command in batch}
+        priors = {job.id: job for job, _ in batch}
         free = self.config.capacity - len(self.active) + len(batch)
         if not self.ready.is_set() or self._stopping or not self.executor_up.is_set():
             free = 0  # recovering, going, or the executor does not answer: record only
@@ -503,7 +504,7 @@ class Scheduler:
         try:
             cycle = await claim(
                 self.service, self.config.worker_id, self.config.tags, free, outcomes,
-                has_key=self.secrets_box is not None,
+                has_key=self.secrets_box is not None, priors=priors,
             )  # fmt: skip
             for c in cycle.claimed:
                 self._spawn(c.job, log_limit=c.log_limit_bytes)
@@ -514,10 +515,10 @@ class Scheduler:
         finally:
             self._claiming -= 1
         done: list[Job | DomainError] = []
-        for job_id, _ in batch:
-            result = results[job_id]
+        for job, command in batch:
+            result = results[job.id]
             if result is None:  # refused: decide again on its own to say why
-                result = await self.service.execute_or_error(job_id, outcomes[job_id], self.meta)
+                result = await self.service.execute_or_error(job.id, command, self.meta)
             done.append(result)
         return done
 
