@@ -15,6 +15,7 @@ import msgspec
 from ..domain.errors import ConcurrencyError
 from ..domain.events import Event, EventMeta, Recorded, encode_event
 from ..domain.registry import KINDS
+from ..ids import uuid7
 from .db import Conn
 from .queries import QUERIES
 
@@ -171,7 +172,7 @@ class EventStore:
                 event_metas.append(item_meta)
                 stream_ids.append(item.stream_id)
                 kinds.append(item.stream_type)
-                event_ids.append(uuid.uuid4())
+                event_ids.append(uuid7())
                 versions.append(item.expected_version + n)
                 types.append(type(event).__name__)
                 schemas.append(event.SCHEMA)
