@@ -1,8 +1,41 @@
--- name: upsert_jobs
--- Write folded states ($1: a JSON array of job views) and send the append's one
--- notification ($2 channel, $3 payload) in the same statement: the inline projection runs
--- this in the append transaction, one round trip whatever the number of jobs.
-WITH written AS (
+-- name: get_job
+-- One job's row.
+SELECT * FROM jobs WHERE id = $1;
+
+-- name: get_jobs
+-- Several jobs' rows.
+SELECT * FROM jobs WHERE id = ANY($1::uuid[]);
+
+-- name: find_by_idempotency_keys
+-- The jobs submitted under some (project, idempotency key) pairs.
+SELECT j.* FROM jobs j
+JOIN unnest($1::text[], $2::text[]) AS k(project, key)
+  ON j.project = k.project AND j.idempotency_key = k.key;
+
+-- name: append_jobs
+-- An append of job events fused into one statement (see `projections/jobs.py:AppendJobs`):
+-- the events as store/queries.sql `append_events` inserts them ($1-$8, put in where
+-- APPEND_EVENTS stands), the jobs rows folded in Python ($9: a JSON array of job views),
+-- where a row's time or position comes from this append ($10: by job id, each such column
+-- with the index (from 1) of the job's event in this append, and for a time an offset in
+-- microseconds), the one notification ($11 channel, $12 payload), and the queue facts of
+-- some projects ($13; NULL: none wanted) read at the same moment. Answers the events'
+-- positions and times. As one statement it is atomic without a transaction around it.
+WITH appended AS (
+    APPEND_EVENTS
+),
+by_job AS (
+    SELECT stream_id, array_agg(position ORDER BY version) AS positions,
+           array_agg(recorded_at ORDER BY version) AS times
+    FROM appended
+    GROUP BY stream_id
+),
+folded AS (
+    SELECT f.*, $10::jsonb -> f.id::text AS p, a.positions, a.times
+    FROM jsonb_populate_recordset(NULL::jobs, $9::jsonb) AS f
+    JOIN by_job a ON a.stream_id = f.id
+),
+written AS (
     INSERT INTO jobs (
         id, project, state, spec, priority, labels, tags, concurrency_key, concurrency_limit,
         idempotency_key, submitted_by, attempt, requeue_reason, scheduled_for, worker_id,
@@ -12,12 +45,38 @@ WITH written AS (
         workflow_run, step, inputs, output, output_sha256, parent_job, rerun_of
     )
     SELECT id, project, state, spec, priority, labels, tags, concurrency_key, concurrency_limit,
-           idempotency_key, submitted_by, attempt, requeue_reason, scheduled_for, worker_id,
-           exit_code, failure_reason, message, usage, created_at, updated_at, started_at,
-           finished_at, cancel_requested_at, cancel_requested_by, version, last_position,
+           idempotency_key, submitted_by, attempt, requeue_reason,
+           CASE WHEN p ? 'scheduled_for'
+                THEN times[(p #>> '{scheduled_for,0}')::int]
+                     + (p #>> '{scheduled_for,1}')::bigint * interval '1 microsecond'
+                ELSE scheduled_for END,
+           worker_id, exit_code, failure_reason, message, usage,
+           CASE WHEN p ? 'created_at'
+                THEN times[(p #>> '{created_at,0}')::int]
+                     + (p #>> '{created_at,1}')::bigint * interval '1 microsecond'
+                ELSE created_at END,
+           CASE WHEN p ? 'updated_at'
+                THEN times[(p #>> '{updated_at,0}')::int]
+                     + (p #>> '{updated_at,1}')::bigint * interval '1 microsecond'
+                ELSE updated_at END,
+           CASE WHEN p ? 'started_at'
+                THEN times[(p #>> '{started_at,0}')::int]
+                     + (p #>> '{started_at,1}')::bigint * interval '1 microsecond'
+                ELSE started_at END,
+           CASE WHEN p ? 'finished_at'
+                THEN times[(p #>> '{finished_at,0}')::int]
+                     + (p #>> '{finished_at,1}')::bigint * interval '1 microsecond'
+                ELSE finished_at END,
+           CASE WHEN p ? 'cancel_requested_at'
+                THEN times[(p #>> '{cancel_requested_at,0}')::int]
+                     + (p #>> '{cancel_requested_at,1}')::bigint * interval '1 microsecond'
+                ELSE cancel_requested_at END,
+           cancel_requested_by, version,
+           CASE WHEN p ? 'last_position' THEN positions[(p ->> 'last_position')::int]
+                ELSE last_position END,
            correlation_id, cause_event_id, secrets, definition, definition_version, source,
            workflow_run, step, inputs, output, output_sha256, parent_job, rerun_of
-    FROM jsonb_populate_recordset(NULL::jobs, $1::jsonb)
+    FROM folded
     ON CONFLICT (id) DO UPDATE SET
         state = EXCLUDED.state,
         attempt = EXCLUDED.attempt,
@@ -40,18 +99,9 @@ WITH written AS (
         output = EXCLUDED.output,
         output_sha256 = EXCLUDED.output_sha256
 )
-SELECT pg_notify($2, $3);
-
--- name: get_job
--- One job's row.
-SELECT * FROM jobs WHERE id = $1;
-
--- name: get_jobs
--- Several jobs' rows.
-SELECT * FROM jobs WHERE id = ANY($1::uuid[]);
-
--- name: find_by_idempotency_keys
--- The jobs submitted under some (project, idempotency key) pairs.
-SELECT j.* FROM jobs j
-JOIN unnest($1::text[], $2::text[]) AS k(project, key)
-  ON j.project = k.project AND j.idempotency_key = k.key;
+SELECT array_agg(stream_id) AS stream_ids, array_agg(version) AS versions,
+       array_agg(position) AS positions, array_agg(recorded_at) AS recorded_at,
+       (SELECT pg_notify($11, $12)::text) AS notified,
+       CASE WHEN $13::text[] IS NOT NULL THEN queue_facts($13::text[]) END AS facts,
+       clock_timestamp() AS now
+FROM appended;
