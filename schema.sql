@@ -480,8 +480,9 @@ CREATE TABLE output_retention (
 CREATE INDEX jobs_finished ON jobs (project, finished_at, id) WHERE finished_at IS NOT NULL;
 
 -- What explains why jobs wait (issue 18): see migrations/0019_fused_append.sql.
-CREATE FUNCTION queue_facts(named text[]) RETURNS jsonb LANGUAGE sql VOLATILE AS $$
-SELECT jsonb_build_object(
+CREATE FUNCTION queue_facts(named text[]) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+RETURN jsonb_build_object(
     'running', (SELECT coalesce(jsonb_agg(jsonb_build_array(project, concurrency_key, n)), '[]')
                 FROM (SELECT project, concurrency_key, count(*)::int AS n FROM jobs
                       WHERE state IN ('running', 'cancelling')
@@ -499,5 +500,6 @@ SELECT jsonb_build_object(
                    WHERE stopped_at IS NULL AND executor_error IS NULL
                      AND secrets_key_id IS NOT NULL
                      AND heartbeat_at >= clock_timestamp() - make_interval(secs => lease_seconds))
-)
+);
+END
 $$;

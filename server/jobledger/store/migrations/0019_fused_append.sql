@@ -3,8 +3,9 @@
 -- queue views (projections/queue.sql `queue_facts`): running jobs per project and
 -- concurrency key, the limits of the named projects, the tags of live workers (apart: those
 -- whose executor does not answer; and those that hold the secrets key).
-CREATE FUNCTION queue_facts(named text[]) RETURNS jsonb LANGUAGE sql VOLATILE AS $$
-SELECT jsonb_build_object(
+CREATE FUNCTION queue_facts(named text[]) RETURNS jsonb LANGUAGE plpgsql AS $$
+BEGIN
+RETURN jsonb_build_object(
     'running', (SELECT coalesce(jsonb_agg(jsonb_build_array(project, concurrency_key, n)), '[]')
                 FROM (SELECT project, concurrency_key, count(*)::int AS n FROM jobs
                       WHERE state IN ('running', 'cancelling')
@@ -22,5 +23,6 @@ SELECT jsonb_build_object(
                    WHERE stopped_at IS NULL AND executor_error IS NULL
                      AND secrets_key_id IS NOT NULL
                      AND heartbeat_at >= clock_timestamp() - make_interval(secs => lease_seconds))
-)
+);
+END
 $$;
