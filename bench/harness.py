@@ -15,7 +15,8 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator
+import urllib.parse
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -95,7 +96,10 @@ async def server(
     `database_url`: a database of a cluster already running (see `cluster`) instead of the
     server's own embedded one. `build_image`: build the test image first (the no-op executor
     needs none)."""
-    if build_image:
+    shared = os.environ.get(SHARED_CLUSTER)
+    if shared and database_url is None and data_dir is None:
+        database_url = await create_database(shared)
+    if build_image and not os.environ.get(IMAGE_BUILT):
         built = subprocess.run(
             [str(ROOT / "scripts" / "build-test-image")],
             capture_output=True, text=True, check=False,
@@ -137,6 +141,56 @@ async def server(
 
 # --- One cluster shared by several systems, and what each process spends (issue 18) ---
 
+#: Set by `run.py --quick` for the workloads it starts: the DSN of a running cluster's
+#: `postgres` database, in which `server()` makes each server a fresh database instead of
+#: starting a cluster of its own; and that the test image is built already.
+SHARED_CLUSTER = "JOBLEDGER_BENCH_CLUSTER"
+IMAGE_BUILT = "JOBLEDGER_BENCH_IMAGE_BUILT"
+
+
+async def create_database(postgres_dsn: str, name: str | None = None) -> str:
+    """A new, empty database (`name`, replacing one of that name; else a fresh name) in the
+    cluster of `postgres_dsn`; its DSN."""
+    name = name or f"bench_{os.getpid()}_{secrets.token_hex(4)}"
+    conn = await asyncpg.connect(postgres_dsn)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    parts = urllib.parse.urlsplit(postgres_dsn)
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{name}"))
+
+
+@contextlib.contextmanager
+def shared_cluster() -> Iterator[None]:
+    """For a smoke run: one embedded cluster and one build of the test image for every
+    workload started inside (see `SHARED_CLUSTER`); a full run keeps a cluster per workload,
+    as its figures (WAL, CPU of the cluster) need."""
+    built = subprocess.run(
+        [str(ROOT / "scripts" / "build-test-image")], capture_output=True, text=True, check=False
+    )
+    if built.returncode != 0:
+        raise SystemExit(f"scripts/build-test-image failed: {built.stderr.strip()}")
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))  # not stdout
+    data = Path(tempfile.mkdtemp(prefix="jobledger-bench-"))
+    data.chmod(0o755)  # as root the embedded cluster runs as `postgres`
+    pg = EmbeddedPostgres(data / "pg")
+    lock = pg.attach()
+    saved = {k: os.environ.get(k) for k in (SHARED_CLUSTER, IMAGE_BUILT)}
+    os.environ[SHARED_CLUSTER] = pg.dsn("postgres")
+    os.environ[IMAGE_BUILT] = "1"
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        pg.detach(lock)
+        subprocess.run(["rm", "-rf", str(data)], check=False)
+
 
 class Cluster(NamedTuple):
     """An embedded PostgreSQL cluster this process started and holds (see `cluster`)."""
@@ -153,13 +207,7 @@ class Cluster(NamedTuple):
 
     async def create_database(self, name: str) -> str:
         """A new, empty database of the cluster; its DSN."""
-        conn = await asyncpg.connect(self.dsn("postgres"))
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}"')
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-        return self.dsn(name)
+        return await create_database(self.dsn("postgres"), name)
 
 
 @contextlib.asynccontextmanager

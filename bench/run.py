@@ -16,6 +16,7 @@ scaleout.py (a paced drain of 20 ms jobs by 1 to 8 workers, and the claims' lock
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import subprocess
 import sys
@@ -24,7 +25,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
-from harness import machine
+from harness import machine, shared_cluster
 
 HERE = Path(__file__).resolve().parent
 
@@ -102,8 +103,10 @@ def main() -> int:
         ["/usr/lib/postgresql/15/bin/postgres", "--version"], capture_output=True, text=True
     )
     report["versions"]["postgres"] = postgres.stdout.strip()
-    for name in names:
-        report[name] = run(name, args.quick)
+    # A smoke run shares one cluster and one image build among its workloads.
+    with shared_cluster() if args.quick else contextlib.nullcontext():
+        for name in names:
+            report[name] = run(name, args.quick)
     print(json.dumps(report, indent=2))
     return 1 if any("error" in report[n] for n in names) else 0
 

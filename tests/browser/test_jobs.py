@@ -8,6 +8,7 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import asyncpg
 import pytest
@@ -184,6 +185,48 @@ async def test_an_answer_that_arrives_late_does_not_take_the_page_back(
     await page.evaluate("() => new Promise((r) => requestAnimationFrame(() => setTimeout(r)))")
     assert await page.get_attribute("article.job", "data-state") == "cancelled"
     assert await page.get_by_role("button", name="Cancel job").count() == 0
+
+
+async def test_a_list_read_that_answers_late_does_not_take_a_row_back(
+    page: Any, web: Web, test_image: str
+) -> None:
+    # The list read (the job `running`) answering after the watch pushed `cancelled`, as
+    # under load: the list replaced its rows with the older ones and kept them.
+    label = f"late-{datetime.now(UTC).timestamp()}"
+    job = await web.submit(test_image, "sleep 60", stop_grace_seconds=1, labels={"test": label})
+    async with asyncio.timeout(30):
+        while (await asyncio.to_thread(web.api, "GET", f"/api/v1/jobs/{job['id']}"))[
+            "state"
+        ] != "running":
+            await asyncio.sleep(0.1)
+    held: list[Any] = []  # the list reads made, each answered once released
+    answered: list[Any] = []
+    release = asyncio.Event()
+
+    async def answer_late(route: Any) -> None:
+        answer = await route.fetch()  # the list as it stands: the job running
+        held.append(route)
+        await release.wait()
+        await route.fulfill(response=answer)
+        answered.append(route)
+
+    await page.route(lambda url: urlsplit(url).path == "/api/v1/jobs", answer_late)
+    await sign_in_as(page, web.viewer)
+    await page.goto(f"/jobs?label=test={label}")
+    await page.wait_for_selector(".live[data-live=live]")
+    async with asyncio.timeout(30):
+        while not held:
+            await asyncio.sleep(0.05)
+    await asyncio.to_thread(web.api, "POST", f"/api/v1/jobs/{job['id']}/cancel", {})
+    row = f"tr[data-job-id='{job['id']}']"
+    await wait_state(page, row, "cancelled")  # pushed by the watch while the reads wait
+    release.set()
+    async with asyncio.timeout(30):
+        while len(answered) < len(held):
+            await asyncio.sleep(0.05)
+    # Let the page handle the answers (their tasks, then a frame) before looking.
+    await page.evaluate("() => new Promise((r) => requestAnimationFrame(() => setTimeout(r)))")
+    assert await page.get_attribute(row, "data-state") == "cancelled"
 
 
 async def test_the_time_slider_shows_the_job_queued_before_it_started(

@@ -4,10 +4,16 @@ environment variables, and what it prints besides its answer."""
 from __future__ import annotations
 
 import io
+import json
+import logging
+import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import structlog
 
+from jobledger import logconfig
 from jobledger.cli import build_parser, main
 from jobledger.cli.clientverbs import spec_of
 from jobledger.cli.replay import PROJECTIONS, ProgressLine
@@ -127,3 +133,35 @@ def test_replay_prints_its_answer_without_server_logs(data_dir: Path) -> None:
     for err in (verified.stderr, exported.stderr):
         assert "embedded postgresql" not in err
         assert not [line for line in err.splitlines() if line.startswith("{")]
+
+
+@pytest.fixture
+def restore_logging() -> Iterator[None]:
+    """Put back the test process's logging after a test configures it as the CLI does."""
+    saved, root = structlog.get_config(), logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    structlog.configure(**saved)
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+def test_log_lines_go_to_the_stderr_of_the_moment(
+    monkeypatch: pytest.MonkeyPatch, restore_logging: None
+) -> None:
+    # The CLI configures logging once; whoever swaps sys.stderr later (pytest's capture,
+    # an embedding program) gets the lines, and a stream closed since is never written to
+    # (a logger bound to one made every later log call raise in this test process).
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    logconfig.configure("json", "info")
+    first.close()
+    second = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", second)
+    structlog.get_logger("jobledger.test").info("from structlog", n=1)
+    logging.getLogger("aiohttp.test").warning("from the standard library")
+    lines = [json.loads(line) for line in second.getvalue().splitlines()]
+    assert [(e["event"], e["level"]) for e in lines] == [
+        ("from structlog", "info"),
+        ("from the standard library", "warning"),
+    ]

@@ -11,6 +11,7 @@ import urllib.request
 import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
+from pathlib import Path
 
 import aiohttp
 import msgspec
@@ -634,29 +635,24 @@ def test_job_details_name_secrets_and_the_definition_never_a_value() -> None:
 
 
 @pytest.mark.parametrize(
-    ("argv", "what"),
+    ("argv", "what", "content"),
     [
-        (["definitions", "put", "etl", "-f", "{file}"], "the definition"),
-        (["environments", "put", "prod", "-f", "{file}"], "the environment"),
-        (["workflows", "submit", "{file}"], "a workflow"),
+        (["definitions", "put", "etl", "-f", "{file}"], "the definition", None),
+        (["environments", "put", "prod", "-f", "{file}"], "the environment", b"{not json"),
+        (["workflows", "submit", "{file}"], "a workflow", b"\xff\xfe"),
         (["schedules", "create", "nightly", "--cron", "0 3 * * *", "--workflow", "{file}"],
-         "a workflow"),
+         "a workflow", b"{not json"),
     ],
 )  # fmt: skip
-@pytest.mark.parametrize("content", [None, b"{not json", b"\xff\xfe"])
-def test_a_json_file_argument_that_cannot_be_read_is_a_usage_error(
-    argv: list[str],
-    what: str,
-    content: bytes | None,
-    tmp_path: object,
-    capsys: pytest.CaptureFixture[str],
+async def test_a_json_file_argument_that_cannot_be_read_is_a_usage_error(
+    argv: list[str], what: str, content: bytes | None, tmp_path: Path
 ) -> None:
-    # Read before any request: the URL is never asked (nothing listens there).
-    path = tmp_path / "in.json"  # type: ignore[operator]
+    # Read before any request: the URL is never asked (nothing listens there). A missing
+    # file, broken JSON, bytes that are not UTF-8; every verb reads through one function.
+    path = tmp_path / "in.json"
     if content is not None:
         path.write_bytes(content)
     url = f"http://127.0.0.1:{free_port()}"
-    code = cli.main([*(a.format(file=path) for a in argv), "--url", url, "--token", "t"])
-    out, err = capsys.readouterr()
+    code, out, err = await run(*(a.format(file=path) for a in argv), "--url", url, "--token", "t")
     assert code == 2, (out, err)
     assert f"cannot read {what} from {path}" in err

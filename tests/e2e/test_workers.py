@@ -13,7 +13,7 @@ import asyncpg
 from jobledger.domain.events import EventMeta, FailureReason
 from jobledger.domain.jobs import JobState
 from jobledger.service import JobService
-from tests.docker_rig import containers
+from tests.docker_rig import containers, left_behind
 from tests.e2e.conftest import Worker
 from tests.factories import spec
 from tests.watching import JobWatcher
@@ -97,5 +97,5 @@ async def test_a_killed_worker_adopts_its_containers_when_it_restarts(
     for job_id in (still_running, ends_meanwhile, vanishes):
         events = [type(r.event).__name__ for r in await service.store.read_stream(job_id)]
         assert events.count("JobStarted") == 1  # one attempt, followed across the crash
-    assert containers("jobledger.worker=phoenix") == []
+    assert await left_behind("jobledger.worker=phoenix") == []
     assert workers[1].stop() == 0

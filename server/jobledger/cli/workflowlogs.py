@@ -112,6 +112,7 @@ async def follow(client: Client, run_id: str, as_json: bool) -> WorkflowRunOut:
     async def one(step: WorkflowStepOut, job_id: uuid.UUID) -> None:
         assert printer is not None
         pause = JOB_PAUSE[0]
+        last_look = False
         while True:
             try:
                 async for message in client.follow_logs(str(job_id)):
@@ -122,9 +123,14 @@ async def follow(client: Client, run_id: str, as_json: bool) -> WorkflowRunOut:
                 if exc.status != 404:
                     raise
                 # No job yet: it is being made, or never will be (the step was cancelled
-                # first, which the run tells).
-                if ended(step.name):
+                # first, which the run tells). A step seen ended may also have run its
+                # whole job since the last look: one more look, made after the run said
+                # so, finds the job if it was ever made.
+                if last_look:
                     return
+                if ended(step.name):
+                    last_look = True
+                    continue
             await asyncio.sleep(pause)
             pause = min(JOB_PAUSE[1], pause * 2)
 

@@ -108,6 +108,20 @@ export function JobsPage() {
   const [loading, setLoading] = useState(true);
   const generation = useRef(0);
   const rendered = useRef(false);
+  // The newest state the watch pushed of each job, with the push's number: a page read that
+  // began before a push may answer after it, and must not take a row back to an older
+  // version (or back into a list its state has left).
+  const pushed = useRef(new Map());
+  const pushes = useRef(0);
+  const newest = (rows) => rows.flatMap((row) => {
+    const p = pushed.current.get(row.id);
+    if (!p || p.job.version <= row.version) return [row];
+    return p.matches === false ? [] : [p.job];
+  });
+  // Pushes from before a read began are in what it read: forget them once it answers.
+  const forgetBefore = (n) => {
+    for (const [id, p] of pushed.current) if (p.n < n) pushed.current.delete(id);
+  };
   // For bench/dashboard.py: when a loaded page's rows are in the DOM.
   useLayoutEffect(() => {
     if (rendered.current) { rendered.current = false; performance.mark('jobledger:jobs-rendered'); }
@@ -121,11 +135,13 @@ export function JobsPage() {
   };
   const load = async () => {
     const mine = ++generation.current;
+    const began = pushes.current;
     setLoading(true);
     try {
       const page = await api(`/jobs${query({ ...filters, limit: PAGE })}`);
       if (mine !== generation.current) return;
-      setJobs(page.jobs);
+      setJobs(newest(page.jobs));
+      forgetBefore(began);
       setCursor(page.next_cursor);
       setError(null);
       rendered.current = true;
@@ -139,12 +155,12 @@ export function JobsPage() {
   const older = async () => {
     try {
       const page = await api(`/jobs${query({ ...filters, limit: PAGE, cursor })}`);
-      setJobs((js) => [...js, ...page.jobs.filter((j) => !js.some((x) => x.id === j.id))]);
+      setJobs((js) => [...js, ...newest(page.jobs).filter((j) => !js.some((x) => x.id === j.id))]);
       setCursor(page.next_cursor);
     } catch (e) { setError(e); }
   };
 
-  useEffect(() => { load(); }, [search]);
+  useEffect(() => { pushed.current.clear(); load(); }, [search]);
 
   // Live: one WebSocket of job changes for this view; counts follow each change.
   useEffect(() => {
@@ -160,8 +176,12 @@ export function JobsPage() {
         if (msg.type === 'resync' || msg.type === 'hello') { load(); return; }
         if (msg.type !== 'job') return;
         const job = msg.job;
+        const before = pushed.current.get(job.id);
+        if (before && before.job.version > job.version) return;
+        pushed.current.set(job.id, { job, matches: msg.matches, n: ++pushes.current });
         setJobs((js) => {
           const i = js.findIndex((x) => x.id === job.id);
+          if (i >= 0 && js[i].version > job.version) return js;
           if (msg.matches === false) return i < 0 ? js : js.filter((x) => x.id !== job.id);
           if (i >= 0) return js.map((x) => (x.id === job.id ? job : x));
           // A new job is the newest: it goes on top (older ones belong to later pages).
