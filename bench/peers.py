@@ -4,7 +4,9 @@ submit one at a time (1 client), 16 concurrent clients (jobledger only: PgQueuer
 client is the reference), batches of 500, and a queue of no-op jobs drained by one worker
 with 10 slots. For each: jobs/s, call p50/p99, CPU ms per job of each process (API server,
 worker, PostgreSQL, this load generator) and WAL bytes per job; then jobledger's figures as
-ratios to PgQueuer's and the issue's targets, met or not.
+ratios to PgQueuer's and the issue's targets, met or not; and the floors under them on the
+same cluster (floors.py: a bare aiohttp app with and without one INSERT, and one submit's
+rows with fewer and fewer of the tables' parts).
 
     .venv/bin/python bench/peers.py [--serial 1000] [--concurrent 4000] [--batch-jobs 20000]
                                     [--drain 10000] [--rounds 2] [--systems jobledger,pgqueuer]
@@ -37,6 +39,7 @@ from typing import Any
 
 import aiohttp
 import asyncpg
+import floors
 from engine import RUNNABLE, start_worker, submit_batches, submit_clients
 from harness import (
     ADMIN_TOKEN,
@@ -394,6 +397,8 @@ async def main() -> None:
             for system in order:
                 dsn = await c.create_database(f"{system}_{n + 1}")
                 rounds[system].append(await RUNNERS[system](c, dsn, a))
+        # The floors under the targets, on the same cluster in the same run (floors.py).
+        floor = await floors.measure(c) if "jobledger" in systems else None
         conn = await asyncpg.connect(c.dsn("postgres"))
         postgres = await conn.fetchval("SELECT version()")
         await conn.close()
@@ -412,9 +417,13 @@ async def main() -> None:
             label: ratio(figure(jl, w, p), figure(pq, w, p)) for label, w, p in FIGURES
         }
         report["targets"] = targets(jl, pq)
+    if floor is not None:
+        report["floors"] = floor
     report["machine"] = machine()
     print(json.dumps(report, indent=2))
     print(table(summaries), file=sys.stderr)
+    if floor is not None:
+        print(floors.table(floor, summaries.get("pgqueuer")), file=sys.stderr)
     if "targets" in report:
         met = sum(1 for t in report["targets"] if t["met"])
         r = report["ratios_to_pgqueuer"]
