@@ -13,7 +13,7 @@ CREATE TABLE schema_migrations (
     applied_at timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 -- The version this file stands for: the last migration's.
-INSERT INTO schema_migrations (version, name) VALUES (20, '0020_fused_append');
+INSERT INTO schema_migrations (version, name) VALUES (19, '0019_labels_partial');
 
 -- The event log: the source of truth (design map I2). One stream per aggregate.
 CREATE TABLE events (
@@ -479,28 +479,3 @@ CREATE TABLE output_retention (
     updated_at  timestamptz NOT NULL DEFAULT clock_timestamp()
 );
 CREATE INDEX jobs_finished ON jobs (project, finished_at, id) WHERE finished_at IS NOT NULL;
-
--- What explains why jobs wait (issue 18): see migrations/0019_fused_append.sql.
-CREATE FUNCTION queue_facts(named text[]) RETURNS jsonb LANGUAGE plpgsql AS $$
-BEGIN
-RETURN jsonb_build_object(
-    'running', (SELECT coalesce(jsonb_agg(jsonb_build_array(project, concurrency_key, n)), '[]')
-                FROM (SELECT project, concurrency_key, count(*)::int AS n FROM jobs
-                      WHERE state IN ('running', 'cancelling')
-                      GROUP BY project, concurrency_key) c),
-    'limits', (SELECT coalesce(jsonb_agg(jsonb_build_array(name, max_running_jobs)), '[]')
-               FROM projects WHERE name = ANY(named)),
-    'live_tags', (SELECT coalesce(jsonb_agg(tags), '[]') FROM workers
-                  WHERE stopped_at IS NULL AND executor_error IS NULL
-                    AND heartbeat_at >= clock_timestamp() - make_interval(secs => lease_seconds)),
-    'unavailable_tags', (SELECT coalesce(jsonb_agg(tags), '[]') FROM workers
-                         WHERE stopped_at IS NULL AND executor_error IS NOT NULL
-                           AND heartbeat_at >= clock_timestamp()
-                                               - make_interval(secs => lease_seconds)),
-    'keyed_tags', (SELECT coalesce(jsonb_agg(tags), '[]') FROM workers
-                   WHERE stopped_at IS NULL AND executor_error IS NULL
-                     AND secrets_key_id IS NOT NULL
-                     AND heartbeat_at >= clock_timestamp() - make_interval(secs => lease_seconds))
-);
-END
-$$;

@@ -41,6 +41,7 @@ from harness import (
 
 from jobledger.domain.events import EventMeta, JobSubmitted, encode_event
 from jobledger.domain.specs import JobSpec
+from jobledger.projections.jobs import QUERIES as JOBS_QUERIES
 from jobledger.service import JobService
 from jobledger.store.db import create_pool
 from jobledger.store.eventstore import EventStore
@@ -142,15 +143,10 @@ async def submit_by_definition(http: aiohttp.ClientSession, url: str, n: int) ->
     }
 
 
-#: The batch floor's `jobs` rows: the views as they are, no projection logic.
-ROWS = "INSERT INTO jobs SELECT * FROM jsonb_populate_recordset(NULL::jobs, $1::jsonb)"
-
-
 async def batch_floor(dsn: str, size: int = 500, rounds: int = 8) -> dict[str, Any]:
-    """The database's own floor for a batch submit: the events (`append_events`, with their
-    hash chain), the `jobs` rows (a plain INSERT of the views) and the commit, each timed on
-    its own, with every argument built beforehand, so no HTTP, decoding or folding is in the
-    figure (the server writes the same rows in one statement: `append_jobs`)."""
+    """The database's own floor for a batch submit: the two statements of the append (events
+    with their hash chain; the `jobs` rows and the NOTIFY) and the commit, with every
+    argument built beforehand, so no HTTP, decoding or folding is in the figure."""
     pool = await create_pool(dsn)
     try:
         service = JobService(EventStore(pool))
@@ -171,7 +167,7 @@ async def batch_floor(dsn: str, size: int = 500, rounds: int = 8) -> dict[str, A
                 t0 = time.perf_counter()
                 await conn.fetch(STORE_QUERIES["append_events"], *events)
                 t1 = time.perf_counter()
-                await conn.execute(ROWS, rows)
+                await conn.execute(JOBS_QUERIES["upsert_jobs"], rows, "bench_floor", "{}", "[]")
                 t2 = time.perf_counter()
                 await conn.execute("COMMIT")
                 t3 = time.perf_counter()

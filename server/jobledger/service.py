@@ -4,6 +4,7 @@ re-run `decide` on fresh state when another writer got there first (I4)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -36,7 +37,7 @@ from .projections.named import Projections
 from .projections.registry import PROJECTIONS
 from .store import secretvalues
 from .store.db import DB_ERRORS, Conn
-from .store.eventstore import Announce, AppendItem, EventStore, FusedHook, InlineHook
+from .store.eventstore import Announce, AppendItem, EventStore, InlineHook
 
 log = structlog.get_logger(__name__)
 
@@ -82,21 +83,14 @@ class StreamService:
         inline: Callable[[Any], InlineHook] | None = None,
         follow: Callable[[EventMeta, Any], EventMeta] | None = None,
         also: InlineHook | None = None,
-        fused: Callable[[Any], FusedHook] | None = None,
-        appended: list[Recorded] | None = None,
     ) -> Any:
         """Apply a command to a stream and return its new state; raises the domain error
         `decide` raises. `inline(prior state)` gives the append's inline projection
-        (default: the kind's registered state projection, if it has one), or `fused(prior
-        state)` one fused into the append's statement; `also` runs after it in the same
-        transaction (e.g. a write beside the log); `follow(meta, prior state)` gives the
-        events' metadata, if it depends on the state. `appended` gets the events written."""
+        (default: the kind's registered state projection, if it has one); `also` runs
+        after it in the same transaction (e.g. a write beside the log); `follow(meta,
+        prior state)` gives the events' metadata, if it depends on the state."""
         stream_kind = self.kinds.get(kind)
-        if (
-            inline is None
-            and fused is None
-            and (projection := self.projections.get(kind)) is not None
-        ):
+        if inline is None and (projection := self.projections.get(kind)) is not None:
             inline = lambda state: projection.inline({stream_id: state})  # noqa: E731
         for _ in range(self.max_attempts):
             state, version = await self.load(kind, stream_id)
@@ -108,13 +102,10 @@ class StreamService:
                     [AppendItem(stream_id, version, events, stream_type=kind)],
                     follow(meta, state) if follow is not None else meta,
                     inline=_both(inline(state) if inline is not None else None, also),
-                    fused=fused(state) if fused is not None else None,
                 )
             except ConcurrencyError:
                 log.debug("append conflict, deciding again", stream_id=str(stream_id))
                 continue
-            if appended is not None:
-                appended[:] = recorded
             return stream_kind.fold(recorded, state)
         raise ConcurrencyError(
             f"gave up after {self.max_attempts} conflicting attempts", stream_id=str(stream_id)
@@ -156,14 +147,18 @@ class JobService:
         """Apply a command to a job, retrying `decide` on fresh state after a conflict.
         Raises the domain error `decide` raises (not found, invalid transition)."""
         appended: list[Recorded] = []
+
+        def inline(state: Job | None) -> InlineHook:
+            project = jobs_projection.inline({job_id: state})
+
+            async def hook(conn: Conn, recorded: list[Recorded], announce: Announce) -> None:
+                appended[:] = recorded  # the last try's events: those that commit
+                await project(conn, recorded, announce)
+
+            return hook
+
         job: Job | None = await self.streams.execute(
-            JOB.name,
-            job_id,
-            command,
-            meta,
-            fused=lambda state: jobs_projection.AppendJobs({job_id: state}),
-            follow=following,
-            appended=appended,
+            JOB.name, job_id, command, meta, inline=inline, follow=following
         )
         assert job is not None
         if appended:
@@ -178,19 +173,15 @@ class JobService:
         known: Mapping[uuid.UUID, Job] | None = None,
         metas: Mapping[uuid.UUID, EventMeta] | None = None,
         appended: list[Recorded] | None = None,
-        facts: list[queue.QueueFacts] | None = None,
     ) -> list[Job]:
-        """Apply one command to each of several jobs in the caller's transaction (or, on a
-        connection outside one, in the append's one statement), all appended at once. Jobs
-        whose command is refused (a race: e.g. cancelled meanwhile) are left out; a
-        concurrent append to any of them raises `ConcurrencyError` and nothing is written
-        (the caller's transaction rolls back). `known` states (e.g. `jobs` rows just read) are
+        """Apply one command to each of several jobs in the caller's transaction, all
+        appended at once. Jobs whose command is refused (a race: e.g. cancelled meanwhile)
+        are left out; a concurrent append to any of them raises `ConcurrencyError` and the
+        caller's transaction rolls back. `known` states (e.g. `jobs` rows just read) are
         decided on without reading their streams; a stale one fails the version check.
         `metas` gives some jobs' events their own metadata (requests grouped together);
         without, a job's events follow from its state as `following` says. `appended` gets
-        the events, for the caller to count once its transaction commits (`metrics`);
-        `facts`, the queue facts the append's statement read, if some job is queued after it
-        (for its waiting reason: `queue.reasons`)."""
+        the events, for the caller to count once its transaction commits (`metrics`)."""
         known = known or {}
         metas = metas or {}
         # A submit creates its stream: nothing to read for it.
@@ -208,12 +199,11 @@ class JobService:
             priors[job_id] = state
             own = metas.get(job_id) or following(meta, state)
             items.append(AppendItem(job_id, state.version if state else 0, events, own))
-        project = jobs_projection.AppendJobs(priors, facts=facts is not None)
-        recorded = await self.store.append_many(items, meta, fused=project, conn=conn)
+        recorded = await self.store.append_many(
+            items, meta, inline=jobs_projection.inline(priors), conn=conn
+        )
         if appended is not None:
             appended.extend(recorded)
-        if facts is not None and project.facts_row is not None:
-            facts.append(queue.facts_of(project.facts_row))
         by_stream: dict[uuid.UUID, list[Recorded]] = {}
         for rec in recorded:
             by_stream.setdefault(rec.stream_id, []).append(rec)
@@ -321,31 +311,33 @@ class JobService:
         `job_ids` gives some of them their id (None or absent: a fresh one)."""
         given = list(job_ids) + [None] * (len(new) - len(job_ids))
         ids = [i or uuid7() for i in given]
-        appended: list[Recorded] = []
-        facts: list[queue.QueueFacts] = []
         committed = False
+        appended: list[Recorded] = []
         conn = await self.pool.acquire()
         try:
+            tx = conn.transaction()
+            await tx.start()
             try:
-                # Outside a transaction: the append is one statement, atomic on its own.
                 jobs = await self.execute_batch(
                     {i: command for i, (command, _) in zip(ids, new, strict=True)},
                     new[0][1],
                     conn,
                     metas={i: meta for i, (_, meta) in zip(ids, new, strict=True)},
                     appended=appended,
-                    facts=facts,
                 )
+                views = {j.id: jobs_projection.view_of(j) for j in jobs}
+                projects = queue.projects_waiting(list(views.values()))
+                facts = await queue.queue_facts(conn, projects) if projects else None
+            except BaseException:
+                with contextlib.suppress(Exception):
+                    await tx.rollback()
+                raise
+            try:
+                await tx.commit()
             except DB_ERRORS as exc:
-                if _rolled_back(exc):
-                    raise
-                # The answer to the statement was lost, not necessarily its commit: the
-                # response must say whether the jobs exist, so ask the database (raises if
-                # not); they are then as their rows say.
-                views = {v.id: v for v in await self._confirm_commit(ids, exc)}
-                committed = True
-                reasons = await self._reasons_after_commit(list(views.values()))
-                return [(views[i], reasons.get(i)) for i in ids]
+                # The answer to COMMIT was lost, not necessarily the commit: the response
+                # must say whether the jobs exist, so ask the database (raises if not).
+                await self._confirm_commit(ids, exc)
             committed = True
             self.metrics.recorded(appended, {j.id: j for j in jobs})
         finally:
@@ -356,18 +348,8 @@ class JobService:
                     raise
                 # Nothing after the commit may fail a request whose jobs exist.
                 log.warning("releasing a connection after a commit failed", exc_info=True)
-        views = {j.id: jobs_projection.view_of(j) for j in jobs}
-        reasons = queue.reasons(facts[0], list(views.values())) if facts else {}
+        reasons = queue.reasons(facts, list(views.values())) if facts is not None else {}
         return [(views[i], reasons.get(i)) for i in ids]
-
-    async def _reasons_after_commit(self, views: Sequence[JobView]) -> dict[uuid.UUID, str]:
-        """Why committed jobs wait, read after the commit: none if the database cannot say
-        now (nothing after the commit may fail a request whose jobs exist)."""
-        try:
-            return await queue.waiting_reasons(self.pool, views)
-        except DB_ERRORS:
-            log.warning("no waiting reasons for committed jobs", exc_info=True)
-            return {}
 
     async def _check_secrets(
         self,
@@ -384,17 +366,17 @@ class JobService:
 
     async def _confirm_commit(
         self, ids: Sequence[uuid.UUID], exc: BaseException, seconds: float = 10.0
-    ) -> list[JobView]:
-        """The jobs of a statement (or a transaction's COMMIT) that raised `exc`, if they
-        exist; raise `exc` if they do not, or if the database cannot say within `seconds`.
-        The connection that sent it was cut (a terminated backend, a restart): its
-        transaction either committed or never will, and another connection sees which."""
+    ) -> None:
+        """Return if the jobs of a transaction whose COMMIT raised `exc` exist; raise `exc`
+        if they do not, or if the database cannot say within `seconds`. The connection that
+        sent COMMIT was cut (a terminated backend, a restart): its transaction either
+        committed or never will, and another connection sees which."""
         backoff = 0.1
         try:
             async with asyncio.timeout(seconds):
                 while True:
                     try:
-                        found = await jobs_projection.get_many(self.pool, ids)
+                        found = len(await jobs_projection.get_many(self.pool, ids))
                         break
                     except DB_ERRORS:
                         await asyncio.sleep(backoff)
@@ -402,10 +384,9 @@ class JobService:
         except TimeoutError:
             log.warning("submit outcome unknown: the database did not answer", jobs=len(ids))
             raise exc from None
-        if len(found) != len(ids):
+        if found != len(ids):
             raise exc
-        log.info("submit committed though its answer was lost", jobs=len(ids))
-        return found
+        log.info("submit committed though its COMMIT's answer was lost", jobs=len(ids))
 
     async def submit_batch(
         self, specs: Sequence[JobSpec], meta: EventMeta

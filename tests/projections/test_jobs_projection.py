@@ -34,7 +34,7 @@ async def folded(service: JobService, job_id: object) -> JobView:
 
 
 def test_view_fields_are_the_table_columns_in_order() -> None:
-    sql = jobs_projection.QUERIES["append_jobs"]
+    sql = jobs_projection.QUERIES["upsert_jobs"]
     start = sql.index("INSERT INTO jobs (") + len("INSERT INTO jobs (")
     listed = sql[start : sql.index(")", start)]
     assert [c.strip() for c in listed.split(",")] == list(jobs_projection.COLUMNS)

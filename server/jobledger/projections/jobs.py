@@ -6,7 +6,7 @@ from __future__ import annotations
 import base64
 import uuid
 from collections.abc import Iterable, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,16 +18,11 @@ from ..domain.jobs import Job, JobState, fold
 from ..domain.specs import JobSpec, SecretRef
 from ..domain.templates import FromDefinition
 from ..store.db import Conn
-from ..store.eventstore import Announce, Change, Fused, PendingTime
-from ..store.queries import QUERIES as STORE_QUERIES
+from ..store.eventstore import Announce, Change, InlineHook
 from ..store.queries import load_queries
 from ..store.where import Where
 
 QUERIES = load_queries(Path(__file__).with_name("jobs.sql"))
-# The fused append inserts the events with the event store's own statement, word for word.
-QUERIES["append_jobs"] = QUERIES["append_jobs"].replace(
-    "APPEND_EVENTS", STORE_QUERIES["append_events"]
-)
 
 
 class JobView(msgspec.Struct, kw_only=True):
@@ -85,7 +80,7 @@ COLUMNS: tuple[str, ...] = JobView.__struct_fields__
 
 
 class JobChange(msgspec.Struct, kw_only=True):
-    """The columns of a `jobs` row a transition may change (append_jobs' update): all but
+    """The columns of a `jobs` row a transition may change (upsert_jobs' update): all but
     what the submit fixed (the spec and what is taken from it, who, when, where from)."""
 
     id: uuid.UUID
@@ -217,72 +212,23 @@ def row_args(view: JobView) -> list[Any]:
     return args
 
 
-#: The time columns a fold may take from its events' times of recording: those that
-#: `append_jobs` fills from the events it inserts (with `last_position`). Every time
-#: column of `JobView` (tests/projections check it).
-PENDING_TIMES = (
-    "scheduled_for", "created_at", "updated_at", "started_at", "finished_at",
-    "cancel_requested_at",
-)  # fmt: skip
-_MICROSECOND = timedelta(microseconds=1)
+def inline(priors: Mapping[uuid.UUID, Job | None]) -> InlineHook:
+    """The inline projection of an append: fold each stream's new events onto its prior
+    state (None for a new job), write the rows and announce the changes, in one statement."""
 
-
-class AppendJobs:
-    """The `jobs` projection fused into the append's one statement (`EventStore.append_many`
-    with `fused=`): folds each stream's new events onto its prior state (None for a new job)
-    in Python, with the events' positions and times still pending; the statement writes the
-    rows with the values the events got. With `facts`, the statement also reads the queue
-    facts of the projects of the jobs that are queued after it (`facts_row` then holds the
-    answer: see `queue.facts_of`)."""
-
-    def __init__(self, priors: Mapping[uuid.UUID, Job | None], *, facts: bool = False) -> None:
-        self.priors = priors
-        self.facts = facts
-        #: The statement's answer row once the append ran (None before, or without facts).
-        self.facts_row: asyncpg.Record | None = None
-
-    def __call__(self, pending: list[Recorded], announce: Announce) -> Fused:
+    async def hook(conn: Conn, recorded: list[Recorded], announce: Announce) -> None:
         by_stream: dict[uuid.UUID, list[Recorded]] = {}
-        for rec in pending:
+        for rec in recorded:
             by_stream.setdefault(rec.stream_id, []).append(rec)
-        jobs = [j for sid, recs in by_stream.items() if (j := fold(recs, self.priors.get(sid)))]
+        jobs = [j for sid, recs in by_stream.items() if (j := fold(recs, priors.get(sid)))]
         channel, payload = announce([Change(j.id, j.version, j.state.value) for j in jobs])
-        # A new job's whole view; for a job with a row, what a transition changes.
-        views: list[JobView | JobChange] = []
-        slots: dict[str, dict[str, Any]] = {}
-        for job in jobs:
-            view = view_of(job) if self.priors.get(job.id) is None else change_of(job)
-            here: dict[str, Any] = {}
-            for name in PENDING_TIMES:
-                if isinstance(at := getattr(view, name, None), PendingTime):
-                    here[name] = [at.index, at.offset // _MICROSECOND]
-            if view.last_position < 0:
-                here["last_position"] = -view.last_position
-            if here:
-                # The row's own values there are replaced in the statement.
-                blank = {name: None for name in here if name != "last_position"}
-                view = msgspec.structs.replace(view, **blank, last_position=0)
-            slots[str(job.id)] = here
-            views.append(view)
-        projects = (
-            sorted({j.spec.project for j in jobs if j.state is JobState.QUEUED})
-            if self.facts
-            else []
-        )
-        return Fused(
-            QUERIES["append_jobs"],
-            [
-                _encoder.encode(views).decode(),
-                _encoder.encode(slots).decode(),
-                channel,
-                payload,
-                projects or None,
-            ],
-            self._answered if projects else None,
+        rows = _encoder.encode([view_of(j) for j in jobs if priors.get(j.id) is None])
+        changes = _encoder.encode([change_of(j) for j in jobs if priors.get(j.id) is not None])
+        await conn.execute(
+            QUERIES["upsert_jobs"], rows.decode(), channel, payload, changes.decode()
         )
 
-    def _answered(self, row: asyncpg.Record) -> None:
-        self.facts_row = row
+    return hook
 
 
 async def get(conn: Conn | asyncpg.Pool, job_id: uuid.UUID) -> JobView | None:

@@ -125,13 +125,12 @@ async def claim(
     """Record the outcomes of this worker's jobs that ended and start up to `n` queued jobs,
     in one transaction under the claim lock, so two schedulers never both take a job or both
     fill a project's last slot. Decides from `jobs` rows (the candidates', the ending jobs'):
-    at most five round trips whatever the numbers (the append is one statement:
-    `jobs.AppendJobs`). A concurrent append to any of these jobs (e.g. a cancel request)
-    raises `ConcurrencyError` and nothing is written. A worker that holds the secrets key
-    (`has_key`) also takes jobs whose environment uses secrets: their JobStarted records the
-    version each reference resolves to now. `priors`: the state of some ending jobs as the
-    caller knows it (their rows are not read; if one moved on meanwhile, the append's version
-    check raises `ConcurrencyError`)."""
+    at most six round trips whatever the numbers. A concurrent append to any of these jobs
+    (e.g. a cancel request) raises `ConcurrencyError` and nothing is written. A worker that
+    holds the secrets key (`has_key`) also takes jobs whose environment uses secrets: their
+    JobStarted records the version each reference resolves to now. `priors`: the state of
+    some ending jobs as the caller knows it (their rows are not read; if one moved on
+    meanwhile, the append's version check raises `ConcurrencyError`)."""
     outcomes = outcomes or {}
     meta = EventMeta(actor=f"worker:{worker_id}")
     appended: list[Recorded] = []

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import asyncpg
@@ -85,58 +84,6 @@ Announce = Callable[[list[Change]], tuple[str, str]]
 #: If it does not call `announce`, the append sends the NOTIFY itself, listing the streams.
 InlineHook = Callable[[Conn, list[Recorded], Announce], Awaitable[None]]
 
-
-class PendingTime(datetime):
-    """The time of recording of an event not yet inserted, as a fused append's projection
-    folds it: the `index`-th event (from 1) this append adds to the stream, plus `offset`
-    (a fold may compute a time from it, e.g. a retry's `scheduled_for`). The statement puts
-    the event's real `recorded_at` (plus the offset) where such a value ends up."""
-
-    index: int
-    offset: timedelta
-
-    def __new__(cls, index: int, offset: timedelta = timedelta(0)) -> PendingTime:
-        self = super().__new__(cls, 1970, 1, 1, tzinfo=UTC)
-        self.index = index
-        self.offset = offset
-        return self
-
-    def __add__(self, other: object) -> PendingTime:
-        if not isinstance(other, timedelta):
-            return NotImplemented
-        return PendingTime(self.index, self.offset + other)
-
-    __radd__ = __add__
-
-    def __sub__(self, other: object) -> Any:
-        if isinstance(other, timedelta):
-            return PendingTime(self.index, self.offset - other)
-        raise TypeError("a pending time has no value to subtract from yet")
-
-
-def pending_position(index: int) -> int:
-    """The position a fused append's projection folds for the `index`-th event (from 1) the
-    append adds to a stream: negative, which no real position is."""
-    return -index
-
-
-class Fused(msgspec.Struct, frozen=True):
-    """What a fused inline projection adds to the append's statement: the statement (its
-    parameters $1-$8 are the events, as `append_events` takes them; it answers one row with
-    the arrays `stream_ids`, `versions`, `positions`, `recorded_at` of the inserted events),
-    its further arguments, and who gets the answer row (e.g. for facts read in it)."""
-
-    query: str
-    args: Sequence[Any]
-    answer: Callable[[asyncpg.Record], None] | None = None
-
-
-#: An inline projection fused into the append's one statement (a round trip, and for an
-#: append on its own connection, the transaction, saved): given the events with pending
-#: positions and times (`pending_position`, `PendingTime`), it gives its statement; it
-#: calls `announce` for the statement's one NOTIFY.
-FusedHook = Callable[[list[Recorded], Announce], Fused]
-
 _meta_decoder = msgspec.json.Decoder(EventMeta)
 _encoder = msgspec.json.Encoder()
 
@@ -162,27 +109,6 @@ def _default_changes(recorded: list[Recorded]) -> list[Change]:
     for rec in recorded:
         last[rec.stream_id] = rec.version
     return [Change(sid, v) for sid, v in last.items()]
-
-
-@contextlib.contextmanager
-def _refusals(items: Sequence[AppendItem]) -> Iterator[None]:
-    """Turn the database's refusals of an append's expected versions into `ConcurrencyError`."""
-    try:
-        yield
-    except asyncpg.UniqueViolationError as exc:
-        if exc.constraint_name != "events_stream_version":
-            raise
-        raise ConcurrencyError(
-            "another writer appended to the stream first",
-            stream_ids=sorted({str(i.stream_id) for i in items}),
-        ) from exc
-    except asyncpg.PostgresError as exc:
-        if exc.sqlstate != STREAM_BEHIND:
-            raise
-        # The trigger names the stream in the detail.
-        raise ConcurrencyError(
-            "stream is not at the expected version", stream_ids=[exc.detail]
-        ) from exc
 
 
 class EventStore:
@@ -212,33 +138,21 @@ class EventStore:
         meta: EventMeta,
         *,
         inline: InlineHook | None = None,
-        fused: FusedHook | None = None,
         conn: Conn | None = None,
     ) -> list[Recorded]:
         """Append to several streams in one transaction, with the inline hook and one NOTIFY.
         All or nothing: raises `ConcurrencyError` if any stream is not at its expected
-        version. With `conn`, runs on that connection (inside the caller's transaction, if
-        it opened one). With `fused`, the events, that projection and the NOTIFY are one
-        statement, and without `inline` too, an append on its own connection is that one
-        statement alone: atomic without BEGIN and COMMIT, one round trip."""
+        version. With `conn`, runs inside the caller's transaction on that connection."""
         items = [i for i in items if i.events]
         if not items:
             return []
-        if conn is None and fused is not None and inline is None:
-            async with self.pool.acquire() as own:
-                return await self._append(own, items, meta, inline, fused)
         if conn is None:
             async with self.pool.acquire() as own, own.transaction():
-                return await self._append(own, items, meta, inline, fused)
-        return await self._append(conn, items, meta, inline, fused)
+                return await self._append(own, items, meta, inline)
+        return await self._append(conn, items, meta, inline)
 
     async def _append(
-        self,
-        conn: Conn,
-        items: Sequence[AppendItem],
-        meta: EventMeta,
-        inline: InlineHook | None,
-        fused: FusedHook | None = None,
+        self, conn: Conn, items: Sequence[AppendItem], meta: EventMeta, inline: InlineHook | None
     ) -> list[Recorded]:
         stream_ids: list[uuid.UUID] = []
         event_ids: list[uuid.UUID] = []
@@ -264,6 +178,43 @@ class EventStore:
                 schemas.append(event.SCHEMA)
                 datas.append(encode_event(event).decode())
                 events.append(event)
+        try:
+            rows = await conn.fetch(
+                QUERIES["append_events"],
+                stream_ids, event_ids, versions, types, schemas, datas, metas, kinds,
+            )  # fmt: skip
+        except asyncpg.UniqueViolationError as exc:
+            if exc.constraint_name != "events_stream_version":
+                raise
+            raise ConcurrencyError(
+                "another writer appended to the stream first",
+                stream_ids=sorted({str(i.stream_id) for i in items}),
+            ) from exc
+        except asyncpg.PostgresError as exc:
+            if exc.sqlstate != STREAM_BEHIND:
+                raise
+            # The trigger names the stream in the detail.
+            raise ConcurrencyError(
+                "stream is not at the expected version", stream_ids=[exc.detail]
+            ) from exc
+        by_key = {(r["stream_id"], r["version"]): r for r in rows}
+        recorded = []
+        for eid, sid, v, event, event_meta, kind in zip(
+            event_ids, stream_ids, versions, events, event_metas, kinds, strict=True
+        ):
+            row = by_key[(sid, v)]
+            recorded.append(
+                Recorded(
+                    event_id=eid,
+                    stream_id=sid,
+                    version=v,
+                    position=row["position"],
+                    event=event,
+                    meta=event_meta,
+                    recorded_at=row["recorded_at"],
+                    stream_type=kind,
+                )
+            )
         announced = False
 
         def announce(changes: list[Change]) -> tuple[str, str]:
@@ -274,61 +225,6 @@ class EventStore:
             )
             return self.channel, _encoder.encode(note).decode()
 
-        args = (stream_ids, event_ids, versions, types, schemas, datas, metas, kinds)
-        with _refusals(items):
-            if fused is None:
-                rows = await conn.fetch(QUERIES["append_events"], *args)
-                at = {
-                    (r["stream_id"], r["version"]): (r["position"], r["recorded_at"]) for r in rows
-                }
-            else:
-                first = {i.stream_id: i.expected_version for i in reversed(items)}
-                pending = [
-                    Recorded(
-                        event_id=eid,
-                        stream_id=sid,
-                        version=v,
-                        position=pending_position(v - first[sid]),
-                        event=event,
-                        meta=event_meta,
-                        recorded_at=PendingTime(v - first[sid]),
-                        stream_type=kind,
-                    )
-                    for eid, sid, v, event, event_meta, kind in zip(
-                        event_ids, stream_ids, versions, events, event_metas, kinds, strict=True
-                    )
-                ]
-                statement = fused(pending, announce)
-                answer = await conn.fetchrow(statement.query, *args, *statement.args)
-                assert answer is not None
-                at = {
-                    key: (position, time)
-                    for key, position, time in zip(
-                        zip(answer["stream_ids"], answer["versions"], strict=True),
-                        answer["positions"],
-                        answer["recorded_at"],
-                        strict=True,
-                    )
-                }
-                if statement.answer is not None:
-                    statement.answer(answer)
-        recorded = []
-        for eid, sid, v, event, event_meta, kind in zip(
-            event_ids, stream_ids, versions, events, event_metas, kinds, strict=True
-        ):
-            position, recorded_at = at[(sid, v)]
-            recorded.append(
-                Recorded(
-                    event_id=eid,
-                    stream_id=sid,
-                    version=v,
-                    position=position,
-                    event=event,
-                    meta=event_meta,
-                    recorded_at=recorded_at,
-                    stream_type=kind,
-                )
-            )
         if inline is not None:
             await inline(conn, recorded, announce)
         if not announced:
