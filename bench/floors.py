@@ -11,7 +11,13 @@
   append (`events` with its hash-chain trigger and indexes, the `jobs` row with its
   indexes), then copies of the two tables with fewer parts: without the trigger, then
   without any index but the primary key. What is left when every index and the trigger are
-  gone is the floor of storing the event and the projection row at all.
+  gone is the floor of storing the event and the projection row at all. The same for a
+  drained job: its two transitions (an event each and its row's update), ten jobs per
+  transaction as a worker's claim cycle writes them.
+- `batch`: engine.py's database floor of a batch of 500 (its statements alone).
+- `http` also runs `insert` from 16 concurrent clients: the bare stack's submits/s when
+  the two cores are shared by it, PostgreSQL and the load generator, as the 16-client
+  submit workload shares them.
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ from typing import Any
 import aiohttp
 import asyncpg
 import msgspec
-from engine import SPEC, post
+from engine import SPEC, batch_floor, post
 from harness import Cluster, cluster, cpu_seconds, die_with_parent, summary, wal_lsn
 
 from jobledger.domain.events import EventMeta, JobSubmitted, encode_event
@@ -40,8 +46,14 @@ from jobledger.store.migrate import migrate
 HERE = Path(__file__).resolve().parent
 
 
-async def http_floor(c: Cluster, requests: int = 2000) -> dict[str, Any]:
-    """The bare app's server CPU and call latency per request, for each of its routes."""
+async def _posts(http: aiohttp.ClientSession, url: str, body: bytes, n: int) -> None:
+    for _ in range(n):
+        await post(http, url, body, [])
+
+
+async def http_floor(c: Cluster, requests: int = 2000, clients: int = 16) -> dict[str, Any]:
+    """The bare app's server CPU and call latency per request, for each of its routes; and
+    requests/s of `insert` from `clients` at once."""
     dsn = await c.create_database("floor_http")
     conn = await asyncpg.connect(dsn)
     await conn.execute("CREATE TABLE floor (id uuid PRIMARY KEY, spec jsonb NOT NULL)")
@@ -58,7 +70,8 @@ async def http_floor(c: Cluster, requests: int = 2000) -> dict[str, Any]:
     body = msgspec.json.encode(SPEC)
     out: dict[str, Any] = {}
     try:
-        async with aiohttp.ClientSession() as http:
+        connector = aiohttp.TCPConnector(limit=clients)
+        async with aiohttp.ClientSession(connector=connector) as http:
             for route in ("echo", "insert"):
                 url = f"http://127.0.0.1:{port}/{route}"
                 for _ in range(100):
@@ -74,6 +87,18 @@ async def http_floor(c: Cluster, requests: int = 2000) -> dict[str, Any]:
                     ),
                     "latency_ms": summary(latencies),
                 }
+            url = f"http://127.0.0.1:{port}/insert"
+            started = time.perf_counter()
+            await asyncio.gather(
+                *(_posts(http, url, body, requests // clients) for _ in range(clients))
+            )
+            out["insert_concurrent"] = {
+                "clients": clients,
+                "requests": clients * (requests // clients),
+                "requests_per_second": round(
+                    clients * (requests // clients) / (time.perf_counter() - started)
+                ),
+            }
     finally:
         proc.kill()
         proc.wait(timeout=30)
@@ -93,9 +118,7 @@ async def backend_cpu(conn: asyncpg.Connection) -> float:
 
 async def write_floor(c: Cluster, submits: int = 1000) -> dict[str, Any]:
     """PostgreSQL CPU ms and WAL bytes per submit's rows, real tables and copies."""
-    dsn = await c.create_database("floor_writes")
-    conn = await connect(dsn)
-    await migrate(conn)
+    conn = await connect(await _migrated(c, "floor_writes"))
     for name, _ in VARIANTS:
         indexes = "INCLUDING ALL" if name == "no_trigger" else "INCLUDING DEFAULTS"
         await conn.execute(
@@ -131,26 +154,66 @@ async def write_floor(c: Cluster, submits: int = 1000) -> dict[str, Any]:
         )
         await conn.execute("COMMIT")
 
+    started = msgspec.json.encode({"worker_id": "bench", "ready_at": time.time()}).decode()
+    ended = msgspec.json.encode({"exit_code": 0, "usage": {"wall_seconds": 0.0}}).decode()
+
+    async def transitions(events: str, jobs: str, ids: list[uuid.UUID], version: int) -> None:
+        """A drain's cycle: ten jobs' next events and their rows' changes, one transaction."""
+        n = len(ids)
+        running = version == 2
+        data, kind = (started, "JobStarted") if running else (ended, "JobSucceeded")
+        await conn.execute("BEGIN")
+        await conn.execute(
+            f"INSERT INTO {events} (event_id, stream_id, version, type, data, meta)"
+            " SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::int[], $4::text[],"
+            " $5::jsonb[], $6::jsonb[])",
+            [uuid.uuid4() for _ in ids], ids, [version] * n, [kind] * n, [data] * n, [meta] * n,
+        )  # fmt: skip
+        column = "started_at" if running else "finished_at"
+        await conn.execute(
+            f"UPDATE {jobs} SET state = $2, worker_id = 'bench', {column} = now(),"
+            " updated_at = now(), version = $3, last_position = last_position + 1"
+            " WHERE id = ANY($1::uuid[])",
+            ids, "running" if running else "succeeded", version,
+        )  # fmt: skip
+        await conn.execute("COMMIT")
+
     tables = [("real", "events", "jobs")] + [(n, f"events_{n}", f"jobs_{n}") for n, _ in VARIANTS]
-    results: dict[str, dict[str, list[float]]] = {n: {"cpu": [], "wal": []} for n, _, _ in tables}
+    figures = ("submit_cpu", "submit_wal", "drain_cpu", "drain_wal")
+    results = {n: {f: [] for f in figures} for n, _, _ in tables}
     for _, events, jobs in tables:  # warm up each statement past its custom plans
         for _ in range(20):
             await one(events, jobs)
+    per_round = submits // 4
     for r in range(4):  # rounds in alternating order: the machine's drift hits all alike
         for n, events, jobs in tables if r % 2 == 0 else tables[::-1]:
             cpu0, wal0 = await backend_cpu(conn), await wal_lsn(conn)
-            for _ in range(submits // 4):
+            for _ in range(per_round):
                 await one(events, jobs)
-            results[n]["cpu"].append((await backend_cpu(conn) - cpu0) * 1000 / (submits // 4))
-            results[n]["wal"].append((await wal_lsn(conn) - wal0) / (submits // 4))
+            results[n]["submit_cpu"].append((await backend_cpu(conn) - cpu0) * 1000 / per_round)
+            results[n]["submit_wal"].append((await wal_lsn(conn) - wal0) / per_round)
+            sql = f"SELECT id FROM {jobs} WHERE state = 'queued' LIMIT 500"
+            queued = [row["id"] for row in await conn.fetch(sql)]
+            cpu0, wal0 = await backend_cpu(conn), await wal_lsn(conn)
+            for k in range(0, len(queued), 10):
+                await transitions(events, jobs, queued[k : k + 10], 2)
+                await transitions(events, jobs, queued[k : k + 10], 3)
+            results[n]["drain_cpu"].append((await backend_cpu(conn) - cpu0) * 1000 / len(queued))
+            results[n]["drain_wal"].append((await wal_lsn(conn) - wal0) / len(queued))
     await conn.close()
     described = {"real": "events with its hash-chain trigger, both tables with every index"}
     described |= dict(VARIANTS)
+
+    def median(values: list[float]) -> float:
+        return sorted(values)[len(values) // 2]
+
     return {
         n: {
             "what": described[n],
-            "postgres_cpu_ms_per_submit": round(sorted(v["cpu"])[len(v["cpu"]) // 2], 4),
-            "wal_bytes_per_submit": round(sorted(v["wal"])[len(v["wal"]) // 2]),
+            "postgres_cpu_ms_per_submit": round(median(v["submit_cpu"]), 4),
+            "wal_bytes_per_submit": round(median(v["submit_wal"])),
+            "postgres_cpu_ms_per_drained_job": round(median(v["drain_cpu"]), 4),
+            "wal_bytes_per_drained_job": round(median(v["drain_wal"])),
         }
         for n, v in results.items()
     }
@@ -175,21 +238,45 @@ def table(floor: dict[str, Any], pgqueuer: dict[str, Any] | None = None) -> str:
         lines.append(
             f"| {what} | {r['server_cpu_ms_per_request']} | {r['latency_ms']['median']} | — | — |"
         )
-    for r in floor["writes"].values():
-        lines.append(
-            f"| one submit's rows, {r['what']} | — | — | {r['postgres_cpu_ms_per_submit']} |"
-            f" {r['wal_bytes_per_submit']:,} |"
-        )
+    c = floor["http"]["insert_concurrent"]
+    rate = f"{c['requests_per_second']:,} requests/s"
+    lines.append(f"| bare aiohttp + one INSERT, {c['clients']} clients: {rate} | — | — | — | — |")
+    for what in ("submit", "drained_job"):
+        for r in floor["writes"].values():
+            lines.append(
+                f"| one {what.replace('_', ' ')}'s rows, {r['what']} | — | — |"
+                f" {r[f'postgres_cpu_ms_per_{what}']} | {r[f'wal_bytes_per_{what}']:,} |"
+            )
+    lines.append(
+        f"| a batch of {floor['batch']['jobs_per_batch']}'s statements alone:"
+        f" {floor['batch']['jobs_per_second']:,} jobs/s | — | — | — | — |"
+    )
     lines.append(
         f"| PgQueuer's whole enqueue, same run | — | {pq('submit_serial', 'latency_ms', 'median')}"
         f" | {pq('submit_serial', 'cpu_ms_per_job', 'postgres')}"
         f" | {pq('submit_serial', 'wal_bytes_per_job')} |"
     )
+    lines.append(
+        f"| PgQueuer's drained job, same run | — | — | {pq('drain', 'cpu_ms_per_job', 'postgres')}"
+        f" | {pq('drain', 'wal_bytes_per_job')} |"
+    )
     return "\n".join(lines)
 
 
 async def measure(c: Cluster) -> dict[str, Any]:
-    return {"http": await http_floor(c), "writes": await write_floor(c)}
+    return {
+        "http": await http_floor(c),
+        "writes": await write_floor(c),
+        "batch": await batch_floor(await _migrated(c, "floor_batch")),
+    }
+
+
+async def _migrated(c: Cluster, name: str) -> str:
+    dsn = await c.create_database(name)
+    conn = await connect(dsn)
+    await migrate(conn)
+    await conn.close()
+    return dsn
 
 
 async def main() -> None:
