@@ -136,7 +136,9 @@ async def server(
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
         if data_dir is None:
-            subprocess.run(["rm", "-rf", str(data)], check=False)
+            # With the secrets key file `serve` made beside it (cli/startup.py).
+            key = data.parent / f"{data.name}-secrets.key"
+            subprocess.run(["rm", "-rf", str(data), str(key)], check=False)
 
 
 # --- One cluster shared by several systems, and what each process spends (issue 18) ---

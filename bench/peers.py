@@ -385,6 +385,9 @@ async def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="order reversed every other one")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
     a = parser.parse_args()
+    for name in ("batch_jobs", "drain"):  # each is submitted in whole batches
+        if getattr(a, name) < a.batch_size:
+            parser.error(f"--{name.replace('_', '-')} must be at least --batch-size")
     asked = a.systems.split(",")
     systems = [s for s in asked if s in RUNNERS and installed(s)]
     missing = sorted(set(asked) - set(systems))
