@@ -34,10 +34,22 @@ async def folded(service: JobService, job_id: object) -> JobView:
 
 
 def test_view_fields_are_the_table_columns_in_order() -> None:
-    sql = jobs_projection.QUERIES["upsert_jobs"]
+    sql = jobs_projection.QUERIES["write_jobs"]
     start = sql.index("INSERT INTO jobs (") + len("INSERT INTO jobs (")
     listed = sql[start : sql.index(")", start)]
     assert [c.strip() for c in listed.split(",")] == list(jobs_projection.COLUMNS)
+
+
+def test_a_transition_sets_exactly_the_changed_columns() -> None:
+    sql = jobs_projection.QUERIES["write_jobs"]
+    sets = sql[
+        sql.index("UPDATE jobs j SET") : sql.index(
+            "FROM jsonb_populate_recordset", sql.index("UPDATE")
+        )
+    ]
+    assigned = [line.split("=")[0].strip() for line in sets.splitlines()[1:] if "=" in line]
+    assert assigned == list(jobs_projection.CHANGED)
+    assert set(jobs_projection.CHANGED) <= set(jobs_projection.COLUMNS)
 
 
 @settings(

@@ -79,37 +79,25 @@ class JobView(msgspec.Struct, kw_only=True):
 COLUMNS: tuple[str, ...] = JobView.__struct_fields__
 
 
-class JobChange(msgspec.Struct, kw_only=True):
-    """The columns of a `jobs` row a transition may change (upsert_jobs' update): all but
-    what the submit fixed (the spec and what is taken from it, who, when, where from)."""
-
-    id: uuid.UUID
-    state: JobState
-    attempt: int
-    requeue_reason: str | None
-    scheduled_for: datetime | None
-    worker_id: str | None
-    exit_code: int | None
-    failure_reason: FailureReason | None
-    message: str | None
-    usage: Usage | None
-    updated_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    cancel_requested_at: datetime | None
-    cancel_requested_by: str | None
-    version: int
-    last_position: int
-    cause_event_id: uuid.UUID | None
-    secrets: dict[str, SecretRef]
-    output: Any
-    output_sha256: str | None
+#: The columns of a `jobs` row a transition may change (write_jobs' update): all but what
+#: the submit fixed (the spec and what is taken from it, who, when, where from).
+CHANGED = (
+    "state", "attempt", "requeue_reason", "scheduled_for", "worker_id", "exit_code",
+    "failure_reason", "message", "usage", "updated_at", "started_at", "finished_at",
+    "cancel_requested_at", "cancel_requested_by", "version", "last_position",
+    "cause_event_id", "secrets", "output", "output_sha256",
+)  # fmt: skip
+_VIEW_TYPES = {f.name: f.type for f in msgspec.structs.fields(JobView)}
+#: What a transition sends: the job's id and its `CHANGED` columns, typed as in `JobView`.
+JobChange = msgspec.defstruct(
+    "JobChange", [("id", uuid.UUID)] + [(n, _VIEW_TYPES[n]) for n in CHANGED], kw_only=True
+)
 
 
 _CHANGE_FIELDS = JobChange.__struct_fields__
 
 
-def change_of(job: Job) -> JobChange:
+def change_of(job: Job) -> Any:
     """What a transition writes of a job's folded state to the row it already has."""
     return JobChange(**{name: getattr(job, name) for name in _CHANGE_FIELDS})
 
@@ -224,9 +212,7 @@ def inline(priors: Mapping[uuid.UUID, Job | None]) -> InlineHook:
         channel, payload = announce([Change(j.id, j.version, j.state.value) for j in jobs])
         rows = _encoder.encode([view_of(j) for j in jobs if priors.get(j.id) is None])
         changes = _encoder.encode([change_of(j) for j in jobs if priors.get(j.id) is not None])
-        await conn.execute(
-            QUERIES["upsert_jobs"], rows.decode(), channel, payload, changes.decode()
-        )
+        await conn.execute(QUERIES["write_jobs"], rows.decode(), channel, payload, changes.decode())
 
     return hook
 

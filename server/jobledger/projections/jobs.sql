@@ -1,11 +1,12 @@
--- name: upsert_jobs
--- Write folded states ($1: a JSON array of whole job views, new jobs'; $4: of the columns
--- a transition changes, `JobChange`, jobs' with a row) and send the append's one
--- notification ($2 channel, $3 payload) in the same statement: the inline projection runs
--- this in the append transaction, one round trip whatever the number of jobs. A transition
--- sends and parses only what it changes: the spec (most of a row) is written once, at the
--- submit (measured in a drain: this statement's bind and execution 0.23 ms per job with
--- whole views through the upsert).
+-- name: write_jobs
+-- Write folded states ($1: a JSON array of whole job views, new jobs'; $4: of the columns a
+-- transition changes, `JobChange` (its SET list is `jobs.CHANGED`), jobs' with a row) and
+-- send the append's one notification ($2 channel, $3 payload) in the same statement: the
+-- inline projection runs this in the append transaction, one round trip whatever the
+-- number of jobs. A transition sends and parses only what it changes: the spec (most of a
+-- row) is written once, at the submit (measured in a drain: this statement's bind and
+-- execution 0.23 ms per job with whole views through an upsert). A new job's row is a
+-- plain INSERT: its stream was just created (version 1), so no row can be there.
 WITH written AS (
     INSERT INTO jobs (
         id, project, state, spec, priority, labels, tags, concurrency_key, concurrency_limit,
@@ -22,27 +23,6 @@ WITH written AS (
            correlation_id, cause_event_id, secrets, definition, definition_version, source,
            workflow_run, step, inputs, output, output_sha256, parent_job, rerun_of
     FROM jsonb_populate_recordset(NULL::jobs, $1::jsonb)
-    ON CONFLICT (id) DO UPDATE SET
-        state = EXCLUDED.state,
-        attempt = EXCLUDED.attempt,
-        requeue_reason = EXCLUDED.requeue_reason,
-        scheduled_for = EXCLUDED.scheduled_for,
-        worker_id = EXCLUDED.worker_id,
-        exit_code = EXCLUDED.exit_code,
-        failure_reason = EXCLUDED.failure_reason,
-        message = EXCLUDED.message,
-        usage = EXCLUDED.usage,
-        updated_at = EXCLUDED.updated_at,
-        started_at = EXCLUDED.started_at,
-        finished_at = EXCLUDED.finished_at,
-        cancel_requested_at = EXCLUDED.cancel_requested_at,
-        cancel_requested_by = EXCLUDED.cancel_requested_by,
-        version = EXCLUDED.version,
-        last_position = EXCLUDED.last_position,
-        cause_event_id = EXCLUDED.cause_event_id,
-        secrets = EXCLUDED.secrets,
-        output = EXCLUDED.output,
-        output_sha256 = EXCLUDED.output_sha256
 ), changed AS (
     UPDATE jobs j SET
         state = c.state,
