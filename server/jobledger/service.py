@@ -173,6 +173,7 @@ class JobService:
         known: Mapping[uuid.UUID, Job] | None = None,
         metas: Mapping[uuid.UUID, EventMeta] | None = None,
         appended: list[Recorded] | None = None,
+        facts: list[queue.QueueFacts] | None = None,
     ) -> list[Job]:
         """Apply one command to each of several jobs in the caller's transaction, all
         appended at once. Jobs whose command is refused (a race: e.g. cancelled meanwhile)
@@ -181,7 +182,9 @@ class JobService:
         decided on without reading their streams; a stale one fails the version check.
         `metas` gives some jobs' events their own metadata (requests grouped together);
         without, a job's events follow from its state as `following` says. `appended` gets
-        the events, for the caller to count once its transaction commits (`metrics`)."""
+        the events, for the caller to count once its transaction commits (`metrics`);
+        `facts`, the queue facts the append's statement read, if some job is queued after it
+        (for its waiting reason: `queue.reasons`)."""
         known = known or {}
         metas = metas or {}
         # A submit creates its stream: nothing to read for it.
@@ -199,11 +202,14 @@ class JobService:
             priors[job_id] = state
             own = metas.get(job_id) or following(meta, state)
             items.append(AppendItem(job_id, state.version if state else 0, events, own))
+        rows: list[asyncpg.Record] | None = [] if facts is not None else None
         recorded = await self.store.append_many(
-            items, meta, inline=jobs_projection.inline(priors), conn=conn
+            items, meta, inline=jobs_projection.inline(priors, rows), conn=conn
         )
         if appended is not None:
             appended.extend(recorded)
+        if facts is not None and rows:
+            facts.append(queue.facts_of(rows[0]))
         by_stream: dict[uuid.UUID, list[Recorded]] = {}
         for rec in recorded:
             by_stream.setdefault(rec.stream_id, []).append(rec)
@@ -313,6 +319,7 @@ class JobService:
         ids = [i or uuid7() for i in given]
         committed = False
         appended: list[Recorded] = []
+        facts: list[queue.QueueFacts] = []
         conn = await self.pool.acquire()
         try:
             tx = conn.transaction()
@@ -324,10 +331,9 @@ class JobService:
                     conn,
                     metas={i: meta for i, (_, meta) in zip(ids, new, strict=True)},
                     appended=appended,
+                    facts=facts,  # read by the append's own statement: no round trip
                 )
                 views = {j.id: jobs_projection.view_of(j) for j in jobs}
-                projects = queue.projects_waiting(list(views.values()))
-                facts = await queue.queue_facts(conn, projects) if projects else None
             except BaseException:
                 with contextlib.suppress(Exception):
                     await tx.rollback()
@@ -348,7 +354,7 @@ class JobService:
                     raise
                 # Nothing after the commit may fail a request whose jobs exist.
                 log.warning("releasing a connection after a commit failed", exc_info=True)
-        reasons = queue.reasons(facts, list(views.values())) if facts is not None else {}
+        reasons = queue.reasons(facts[0], list(views.values())) if facts else {}
         return [(views[i], reasons.get(i)) for i in ids]
 
     async def _check_secrets(

@@ -200,9 +200,14 @@ def row_args(view: JobView) -> list[Any]:
     return args
 
 
-def inline(priors: Mapping[uuid.UUID, Job | None]) -> InlineHook:
+def inline(
+    priors: Mapping[uuid.UUID, Job | None], facts: list[asyncpg.Record] | None = None
+) -> InlineHook:
     """The inline projection of an append: fold each stream's new events onto its prior
-    state (None for a new job), write the rows and announce the changes, in one statement."""
+    state (None for a new job), write the rows and announce the changes, in one statement.
+    With `facts`, if some job is queued after the append, that statement also reads the
+    queue facts of their projects and the hook adds its answer row to the list
+    (`queue.facts_of` decodes it; the waiting reasons: `queue.reasons`)."""
 
     async def hook(conn: Conn, recorded: list[Recorded], announce: Announce) -> None:
         by_stream: dict[uuid.UUID, list[Recorded]] = {}
@@ -212,7 +217,18 @@ def inline(priors: Mapping[uuid.UUID, Job | None]) -> InlineHook:
         channel, payload = announce([Change(j.id, j.version, j.state.value) for j in jobs])
         rows = _encoder.encode([view_of(j) for j in jobs if priors.get(j.id) is None])
         changes = _encoder.encode([change_of(j) for j in jobs if priors.get(j.id) is not None])
-        await conn.execute(QUERIES["write_jobs"], rows.decode(), channel, payload, changes.decode())
+        waiting = (
+            sorted({j.spec.project for j in jobs if j.state is JobState.QUEUED})
+            if facts is not None
+            else []
+        )
+        row = await conn.fetchrow(
+            QUERIES["write_jobs"], rows.decode(), channel, payload, changes.decode(),
+            waiting or None,
+        )  # fmt: skip
+        if waiting:
+            assert facts is not None and row is not None
+            facts.append(row)
 
     return hook
 

@@ -6,7 +6,10 @@
 -- number of jobs. A transition sends and parses only what it changes: the spec (most of a
 -- row) is written once, at the submit (measured in a drain: this statement's bind and
 -- execution 0.23 ms per job with whole views through an upsert). A new job's row is a
--- plain INSERT: its stream was just created (version 1), so no row can be there.
+-- plain INSERT: its stream was just created (version 1), so no row can be there. With $5
+-- (projects; NULL: none wanted), it also answers the queue facts of those projects
+-- (`queue_facts`, read at the statement's start: the rows it writes are not running),
+-- which saves a submit its own round trip for them.
 WITH written AS (
     INSERT INTO jobs (
         id, project, state, spec, priority, labels, tags, concurrency_key, concurrency_limit,
@@ -48,7 +51,9 @@ WITH written AS (
     FROM jsonb_populate_recordset(NULL::jobs, $4::jsonb) c
     WHERE j.id = c.id
 )
-SELECT pg_notify($2, $3);
+SELECT pg_notify($2, $3)::text AS notified,
+       CASE WHEN $5::text[] IS NOT NULL THEN queue_facts($5::text[]) END AS facts,
+       clock_timestamp() AS now;
 
 -- name: get_job
 -- One job's row.

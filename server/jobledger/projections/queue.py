@@ -53,6 +53,12 @@ async def queue_facts(conn: Conn | asyncpg.Pool, projects: Iterable[str]) -> Que
     live workers (those whose executor answers, and those whose executor does not)."""
     row = await conn.fetchrow(QUERIES["queue_facts"], sorted(projects))
     assert row is not None
+    return facts_of(row)
+
+
+def facts_of(row: asyncpg.Record) -> QueueFacts:
+    """Queue facts from a row with the `queue_facts` function's `facts` and the time `now`
+    (`queue_facts`, or a submit's write of its rows: `jobs.inline`)."""
     return msgspec.structs.replace(_facts_decoder.decode(row["facts"]), now=row["now"])
 
 
