@@ -1,22 +1,23 @@
 """Scale-out of the drain (issue 18): 1, 2, 4 and 8 `jobledger worker --executor noop
 --noop-seconds 0.02 --capacity 10` processes sharing one database, fed a paced demand kept
 below half of the one-worker drain rate, so that the two cores measure what the claims cost
-each other (every claim takes one global advisory lock: runtime/claims.py) rather than CPU
-saturation.
+each other (claims of the same project or concurrency key wait for each other's commit:
+runtime/claims.py) rather than CPU saturation.
 
     .venv/bin/python bench/scaleout.py [--workers 1,2,4,8] [--jobs 3000] [--rate R]
-                                       [--calibrate 2000]
+                                       [--calibrate 2000] [--projects 1]
 
 The demand: `--jobs` jobs submitted in batches before it starts, each `scheduled_for` its
 turn (`--rate` jobs/s from a start a moment after the submits; without `--rate`, 0.4 times
-the rate of a first drain of `--calibrate` queued no-op jobs by one worker). The project's
-limit is raised so only the lock and the workers' slots hold jobs back. Each worker count
+the rate of a first drain of `--calibrate` queued no-op jobs by one worker), spread in turn
+over `--projects` projects. Their limits are raised so only the locks and the workers'
+slots hold jobs back. Each worker count
 runs on a fresh database of one cluster (defaults, fsync on). Reported per worker count:
 jobs/s (first JobStarted to last JobSucceeded, database clock), start lag (JobStarted after
 the job's `scheduled_for`, p50/p99), claim cycles (count and mean, from each worker's
 `jobledger_claim_cycle_seconds` histogram on its `--metrics-port`), and the time backends
 spent waiting on locks, from sampling `pg_stat_activity` every `--sample-ms` (a backend
-with `wait_event_type = 'Lock'`: advisory = the claim lock; the sum of waiting backends
+with `wait_event_type = 'Lock'`: advisory = the claims' quota locks; the sum of waiting backends
 times the sampling interval estimates backend-seconds of waiting, and its share of the
 claim cycles' time). CPU per job of the workers and PostgreSQL as in peers.py.
 """
@@ -82,9 +83,11 @@ async def sample_lock_waits(dsn: str, every: float, stop: asyncio.Event) -> dict
     return {"samples": samples} | {f"{k}_wait_seconds": round(v, 3) for k, v in waited.items()}
 
 
-async def limit(http: aiohttp.ClientSession, url: str, running: int) -> None:
+async def limit(
+    http: aiohttp.ClientSession, url: str, running: int, project: str = "default"
+) -> None:
     async with http.put(
-        f"{url}/api/v1/projects/default/limits", json={"max_running_jobs": running}
+        f"{url}/api/v1/projects/{project}/limits", json={"max_running_jobs": running}
     ) as r:
         assert r.status == 200, await r.text()
 
@@ -117,7 +120,9 @@ async def scale(
     dsn = await c.create_database(f"scaleout_{workers}")
     async with server("--no-scheduler", database_url=dsn, build_image=False) as served:
         conn = await asyncpg.connect(dsn)
-        await limit(http, served.url, 1000)  # only the lock and the slots hold jobs back
+        projects = ["default"] + [f"tenant-{i}" for i in range(1, a.projects)]
+        for project in projects:  # only the locks and the slots hold jobs back
+            await limit(http, served.url, 1000, project)
         base = 19100 + os.getpid() % 500 * 10
         ports = [base + i for i in range(workers)]
         procs = [
@@ -135,7 +140,11 @@ async def scale(
             t0 = await conn.fetchval("SELECT now()") + timedelta(seconds=1 + a.jobs / 1000)
             due = [t0 + timedelta(seconds=i / a.rate) for i in range(a.jobs)]
             for i in range(0, a.jobs, 500):
-                jobs = [RUNNABLE | {"scheduled_for": d.isoformat()} for d in due[i : i + 500]]
+                jobs = [
+                    RUNNABLE
+                    | {"scheduled_for": d.isoformat(), "project": projects[k % len(projects)]}
+                    for k, d in enumerate(due[i : i + 500], i)
+                ]
                 await post(http, f"{served.url}/api/v1/jobs:batch",
                            json.dumps({"jobs": jobs}).encode(), [])  # fmt: skip
             if (late := (await conn.fetchval("SELECT now()") - t0).total_seconds()) > 0:
@@ -174,6 +183,7 @@ async def scale(
     worker_cpu = sum(v for k, v in cpu.items() if k.startswith("worker_"))
     return {
         "workers": workers,
+        "projects": a.projects,
         "jobs": a.jobs,
         "demand_jobs_per_second": a.rate,
         "jobs_per_second": round(a.jobs / (last - first).total_seconds()),
@@ -199,6 +209,7 @@ async def main() -> None:
     parser.add_argument("--calibrate", type=int, default=2000)
     parser.add_argument("--job-seconds", type=float, default=0.02)
     parser.add_argument("--sample-ms", type=float, default=20)
+    parser.add_argument("--projects", type=int, default=1, help="jobs spread over this many")
     a = parser.parse_args()
     headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
     report: dict[str, Any] = {"benchmark": "scaleout", "job_seconds": a.job_seconds}

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import random
+import uuid
+from collections import Counter
 from datetime import timedelta
 
 from jobledger.administration import AccessService
 from jobledger.domain.events import EventMeta
 from jobledger.domain.jobs import Finish, JobState
+from jobledger.domain.specs import DEFAULT_MAX_RUNNING_JOBS
 from jobledger.runtime.claims import claim
 from jobledger.service import JobService
 from tests.factories import spec
@@ -59,3 +64,57 @@ async def test_outcomes_free_their_slots_for_the_claim_in_the_same_transaction(
         [*ending, *(c.job.id for c in cycle.claimed)],
     )
     assert len(txids) == 2  # the first claim, then outcomes and starts together
+
+
+async def test_claims_at_once_never_exceed_a_quota_nor_take_a_job_twice(
+    service: JobService,
+) -> None:
+    """Six workers end some of their jobs and claim at once, round after round, over three
+    projects (limits 3, 2 and the default 10) and two concurrency keys (limits 1 and 2):
+    each claim counts the quotas of what it starts only after the claims of the same
+    projects and keys commit."""
+    access = AccessService(service.pool)
+    await access.set_limits("a", 3, meta=META)
+    await access.set_limits("b", 2, meta=META)
+    project_limits = {"a": 3, "b": 2, "c": DEFAULT_MAX_RUNNING_JOBS}
+    key_limits = {"k1": 1, "k2": 2}
+    rng = random.Random(18)
+    for _ in range(120):
+        key = rng.choice([None, None, "k1", "k2"])
+        await service.submit(
+            spec(
+                project=rng.choice(list(project_limits)),
+                concurrency_key=key,
+                concurrency_limit=key_limits.get(key, 1),
+            ),
+            META,
+        )
+    held: dict[str, list[uuid.UUID]] = {f"w{w}": [] for w in range(6)}
+    started: list[uuid.UUID] = []
+    most = 0
+    for _ in range(15):
+        ending = {
+            w: {i: Finish(exit_code=0) for i in jobs if rng.random() < 0.5}
+            for w, jobs in held.items()
+        }
+        cycles = await asyncio.gather(
+            *(claim(service, w, [], rng.randint(1, 4), ending[w]) for w in held)
+        )
+        for (w, jobs), cycle in zip(held.items(), cycles, strict=True):
+            assert all(cycle.recorded[i] is not None for i in ending[w])
+            held[w] = [i for i in jobs if i not in ending[w]] + [c.job.id for c in cycle.claimed]
+            started += [c.job.id for c in cycle.claimed]
+        rows = await service.pool.fetch(
+            "SELECT project, concurrency_key, worker_id, id FROM jobs"
+            " WHERE state IN ('running', 'cancelling')"
+        )
+        for project, n in Counter(r["project"] for r in rows).items():
+            assert n <= project_limits[project], (project, n)
+        for key, n in Counter(r["concurrency_key"] for r in rows if r["concurrency_key"]).items():
+            assert n <= key_limits[key], (key, n)
+        assert {r["id"]: r["worker_id"] for r in rows} == {
+            i: w for w, jobs in held.items() for i in jobs
+        }
+        most = max(most, len(rows))
+    assert len(started) == len(set(started))  # no job started twice
+    assert len(started) > 60 and most >= 10  # the rounds did fill the quotas

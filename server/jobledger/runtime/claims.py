@@ -25,10 +25,6 @@ from ..store.queries import load_queries
 
 QUERIES = load_queries(Path(__file__).with_name("scheduler.sql"))
 
-#: Advisory lock taken for the length of a claim transaction: quota counts and the
-#: JobStarted events that change them commit before the next scheduler counts.
-CLAIM_LOCK = 0x6A6C_636C  # "jlcl"
-
 
 class Claimed(msgspec.Struct, frozen=True):
     """A job this worker started, and the output limit its project set (None: default)."""
@@ -43,6 +39,9 @@ class Cycle(msgspec.Struct, frozen=True):
 
     claimed: list[Claimed]
     recorded: dict[uuid.UUID, Job | None]
+    #: Another claim took slots the candidates' counts showed free: fewer jobs were started
+    #: than may be startable now, so claim again.
+    contended: bool = False
 
 
 def _candidate(row: asyncpg.Record) -> admission.Candidate:
@@ -58,20 +57,35 @@ def _candidate(row: asyncpg.Record) -> admission.Candidate:
     )
 
 
+#: Running jobs per project and per concurrency key.
+Counts = tuple[dict[str, int], dict[str, int]]
+
+
 def pick(
-    rows: Sequence[asyncpg.Record], tags: Sequence[str], n: int, has_key: bool = False
+    rows: Sequence[asyncpg.Record],
+    tags: Sequence[str],
+    n: int,
+    has_key: bool = False,
+    counts: Counts | None = None,
 ) -> list[asyncpg.Record]:
     """Take up to `n` of the prefiltered candidates in order, as the admission policy allows
-    for a worker with `tags` (holding the secrets key or not), from the counts, limits and
-    time the rows carry."""
+    for a worker with `tags` (holding the secrets key or not), from the limits and time the
+    rows carry, and the running counts they carry or else `counts`."""
     if not rows or n <= 0:
         return []
+    if counts is None:
+        counts = (
+            {r["project"]: r["project_running"] for r in rows},
+            {
+                r["concurrency_key"]: r["key_running"]
+                for r in rows
+                if r["concurrency_key"] is not None
+            },
+        )
     facts = admission.Facts(
         now=rows[0]["now"],
-        project_running={r["project"]: r["project_running"] for r in rows},
-        key_running={
-            r["concurrency_key"]: r["key_running"] for r in rows if r["concurrency_key"] is not None
-        },
+        project_running=counts[0],
+        key_running=counts[1],
         project_limits={r["project"]: r["project_limit"] for r in rows},
         default_project_limit=DEFAULT_MAX_RUNNING_JOBS,
         worker_tags=[frozenset(tags)],
@@ -79,6 +93,42 @@ def pick(
     )
     by_id = {r["id"]: r for r in rows}
     return [by_id[c.id] for c in admission.pick([_candidate(r) for r in rows], facts, n)]
+
+
+async def _agreed(
+    conn: Conn,
+    rows: Sequence[asyncpg.Record],
+    tags: Sequence[str],
+    n: int,
+    has_key: bool,
+    ending: Sequence[uuid.UUID],
+) -> tuple[list[asyncpg.Record], bool]:
+    """The candidates to start, as the quotas allow once the claims of the same projects and
+    concurrency keys have committed; and whether fewer were taken than the counts read
+    with the candidates allowed (another claim took slots meanwhile: claim again). The
+    candidates' counts only choose which projects and keys to wait for: the jobs first picked
+    from them. A candidate of another project or key is passed over (its count is not
+    agreed on here)."""
+    first = pick(rows, tags, n, has_key)
+    if not first:
+        return [], False
+    projects = sorted({r["project"] for r in first})
+    keys = sorted({k for r in first if (k := r["concurrency_key"]) is not None})
+    running = await conn.fetch(QUERIES["claim_quotas"], projects, keys, ending)
+    counts: Counts = (dict.fromkeys(projects, 0), dict.fromkeys(keys, 0))
+    for r in running:
+        if r["project"] is not None:
+            counts[0][r["project"]] = r["running"]
+        else:
+            counts[1][r["concurrency_key"]] = r["running"]
+    agreed = [
+        r
+        for r in rows
+        if r["project"] in counts[0]
+        and (r["concurrency_key"] is None or r["concurrency_key"] in counts[1])
+    ]
+    chosen = pick(agreed, tags, n, has_key, counts)
+    return chosen, len(chosen) < len(first)
 
 
 async def _starts(
@@ -123,22 +173,25 @@ async def claim(
     priors: Mapping[uuid.UUID, Job] | None = None,
 ) -> Cycle:
     """Record the outcomes of this worker's jobs that ended and start up to `n` queued jobs,
-    in one transaction under the claim lock, so two schedulers never both take a job or both
-    fill a project's last slot. Decides from `jobs` rows (the candidates', the ending jobs'):
-    at most six round trips whatever the numbers. A concurrent append to any of these jobs
-    (e.g. a cancel request) raises `ConcurrencyError` and nothing is written. A worker that
-    holds the secrets key (`has_key`) also takes jobs whose environment uses secrets: their
-    JobStarted records the version each reference resolves to now. `priors`: the state of
-    some ending jobs as the caller knows it (their rows are not read; if one moved on
-    meanwhile, the append's version check raises `ConcurrencyError`)."""
+    in one transaction. The queued rows it reads are locked (skipping those another claim
+    holds), so two claims never take one job; and the jobs it starts are counted against
+    their project's and concurrency key's quotas after the claims of the same projects and
+    keys have committed (`claim_quotas`), so two claims never both fill a project's last
+    slot; claims of other projects and keys do not wait for each other. Decides from `jobs`
+    rows (the candidates', the ending jobs'): at most seven round trips whatever the
+    numbers. A concurrent append to any of these jobs (e.g. a cancel request) raises
+    `ConcurrencyError` and nothing is written. A worker that holds the secrets key
+    (`has_key`) also takes jobs whose environment uses secrets: their JobStarted records the
+    version each reference resolves to now. `priors`: the state of some ending jobs as the
+    caller knows it (their rows are not read; if one moved on meanwhile, the append's
+    version check raises `ConcurrencyError`)."""
     outcomes = outcomes or {}
     meta = EventMeta(actor=f"worker:{worker_id}")
     appended: list[Recorded] = []
     began = time.perf_counter()
+    contended = False
     async with service.pool.acquire() as conn:
-        # BEGIN and the lock in one round trip; each later statement sees what the previous
-        # holder of the lock committed.
-        await conn.execute(f"BEGIN; SELECT pg_advisory_xact_lock({CLAIM_LOCK})")
+        await conn.execute("BEGIN")
         try:
             known = {i: j for i, j in (priors or {}).items() if i in outcomes}
             if unknown := [i for i in outcomes if i not in known]:
@@ -152,7 +205,8 @@ async def claim(
                     QUERIES["claim_candidates"],
                     list(tags), DEFAULT_MAX_RUNNING_JOBS, 4 * n + 8, ending, has_key,
                 )  # fmt: skip
-                chosen = {r["id"]: r for r in pick(rows, tags, n, has_key)}
+                picked, contended = await _agreed(conn, rows, tags, n, has_key, ending)
+                chosen = {r["id"]: r for r in picked}
             starting = {i: job_of(view_from_row(r)) for i, r in chosen.items()}
             known |= starting
             commands: dict[uuid.UUID, Command] = {
@@ -178,4 +232,5 @@ async def claim(
             Claimed(by_id[i], r["project_log_limit"]) for i, r in chosen.items() if i in by_id
         ],
         recorded={i: by_id.get(i) for i in outcomes},
+        contended=contended,
     )

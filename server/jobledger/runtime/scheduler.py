@@ -254,7 +254,7 @@ class Scheduler:
                     continue  # raced with a cancel: claim again on fresh state
                 finally:
                     self._claiming -= 1
-                if len(cycle.claimed) < free:
+                if len(cycle.claimed) < free and not cycle.contended:
                     break
             if len(self.active) >= self.config.capacity:
                 return self.config.poll_interval  # full: a job ending wakes us
@@ -508,6 +508,8 @@ class Scheduler:
             )  # fmt: skip
             for c in cycle.claimed:
                 self._spawn(c.job, log_limit=c.log_limit_bytes)
+            if cycle.contended:
+                self.wake.set()  # another claim took slots meanwhile: claim again
         except ConcurrencyError:  # e.g. a cancel request came in: one at a time
             results = dict(await self.service.execute_many(outcomes, self.meta))
         else:
