@@ -3,6 +3,7 @@ lost notifications and connections, leases."""
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from datetime import timedelta
 
@@ -19,6 +20,7 @@ from jobledger.projections import queue
 from jobledger.projections.jobs import JobView
 from jobledger.runtime import claims
 from jobledger.runtime import scheduler as scheduler_module
+from jobledger.runtime.executor import JobIO, Outcome, RunRequest
 from jobledger.runtime.noop import NoopExecutor
 from jobledger.service import JobService
 from jobledger.store.eventstore import Notification
@@ -211,6 +213,38 @@ async def test_worker_capacity_is_respected(
     ids = [await submit(service, "sleep", "0.3") for _ in range(5)]
     await start_scheduler(capacity=2)
     assert max_overlap([await watcher.until(i, DONE) for i in ids]) == 2
+
+
+class Counting(NoopExecutor):
+    """Short no-op attempts, counting how many run at once."""
+
+    def __init__(self) -> None:
+        super().__init__(seconds=0.002)
+        self.running = self.most = 0
+
+    async def run(self, req: RunRequest, cancel: asyncio.Event, io: JobIO | None = None) -> Outcome:
+        self.running += 1
+        self.most = max(self.most, self.running)
+        try:
+            return await super().run(req, cancel, io)
+        finally:
+            self.running -= 1
+
+
+async def test_claims_of_new_jobs_and_of_ended_jobs_slots_share_the_capacity(
+    service: JobService, start_scheduler: StartScheduler, watcher: JobWatcher
+) -> None:
+    """Jobs end (and their cycle claims for the slots they free) while submits wake the
+    scheduler to claim too: together they never run more attempts than the capacity."""
+    executor = Counting()
+    await start_scheduler(executor=executor, capacity=3)
+    ids: list[uuid.UUID] = []
+    for _ in range(20):
+        ids += await asyncio.gather(*(submit(service) for _ in range(8)))
+        await asyncio.sleep(0.005)
+    for i in ids:
+        assert (await watcher.until(i, DONE, timeout=30)).state is JobState.SUCCEEDED
+    assert executor.most == 3
 
 
 async def test_tags_route_jobs_to_workers_that_have_them(

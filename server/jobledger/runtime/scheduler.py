@@ -125,6 +125,11 @@ class Scheduler:
         #: sweep's to take up.
         self._claiming = 0
         self._claims_begun = 0
+        #: Slots that claims in flight may fill (`n` of each), and the jobs whose outcomes
+        #: they record (still in `active` until their tasks end, their slots free): a
+        #: claim for new jobs and one for ended jobs' slots can be in flight at once.
+        self._reserved = 0
+        self._ending = 0
         #: Attempts this process started (the newest few thousand): never run one twice.
         self._ran: dict[tuple[uuid.UUID, int], None] = {}
         #: Since when (monotonic) every heartbeat has reached the database; None after a
@@ -238,11 +243,10 @@ class Scheduler:
                 self._next_sweep = time.monotonic() + self.config.poll_interval
                 await self._sweep()
             # While the executor does not answer, its jobs stay queued (and say why).
-            while (
-                self.executor_up.is_set() and (free := self.config.capacity - len(self.active)) > 0
-            ):
+            while self.executor_up.is_set() and (free := self._free()) > 0:
                 self._claiming += 1
                 self._claims_begun += 1
+                self._reserved += free
                 try:
                     cycle = await claim(
                         self.service, self.config.worker_id, self.config.tags, free,
@@ -254,6 +258,7 @@ class Scheduler:
                     continue  # raced with a cancel: claim again on fresh state
                 finally:
                     self._claiming -= 1
+                    self._reserved -= free
                 if len(cycle.claimed) < free and not cycle.contended:
                     break
             if len(self.active) >= self.config.capacity:
@@ -265,6 +270,11 @@ class Scheduler:
         if wait is not None:
             return max(0.0, min(self.config.poll_interval, wait.total_seconds()))
         return self.config.poll_interval
+
+    def _free(self) -> int:
+        """Slots no job and no claim in flight holds (the jobs whose outcomes are being
+        recorded hold none)."""
+        return self.config.capacity - len(self.active) + self._ending - self._reserved
 
     async def _sweep(self) -> None:
         """Look at the jobs the database says this worker holds, every poll interval and
@@ -495,12 +505,14 @@ class Scheduler:
         the outcomes through `execute_many`, which reads the rows."""
         outcomes = {job.id: command for job, command in batch}
         priors = {job.id: job for job, _ in batch}
-        free = self.config.capacity - len(self.active) + len(batch)
+        self._ending += len(batch)
+        free = max(0, self._free())
         if not self.ready.is_set() or self._stopping or not self.executor_up.is_set():
             free = 0  # recovering, going, or the executor does not answer: record only
         results: dict[uuid.UUID, Job | DomainError | None]
         self._claiming += 1
         self._claims_begun += 1
+        self._reserved += free
         try:
             cycle = await claim(
                 self.service, self.config.worker_id, self.config.tags, free, outcomes,
@@ -516,6 +528,8 @@ class Scheduler:
             results = dict(cycle.recorded)
         finally:
             self._claiming -= 1
+            self._reserved -= free
+            self._ending -= len(batch)
         done: list[Job | DomainError] = []
         for job, command in batch:
             result = results[job.id]
