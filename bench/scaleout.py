@@ -122,6 +122,9 @@ async def scale(
         conn = await asyncpg.connect(dsn)
         projects = ["default"] + [f"tenant-{i}" for i in range(1, a.projects)]
         for project in projects:  # only the locks and the slots hold jobs back
+            if project != "default":
+                async with http.post(f"{served.url}/api/v1/projects", json={"name": project}) as r:
+                    assert r.status == 201, await r.text()
             await limit(http, served.url, 1000, project)
         base = 19100 + os.getpid() % 500 * 10
         ports = [base + i for i in range(workers)]
