@@ -512,39 +512,47 @@ END
 $$;
 
 -- Issue 18 (scale-out): claims agree on quotas per project and per concurrency key instead
--- of under one lock for the whole cluster. A claim locks the queued rows it reads (FOR
--- UPDATE SKIP LOCKED: two claims never read the same job), then calls this with the
--- projects and keys of the jobs it means to start: it waits for the claims of the same
--- projects and keys to commit, and counts their running jobs afterwards (each statement of a
--- VOLATILE function reads a fresh snapshot, so the count sees what those claims started).
--- The locks are taken in one order (by hash) everywhere, so claims never wait in a circle;
--- the two-key advisory lock space is ours alone (the worker id and migration locks use the
--- one-key space). `ending`: running jobs whose outcomes the claim records (their slots are
--- free).
-CREATE FUNCTION claim_quotas(projects text[], keys text[], ending uuid[])
-RETURNS TABLE (project text, concurrency_key text, running int) LANGUAGE plpgsql AS $$
+-- of under one lock for the whole cluster. A claim reads its candidates without waiting,
+-- picks, then calls this with the quota names ('project:NAME', 'key:NAME') of the jobs it
+-- means to start, the best job's first. It waits for the claim that holds the first (so
+-- it never waits holding another), only tries the others (one that another claim holds is
+-- not waited for: its jobs are passed over this time), then counts the running jobs of
+-- those it holds, and says which of its candidates are still queued at the version it read:
+-- each statement of a VOLATILE function reads a fresh snapshot, so both see what the claims
+-- before it under the same locks committed. Only a claim holding a job's project lock
+-- starts it, so two claims never start one job. A claim waits only while it holds none of
+-- these locks, so claims never wait for each other in a circle, nor queue up behind a claim
+-- that is itself waiting. The two-key advisory lock space is ours alone (the worker id and
+-- migration locks use the one-key space). `ending`: running jobs whose outcomes the claim
+-- records (their slots are free). Returns (name, running, NULL) for each quota it holds and
+-- (NULL, NULL, id) for each candidate still queued.
+CREATE FUNCTION claim_quotas(
+    first text, others text[], ending uuid[], candidates uuid[], versions int[]
+) RETURNS TABLE (name text, running int, job uuid) LANGUAGE plpgsql AS $$
 DECLARE
-    h int;
+    held text[] := ARRAY[first];
+    other text;
 BEGIN
-    FOR h IN
-        SELECT DISTINCT hashtext(name) FROM (
-            SELECT 'project:' || p FROM unnest(projects) p
-            UNION ALL
-            SELECT 'key:' || k FROM unnest(keys) k
-        ) n(name)
-        ORDER BY 1
-    LOOP
-        PERFORM pg_advisory_xact_lock(1785491820, h);  -- 0x6A6C716C, "jlql"
+    PERFORM pg_advisory_xact_lock(1785491820, hashtext(first));  -- 0x6A6C716C, "jlql"
+    FOREACH other IN ARRAY others LOOP
+        IF pg_try_advisory_xact_lock(1785491820, hashtext(other)) THEN
+            held := held || other;
+        END IF;
     END LOOP;
+    -- Each name's count is an index lookup (jobs_active) of its own.
     RETURN QUERY
-        SELECT j.project, NULL::text, count(*)::int FROM jobs j
-        WHERE j.state IN ('running', 'cancelling') AND j.project = ANY(projects)
-          AND j.id <> ALL(ending)
-        GROUP BY j.project
+        SELECT h, (SELECT count(*)::int FROM jobs j
+                   WHERE j.state IN ('running', 'cancelling') AND j.project = substr(h, 9)
+                     AND j.id <> ALL(ending)), NULL::uuid
+        FROM unnest(held) h WHERE h LIKE 'project:%'
         UNION ALL
-        SELECT NULL::text, j.concurrency_key, count(*)::int FROM jobs j
-        WHERE j.state IN ('running', 'cancelling') AND j.concurrency_key = ANY(keys)
-          AND j.id <> ALL(ending)
-        GROUP BY j.concurrency_key;
+        SELECT h, (SELECT count(*)::int FROM jobs j
+                   WHERE j.state IN ('running', 'cancelling') AND j.concurrency_key = substr(h, 5)
+                     AND j.id <> ALL(ending)), NULL::uuid
+        FROM unnest(held) h WHERE h LIKE 'key:%'
+        UNION ALL
+        SELECT NULL, NULL, j.id
+        FROM unnest(candidates, versions) c(id, version)
+        JOIN jobs j ON j.id = c.id AND j.version = c.version AND j.state = 'queued';
 END
 $$;

@@ -95,6 +95,14 @@ def pick(
     return [by_id[c.id] for c in admission.pick([_candidate(r) for r in rows], facts, n)]
 
 
+def _quotas(row: asyncpg.Record) -> list[str]:
+    """The names of the quotas a candidate is counted against (see `claim_quotas`)."""
+    names = [f"project:{row['project']}"]
+    if (key := row["concurrency_key"]) is not None:
+        names.append(f"key:{key}")
+    return names
+
+
 async def _agreed(
     conn: Conn,
     rows: Sequence[asyncpg.Record],
@@ -103,32 +111,48 @@ async def _agreed(
     has_key: bool,
     ending: Sequence[uuid.UUID],
 ) -> tuple[list[asyncpg.Record], bool]:
-    """The candidates to start, as the quotas allow once the claims of the same projects and
-    concurrency keys have committed; and whether fewer were taken than the counts read
-    with the candidates allowed (another claim took slots meanwhile: claim again). The
-    candidates' counts only choose which projects and keys to wait for: the jobs first picked
-    from them. A candidate of another project or key is passed over (its count is not
-    agreed on here)."""
+    """The candidates to start, as the quotas allow once the claims before this one under
+    the same quota locks have committed; and whether this claim may have left startable
+    jobs behind (a quota it wanted was held by another claim, or another claim took jobs or
+    slots the candidates showed free: claim again). The candidates' counts only choose the
+    quotas to lock: those of the jobs first picked from them, the best job's first (the one
+    waited for). A candidate of a quota not held here, or no longer queued at the version
+    read, is passed over."""
     first = pick(rows, tags, n, has_key)
     if not first:
         return [], False
-    projects = sorted({r["project"] for r in first})
-    keys = sorted({k for r in first if (k := r["concurrency_key"]) is not None})
-    running = await conn.fetch(QUERIES["claim_quotas"], projects, keys, ending)
-    counts: Counts = (dict.fromkeys(projects, 0), dict.fromkeys(keys, 0))
-    for r in running:
-        if r["project"] is not None:
-            counts[0][r["project"]] = r["running"]
-        else:
-            counts[1][r["concurrency_key"]] = r["running"]
-    agreed = [
-        r
-        for r in rows
-        if r["project"] in counts[0]
-        and (r["concurrency_key"] is None or r["concurrency_key"] in counts[1])
-    ]
+    wanted = dict.fromkeys(name for r in first for name in _quotas(r))
+    # Only candidates of these quotas can be taken here.
+    within = [r for r in rows if all(q in wanted for q in _quotas(r))]
+    names = list(wanted)
+    answer = await conn.fetch(
+        QUERIES["claim_quotas"], names[0], names[1:], ending,
+        [r["id"] for r in within], [r["version"] for r in within],
+    )  # fmt: skip
+    held: set[str] = set()
+    queued: set[uuid.UUID] = set()
+    counts: Counts = ({}, {})
+    for r in answer:
+        if r["job"] is not None:
+            queued.add(r["job"])
+            continue
+        held.add(r["name"])
+        kind, _, value = r["name"].partition(":")
+        counts[0 if kind == "project" else 1][value] = r["running"]
+    if (
+        len(held) == len(wanted)
+        and all(r["id"] in queued for r in first)
+        and all(counts[0][r["project"]] == r["project_running"] for r in first)
+        and all(
+            counts[1][r["concurrency_key"]] == r["key_running"]
+            for r in first
+            if r["concurrency_key"] is not None
+        )
+    ):
+        return first, False  # as read: the same pick
+    agreed = [r for r in within if r["id"] in queued and all(q in held for q in _quotas(r))]
     chosen = pick(agreed, tags, n, has_key, counts)
-    return chosen, len(chosen) < len(first)
+    return chosen, len(chosen) < len(first) or len(held) < len(wanted)
 
 
 async def _starts(
@@ -173,11 +197,11 @@ async def claim(
     priors: Mapping[uuid.UUID, Job] | None = None,
 ) -> Cycle:
     """Record the outcomes of this worker's jobs that ended and start up to `n` queued jobs,
-    in one transaction. The queued rows it reads are locked (skipping those another claim
-    holds), so two claims never take one job; and the jobs it starts are counted against
-    their project's and concurrency key's quotas after the claims of the same projects and
-    keys have committed (`claim_quotas`), so two claims never both fill a project's last
-    slot; claims of other projects and keys do not wait for each other. Decides from `jobs`
+    in one transaction. The jobs it starts are checked against their project's and
+    concurrency key's quotas, and to be still queued, under a lock per quota, after the
+    claims before it under the same locks have committed (`claim_quotas`): so two claims
+    never start one job nor both fill a project's last slot, and claims of other projects
+    and keys do not wait for each other. Decides from `jobs`
     rows (the candidates', the ending jobs'): at most seven round trips whatever the
     numbers. A concurrent append to any of these jobs (e.g. a cancel request) raises
     `ConcurrencyError` and nothing is written. A worker that holds the secrets key

@@ -3,14 +3,13 @@
 -- name: claim_candidates
 -- Queued jobs this worker may start now, best first, as whole `jobs` rows (the claim decides
 -- from them: they are the fold of each stream at `version`, and the append's version check
--- refuses a stale one), locked for the claim's transaction and skipping the rows another
--- claim has locked (two claims never read the same job), with the facts the admission
--- policy (domain/admission.py) decides on: the running counts their quotas are checked
--- against, the limits, the time; and the project's log limit. This is only the prefilter:
--- it may pass a job the policy refuses, never hide one it admits. Its counts are read
--- without waiting for other claims: the claim checks the quotas of the jobs it picks again
--- under their locks (`claim_quotas`). Jobs of a project or concurrency key at its limit are
--- filtered out here, so they cannot crowd the page.
+-- refuses a stale one), with the facts the admission policy (domain/admission.py) decides
+-- on: the running counts their quotas are checked against, the limits, the time; and the
+-- project's log limit. This is only the prefilter: it may pass a job the policy refuses,
+-- never hide one it admits. It is read without waiting for other claims: the claim checks
+-- the quotas of the jobs it picks, and that they are still queued, again under their
+-- locks (`claim_quotas`). Jobs of a project or concurrency key at its limit are filtered
+-- out here, so they cannot crowd the page.
 -- Two index-ordered branches: jobs without a time (jobs_ready), and jobs whose time has come
 -- (a range of jobs_scheduled, bounded by statement_timestamp(): the volatile
 -- clock_timestamp() cannot bound an index scan), so jobs waiting for a later time are never
@@ -47,8 +46,8 @@ WITH active AS MATERIALIZED (
       AND scheduled_for <= statement_timestamp()
     ORDER BY scheduled_for
     LIMIT 10000
-), ready AS (
-    SELECT j.* FROM jobs j
+), candidates AS (
+    (SELECT j.* FROM jobs j
      WHERE j.state = 'queued' AND j.scheduled_for IS NULL
        AND j.tags <@ $1::text[]
        AND j.project <> ALL((SELECT projects FROM full_projects)::text[])
@@ -56,10 +55,9 @@ WITH active AS MATERIALIZED (
            < j.concurrency_limit
        AND ($5::boolean OR NOT jsonb_path_exists(j.spec, '$.env.* ? (@.type() == "object")'))
      ORDER BY j.priority DESC, j.created_at, j.id
-     LIMIT $3
-     FOR UPDATE OF j SKIP LOCKED
-), ready_due AS (
-    SELECT j.* FROM jobs j
+     LIMIT $3)
+    UNION ALL
+    (SELECT j.* FROM jobs j
      WHERE j.id IN (SELECT id FROM due)
        AND j.state = 'queued'
        AND j.tags <@ $1::text[]
@@ -68,10 +66,7 @@ WITH active AS MATERIALIZED (
            < j.concurrency_limit
        AND ($5::boolean OR NOT jsonb_path_exists(j.spec, '$.env.* ? (@.type() == "object")'))
      ORDER BY j.priority DESC, j.scheduled_for, j.created_at, j.id
-     LIMIT $3
-     FOR UPDATE OF j SKIP LOCKED
-), candidates AS (
-    SELECT * FROM ready UNION ALL SELECT * FROM ready_due
+     LIMIT $3)
 )
 SELECT c.*,
        coalesce(bp.n, 0) AS project_running,
@@ -88,10 +83,11 @@ ORDER BY c.priority DESC, coalesce(c.scheduled_for, c.created_at), c.created_at,
 LIMIT $3;
 
 -- name: claim_quotas
--- Wait for the claims of these projects ($1) and concurrency keys ($2) to commit, then count
--- their running jobs, but for those whose outcomes this claim records ($3): rows of
--- (project, NULL, n) and (NULL, key, n); absent: none running.
-SELECT * FROM claim_quotas($1::text[], $2::text[], $3::uuid[]);
+-- Wait for the claim that holds the quota $1 (e.g. 'project:etl'), take those of $2 that no
+-- claim holds, then count the running jobs of each quota held, but for those whose outcomes
+-- this claim records ($3): rows of (name, running, NULL); and say which of the candidates
+-- ($4, read at versions $5) are still queued at those versions: rows of (NULL, NULL, id).
+SELECT * FROM claim_quotas($1::text, $2::text[], $3::uuid[], $4::uuid[], $5::int[]);
 
 -- name: next_scheduled
 -- When the earliest job that waits for its time becomes due (NULL if none does).
