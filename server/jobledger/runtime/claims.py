@@ -110,14 +110,15 @@ async def _agreed(
     n: int,
     has_key: bool,
     ending: Sequence[uuid.UUID],
+    page: int,
 ) -> tuple[list[asyncpg.Record], bool]:
-    """The candidates to start, as the quotas allow once the claims before this one under
-    the same quota locks have committed; and whether this claim may have left startable
-    jobs behind (a quota it wanted was held by another claim, or another claim took jobs or
-    slots the candidates showed free: claim again). The candidates' counts only choose the
-    quotas to lock: those of the jobs first picked from them, the best job's first (the one
-    waited for). A candidate of a quota not held here, or no longer queued at the version
-    read, is passed over."""
+    """The candidates to start (of `rows`, a page of at most `page`), as the quotas allow
+    once the claims before this one under the same quota locks have committed; and whether
+    this claim may have left startable jobs behind (a quota it wanted was held by another
+    claim, another claim took slots the candidates showed free, or took jobs of a full
+    page: claim again). The candidates' counts only choose the quotas to lock: those of the
+    jobs first picked from them, the best job's first (the one waited for). A candidate of
+    a quota not held here, or no longer queued at the version read, is passed over."""
     first = pick(rows, tags, n, has_key)
     if not first:
         return [], False
@@ -139,20 +140,18 @@ async def _agreed(
         held.add(r["name"])
         kind, _, value = r["name"].partition(":")
         counts[0 if kind == "project" else 1][value] = r["running"]
-    if (
-        len(held) == len(wanted)
-        and all(r["id"] in queued for r in first)
-        and all(counts[0][r["project"]] == r["project_running"] for r in first)
-        and all(
-            counts[1][r["concurrency_key"]] == r["key_running"]
-            for r in first
-            if r["concurrency_key"] is not None
-        )
-    ):
-        return first, False  # as read: the same pick
+    as_read = all(counts[0].get(r["project"]) == r["project_running"] for r in first) and all(
+        counts[1].get(r["concurrency_key"]) == r["key_running"]
+        for r in first
+        if r["concurrency_key"] is not None
+    )
+    if len(held) == len(wanted) and as_read and all(r["id"] in queued for r in first):
+        return first, False  # the same pick
     agreed = [r for r in within if r["id"] in queued and all(q in held for q in _quotas(r))]
     chosen = pick(agreed, tags, n, has_key, counts)
-    return chosen, len(chosen) < len(first) or len(held) < len(wanted)
+    # Jobs another claim took are no loss unless more lay beyond the page read.
+    short = len(chosen) < len(first) and (not as_read or len(rows) >= page)
+    return chosen, short or len(held) < len(wanted)
 
 
 async def _starts(
@@ -225,11 +224,12 @@ async def claim(
             chosen: dict[uuid.UUID, asyncpg.Record] = {}
             if n > 0:
                 # More than n: some of a page may share a project or key with few slots.
+                page = 4 * n + 8
                 rows = await conn.fetch(
                     QUERIES["claim_candidates"],
-                    list(tags), DEFAULT_MAX_RUNNING_JOBS, 4 * n + 8, ending, has_key,
+                    list(tags), DEFAULT_MAX_RUNNING_JOBS, page, ending, has_key,
                 )  # fmt: skip
-                picked, contended = await _agreed(conn, rows, tags, n, has_key, ending)
+                picked, contended = await _agreed(conn, rows, tags, n, has_key, ending, page)
                 chosen = {r["id"]: r for r in picked}
             starting = {i: job_of(view_from_row(r)) for i, r in chosen.items()}
             known |= starting
