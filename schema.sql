@@ -551,8 +551,13 @@ BEGIN
                      AND j.id <> ALL(ending)), NULL::uuid
         FROM unnest(held) h WHERE h LIKE 'key:%'
         UNION ALL
-        SELECT NULL, NULL, j.id
+        -- One primary-key lookup each (OFFSET 0 keeps the lookups apart: joined or with
+        -- id = ANY, the plan follows the often stale count of queued jobs and scans them).
+        SELECT NULL, NULL, x.id
         FROM unnest(candidates, versions) c(id, version)
-        JOIN jobs j ON j.id = c.id AND j.version = c.version AND j.state = 'queued';
+        CROSS JOIN LATERAL (
+            SELECT j.id FROM jobs j
+            WHERE j.id = c.id AND j.version = c.version AND j.state = 'queued' OFFSET 0
+        ) x;
 END
 $$;

@@ -123,12 +123,14 @@ async def _agreed(
     if not first:
         return [], False
     wanted = dict.fromkeys(name for r in first for name in _quotas(r))
-    # Only candidates of these quotas can be taken here.
+    # Only candidates of these quotas can be taken here; enough of them are checked to
+    # replace the first picks twice over.
     within = [r for r in rows if all(q in wanted for q in _quotas(r))]
+    checked = within[: 2 * len(first) + 8]
     names = list(wanted)
     answer = await conn.fetch(
         QUERIES["claim_quotas"], names[0], names[1:], ending,
-        [r["id"] for r in within], [r["version"] for r in within],
+        [r["id"] for r in checked], [r["version"] for r in checked],
     )  # fmt: skip
     held: set[str] = set()
     queued: set[uuid.UUID] = set()
@@ -147,10 +149,11 @@ async def _agreed(
     )
     if len(held) == len(wanted) and as_read and all(r["id"] in queued for r in first):
         return first, False  # the same pick
-    agreed = [r for r in within if r["id"] in queued and all(q in held for q in _quotas(r))]
+    agreed = [r for r in checked if r["id"] in queued and all(q in held for q in _quotas(r))]
     chosen = pick(agreed, tags, n, has_key, counts)
-    # Jobs another claim took are no loss unless more lay beyond the page read.
-    short = len(chosen) < len(first) and (not as_read or len(rows) >= page)
+    # Jobs another claim took are no loss unless more lay beyond those checked.
+    beyond = len(rows) >= page or len(within) > len(checked)
+    short = len(chosen) < len(first) and (not as_read or beyond)
     return chosen, short or len(held) < len(wanted)
 
 
