@@ -9,7 +9,8 @@ scale.py, fire_lag.py (how late a schedule firing every second fires and creates
 of a spec and of a definition), workflow_overhead.py (per workflow step, step ready to its
 child job submitted and started, with the no-op and the Docker executor), peers.py
 (jobledger beside PgQueuer and procrastinate, CPU and WAL per job, ratios and targets),
-scaleout.py (a paced drain of 20 ms jobs by 1 to 8 workers, and the claims' lock waits).
+scaleout.py (a paced drain of 20 ms jobs by 1 to 8 workers, and the claims' lock waits),
+claim_backlog.py (one claim's read of its candidates as due jobs back up).
 --quick runs tiny sizes (a smoke run: the figures mean nothing).
 """
 
@@ -55,6 +56,7 @@ WORKLOADS: dict[str, tuple[str, list[str], list[str]]] = {
         "--warmup", "5", "--rounds", "1",
     ]),
     "scaleout": ("scaleout.py", [], ["--jobs", "100", "--workers", "1,2", "--rate", "100"]),
+    "claim_backlog": ("claim_backlog.py", [], ["--backlogs", "10,100", "--calls", "5"]),
 }  # fmt: skip
 
 

@@ -39,12 +39,20 @@ WITH active AS MATERIALIZED (
         WHERE b.n >= $2::int AND NOT EXISTS (SELECT 1 FROM projects p WHERE p.name = b.project)
     ) f
 ), due AS MATERIALIZED (
-    -- In jobs_scheduled's order, so that index is the plan whatever the statistics say;
-    -- at most 10,000: a bigger backlog of due jobs is taken earliest-due first.
-    SELECT id FROM jobs
-    WHERE state = 'queued' AND scheduled_for IS NOT NULL
-      AND scheduled_for <= statement_timestamp()
-    ORDER BY scheduled_for
+    -- The due jobs this worker may take, in jobs_scheduled's order, so that index is the
+    -- plan whatever the statistics say (each row is read once: a join of due ids with
+    -- jobs made a plan that compared every job with every id, 54 ms a claim at 1,000 due
+    -- jobs, 490 ms at 3,000); at most 10,000: a bigger backlog of due jobs is taken
+    -- earliest-due first.
+    SELECT j.* FROM jobs j
+    WHERE j.state = 'queued' AND j.scheduled_for IS NOT NULL
+      AND j.scheduled_for <= statement_timestamp()
+      AND j.tags <@ $1::text[]
+      AND j.project <> ALL((SELECT projects FROM full_projects)::text[])
+      AND coalesce((SELECT n FROM by_key k WHERE k.concurrency_key = j.concurrency_key), 0)
+          < j.concurrency_limit
+      AND ($5::boolean OR NOT jsonb_path_exists(j.spec, '$.env.* ? (@.type() == "object")'))
+    ORDER BY j.scheduled_for
     LIMIT 10000
 ), candidates AS (
     (SELECT j.* FROM jobs j
@@ -57,15 +65,8 @@ WITH active AS MATERIALIZED (
      ORDER BY j.priority DESC, j.created_at, j.id
      LIMIT $3)
     UNION ALL
-    (SELECT j.* FROM jobs j
-     WHERE j.id IN (SELECT id FROM due)
-       AND j.state = 'queued'
-       AND j.tags <@ $1::text[]
-       AND j.project <> ALL((SELECT projects FROM full_projects)::text[])
-       AND coalesce((SELECT n FROM by_key k WHERE k.concurrency_key = j.concurrency_key), 0)
-           < j.concurrency_limit
-       AND ($5::boolean OR NOT jsonb_path_exists(j.spec, '$.env.* ? (@.type() == "object")'))
-     ORDER BY j.priority DESC, j.scheduled_for, j.created_at, j.id
+    (SELECT d.* FROM due d
+     ORDER BY d.priority DESC, d.scheduled_for, d.created_at, d.id
      LIMIT $3)
 )
 SELECT c.*,
