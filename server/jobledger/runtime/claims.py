@@ -111,14 +111,17 @@ async def _agreed(
     has_key: bool,
     ending: Sequence[uuid.UUID],
     page: int,
+    read: Sequence[object],
 ) -> tuple[list[asyncpg.Record], bool]:
-    """The candidates to start (of `rows`, a page of at most `page`), as the quotas allow
-    once the claims before this one under the same quota locks have committed; and whether
-    this claim may have left startable jobs behind (a quota it wanted was held by another
-    claim, another claim took slots the candidates showed free, or took jobs of a full
-    page: claim again). The candidates' counts only choose the quotas to lock: those of the
-    jobs first picked from them, the best job's first (the one waited for). A candidate of
-    a quota not held here, or no longer queued at the version read, is passed over."""
+    """The candidates to start, as the quotas allow once the claims before this one under
+    the same quota locks have committed; and whether this claim may have left startable jobs
+    behind (a quota it wanted was held by another claim, or another claim took slots the
+    candidates showed free: claim again). `rows` is a page of at most `page` candidates read
+    with `read` (the arguments of `claim_candidates`). Their counts only choose the quotas to
+    lock: those of the jobs first picked from them, the best job's first (the one waited
+    for). A candidate of a quota not held here, or no longer queued at the version read, is
+    passed over; if earlier claims took some and more may lie beyond, the candidates are
+    read again under the locks."""
     first = pick(rows, tags, n, has_key)
     if not first:
         return [], False
@@ -151,10 +154,14 @@ async def _agreed(
         return first, False  # the same pick
     agreed = [r for r in checked if r["id"] in queued and all(q in held for q in _quotas(r))]
     chosen = pick(agreed, tags, n, has_key, counts)
-    # Jobs another claim took are no loss unless more lay beyond those checked.
-    beyond = len(rows) >= page or len(within) > len(checked)
-    short = len(chosen) < len(first) and (not as_read or beyond)
-    return chosen, short or len(held) < len(wanted)
+    if len(chosen) < len(first) and (len(rows) >= page or len(within) > len(checked)):
+        # Claims before this one took jobs it read, and more may lie beyond them: read
+        # again, now that no other claim can start jobs of the quotas held here.
+        again = await conn.fetch(QUERIES["claim_candidates"], *read)
+        held_rows = [r for r in again if all(q in held for q in _quotas(r))]
+        chosen = pick(held_rows, tags, n, has_key, counts)
+        return chosen, len(held) < len(wanted)
+    return chosen, (len(chosen) < len(first) and not as_read) or len(held) < len(wanted)
 
 
 async def _starts(
@@ -228,11 +235,9 @@ async def claim(
             if n > 0:
                 # More than n: some of a page may share a project or key with few slots.
                 page = 4 * n + 8
-                rows = await conn.fetch(
-                    QUERIES["claim_candidates"],
-                    list(tags), DEFAULT_MAX_RUNNING_JOBS, page, ending, has_key,
-                )  # fmt: skip
-                picked, contended = await _agreed(conn, rows, tags, n, has_key, ending, page)
+                read = (list(tags), DEFAULT_MAX_RUNNING_JOBS, page, ending, has_key)
+                rows = await conn.fetch(QUERIES["claim_candidates"], *read)
+                picked, contended = await _agreed(conn, rows, tags, n, has_key, ending, page, read)
                 chosen = {r["id"]: r for r in picked}
             starting = {i: job_of(view_from_row(r)) for i, r in chosen.items()}
             known |= starting
