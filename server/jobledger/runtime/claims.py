@@ -39,8 +39,8 @@ class Cycle(msgspec.Struct, frozen=True):
 
     claimed: list[Claimed]
     recorded: dict[uuid.UUID, Job | None]
-    #: Another claim took slots the candidates' counts showed free: fewer jobs were started
-    #: than may be startable now, so claim again.
+    #: Fewer jobs were started than may be startable now (a quota was held by another
+    #: claim, or another claim took slots the candidates' counts showed free): claim again.
     contended: bool = False
 
 
@@ -110,18 +110,17 @@ async def _agreed(
     n: int,
     has_key: bool,
     ending: Sequence[uuid.UUID],
-    page: int,
-    read: Sequence[object],
+    read: tuple[list[str], int, int, list[uuid.UUID], bool],
 ) -> tuple[list[asyncpg.Record], bool]:
     """The candidates to start, as the quotas allow once the claims before this one under
     the same quota locks have committed; and whether this claim may have left startable jobs
     behind (a quota it wanted was held by another claim, or another claim took slots the
-    candidates showed free: claim again). `rows` is a page of at most `page` candidates read
-    with `read` (the arguments of `claim_candidates`). Their counts only choose the quotas to
-    lock: those of the jobs first picked from them, the best job's first (the one waited
-    for). A candidate of a quota not held here, or no longer queued at the version read, is
-    passed over; if earlier claims took some and more may lie beyond, the candidates are
-    read again under the locks."""
+    candidates showed free: claim again). `rows` is a page of candidates read with `read`
+    (the arguments of `claim_candidates`, the page size third). Their counts only choose the
+    quotas to lock: those of the jobs first picked from them, the best job's first (the one
+    waited for). A candidate of a quota not held here, or no longer queued at the version
+    read, is passed over; if earlier claims took some and more may lie beyond, the
+    candidates are read again under the locks."""
     first = pick(rows, tags, n, has_key)
     if not first:
         return [], False
@@ -150,18 +149,18 @@ async def _agreed(
         for r in first
         if r["concurrency_key"] is not None
     )
-    if len(held) == len(wanted) and as_read and all(r["id"] in queued for r in first):
+    unheld = len(held) < len(wanted)
+    if not unheld and as_read and all(r["id"] in queued for r in first):
         return first, False  # the same pick
     agreed = [r for r in checked if r["id"] in queued and all(q in held for q in _quotas(r))]
     chosen = pick(agreed, tags, n, has_key, counts)
-    if len(chosen) < len(first) and (len(rows) >= page or len(within) > len(checked)):
+    if len(chosen) < len(first) and (len(rows) >= read[2] or len(within) > len(checked)):
         # Claims before this one took jobs it read, and more may lie beyond them: read
         # again, now that no other claim can start jobs of the quotas held here.
         again = await conn.fetch(QUERIES["claim_candidates"], *read)
         held_rows = [r for r in again if all(q in held for q in _quotas(r))]
-        chosen = pick(held_rows, tags, n, has_key, counts)
-        return chosen, len(held) < len(wanted)
-    return chosen, (len(chosen) < len(first) and not as_read) or len(held) < len(wanted)
+        return pick(held_rows, tags, n, has_key, counts), unheld
+    return chosen, (len(chosen) < len(first) and not as_read) or unheld
 
 
 async def _starts(
@@ -210,14 +209,14 @@ async def claim(
     concurrency key's quotas, and to be still queued, under a lock per quota, after the
     claims before it under the same locks have committed (`claim_quotas`): so two claims
     never start one job nor both fill a project's last slot, and claims of other projects
-    and keys do not wait for each other. Decides from `jobs`
-    rows (the candidates', the ending jobs'): at most seven round trips whatever the
-    numbers. A concurrent append to any of these jobs (e.g. a cancel request) raises
-    `ConcurrencyError` and nothing is written. A worker that holds the secrets key
-    (`has_key`) also takes jobs whose environment uses secrets: their JobStarted records the
-    version each reference resolves to now. `priors`: the state of some ending jobs as the
-    caller knows it (their rows are not read; if one moved on meanwhile, the append's
-    version check raises `ConcurrencyError`)."""
+    and keys do not wait for each other. Decides from `jobs` rows (the candidates', the
+    ending jobs'): at most eight round trips whatever the numbers. A concurrent append to
+    any of these jobs (e.g. a cancel request) raises `ConcurrencyError` and nothing is
+    written. A worker that holds the secrets key (`has_key`) also takes jobs whose
+    environment uses secrets: their JobStarted records the version each reference resolves
+    to now. `priors`: the state of some ending jobs as the caller knows it (their rows are
+    not read; if one moved on meanwhile, the append's version check raises
+    `ConcurrencyError`)."""
     outcomes = outcomes or {}
     meta = EventMeta(actor=f"worker:{worker_id}")
     appended: list[Recorded] = []
@@ -234,10 +233,9 @@ async def claim(
             chosen: dict[uuid.UUID, asyncpg.Record] = {}
             if n > 0:
                 # More than n: some of a page may share a project or key with few slots.
-                page = 4 * n + 8
-                read = (list(tags), DEFAULT_MAX_RUNNING_JOBS, page, ending, has_key)
+                read = (list(tags), DEFAULT_MAX_RUNNING_JOBS, 4 * n + 8, ending, has_key)
                 rows = await conn.fetch(QUERIES["claim_candidates"], *read)
-                picked, contended = await _agreed(conn, rows, tags, n, has_key, ending, page, read)
+                picked, contended = await _agreed(conn, rows, tags, n, has_key, ending, read)
                 chosen = {r["id"]: r for r in picked}
             starting = {i: job_of(view_from_row(r)) for i, r in chosen.items()}
             known |= starting

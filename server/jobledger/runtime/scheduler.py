@@ -16,7 +16,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import TypeVar
@@ -244,21 +244,16 @@ class Scheduler:
                 await self._sweep()
             # While the executor does not answer, its jobs stay queued (and say why).
             while self.executor_up.is_set() and (free := self._free()) > 0:
-                self._claiming += 1
-                self._claims_begun += 1
-                self._reserved += free
                 try:
-                    cycle = await claim(
-                        self.service, self.config.worker_id, self.config.tags, free,
-                        has_key=self.secrets_box is not None,
-                    )  # fmt: skip
-                    for c in cycle.claimed:
-                        self._spawn(c.job, log_limit=c.log_limit_bytes)
+                    with self._claim_in_flight(free):
+                        cycle = await claim(
+                            self.service, self.config.worker_id, self.config.tags, free,
+                            has_key=self.secrets_box is not None,
+                        )  # fmt: skip
+                        for c in cycle.claimed:
+                            self._spawn(c.job, log_limit=c.log_limit_bytes)
                 except ConcurrencyError:
                     continue  # raced with a cancel: claim again on fresh state
-                finally:
-                    self._claiming -= 1
-                    self._reserved -= free
                 if len(cycle.claimed) < free and not cycle.contended:
                     break
             if len(self.active) >= self.config.capacity:
@@ -270,6 +265,19 @@ class Scheduler:
         if wait is not None:
             return max(0.0, min(self.config.poll_interval, wait.total_seconds()))
         return self.config.poll_interval
+
+    @contextlib.contextmanager
+    def _claim_in_flight(self, free: int) -> Iterator[None]:
+        """Count a claim as in flight (the sweep leaves its jobs alone) holding `free` slots
+        until it has spawned what it started."""
+        self._claiming += 1
+        self._claims_begun += 1
+        self._reserved += free
+        try:
+            yield
+        finally:
+            self._claiming -= 1
+            self._reserved -= free
 
     def _free(self) -> int:
         """Slots no job and no claim in flight holds (the jobs whose outcomes are being
@@ -510,25 +518,21 @@ class Scheduler:
         if not self.ready.is_set() or self._stopping or not self.executor_up.is_set():
             free = 0  # recovering, going, or the executor does not answer: record only
         results: dict[uuid.UUID, Job | DomainError | None]
-        self._claiming += 1
-        self._claims_begun += 1
-        self._reserved += free
         try:
-            cycle = await claim(
-                self.service, self.config.worker_id, self.config.tags, free, outcomes,
-                has_key=self.secrets_box is not None, priors=priors,
-            )  # fmt: skip
-            for c in cycle.claimed:
-                self._spawn(c.job, log_limit=c.log_limit_bytes)
+            with self._claim_in_flight(free):
+                cycle = await claim(
+                    self.service, self.config.worker_id, self.config.tags, free, outcomes,
+                    has_key=self.secrets_box is not None, priors=priors,
+                )  # fmt: skip
+                for c in cycle.claimed:
+                    self._spawn(c.job, log_limit=c.log_limit_bytes)
             if cycle.contended:
-                self.wake.set()  # another claim took slots meanwhile: claim again
+                self.wake.set()  # fewer started than may be startable: claim again
         except ConcurrencyError:  # e.g. a cancel request came in: one at a time
             results = dict(await self.service.execute_many(outcomes, self.meta))
         else:
             results = dict(cycle.recorded)
         finally:
-            self._claiming -= 1
-            self._reserved -= free
             self._ending -= len(batch)
         done: list[Job | DomainError] = []
         for job, command in batch:
