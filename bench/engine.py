@@ -168,7 +168,7 @@ async def batch_floor(dsn: str, size: int = 500, rounds: int = 8) -> dict[str, A
                 await conn.fetch(STORE_QUERIES["append_events"], *events)
                 t1 = time.perf_counter()
                 # New rows, a channel no one hears, no transitions, no queue facts.
-                await conn.fetchrow(JOBS_QUERIES["write_jobs"], rows, "bench", "{}", "[]", None)
+                await conn.fetchrow(JOBS_QUERIES["write_jobs"], rows, "bench", "{}", "[]", None, [])
                 t2 = time.perf_counter()
                 await conn.execute("COMMIT")
                 t3 = time.perf_counter()

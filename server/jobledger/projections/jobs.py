@@ -216,7 +216,8 @@ def inline(
         jobs = [j for sid, recs in by_stream.items() if (j := fold(recs, priors.get(sid)))]
         channel, payload = announce([Change(j.id, j.version, j.state.value) for j in jobs])
         rows = _encoder.encode([view_of(j) for j in jobs if priors.get(j.id) is None])
-        changes = _encoder.encode([change_of(j) for j in jobs if priors.get(j.id) is not None])
+        moved = [j for j in jobs if priors.get(j.id) is not None]
+        changes = _encoder.encode([change_of(j) for j in moved])
         waiting = (
             sorted({j.spec.project for j in jobs if j.state is JobState.QUEUED})
             if facts is not None
@@ -224,7 +225,7 @@ def inline(
         )
         row = await conn.fetchrow(
             QUERIES["write_jobs"], rows.decode(), channel, payload, changes.decode(),
-            waiting or None,
+            waiting or None, [j.id for j in moved],
         )  # fmt: skip
         if waiting:
             assert facts is not None and row is not None
