@@ -15,6 +15,12 @@
   drained job: its two transitions (an event each and its row's update), ten jobs per
   transaction as a worker's claim cycle writes them.
 - `batch`: engine.py's database floor of a batch of 500 (its statements alone).
+- `drain`: the worker's claim cycle (`claims.claim`: record ten jobs' ends and start ten
+  more, one transaction) run in process on the real tables, over a queue of no-op jobs,
+  each cycle's outcomes those of the jobs the one before started: jobs/s of the cycle
+  alone (no executor, no scheduler), and of its statements alone, from the time asyncpg
+  waited for each (a query logger): the drain this sequence of statements allows however
+  fast the worker's Python, one cycle at a time as a worker's claims run.
 - `http` also runs `insert` from 16 concurrent clients: the bare stack's submits/s when
   the two cores are shared by it, PostgreSQL and the load generator, as the 16-client
   submit workload shares them.
@@ -35,13 +41,20 @@ from typing import Any
 import aiohttp
 import asyncpg
 import msgspec
-from engine import SPEC, batch_floor, post
+from engine import RUNNABLE, SPEC, batch_floor, post
 from harness import Cluster, cluster, cpu_seconds, die_with_parent, summary, wal_lsn
 
-from jobledger.domain.events import EventMeta, JobSubmitted, encode_event
+from jobledger.domain.events import EventMeta, JobSubmitted, Usage, encode_event
+from jobledger.domain.jobs import Command, Finish, Job
 from jobledger.domain.specs import JobSpec
-from jobledger.store.db import connect
+from jobledger.projections.jobs import QUERIES as JOBS_QUERIES
+from jobledger.runtime.claims import QUERIES as CLAIM_QUERIES
+from jobledger.runtime.claims import claim
+from jobledger.service import JobService
+from jobledger.store.db import connect, create_pool
+from jobledger.store.eventstore import EventStore
 from jobledger.store.migrate import migrate
+from jobledger.store.queries import QUERIES as STORE_QUERIES
 
 HERE = Path(__file__).resolve().parent
 
@@ -219,6 +232,71 @@ async def write_floor(c: Cluster, submits: int = 1000) -> dict[str, Any]:
     }
 
 
+async def drain_floor(c: Cluster, jobs: int = 3000, capacity: int = 10) -> dict[str, Any]:
+    """The claim cycle's jobs/s in process, and its statements' alone (see the module's
+    docstring); the PostgreSQL CPU per job, and where the statements' time goes."""
+    dsn = await _migrated(c, "floor_drain")
+    names = {q: n for queries in (CLAIM_QUERIES, STORE_QUERIES, JOBS_QUERIES)
+             for n, q in queries.items()}  # fmt: skip
+    waited: dict[str, float] = {}
+    counted: dict[str, int] = {}
+    logging = False
+
+    def logged(q: Any) -> None:
+        if logging:
+            name = names.get(q.query, q.query[:24])
+            waited[name] = waited.get(name, 0.0) + q.elapsed
+            counted[name] = counted.get(name, 0) + 1
+
+    async def setup(conn: Any) -> None:
+        conn.add_query_logger(logged)
+
+    pool = await create_pool(dsn, min_size=1, max_size=1, setup=setup)
+    try:
+        service = JobService(EventStore(pool))
+        spec = msgspec.convert(RUNNABLE, JobSpec)
+        meta = EventMeta(actor="bench")
+        for k in range(0, jobs + 10 * capacity, 500):
+            await service.submit_batch([spec] * min(500, jobs + 10 * capacity - k), meta)
+        async with pool.acquire() as conn:
+            backend = await conn.fetchval("SELECT pg_backend_pid()")
+        usage = Usage(wall_seconds=0.0)
+        outcomes: dict[uuid.UUID, Command] = {}
+        priors: dict[uuid.UUID, Job] = {}
+
+        async def cycle() -> int:
+            nonlocal outcomes, priors
+            done = await claim(service, "bench", [], capacity, outcomes, priors=priors)
+            started = [c.job for c in done.claimed]
+            outcomes = {j.id: Finish(attempt=j.attempt, exit_code=0, usage=usage) for j in started}
+            priors = {j.id: j for j in started}
+            return sum(1 for j in done.recorded.values() if j is not None)
+
+        for _ in range(10):  # warm up: past the statements' custom plans
+            await cycle()
+        logging = True
+        finished = 0
+        cpu0, began = cpu_seconds(backend), time.perf_counter()
+        while finished < jobs:
+            finished += await cycle()
+        seconds = time.perf_counter() - began
+        cpu = cpu_seconds(backend) - cpu0
+    finally:
+        await pool.close()
+    statements = sum(waited.values())
+    return {
+        "jobs": finished,
+        "capacity": capacity,
+        "cycle_jobs_per_second": round(finished / seconds),
+        "statements_alone_jobs_per_second": round(finished / statements),
+        "postgres_cpu_ms_per_job": round(cpu * 1000 / finished, 4),
+        "waited_ms_per_job": {
+            n: round(t * 1000 / finished, 4) for n, t in sorted(waited.items(), key=lambda i: -i[1])
+        },
+        "statements_per_cycle": round(sum(counted.values()) * capacity / finished, 2),
+    }
+
+
 def table(floor: dict[str, Any], pgqueuer: dict[str, Any] | None = None) -> str:
     """The floors as a readable table, each beside PgQueuer's figure of the same run."""
 
@@ -251,6 +329,12 @@ def table(floor: dict[str, Any], pgqueuer: dict[str, Any] | None = None) -> str:
         f"| a batch of {floor['batch']['jobs_per_batch']}'s statements alone:"
         f" {floor['batch']['jobs_per_second']:,} jobs/s | — | — | — | — |"
     )
+    d = floor["drain"]
+    lines.append(
+        f"| the claim cycle in process, {d['capacity']} slots: {d['cycle_jobs_per_second']:,}"
+        f" jobs/s; its statements alone: {d['statements_alone_jobs_per_second']:,} jobs/s"
+        f" | — | — | {d['postgres_cpu_ms_per_job']} | — |"
+    )
     lines.append(
         f"| PgQueuer's whole enqueue, same run | — | {pq('submit_serial', 'latency_ms', 'median')}"
         f" | {pq('submit_serial', 'cpu_ms_per_job', 'postgres')}"
@@ -268,6 +352,7 @@ async def measure(c: Cluster) -> dict[str, Any]:
         "http": await http_floor(c),
         "writes": await write_floor(c),
         "batch": await batch_floor(await _migrated(c, "floor_batch")),
+        "drain": await drain_floor(c),
     }
 
 
