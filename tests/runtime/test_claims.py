@@ -12,7 +12,7 @@ from jobledger.administration import AccessService
 from jobledger.domain.events import EventMeta
 from jobledger.domain.jobs import Finish, JobState
 from jobledger.domain.specs import DEFAULT_MAX_RUNNING_JOBS
-from jobledger.runtime.claims import claim
+from jobledger.runtime.claims import QUOTA_LOCKS, claim
 from jobledger.service import JobService
 from tests.factories import spec
 
@@ -72,7 +72,8 @@ async def test_claims_at_once_never_exceed_a_quota_nor_take_a_job_twice(
     """Six workers end some of their jobs and claim at once, round after round, over three
     projects (limits 3, 2 and the default 10) and two concurrency keys (limits 1 and 2):
     each claim counts the quotas of what it starts only after the claims of the same
-    projects and keys commit."""
+    projects and keys commit. Most lead with the project their last claim found best (as
+    a worker's do), some with another or one without jobs."""
     access = AccessService(service.pool)
     await access.set_limits("a", 3, meta=META)
     await access.set_limits("b", 2, meta=META)
@@ -90,6 +91,7 @@ async def test_claims_at_once_never_exceed_a_quota_nor_take_a_job_twice(
             META,
         )
     held: dict[str, list[uuid.UUID]] = {f"w{w}": [] for w in range(6)}
+    leads: dict[str, str | None] = dict.fromkeys(held)
     started: list[uuid.UUID] = []
     most = 0
     for _ in range(15):
@@ -98,9 +100,14 @@ async def test_claims_at_once_never_exceed_a_quota_nor_take_a_job_twice(
             for w, jobs in held.items()
         }
         cycles = await asyncio.gather(
-            *(claim(service, w, [], rng.randint(1, 4), ending[w]) for w in held)
-        )
+            *(
+                claim(service, w, [], rng.randint(1, 4), ending[w],
+                      lead=rng.choice([leads[w], leads[w], leads[w], "a", "idle", None]))
+                for w in held
+            )
+        )  # fmt: skip
         for (w, jobs), cycle in zip(held.items(), cycles, strict=True):
+            leads[w] = cycle.lead
             assert all(cycle.recorded[i] is not None for i in ending[w])
             held[w] = [i for i in jobs if i not in ending[w]] + [c.job.id for c in cycle.claimed]
             started += [c.job.id for c in cycle.claimed]
@@ -118,3 +125,58 @@ async def test_claims_at_once_never_exceed_a_quota_nor_take_a_job_twice(
         most = max(most, len(rows))
     assert len(started) == len(set(started))  # no job started twice
     assert len(started) > 60 and most >= 10  # the rounds did fill the quotas
+
+
+async def test_a_claim_that_leads_with_a_project_reads_after_the_claim_holding_it_commits(
+    service: JobService,
+) -> None:
+    """Led by a project, a claim waits for its quota lock before it reads: it sees what the
+    claim holding the lock committed. Without a lead it reads at once and waits later,
+    with the candidates it read then."""
+    for lead, expected in (("default", 2), (None, 1)):
+        first, _ = await service.submit(spec(), META)
+        async with service.pool.acquire() as holder:
+            await holder.execute("BEGIN")
+            await holder.execute(
+                "SELECT pg_advisory_xact_lock($1, hashtext('project:default'))", QUOTA_LOCKS
+            )
+            claiming = asyncio.create_task(claim(service, "w1", [], 5, lead=lead))
+            await asyncio.sleep(0.3)
+            assert not claiming.done()  # waits for the lock, led or not
+            later, _ = await service.submit(spec(), META)  # committed while it waits
+            await holder.execute("COMMIT")
+            cycle = await claiming
+        assert len(cycle.claimed) == expected, lead
+        assert cycle.lead == "default"
+        ids = {c.job.id for c in cycle.claimed}
+        assert first.id in ids and (later.id in ids) == (lead is not None)
+
+
+async def test_an_outcome_cycle_records_without_waiting_for_its_lead_and_says_so(
+    service: JobService,
+) -> None:
+    """A worker's cycle that records ended jobs only tries its lead's lock: while another
+    claim of the project holds it, the outcomes are recorded at once (their slots freed)
+    and nothing is started, and the cycle says to claim again; once the lock is free, the
+    same cycle starts jobs too."""
+    for _ in range(4):
+        await service.submit(spec(), META)
+    running = [c.job.id for c in (await claim(service, "w1", [], 2)).claimed]
+    async with service.pool.acquire() as holder:
+        await holder.execute("BEGIN")
+        await holder.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext('project:default'))", QUOTA_LOCKS
+        )
+        cycle = await asyncio.wait_for(
+            claim(service, "w1", [], 2, {running[0]: Finish(exit_code=0)}, lead="default",
+                  wait=False),
+            timeout=5,
+        )  # fmt: skip
+        await holder.execute("ROLLBACK")
+    assert cycle.recorded[running[0]] is not None
+    assert cycle.recorded[running[0]].state is JobState.SUCCEEDED  # type: ignore[union-attr]
+    assert cycle.claimed == [] and cycle.contended and cycle.lead == "default"
+    cycle = await claim(
+        service, "w1", [], 2, {running[1]: Finish(exit_code=0)}, lead="default", wait=False
+    )
+    assert len(cycle.claimed) == 2 and not cycle.contended

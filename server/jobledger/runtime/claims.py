@@ -42,6 +42,9 @@ class Cycle(msgspec.Struct, frozen=True):
     #: Fewer jobs were started than may be startable now (a quota was held by another
     #: claim, or another claim took slots the candidates' counts showed free): claim again.
     contended: bool = False
+    #: The project of the best job this claim found startable (else the lead it was given):
+    #: the next claim's `lead`.
+    lead: str | None = None
 
 
 def _candidate(row: asyncpg.Record) -> admission.Candidate:
@@ -95,6 +98,20 @@ def pick(
     return [by_id[c.id] for c in admission.pick([_candidate(r) for r in rows], facts, n)]
 
 
+#: The two-key advisory lock space of the quota locks (`claim_quotas`), ours alone:
+#: 0x6A6C716C, "jlql".
+QUOTA_LOCKS = 1785491820
+
+
+def _begin(lead: str | None) -> str:
+    """BEGIN; with a `lead` project, also wait for its quota lock in the same round trip
+    (the simple protocol takes two statements, not parameters: the name is a literal)."""
+    if lead is None:
+        return "BEGIN"
+    name = f"project:{lead}".replace("'", "''")
+    return f"BEGIN; SELECT pg_advisory_xact_lock({QUOTA_LOCKS}, hashtext('{name}'))"
+
+
 def _quotas(row: asyncpg.Record) -> list[str]:
     """The names of the quotas a candidate is counted against (see `claim_quotas`)."""
     names = [f"project:{row['project']}"]
@@ -111,7 +128,8 @@ async def _agreed(
     has_key: bool,
     ending: Sequence[uuid.UUID],
     read: tuple[list[str], int, int, list[uuid.UUID], bool],
-) -> tuple[list[asyncpg.Record], bool]:
+    lead: str | None,
+) -> tuple[list[asyncpg.Record], bool, str | None]:
     """The candidates to start, as the quotas allow once the claims before this one under
     the same quota locks have committed; and whether this claim may have left startable jobs
     behind (a quota it wanted was held by another claim, or another claim took slots the
@@ -120,16 +138,20 @@ async def _agreed(
     quotas to lock: those of the jobs first picked from them, the best job's first (the one
     waited for). A candidate of a quota not held here, or no longer queued at the version
     read, is passed over; if earlier claims took some and more may lie beyond, the
-    candidates are read again under the locks."""
+    candidates are read again under the locks. With a `lead` project, the claim holds its
+    lock already (waited for before the read): it waits for no other, and only tries the
+    rest; the third value is the project to lead with next time."""
     first = pick(rows, tags, n, has_key)
     if not first:
-        return [], False
+        return [], False, lead
     wanted = dict.fromkeys(name for r in first for name in _quotas(r))
     # Only candidates of these quotas can be taken here; enough of them are checked to
     # replace the first picks twice over.
     within = [r for r in rows if all(q in wanted for q in _quotas(r))]
     checked = within[: 2 * len(first) + 8]
     names = list(wanted)
+    if lead is not None:  # held: taken again at once, the others only tried
+        names = list(dict.fromkeys([f"project:{lead}", *names]))
     answer = await conn.fetch(
         QUERIES["claim_quotas"], names[0], names[1:], ending,
         [r["id"] for r in checked], [r["version"] for r in checked],
@@ -149,9 +171,10 @@ async def _agreed(
         for r in first
         if r["concurrency_key"] is not None
     )
-    unheld = len(held) < len(wanted)
+    unheld = not held.issuperset(wanted)
+    best = first[0]["project"]
     if not unheld and as_read and all(r["id"] in queued for r in first):
-        return first, False  # the same pick
+        return first, False, best  # the same pick
     agreed = [r for r in checked if r["id"] in queued and all(q in held for q in _quotas(r))]
     chosen = pick(agreed, tags, n, has_key, counts)
     if len(chosen) < len(first) and (len(rows) >= read[2] or len(within) > len(checked)):
@@ -159,8 +182,8 @@ async def _agreed(
         # again, now that no other claim can start jobs of the quotas held here.
         again = await conn.fetch(QUERIES["claim_candidates"], *read)
         held_rows = [r for r in again if all(q in held for q in _quotas(r))]
-        return pick(held_rows, tags, n, has_key, counts), unheld
-    return chosen, (len(chosen) < len(first) and not as_read) or unheld
+        return pick(held_rows, tags, n, has_key, counts), unheld, best
+    return chosen, (len(chosen) < len(first) and not as_read) or unheld, best
 
 
 async def _starts(
@@ -203,6 +226,8 @@ async def claim(
     *,
     has_key: bool = False,
     priors: Mapping[uuid.UUID, Job] | None = None,
+    lead: str | None = None,
+    wait: bool = True,
 ) -> Cycle:
     """Record the outcomes of this worker's jobs that ended and start up to `n` queued jobs,
     in one transaction. The jobs it starts are checked against their project's and
@@ -216,15 +241,26 @@ async def claim(
     environment uses secrets: their JobStarted records the version each reference resolves
     to now. `priors`: the state of some ending jobs as the caller knows it (their rows are
     not read; if one moved on meanwhile, the append's version check raises
-    `ConcurrencyError`)."""
+    `ConcurrencyError`). `lead`: a project whose quota lock a claim waits for before it
+    reads its candidates (the previous claim's `Cycle.lead`): claims of the same project
+    then read after each other's commits, instead of all reading at once and waiting with
+    candidates the first one takes. It is the only lock such a claim waits for. Without
+    `wait`, a claim only tries the lead's lock: if another claim holds it, this one records
+    its outcomes without waiting and starts nothing (`contended`)."""
     outcomes = outcomes or {}
     meta = EventMeta(actor=f"worker:{worker_id}")
     appended: list[Recorded] = []
     began = time.perf_counter()
     contended = False
+    waited = lead if n > 0 and wait else None
     async with service.pool.acquire() as conn:
-        await conn.execute("BEGIN")
+        await conn.execute(_begin(waited))
         try:
+            if n > 0 and lead is not None and not wait:
+                if await conn.fetchval(QUERIES["try_quota"], f"project:{lead}"):
+                    waited = lead
+                else:  # another claim of the project is under way: record only
+                    n, contended = 0, True
             known = {i: j for i, j in (priors or {}).items() if i in outcomes}
             if unknown := [i for i in outcomes if i not in known]:
                 known |= {v.id: job_of(v) for v in await get_many(conn, unknown)}
@@ -235,7 +271,9 @@ async def claim(
                 # More than n: some of a page may share a project or key with few slots.
                 read = (list(tags), DEFAULT_MAX_RUNNING_JOBS, 4 * n + 8, ending, has_key)
                 rows = await conn.fetch(QUERIES["claim_candidates"], *read)
-                picked, contended = await _agreed(conn, rows, tags, n, has_key, ending, read)
+                picked, contended, lead = await _agreed(
+                    conn, rows, tags, n, has_key, ending, read, waited
+                )
                 chosen = {r["id"]: r for r in picked}
             starting = {i: job_of(view_from_row(r)) for i, r in chosen.items()}
             known |= starting
@@ -263,4 +301,5 @@ async def claim(
         ],
         recorded={i: by_id.get(i) for i in outcomes},
         contended=contended,
+        lead=lead,
     )

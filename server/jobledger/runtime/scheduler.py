@@ -130,6 +130,9 @@ class Scheduler:
         #: claim for new jobs and one for ended jobs' slots can be in flight at once.
         self._reserved = 0
         self._ending = 0
+        #: The project whose quota lock the next claim waits for before it reads
+        #: (`claims.claim`'s `lead`): that of the best job the last claim found.
+        self._lead: str | None = None
         #: Attempts this process started (the newest few thousand): never run one twice.
         self._ran: dict[tuple[uuid.UUID, int], None] = {}
         #: Since when (monotonic) every heartbeat has reached the database; None after a
@@ -248,8 +251,9 @@ class Scheduler:
                     with self._claim_in_flight(free):
                         cycle = await claim(
                             self.service, self.config.worker_id, self.config.tags, free,
-                            has_key=self.secrets_box is not None,
+                            has_key=self.secrets_box is not None, lead=self._lead,
                         )  # fmt: skip
+                        self._lead = cycle.lead
                         for c in cycle.claimed:
                             self._spawn(c.job, log_limit=c.log_limit_bytes)
                 except ConcurrencyError:
@@ -522,8 +526,10 @@ class Scheduler:
             with self._claim_in_flight(free):
                 cycle = await claim(
                     self.service, self.config.worker_id, self.config.tags, free, outcomes,
-                    has_key=self.secrets_box is not None, priors=priors,
+                    has_key=self.secrets_box is not None, priors=priors, lead=self._lead,
+                    wait=False,
                 )  # fmt: skip
+                self._lead = cycle.lead
                 for c in cycle.claimed:
                     self._spawn(c.job, log_limit=c.log_limit_bytes)
             if cycle.contended:

@@ -90,6 +90,10 @@ LIMIT $3;
 -- ($4, read at versions $5) are still queued at those versions: rows of (NULL, NULL, id).
 SELECT * FROM claim_quotas($1::text, $2::text[], $3::uuid[], $4::uuid[], $5::int[]);
 
+-- name: try_quota
+-- Take a quota's lock if no other claim holds it (see `claim_quotas`).
+SELECT pg_try_advisory_xact_lock(1785491820, hashtext($1));
+
 -- name: next_scheduled
 -- When the earliest job that waits for its time becomes due (NULL if none does).
 SELECT min(scheduled_for) - statement_timestamp() AS wait
