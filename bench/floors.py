@@ -263,10 +263,14 @@ async def drain_floor(c: Cluster, jobs: int = 3000, capacity: int = 10) -> dict[
         usage = Usage(wall_seconds=0.0)
         outcomes: dict[uuid.UUID, Command] = {}
         priors: dict[uuid.UUID, Job] = {}
+        lead: str | None = None
 
-        async def cycle() -> int:
-            nonlocal outcomes, priors
-            done = await claim(service, "bench", [], capacity, outcomes, priors=priors)
+        async def cycle() -> int:  # as a worker's outcome cycle claims (scheduler.py)
+            nonlocal outcomes, priors, lead
+            done = await claim(
+                service, "bench", [], capacity, outcomes, priors=priors, lead=lead, wait=False
+            )
+            lead = done.lead
             started = [c.job for c in done.claimed]
             outcomes = {j.id: Finish(attempt=j.attempt, exit_code=0, usage=usage) for j in started}
             priors = {j.id: j for j in started}

@@ -139,11 +139,18 @@ async def _agreed(
     waited for). A candidate of a quota not held here, or no longer queued at the version
     read, is passed over; if earlier claims took some and more may lie beyond, the
     candidates are read again under the locks. With a `lead` project, the claim holds its
-    lock already (waited for before the read): it waits for no other, and only tries the
-    rest; the third value is the project to lead with next time."""
+    lock already (taken before the read): it waits for no other, and only tries the rest;
+    if the jobs it picks count against that lock alone, they stand without another round
+    trip. The third value is the project to lead with next time."""
     first = pick(rows, tags, n, has_key)
     if not first:
         return [], False, lead
+    if lead is not None and all(r["project"] == lead and r["concurrency_key"] is None
+                                for r in first):  # fmt: skip
+        # Read under the one lock these jobs are counted against: no other claim started
+        # any of its jobs since (the counts hold) nor can take these (they are still queued,
+        # or the append's version check refuses them).
+        return first, False, lead
     wanted = dict.fromkeys(name for r in first for name in _quotas(r))
     # Only candidates of these quotas can be taken here; enough of them are checked to
     # replace the first picks twice over.
