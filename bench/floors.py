@@ -15,6 +15,9 @@
   drained job: its two transitions (an event each and its row's update), ten jobs per
   transaction as a worker's claim cycle writes them.
 - `batch`: engine.py's database floor of a batch of 500 (its statements alone).
+- `submit`: a single submit in process (`JobService.submit`, one at a time: no HTTP, no
+  token check): its call p50, the time its statements kept it waiting (a query logger),
+  the PostgreSQL CPU and WAL per submit.
 - `drain`: the worker's claim cycle (`claims.claim`: record ten jobs' ends and start ten
   more, one transaction) run in process on the real tables, over a queue of no-op jobs,
   each cycle's outcomes those of the jobs the one before started: jobs/s of the cycle
@@ -36,7 +39,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import aiohttp
 import asyncpg
@@ -232,26 +235,82 @@ async def write_floor(c: Cluster, submits: int = 1000) -> dict[str, Any]:
     }
 
 
+class Statements:
+    """How long each named statement kept its caller waiting (asyncpg's query logger), on
+    the connections of a one-connection pool; counted while `on`."""
+
+    NAMES: ClassVar[dict[str, str]] = {
+        q: n for queries in (CLAIM_QUERIES, STORE_QUERIES, JOBS_QUERIES) for n, q in queries.items()
+    }
+
+    def __init__(self) -> None:
+        self.on = False
+        self.waited: dict[str, float] = {}
+        self.counted: dict[str, int] = {}
+
+    def logged(self, q: Any) -> None:
+        if self.on:
+            name = self.NAMES.get(q.query, q.query[:24])
+            self.waited[name] = self.waited.get(name, 0.0) + q.elapsed
+            self.counted[name] = self.counted.get(name, 0) + 1
+
+    async def pool(self, dsn: str) -> asyncpg.Pool:
+        async def setup(conn: Any) -> None:
+            conn.add_query_logger(self.logged)
+
+        return await create_pool(dsn, min_size=1, max_size=1, setup=setup)
+
+    def per(self, n: int) -> dict[str, float]:
+        """Waited ms per unit, by statement, most first."""
+        return {k: round(t * 1000 / n, 4)
+                for k, t in sorted(self.waited.items(), key=lambda i: -i[1])}  # fmt: skip
+
+
+async def submit_floor(c: Cluster, submits: int = 600) -> dict[str, Any]:
+    """A single submit in process (`JobService.submit`, no HTTP, no token check): its call
+    p50 and its statements' wait, PostgreSQL CPU and WAL per submit."""
+    dsn = await _migrated(c, "floor_submit")
+    log = Statements()
+    pool = await log.pool(dsn)
+    try:
+        service = JobService(EventStore(pool))
+        spec = msgspec.convert(SPEC, JobSpec)
+        meta = EventMeta(actor="bench")
+        for _ in range(30):  # warm up: past the statements' custom plans
+            await service.submit(spec, meta)
+        async with pool.acquire() as conn:
+            backend = await conn.fetchval("SELECT pg_backend_pid()")
+            wal0 = await wal_lsn(conn)
+        calls: list[float] = []
+        log.on = True
+        cpu0 = cpu_seconds(backend)
+        for _ in range(submits):
+            began = time.perf_counter()
+            await service.submit(spec, meta)
+            calls.append(time.perf_counter() - began)
+        cpu = cpu_seconds(backend) - cpu0
+        log.on = False
+        async with pool.acquire() as conn:
+            wal = await wal_lsn(conn) - wal0
+    finally:
+        await pool.close()
+    return {
+        "submits": submits,
+        "call_ms": summary(calls),
+        "statements_ms_per_submit": round(sum(log.waited.values()) * 1000 / submits, 4),
+        "postgres_cpu_ms_per_submit": round(cpu * 1000 / submits, 4),
+        "wal_bytes_per_submit": round(wal / submits),
+        "waited_ms_per_submit": log.per(submits),
+        "statements_per_submit": round(sum(log.counted.values()) / submits, 2),
+    }
+
+
 async def drain_floor(c: Cluster, jobs: int = 3000, capacity: int = 10) -> dict[str, Any]:
     """The claim cycle's jobs/s in process, and its statements' alone (see the module's
     docstring); the PostgreSQL CPU per job, and where the statements' time goes."""
     dsn = await _migrated(c, "floor_drain")
-    names = {q: n for queries in (CLAIM_QUERIES, STORE_QUERIES, JOBS_QUERIES)
-             for n, q in queries.items()}  # fmt: skip
-    waited: dict[str, float] = {}
-    counted: dict[str, int] = {}
-    logging = False
-
-    def logged(q: Any) -> None:
-        if logging:
-            name = names.get(q.query, q.query[:24])
-            waited[name] = waited.get(name, 0.0) + q.elapsed
-            counted[name] = counted.get(name, 0) + 1
-
-    async def setup(conn: Any) -> None:
-        conn.add_query_logger(logged)
-
-    pool = await create_pool(dsn, min_size=1, max_size=1, setup=setup)
+    log = Statements()
+    pool = await log.pool(dsn)
     try:
         service = JobService(EventStore(pool))
         spec = msgspec.convert(RUNNABLE, JobSpec)
@@ -278,7 +337,7 @@ async def drain_floor(c: Cluster, jobs: int = 3000, capacity: int = 10) -> dict[
 
         for _ in range(10):  # warm up: past the statements' custom plans
             await cycle()
-        logging = True
+        log.on = True
         finished = 0
         cpu0, began = cpu_seconds(backend), time.perf_counter()
         while finished < jobs:
@@ -287,17 +346,14 @@ async def drain_floor(c: Cluster, jobs: int = 3000, capacity: int = 10) -> dict[
         cpu = cpu_seconds(backend) - cpu0
     finally:
         await pool.close()
-    statements = sum(waited.values())
     return {
         "jobs": finished,
         "capacity": capacity,
         "cycle_jobs_per_second": round(finished / seconds),
-        "statements_alone_jobs_per_second": round(finished / statements),
+        "statements_alone_jobs_per_second": round(finished / sum(log.waited.values())),
         "postgres_cpu_ms_per_job": round(cpu * 1000 / finished, 4),
-        "waited_ms_per_job": {
-            n: round(t * 1000 / finished, 4) for n, t in sorted(waited.items(), key=lambda i: -i[1])
-        },
-        "statements_per_cycle": round(sum(counted.values()) * capacity / finished, 2),
+        "waited_ms_per_job": log.per(finished),
+        "statements_per_cycle": round(sum(log.counted.values()) * capacity / finished, 2),
     }
 
 
@@ -333,6 +389,12 @@ def table(floor: dict[str, Any], pgqueuer: dict[str, Any] | None = None) -> str:
         f"| a batch of {floor['batch']['jobs_per_batch']}'s statements alone:"
         f" {floor['batch']['jobs_per_second']:,} jobs/s | — | — | — | — |"
     )
+    u = floor["submit"]
+    lines.append(
+        f"| a single submit in process (the service, no HTTP): its statements"
+        f" {u['statements_ms_per_submit']} ms | — | {u['call_ms']['median']}"
+        f" | {u['postgres_cpu_ms_per_submit']} | {u['wal_bytes_per_submit']:,} |"
+    )
     d = floor["drain"]
     lines.append(
         f"| the claim cycle in process, {d['capacity']} slots: {d['cycle_jobs_per_second']:,}"
@@ -356,6 +418,7 @@ async def measure(c: Cluster) -> dict[str, Any]:
         "http": await http_floor(c),
         "writes": await write_floor(c),
         "batch": await batch_floor(await _migrated(c, "floor_batch")),
+        "submit": await submit_floor(c),
         "drain": await drain_floor(c),
     }
 
