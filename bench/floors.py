@@ -32,12 +32,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -254,11 +256,19 @@ class Statements:
             self.waited[name] = self.waited.get(name, 0.0) + q.elapsed
             self.counted[name] = self.counted.get(name, 0) + 1
 
-    async def pool(self, dsn: str) -> asyncpg.Pool:
+    @contextlib.asynccontextmanager
+    async def service(self, dsn: str) -> AsyncIterator[tuple[JobService, int]]:
+        """A service on a one-connection pool whose statements this counts, and the
+        backend pid of that connection (its PostgreSQL CPU)."""
+
         async def setup(conn: Any) -> None:
             conn.add_query_logger(self.logged)
 
-        return await create_pool(dsn, min_size=1, max_size=1, setup=setup)
+        pool = await create_pool(dsn, min_size=1, max_size=1, setup=setup)
+        try:
+            yield JobService(EventStore(pool)), await pool.fetchval("SELECT pg_backend_pid()")
+        finally:
+            await pool.close()
 
     def per(self, n: int) -> dict[str, float]:
         """Waited ms per unit, by statement, most first."""
@@ -269,17 +279,13 @@ class Statements:
 async def submit_floor(c: Cluster, submits: int = 600) -> dict[str, Any]:
     """A single submit in process (`JobService.submit`, no HTTP, no token check): its call
     p50 and its statements' wait, PostgreSQL CPU and WAL per submit."""
-    dsn = await _migrated(c, "floor_submit")
     log = Statements()
-    pool = await log.pool(dsn)
-    try:
-        service = JobService(EventStore(pool))
+    async with log.service(await _migrated(c, "floor_submit")) as (service, backend):
         spec = msgspec.convert(SPEC, JobSpec)
         meta = EventMeta(actor="bench")
         for _ in range(30):  # warm up: past the statements' custom plans
             await service.submit(spec, meta)
-        async with pool.acquire() as conn:
-            backend = await conn.fetchval("SELECT pg_backend_pid()")
+        async with service.pool.acquire() as conn:
             wal0 = await wal_lsn(conn)
         calls: list[float] = []
         log.on = True
@@ -290,10 +296,8 @@ async def submit_floor(c: Cluster, submits: int = 600) -> dict[str, Any]:
             calls.append(time.perf_counter() - began)
         cpu = cpu_seconds(backend) - cpu0
         log.on = False
-        async with pool.acquire() as conn:
+        async with service.pool.acquire() as conn:
             wal = await wal_lsn(conn) - wal0
-    finally:
-        await pool.close()
     return {
         "submits": submits,
         "call_ms": summary(calls),
@@ -308,17 +312,12 @@ async def submit_floor(c: Cluster, submits: int = 600) -> dict[str, Any]:
 async def drain_floor(c: Cluster, jobs: int = 3000, capacity: int = 10) -> dict[str, Any]:
     """The claim cycle's jobs/s in process, and its statements' alone (see the module's
     docstring); the PostgreSQL CPU per job, and where the statements' time goes."""
-    dsn = await _migrated(c, "floor_drain")
     log = Statements()
-    pool = await log.pool(dsn)
-    try:
-        service = JobService(EventStore(pool))
+    async with log.service(await _migrated(c, "floor_drain")) as (service, backend):
         spec = msgspec.convert(RUNNABLE, JobSpec)
-        meta = EventMeta(actor="bench")
-        for k in range(0, jobs + 10 * capacity, 500):
-            await service.submit_batch([spec] * min(500, jobs + 10 * capacity - k), meta)
-        async with pool.acquire() as conn:
-            backend = await conn.fetchval("SELECT pg_backend_pid()")
+        queued = jobs + 10 * capacity  # the warm-up's cycles take some
+        for k in range(0, queued, 500):
+            await service.submit_batch([spec] * min(500, queued - k), EventMeta(actor="bench"))
         usage = Usage(wall_seconds=0.0)
         outcomes: dict[uuid.UUID, Command] = {}
         priors: dict[uuid.UUID, Job] = {}
@@ -344,8 +343,6 @@ async def drain_floor(c: Cluster, jobs: int = 3000, capacity: int = 10) -> dict[
             finished += await cycle()
         seconds = time.perf_counter() - began
         cpu = cpu_seconds(backend) - cpu0
-    finally:
-        await pool.close()
     return {
         "jobs": finished,
         "capacity": capacity,

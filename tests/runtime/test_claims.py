@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import uuid
 from collections import Counter
+from collections.abc import AsyncIterator
 from datetime import timedelta
 
 from jobledger.administration import AccessService
@@ -127,6 +129,17 @@ async def test_claims_at_once_never_exceed_a_quota_nor_take_a_job_twice(
     assert len(started) > 60 and most >= 10  # the rounds did fill the quotas
 
 
+@contextlib.asynccontextmanager
+async def holding_the_default_project(service: JobService) -> AsyncIterator[None]:
+    """Hold project `default`'s quota lock as a claim does, in a transaction that ends with
+    the block."""
+    async with service.pool.acquire() as holder, holder.transaction():
+        await holder.execute(
+            "SELECT pg_advisory_xact_lock($1, hashtext('project:default'))", QUOTA_LOCKS
+        )
+        yield
+
+
 async def test_a_claim_that_leads_with_a_project_reads_after_the_claim_holding_it_commits(
     service: JobService,
 ) -> None:
@@ -135,17 +148,12 @@ async def test_a_claim_that_leads_with_a_project_reads_after_the_claim_holding_i
     with the candidates it read then."""
     for lead, expected in (("default", 2), (None, 1)):
         first, _ = await service.submit(spec(), META)
-        async with service.pool.acquire() as holder:
-            await holder.execute("BEGIN")
-            await holder.execute(
-                "SELECT pg_advisory_xact_lock($1, hashtext('project:default'))", QUOTA_LOCKS
-            )
+        async with holding_the_default_project(service):
             claiming = asyncio.create_task(claim(service, "w1", [], 5, lead=lead))
             await asyncio.sleep(0.3)
             assert not claiming.done()  # waits for the lock, led or not
             later, _ = await service.submit(spec(), META)  # committed while it waits
-            await holder.execute("COMMIT")
-            cycle = await claiming
+        cycle = await claiming
         assert len(cycle.claimed) == expected, lead
         assert cycle.lead == "default"
         ids = {c.job.id for c in cycle.claimed}
@@ -162,17 +170,12 @@ async def test_an_outcome_cycle_records_without_waiting_for_its_lead_and_says_so
     for _ in range(4):
         await service.submit(spec(), META)
     running = [c.job.id for c in (await claim(service, "w1", [], 2)).claimed]
-    async with service.pool.acquire() as holder:
-        await holder.execute("BEGIN")
-        await holder.execute(
-            "SELECT pg_advisory_xact_lock($1, hashtext('project:default'))", QUOTA_LOCKS
-        )
+    async with holding_the_default_project(service):
         cycle = await asyncio.wait_for(
             claim(service, "w1", [], 2, {running[0]: Finish(exit_code=0)}, lead="default",
                   wait=False),
             timeout=5,
         )  # fmt: skip
-        await holder.execute("ROLLBACK")
     assert cycle.recorded[running[0]] is not None
     assert cycle.recorded[running[0]].state is JobState.SUCCEEDED  # type: ignore[union-attr]
     assert cycle.claimed == [] and cycle.contended and cycle.lead == "default"

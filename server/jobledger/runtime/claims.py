@@ -264,7 +264,7 @@ async def claim(
         await conn.execute(_begin(waited))
         try:
             if n > 0 and lead is not None and not wait:
-                if await conn.fetchval(QUERIES["try_quota"], f"project:{lead}"):
+                if await conn.fetchval(QUERIES["try_quota"], QUOTA_LOCKS, f"project:{lead}"):
                     waited = lead
                 else:  # another claim of the project is under way: record only
                     n, contended = 0, True

@@ -91,8 +91,9 @@ LIMIT $3;
 SELECT * FROM claim_quotas($1::text, $2::text[], $3::uuid[], $4::uuid[], $5::int[]);
 
 -- name: try_quota
--- Take a quota's lock if no other claim holds it (see `claim_quotas`).
-SELECT pg_try_advisory_xact_lock(1785491820, hashtext($1));
+-- Take a quota's lock ($2, in the lock space $1 of `claim_quotas`: claims.QUOTA_LOCKS) if no
+-- other claim holds it.
+SELECT pg_try_advisory_xact_lock($1, hashtext($2));
 
 -- name: next_scheduled
 -- When the earliest job that waits for its time becomes due (NULL if none does).
